@@ -1,0 +1,125 @@
+//! `Authorization: Bearer <token>` parsing (RFC 6750 §2.1, RFC 9110 §11).
+//!
+//! Strict on purpose: exactly one `Authorization` field; the scheme `Bearer`
+//! in any case; one or more spaces; a `token68` (`A-Z a-z 0-9 - . _ ~ + /`
+//! followed by optional `=`); nothing else. Tokens are accepted only from the
+//! header, never from a query parameter or a cookie, where they would end up
+//! in access logs and browser history.
+
+use http::{HeaderMap, HeaderValue};
+use http::header::AUTHORIZATION;
+
+/// Why no bearer token could be taken from a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerError {
+    /// No `Authorization` header at all.
+    Missing,
+    /// Anything else: another scheme, bad characters, two headers, ...
+    Malformed,
+}
+
+/// The bearer token of a request, or why there is none.
+///
+/// ```
+/// use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+/// use tokengate::bearer::{bearer_token, BearerError};
+///
+/// let mut headers = HeaderMap::new();
+/// assert_eq!(bearer_token(&headers), Err(BearerError::Missing));
+/// headers.insert(AUTHORIZATION, HeaderValue::from_static("bEaReR   abc.def~"));
+/// assert_eq!(bearer_token(&headers), Ok("abc.def~"));
+/// headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwYXNz"));
+/// assert_eq!(bearer_token(&headers), Err(BearerError::Malformed));
+/// ```
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, BearerError> {
+    let value = single_authorization(headers)?;
+    parse_bearer(value.as_bytes()).ok_or(BearerError::Malformed)
+}
+
+/// The request's only `Authorization` field; two or more are [`BearerError::Malformed`].
+pub fn single_authorization(headers: &HeaderMap) -> Result<&HeaderValue, BearerError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next().ok_or(BearerError::Missing)?;
+    if values.next().is_some() {
+        return Err(BearerError::Malformed);
+    }
+    Ok(value)
+}
+
+/// Parses one `Authorization` field value; `None` unless it is `Bearer 1*SP token68`.
+pub fn parse_bearer(value: &[u8]) -> Option<&str> {
+    const SCHEME: &[u8] = b"bearer";
+    if value.len() <= SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    let rest = &value[SCHEME.len()..];
+    let spaces = rest.iter().take_while(|&&b| b == b' ').count();
+    if spaces == 0 {
+        return None;
+    }
+    let token = &rest[spaces..];
+    if !is_token68(token) {
+        return None;
+    }
+    // token68 is ASCII, so this cannot fail.
+    std::str::from_utf8(token).ok()
+}
+
+fn is_token68(token: &[u8]) -> bool {
+    let body_len = token
+        .iter()
+        .take_while(|&&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        .count();
+    body_len > 0 && token[body_len..].iter().all(|&b| b == b'=')
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn accepts_rfc_6750_forms() {
+        for (value, token) in [
+            ("Bearer abc", "abc"),
+            ("bearer abc", "abc"),
+            ("BEARER abc", "abc"),
+            ("Bearer    abc", "abc"),
+            ("Bearer a-b.c_d~e+f/g==", "a-b.c_d~e+f/g=="),
+        ] {
+            assert_eq!(parse_bearer(value.as_bytes()), Some(token), "{value}");
+        }
+    }
+
+    #[test]
+    fn rejects_everything_else() {
+        for value in [
+            "", "Bearer", "Bearer ", "Bearer  ", "Bearerabc", "Bearer\tabc", "Bearer abc def",
+            "Bearer abc ", "Bearer =abc", "Bearer a=b", "Bearer ab,c", "Basic abc", "Token abc",
+            "Bearer \"abc\"", "Bearer a\u{e9}b", " Bearer abc", "Bearer: abc",
+        ] {
+            assert_eq!(parse_bearer(value.as_bytes()), None, "{value:?}");
+        }
+        assert_eq!(parse_bearer(b"Bearer a\0b"), None);
+        assert_eq!(parse_bearer(b"Bearer \xff\xfe"), None);
+    }
+
+    #[test]
+    fn two_authorization_headers_are_malformed() {
+        let mut headers = HeaderMap::new();
+        headers.append(AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        headers.append(AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        assert_eq!(bearer_token(&headers), Err(BearerError::Malformed));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_only_returns_token68(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            if let Some(token) = parse_bearer(&bytes) {
+                prop_assert!(is_token68(token.as_bytes()));
+                prop_assert!(bytes.len() > token.len() + 6);
+            }
+        }
+    }
+}

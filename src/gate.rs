@@ -1,0 +1,600 @@
+//! [`TokenGate`]: how a request's token is checked, and everything that keeps that fast.
+//!
+//! ```text
+//! Authorization header
+//!   -> parse (RFC 6750)                                   401, no I/O
+//!   -> token shape (prefix, length, alphabet, CRC-32)      401, no I/O
+//!   -> verified-token cache (SHA-256 of the token)         hit: plan check
+//!   -> negative cache (unknown / revoked / expired ids)    401, no I/O
+//!   -> store lookup by token id (one indexed read)         401 unknown/revoked/expired, 503 on fault
+//!   -> failed-verification throttle per token id           429, no argon2
+//!   -> argon2id verify: single-flight per token, bounded   401 wrong secret
+//!   -> plan check                                          403 no API access
+//!   -> sliding-window limiter keyed by token id            429
+//! ```
+//!
+//! One `TokenGate` is shared by the layer (which authenticates) and by the
+//! admin API and CLI (which mutate tokens through [`crate::manage`]), so a
+//! revocation reaches the cache the moment it commits.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue};
+use tokio::sync::OnceCell;
+
+use crate::bearer::{BearerError, parse_bearer, single_authorization};
+use crate::cache::{CachedAuth, TokenDigest, VerifiedCache};
+use crate::clock::Clock;
+use crate::extract::Principal;
+use crate::hash::{Argon2Params, InvalidArgon2Params, SecretHasher};
+use crate::limit::{Decision, MemoryRateLimiter, RateLimitStore, WindowConfig};
+use crate::metrics::Metrics;
+use crate::store::{Change, Credential, TokenStore};
+use crate::throttle::{FailureThrottle, NegativeCache};
+use crate::token::{ParsedToken, TokenFormat, TokenId};
+
+/// Why a request was not let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// 401: no `Authorization` header.
+    MissingToken,
+    /// 401: malformed, unknown, wrong, revoked or expired token.
+    InvalidToken,
+    /// 403: the plan has no API access.
+    NoApiAccess,
+    /// 429: too many failed verifications for this token id; retry after this many seconds.
+    TooManyFailures(u64),
+    /// 429: over the plan's limit.
+    RateLimited(Decision),
+    /// 503: a backend could not answer.
+    Unavailable,
+}
+
+/// What to do when a shared rate-limit backend (Redis) cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LimiterFailurePolicy {
+    /// Answer 503: never admit a request the limit was not checked for. The default.
+    #[default]
+    FailClosed,
+    /// Check against this process's own in-memory limiter until the backend is back.
+    /// Each instance then enforces the limit separately, so N instances may
+    /// together admit up to N times the limit during the outage.
+    FallBackToLocal,
+}
+
+/// A [`TokenGate`] that could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// argon2 refused the parameters.
+    #[error(transparent)]
+    Argon2(#[from] InvalidArgon2Params),
+}
+
+/// Configures a [`TokenGate`]. Every knob has a production default.
+pub struct TokenGateBuilder {
+    store: Arc<dyn TokenStore>,
+    format: TokenFormat,
+    argon2: Argon2Params,
+    max_concurrent_verifies: usize,
+    cache_ttl: Duration,
+    cache_capacity: usize,
+    stale_if_error: Duration,
+    negative_ttl: Duration,
+    max_failed_verifies: u32,
+    failure_window: Duration,
+    limiter: Option<Arc<dyn RateLimitStore>>,
+    limiter_failure: LimiterFailurePolicy,
+    window: WindowConfig,
+    change_poll_interval: Duration,
+    last_used_flush_interval: Duration,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl TokenGateBuilder {
+    /// The token format (prefix). Default: prefix `iit_`.
+    pub fn with_token_format(mut self, format: TokenFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// argon2id parameters for new hashes. Default: OWASP's m = 19 MiB, t = 2, p = 1.
+    pub fn with_argon2_params(mut self, params: Argon2Params) -> Self {
+        self.argon2 = params;
+        self
+    }
+
+    /// At most this many argon2 computations at once. Default: half the cores
+    /// (at least one), so verification floods leave CPU for cached traffic.
+    pub fn with_max_concurrent_verifies(mut self, n: usize) -> Self {
+        self.max_concurrent_verifies = n.max(1);
+        self
+    }
+
+    /// How long a cached authentication is trusted before it is revalidated
+    /// against the store (one lookup, no argon2). Default 60 s. Revocations and
+    /// plan changes do not wait for this: they invalidate at once.
+    pub fn with_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// Maximum cached authentications. Default 100,000 (about 30 MB).
+    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity.max(1);
+        self
+    }
+
+    /// How long past its TTL a cached token keeps working while the store is
+    /// unreachable. Default 15 minutes: an outage of the database does not log
+    /// out active clients, and no revocation can happen while it is down.
+    pub fn with_stale_if_error(mut self, grace: Duration) -> Self {
+        self.stale_if_error = grace;
+        self
+    }
+
+    /// How long an unknown, revoked or expired token id is remembered, so
+    /// repeats cost no lookup. Default 30 s.
+    pub fn with_negative_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = ttl;
+        self
+    }
+
+    /// Failed verifications allowed per token id within `window` before further
+    /// uncached attempts on that id get 429 without any argon2 work.
+    /// Default 10 per minute. A client with the right, cached token is unaffected.
+    pub fn with_failed_verify_limit(mut self, failures: u32, window: Duration) -> Self {
+        self.max_failed_verifies = failures.max(1);
+        self.failure_window = window;
+        self
+    }
+
+    /// A shared rate-limit backend (e.g. Redis). Default: an in-memory limiter.
+    pub fn with_rate_limiter(mut self, limiter: Arc<dyn RateLimitStore>) -> Self {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// What to do when the shared rate-limit backend is down. Default: fail closed (503).
+    pub fn with_limiter_failure_policy(mut self, policy: LimiterFailurePolicy) -> Self {
+        self.limiter_failure = policy;
+        self
+    }
+
+    /// The in-memory limiter's window layout. Default: one hour in 60 one-minute buckets.
+    pub fn with_window(mut self, window: WindowConfig) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// How often the change feed is polled for revocations and plan changes made
+    /// by other processes (the CLI, other instances). Default 250 ms.
+    pub fn with_change_poll_interval(mut self, interval: Duration) -> Self {
+        self.change_poll_interval = interval;
+        self
+    }
+
+    /// How often batched `last_used_at` times are written. Default 10 s.
+    pub fn with_last_used_flush_interval(mut self, interval: Duration) -> Self {
+        self.last_used_flush_interval = interval;
+        self
+    }
+
+    /// Metrics registry to count into. Default: a fresh one, see [`TokenGate::metrics`].
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Builds the gate. Starts no task: see [`TokenGate::spawn_maintenance`].
+    pub fn build(self) -> Result<TokenGate, BuildError> {
+        let metrics = self.metrics.unwrap_or_default();
+        let clock = Clock::new();
+        let hasher = SecretHasher::with_metrics(
+            self.argon2,
+            self.max_concurrent_verifies,
+            Some(Arc::clone(&metrics)),
+        )?;
+        let local = Arc::new(MemoryRateLimiter::with_clock(self.window, clock));
+        let limiter = match self.limiter {
+            None => Limiter::Local(local),
+            Some(shared) => Limiter::Shared {
+                shared,
+                fallback: (self.limiter_failure == LimiterFailurePolicy::FallBackToLocal)
+                    .then_some(local),
+            },
+        };
+        Ok(TokenGate {
+            inner: Arc::new(Inner {
+                store: self.store,
+                format: self.format,
+                hasher,
+                cache: VerifiedCache::new(self.cache_capacity),
+                cache_ttl_ms: self.cache_ttl.as_millis() as u64,
+                stale_if_error_ms: self.stale_if_error.as_millis() as u64,
+                negative: NegativeCache::new(self.negative_ttl, 65_536),
+                throttle: FailureThrottle::new(self.max_failed_verifies, self.failure_window),
+                inflight: Mutex::default(),
+                limiter,
+                last_used: Mutex::default(),
+                clock,
+                metrics,
+                change_cursor: AtomicI64::new(-1),
+                last_poll_ok_ms: AtomicU64::new(clock.now_unix_ms()),
+                change_poll_interval: self.change_poll_interval,
+                last_used_flush_interval: self.last_used_flush_interval,
+            }),
+        })
+    }
+}
+
+pub(crate) enum Limiter {
+    Local(Arc<MemoryRateLimiter>),
+    Shared {
+        shared: Arc<dyn RateLimitStore>,
+        fallback: Option<Arc<MemoryRateLimiter>>,
+    },
+}
+
+type Verdict = Result<Arc<CachedAuth>, Rejection>;
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn TokenStore>,
+    pub(crate) format: TokenFormat,
+    pub(crate) hasher: SecretHasher,
+    pub(crate) cache: VerifiedCache,
+    cache_ttl_ms: u64,
+    stale_if_error_ms: u64,
+    pub(crate) negative: NegativeCache,
+    pub(crate) throttle: FailureThrottle,
+    inflight: Mutex<HashMap<TokenDigest, Arc<OnceCell<Verdict>>>>,
+    pub(crate) limiter: Limiter,
+    pub(crate) last_used: Mutex<HashMap<TokenId, i64>>,
+    pub(crate) clock: Clock,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) change_cursor: AtomicI64,
+    pub(crate) last_poll_ok_ms: AtomicU64,
+    pub(crate) change_poll_interval: Duration,
+    pub(crate) last_used_flush_interval: Duration,
+}
+
+/// The token engine: authenticates requests, rate-limits them, and applies
+/// token changes. Cheap to clone; clones share everything.
+///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use tokengate::{Argon2Params, SqliteStore, TokenGate, TokenStore};
+///
+/// let store = SqliteStore::connect("sqlite::memory:").await?;
+/// store.migrate().await?;
+/// let gate = TokenGate::builder(Arc::new(store))
+///     .with_argon2_params(Argon2Params::insecure_fast_for_tests())
+///     .build()?;
+/// gate.set_account_plan("acct_1", "pro").await?;
+/// let created = gate.create_token("acct_1", "CI", None).await?;
+///
+/// let principal = gate
+///     .authenticate_token(created.token.expose_secret())
+///     .await
+///     .expect("a fresh token authenticates");
+/// assert_eq!(principal.account_id(), "acct_1");
+/// assert_eq!(principal.requests_per_hour(), 1000);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct TokenGate {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TokenGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenGate")
+            .field("format", &self.inner.format)
+            .field("hasher", &self.inner.hasher)
+            .field("cached", &self.inner.cache.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenGate {
+    /// A gate on `store` with every default.
+    pub fn new(store: Arc<dyn TokenStore>) -> Result<Self, BuildError> {
+        Self::builder(store).build()
+    }
+
+    /// Starts configuring a gate on `store`.
+    pub fn builder(store: Arc<dyn TokenStore>) -> TokenGateBuilder {
+        TokenGateBuilder {
+            store,
+            format: TokenFormat::default(),
+            argon2: Argon2Params::default(),
+            max_concurrent_verifies: SecretHasher::default_concurrency(),
+            cache_ttl: Duration::from_secs(60),
+            cache_capacity: 100_000,
+            stale_if_error: Duration::from_secs(15 * 60),
+            negative_ttl: Duration::from_secs(30),
+            max_failed_verifies: 10,
+            failure_window: Duration::from_secs(60),
+            limiter: None,
+            limiter_failure: LimiterFailurePolicy::default(),
+            window: WindowConfig::default(),
+            change_poll_interval: Duration::from_millis(250),
+            last_used_flush_interval: Duration::from_secs(10),
+            metrics: None,
+        }
+    }
+
+    /// A [`TokenGateLayer`](crate::TokenGateLayer) that guards routes with this gate.
+    pub fn layer(&self) -> crate::TokenGateLayer {
+        crate::TokenGateLayer::new(self.clone())
+    }
+
+    /// The store behind the gate.
+    pub fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.inner.store
+    }
+
+    /// The token format.
+    pub fn format(&self) -> &TokenFormat {
+        &self.inner.format
+    }
+
+    /// The argon2id hasher (shared concurrency bound; counts verifications).
+    pub fn hasher(&self) -> &SecretHasher {
+        &self.inner.hasher
+    }
+
+    /// The metrics this gate counts into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Number of cached authentications.
+    pub fn cached_tokens(&self) -> usize {
+        self.inner.cache.len()
+    }
+
+    /// Authenticates a request's `Authorization` header and checks the plan.
+    /// Does not rate-limit: see [`check_rate_limit`](Self::check_rate_limit).
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Rejection> {
+        let authorization = single_authorization(headers).cloned();
+        self.authenticate_authorization(authorization).await
+    }
+
+    /// Authenticates the value of the request's only `Authorization` field.
+    pub(crate) async fn authenticate_authorization(
+        &self,
+        authorization: Result<HeaderValue, BearerError>,
+    ) -> Result<Principal, Rejection> {
+        let value = match authorization {
+            Ok(value) => value,
+            Err(BearerError::Missing) => return Err(Rejection::MissingToken),
+            Err(BearerError::Malformed) => return Err(Rejection::InvalidToken),
+        };
+        match parse_bearer(value.as_bytes()) {
+            Some(token) => self.authenticate_token(token).await,
+            None => Err(Rejection::InvalidToken),
+        }
+    }
+
+    /// Authenticates a bare token and checks the plan.
+    pub async fn authenticate_token(&self, token: &str) -> Result<Principal, Rejection> {
+        let inner = &self.inner;
+        if inner.format.check_shape(token).is_err() {
+            return Err(Rejection::InvalidToken);
+        }
+        let digest = TokenDigest::of(token);
+        let now_ms = inner.clock.now_unix_ms();
+        let entry = match inner.cache.get(&digest) {
+            Some(entry) => {
+                inner.metrics.cache_hits.inc();
+                if entry.refresh_after_ms <= now_ms {
+                    self.revalidate(digest, entry, now_ms).await?
+                } else {
+                    entry
+                }
+            }
+            None => {
+                inner.metrics.cache_misses.inc();
+                self.verify_uncached(token, digest).await?
+            }
+        };
+        self.admit(&entry, now_ms)
+    }
+
+    /// Checks (and counts) one request against the principal's hourly limit.
+    pub async fn check_rate_limit(&self, principal: &Principal) -> Result<Decision, Rejection> {
+        let (id, limit) = (principal.token_id(), principal.requests_per_hour());
+        let decision = match &self.inner.limiter {
+            Limiter::Local(local) => local.check_now(&id, limit),
+            Limiter::Shared { shared, fallback } => match shared.check(&id, limit).await {
+                Ok(decision) => decision,
+                Err(e) => {
+                    self.inner.metrics.limiter_backend_errors.inc();
+                    let Some(local) = fallback else {
+                        tracing::warn!(error = %e, "rate-limit backend down: failing closed (503)");
+                        return Err(Rejection::Unavailable);
+                    };
+                    tracing::warn!(error = %e, "rate-limit backend down: using the local limiter");
+                    self.inner.metrics.limiter_fallbacks.inc();
+                    local.check_now(&id, limit)
+                }
+            },
+        };
+        if decision.allowed {
+            Ok(decision)
+        } else {
+            Err(Rejection::RateLimited(decision))
+        }
+    }
+
+    fn admit(&self, entry: &CachedAuth, now_ms: u64) -> Result<Principal, Rejection> {
+        let now_secs = (now_ms / 1000) as i64;
+        if entry.is_expired_at(now_secs) {
+            return Err(Rejection::InvalidToken);
+        }
+        // Record last use at most once per token per second: one atomic swap.
+        if entry.last_seen_sec.swap(now_secs as u64, Ordering::Relaxed) != now_secs as u64 {
+            let mut pending = self.inner.last_used.lock().unwrap_or_else(|e| e.into_inner());
+            pending.insert(entry.principal.token_id(), now_secs);
+        }
+        if !entry.api_access {
+            return Err(Rejection::NoApiAccess);
+        }
+        Ok(entry.principal.clone())
+    }
+
+    /// The TTL passed: one request re-reads the token's state (no argon2: a
+    /// token's secret never changes); the others keep using the entry meanwhile.
+    async fn revalidate(
+        &self,
+        digest: TokenDigest,
+        entry: Arc<CachedAuth>,
+        now_ms: u64,
+    ) -> Result<Arc<CachedAuth>, Rejection> {
+        let inner = &self.inner;
+        if entry.refreshing.swap(true, Ordering::AcqRel) {
+            return Ok(entry);
+        }
+        let epoch = inner.cache.epoch();
+        let id = entry.principal.token_id();
+        match inner.store.find_credential(&id).await {
+            Ok(Some(credential)) if is_usable(&credential, now_ms) => {
+                let fresh = Arc::new(self.cached_auth(&credential, now_ms));
+                fresh
+                    .last_seen_sec
+                    .store(entry.last_seen_sec.load(Ordering::Relaxed), Ordering::Relaxed);
+                inner.cache.insert(digest, Arc::clone(&fresh), epoch, now_ms);
+                Ok(fresh)
+            }
+            Ok(_) => {
+                inner.cache.remove(&digest);
+                inner.negative.insert(id, now_ms);
+                Err(Rejection::InvalidToken)
+            }
+            Err(e) => {
+                entry.refreshing.store(false, Ordering::Release);
+                if now_ms < entry.refresh_after_ms + inner.stale_if_error_ms {
+                    tracing::warn!(error = %e, token_id = %id, "store unavailable; serving the cached authentication");
+                    Ok(entry)
+                } else {
+                    tracing::error!(error = %e, token_id = %id, "store unavailable and cached authentication too old");
+                    Err(Rejection::Unavailable)
+                }
+            }
+        }
+    }
+
+    /// Verifies a token that is not cached. Concurrent first uses of the same
+    /// token share one verification (single-flight).
+    async fn verify_uncached(&self, token: &str, digest: TokenDigest) -> Verdict {
+        let inner = &self.inner;
+        let parsed = inner
+            .format
+            .parse(token)
+            .map_err(|_| Rejection::InvalidToken)?;
+        let id = parsed.id();
+        let now_ms = inner.clock.now_unix_ms();
+        if inner.negative.contains(&id, now_ms) {
+            return Err(Rejection::InvalidToken);
+        }
+        let cell = {
+            let mut inflight = inner.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(inflight.entry(digest).or_default())
+        };
+        let verdict = cell
+            .get_or_init(|| self.verify_with_store(parsed, digest))
+            .await
+            .clone();
+        let mut inflight = inner.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if inflight.get(&digest).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            inflight.remove(&digest);
+        }
+        verdict
+    }
+
+    async fn verify_with_store(&self, parsed: ParsedToken, digest: TokenDigest) -> Verdict {
+        let inner = &self.inner;
+        // A request that lost the race to an earlier flight finds its result here.
+        if let Some(entry) = inner.cache.get(&digest) {
+            return Ok(entry);
+        }
+        let epoch = inner.cache.epoch();
+        let id = parsed.id();
+        let now_ms = inner.clock.now_unix_ms();
+        let credential = match inner.store.find_credential(&id).await {
+            Ok(Some(credential)) => credential,
+            Ok(None) => {
+                inner.negative.insert(id, now_ms);
+                return Err(Rejection::InvalidToken);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, token_id = %id, "store unavailable during authentication");
+                return Err(Rejection::Unavailable);
+            }
+        };
+        if !is_usable(&credential, now_ms) {
+            inner.negative.insert(id, now_ms);
+            return Err(Rejection::InvalidToken);
+        }
+        if let Some(wait) = inner.throttle.blocked_for(&id, now_ms) {
+            return Err(Rejection::TooManyFailures(wait));
+        }
+        let secret = parsed.secret().clone();
+        match inner.hasher.verify(secret, credential.secret_hash.clone()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                inner.throttle.record_failure(id, inner.clock.now_unix_ms());
+                tracing::debug!(token_id = %id, "wrong secret for a known token id");
+                return Err(Rejection::InvalidToken);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, token_id = %id, "cannot verify the stored hash");
+                return Err(Rejection::Unavailable);
+            }
+        }
+        let now_ms = inner.clock.now_unix_ms();
+        let entry = Arc::new(self.cached_auth(&credential, now_ms));
+        inner.cache.insert(digest, Arc::clone(&entry), epoch, now_ms);
+        Ok(entry)
+    }
+
+    fn cached_auth(&self, credential: &Credential, now_ms: u64) -> CachedAuth {
+        CachedAuth {
+            principal: Principal::new(
+                credential.token_id,
+                credential.account_id.clone(),
+                credential.plan.name.clone(),
+                credential.plan.requests_per_hour,
+            ),
+            api_access: credential.plan.api_access,
+            expires_at: credential.expires_at.map(|t| t.unix_timestamp()),
+            refresh_after_ms: now_ms + self.inner.cache_ttl_ms,
+            refreshing: AtomicBool::new(false),
+            last_seen_sec: AtomicU64::new(0),
+        }
+    }
+
+    /// Applies a change to this process's caches at once (the admin API and
+    /// CLI call this after committing; the change poller for other processes).
+    pub fn invalidate(&self, change: &Change) {
+        let removed = self.inner.cache.invalidate(change);
+        self.inner.metrics.invalidations.inc();
+        tracing::debug!(?change, removed, "cache invalidated");
+    }
+}
+
+fn is_usable(credential: &Credential, now_ms: u64) -> bool {
+    let now_secs = (now_ms / 1000) as i64;
+    credential.revoked_at.is_none()
+        && credential
+            .expires_at
+            .is_none_or(|at| now_secs < at.unix_timestamp())
+}

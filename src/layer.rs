@@ -1,0 +1,152 @@
+//! [`TokenGateLayer`]: the tower middleware that enforces the API contract.
+//!
+//! For every request: authenticate the bearer token, check the plan, apply the
+//! hourly limit, then call the inner service with the [`Principal`] in the
+//! request extensions and add the rate-limit headers to its response.
+//! Rejections are answered by the functions in [`crate::response`], so the
+//! bodies are exactly the documented ones.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use axum::{Router, routing::get};
+//! use tokengate::{Principal, SqliteStore, TokenGate, TokenStore};
+//!
+//! async fn hello(principal: Principal) -> String {
+//!     format!("hello, {}", principal.account_id())
+//! }
+//!
+//! let store = SqliteStore::connect("sqlite::memory:").await?;
+//! store.migrate().await?;
+//! let gate = TokenGate::new(Arc::new(store))?;
+//! let _maintenance = gate.spawn_maintenance();
+//!
+//! let app: Router = Router::new()
+//!     .route("/api/v1/hello", get(hello))
+//!     .layer(gate.layer());
+//! # let _ = app;
+//! // axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::task::{Context, Poll};
+
+use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
+use http::Request;
+use tower::{Layer, Service};
+
+use crate::bearer::single_authorization;
+use crate::extract::Principal;
+use crate::gate::{Rejection, TokenGate};
+use crate::metrics::Outcome;
+use crate::response;
+
+/// Guards a service with a [`TokenGate`]: 401/403/429/503 per the contract,
+/// `X-RateLimit-*` headers on every authenticated response.
+#[derive(Clone, Debug)]
+pub struct TokenGateLayer {
+    gate: TokenGate,
+}
+
+impl TokenGateLayer {
+    /// A layer that authenticates and rate-limits with `gate`.
+    ///
+    /// The layer takes a built [`TokenGate`] rather than a store: the same
+    /// gate must be shared with whatever revokes tokens (the admin API, your
+    /// own code), so a revocation empties the very cache the layer reads.
+    pub fn new(gate: TokenGate) -> Self {
+        Self { gate }
+    }
+}
+
+impl<S> Layer<S> for TokenGateLayer {
+    type Service = TokenGateService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TokenGateService {
+            inner,
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+/// The service made by [`TokenGateLayer`].
+#[derive(Clone, Debug)]
+pub struct TokenGateService<S> {
+    inner: S,
+    gate: TokenGate,
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        match self {
+            Rejection::MissingToken => response::unauthorized(false),
+            Rejection::InvalidToken => response::unauthorized(true),
+            Rejection::NoApiAccess => response::forbidden(),
+            Rejection::TooManyFailures(retry_after) => response::throttled(retry_after),
+            Rejection::RateLimited(decision) => response::too_many_requests(&decision),
+            Rejection::Unavailable => response::unavailable(),
+        }
+    }
+}
+
+impl Rejection {
+    fn outcome(&self) -> Outcome {
+        match self {
+            Rejection::MissingToken | Rejection::InvalidToken => Outcome::Unauthorized,
+            Rejection::NoApiAccess => Outcome::Forbidden,
+            Rejection::TooManyFailures(_) | Rejection::RateLimited(_) => Outcome::RateLimited,
+            Rejection::Unavailable => Outcome::Unavailable,
+        }
+    }
+}
+
+impl<S, B> Service<Request<B>> for TokenGateService<S>
+where
+    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let gate = self.gate.clone();
+        // Owned (a cheap `Bytes` clone), so the future does not borrow the request.
+        let authorization = single_authorization(request.headers()).cloned();
+        // The clone is not ready; take the ready one (tower's documented pattern).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let admitted = async {
+                let principal: Principal = gate.authenticate_authorization(authorization).await?;
+                let decision = gate.check_rate_limit(&principal).await?;
+                Ok::<_, Rejection>((principal, decision))
+            }
+            .await;
+            let (principal, decision) = match admitted {
+                Ok(admitted) => admitted,
+                Err(rejection) => {
+                    gate.metrics().record_outcome(rejection.outcome());
+                    tracing::debug!(?rejection, "request rejected");
+                    return Ok(rejection.into_response());
+                }
+            };
+            gate.metrics().record_outcome(Outcome::Ok);
+            request.extensions_mut().insert(principal);
+            let mut response = inner.call(request).await?;
+            response::write_rate_limit_headers(&decision, response.headers_mut());
+            Ok(response)
+        })
+    }
+}

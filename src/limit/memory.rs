@@ -1,0 +1,175 @@
+//! The in-process [`RateLimitStore`]: one window per token in a sharded map.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::window::{Decision, WindowConfig, WindowState};
+use super::{LimitError, RateLimitStore};
+use crate::clock::Clock;
+use crate::token::{RandomIdState, TokenId};
+
+const SHARDS: usize = 32;
+
+type Shard = Mutex<HashMap<TokenId, WindowState, RandomIdState>>;
+
+/// Sliding windows for one process, in 32 mutex-guarded shards.
+///
+/// A check locks one shard for a few dozen nanoseconds and never across an
+/// `.await`, so checks on one token are atomic. State exists only for
+/// authenticated token ids (tokengate minted them from `OsRng`, so they also
+/// serve as their own hash) and is dropped once idle for a full window:
+/// memory is bounded by the number of tokens active in the last hour.
+pub struct MemoryRateLimiter {
+    config: WindowConfig,
+    clock: Clock,
+    shards: Box<[Shard]>,
+}
+
+impl std::fmt::Debug for MemoryRateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryRateLimiter")
+            .field("config", &self.config)
+            .field("tracked", &self.tracked())
+            .finish()
+    }
+}
+
+impl Default for MemoryRateLimiter {
+    fn default() -> Self {
+        Self::new(WindowConfig::default())
+    }
+}
+
+impl MemoryRateLimiter {
+    /// An empty limiter with the given window layout.
+    pub fn new(config: WindowConfig) -> Self {
+        Self::with_clock(config, Clock::new())
+    }
+
+    /// An empty limiter reading time from `clock`.
+    pub fn with_clock(config: WindowConfig, clock: Clock) -> Self {
+        Self {
+            config,
+            clock,
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    /// The window layout.
+    pub fn config(&self) -> &WindowConfig {
+        &self.config
+    }
+
+    /// Checks one request for `token` now.
+    pub fn check_now(&self, token: &TokenId, limit: u32) -> Decision {
+        self.check_at(token, limit, self.clock.now_unix_ms())
+    }
+
+    /// Checks one request for `token` at `now_ms` (Unix milliseconds).
+    pub fn check_at(&self, token: &TokenId, limit: u32, now_ms: u64) -> Decision {
+        let mut shard = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
+        shard
+            .entry(*token)
+            .or_insert_with(|| WindowState::new(&self.config))
+            .check(&self.config, limit, now_ms)
+    }
+
+    /// Number of tokens with state.
+    pub fn tracked(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    /// Drops the state of tokens idle at `now_ms`; returns how many were dropped.
+    pub fn evict_idle_at(&self, now_ms: u64) -> usize {
+        let mut dropped = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let before = shard.len();
+            shard.retain(|_, state| !state.is_idle(&self.config, now_ms));
+            dropped += before - shard.len();
+            if shard.capacity() > 64 && shard.capacity() > 4 * shard.len() {
+                shard.shrink_to_fit();
+            }
+        }
+        dropped
+    }
+
+    fn shard(&self, token: &TokenId) -> &Shard {
+        // Byte 8 is random and independent of the bytes the map hashes.
+        &self.shards[token.as_bytes()[8] as usize % SHARDS]
+    }
+}
+
+#[async_trait]
+impl RateLimitStore for MemoryRateLimiter {
+    async fn check(&self, token: &TokenId, limit: u32) -> Result<Decision, LimitError> {
+        Ok(self.check_now(token, limit))
+    }
+
+    fn tracked_tokens(&self) -> Option<usize> {
+        Some(self.tracked())
+    }
+
+    fn evict_idle(&self) {
+        self.evict_idle_at(self.clock.now_unix_ms());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::limit::window::HOUR_MS;
+
+    #[test]
+    fn tokens_have_independent_windows() {
+        let limiter = MemoryRateLimiter::default();
+        let (a, b) = (TokenId::random(), TokenId::random());
+        assert!(limiter.check_at(&a, 1, HOUR_MS).allowed);
+        assert!(!limiter.check_at(&a, 1, HOUR_MS).allowed);
+        assert!(limiter.check_at(&b, 1, HOUR_MS).allowed);
+        assert_eq!(limiter.tracked(), 2);
+    }
+
+    #[test]
+    fn idle_tokens_are_evicted() {
+        let limiter = MemoryRateLimiter::default();
+        for _ in 0..100 {
+            limiter.check_at(&TokenId::random(), 10, HOUR_MS);
+        }
+        let active = TokenId::random();
+        limiter.check_at(&active, 10, HOUR_MS + 30 * 60_000);
+        assert_eq!(limiter.evict_idle_at(HOUR_MS + 30 * 60_000), 0);
+        assert_eq!(limiter.evict_idle_at(HOUR_MS + 61 * 60_000), 100);
+        assert_eq!(limiter.tracked(), 1);
+    }
+
+    #[test]
+    fn racing_threads_admit_exactly_the_remaining_capacity() {
+        let limiter = Arc::new(MemoryRateLimiter::default());
+        let token = TokenId::random();
+        let now = 5 * HOUR_MS;
+        // Use 300 of 1000 first, so 700 remain.
+        for _ in 0..300 {
+            assert!(limiter.check_at(&token, 1000, now).allowed);
+        }
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let limiter = Arc::clone(&limiter);
+                std::thread::spawn(move || {
+                    (0..250)
+                        .filter(|_| limiter.check_at(&token, 1000, now).allowed)
+                        .count()
+                })
+            })
+            .collect();
+        let admitted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(admitted, 700);
+    }
+}

@@ -1,0 +1,199 @@
+//! Prometheus metrics, rendered in the text exposition format at `GET /metrics`.
+//!
+//! Every counter on the request path is resolved once at start-up, so counting
+//! a request is one relaxed atomic add: no label lookup, no lock.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+/// How one request through the gate ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Authenticated and admitted.
+    Ok,
+    /// 401: missing, malformed, unknown, wrong, revoked or expired token.
+    Unauthorized,
+    /// 403: the plan has no API access.
+    Forbidden,
+    /// 429: over the plan's hourly limit (or too many failed verifications).
+    RateLimited,
+    /// 503: a backend was unavailable.
+    Unavailable,
+}
+
+/// The process's metrics. Shared by the gate, the hasher and the admin API.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    outcome_ok: Counter,
+    outcome_unauthorized: Counter,
+    outcome_forbidden: Counter,
+    outcome_rate_limited: Counter,
+    outcome_unavailable: Counter,
+    pub(crate) cache_hits: Counter,
+    pub(crate) cache_misses: Counter,
+    pub(crate) cache_entries: Gauge,
+    pub(crate) invalidations: Counter,
+    verify_seconds: Histogram,
+    pub(crate) limiter_tracked: Gauge,
+    pub(crate) limiter_backend_errors: Counter,
+    pub(crate) limiter_fallbacks: Counter,
+    admin_operations: Family<Labels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every tokengate metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tokengate");
+        let requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests through the gate, by outcome (ok, unauthorized, forbidden, rate_limited, unavailable)",
+            requests.clone(),
+        );
+        let outcome = |name: &str| {
+            requests
+                .get_or_create(&vec![("outcome".to_owned(), name.to_owned())])
+                .clone()
+        };
+        let metrics = Self {
+            outcome_ok: outcome("ok"),
+            outcome_unauthorized: outcome("unauthorized"),
+            outcome_forbidden: outcome("forbidden"),
+            outcome_rate_limited: outcome("rate_limited"),
+            outcome_unavailable: outcome("unavailable"),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            cache_entries: Gauge::default(),
+            invalidations: Counter::default(),
+            verify_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 12)),
+            limiter_tracked: Gauge::default(),
+            limiter_backend_errors: Counter::default(),
+            limiter_fallbacks: Counter::default(),
+            admin_operations: Family::default(),
+            registry: Mutex::new(Registry::default()),
+        };
+        registry.register(
+            "cache_hits",
+            "Authentications answered from the verified-token cache",
+            metrics.cache_hits.clone(),
+        );
+        registry.register(
+            "cache_misses",
+            "Authentications that had to consult the store",
+            metrics.cache_misses.clone(),
+        );
+        registry.register(
+            "cache_entries",
+            "Entries in the verified-token cache",
+            metrics.cache_entries.clone(),
+        );
+        registry.register(
+            "cache_invalidations",
+            "Invalidation events applied to the cache (revoke, rotate, plan and account changes)",
+            metrics.invalidations.clone(),
+        );
+        registry.register(
+            "argon2_verify_seconds",
+            "Duration of argon2id verifications (the count is the number of verifications)",
+            metrics.verify_seconds.clone(),
+        );
+        registry.register(
+            "ratelimit_tracked_tokens",
+            "Tokens with live rate-limit state in this process",
+            metrics.limiter_tracked.clone(),
+        );
+        registry.register(
+            "ratelimit_backend_errors",
+            "Rate-limit checks that failed because the limiter backend was unavailable",
+            metrics.limiter_backend_errors.clone(),
+        );
+        registry.register(
+            "ratelimit_fallbacks",
+            "Rate-limit checks answered by the local limiter because the shared backend was down",
+            metrics.limiter_fallbacks.clone(),
+        );
+        registry.register(
+            "admin_operations",
+            "Admin API and CLI operations, by operation",
+            metrics.admin_operations.clone(),
+        );
+        *metrics.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
+        metrics
+    }
+
+    /// Counts one request outcome.
+    pub fn record_outcome(&self, outcome: Outcome) {
+        let counter = match outcome {
+            Outcome::Ok => &self.outcome_ok,
+            Outcome::Unauthorized => &self.outcome_unauthorized,
+            Outcome::Forbidden => &self.outcome_forbidden,
+            Outcome::RateLimited => &self.outcome_rate_limited,
+            Outcome::Unavailable => &self.outcome_unavailable,
+        };
+        counter.inc();
+    }
+
+    pub(crate) fn record_verify(&self, elapsed: Duration) {
+        self.verify_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one admin operation (`create_token`, `revoke_token`, ...).
+    pub fn record_admin(&self, operation: &str) {
+        self.admin_operations
+            .get_or_create(&vec![("operation".to_owned(), operation.to_owned())])
+            .inc();
+    }
+
+    /// The metrics in Prometheus text format (version 0.0.4 compatible, OpenMetrics).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counted_outcomes_in_text_format() {
+        let metrics = Metrics::new();
+        metrics.record_outcome(Outcome::Ok);
+        metrics.record_outcome(Outcome::Ok);
+        metrics.record_outcome(Outcome::RateLimited);
+        metrics.record_admin("create_token");
+        metrics.record_verify(Duration::from_millis(3));
+        let text = metrics.render();
+        assert!(text.contains("tokengate_requests_total{outcome=\"ok\"} 2"), "{text}");
+        assert!(text.contains("tokengate_requests_total{outcome=\"rate_limited\"} 1"));
+        assert!(text.contains("tokengate_requests_total{outcome=\"unauthorized\"} 0"));
+        assert!(text.contains("tokengate_admin_operations_total{operation=\"create_token\"} 1"));
+        assert!(text.contains("tokengate_argon2_verify_seconds_count 1"));
+        assert!(text.contains("# TYPE tokengate_cache_hits counter"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

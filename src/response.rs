@@ -1,0 +1,239 @@
+//! The documented responses, each built by exactly one function.
+//!
+//! The contract (DESIGN.md) fixes these bodies to the byte:
+//!
+//! * 401 `{"success": false, "error": "Invalid or missing API token"}`
+//! * 403 `{"success": false, "error": "API access not available on your subscription plan"}`
+//! * 429 `{"success": false, "error": "Rate limit exceeded. Try again in N seconds."}`
+//! * 503 `{"success": false, "error": "Service temporarily unavailable"}`
+//!
+//! and every authenticated response carries `X-RateLimit-Limit`,
+//! `X-RateLimit-Remaining` and `X-RateLimit-Reset`, plus the IETF draft's
+//! `RateLimit-Policy` and `RateLimit` fields. The fixed bodies are static
+//! bytes, so a flood of bad tokens costs no formatting and no allocation for
+//! the body.
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde::Serialize;
+
+use crate::limit::Decision;
+
+/// The 401 body, byte for byte.
+pub const UNAUTHORIZED_BODY: &str = r#"{"success": false, "error": "Invalid or missing API token"}"#;
+/// The 403 body, byte for byte.
+pub const FORBIDDEN_BODY: &str =
+    r#"{"success": false, "error": "API access not available on your subscription plan"}"#;
+/// The 503 body, byte for byte.
+pub const UNAVAILABLE_BODY: &str = r#"{"success": false, "error": "Service temporarily unavailable"}"#;
+
+/// `X-RateLimit-Limit`: requests allowed per hour.
+pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+/// `X-RateLimit-Remaining`: requests left in the current rolling hour.
+pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+/// `X-RateLimit-Reset`: Unix second at which `Remaining` next grows.
+pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+/// IETF draft `RateLimit-Policy`: `"hourly";q=<limit>;w=<window seconds>`.
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// IETF draft `RateLimit`: `"hourly";r=<remaining>;t=<seconds until reset>`.
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+// RFC 6750 §3: no error code when the request carried no credentials at all.
+const CHALLENGE_MISSING: HeaderValue = HeaderValue::from_static(r#"Bearer realm="api""#);
+const CHALLENGE_INVALID: HeaderValue =
+    HeaderValue::from_static(r#"Bearer realm="api", error="invalid_token""#);
+
+fn fixed(status: StatusCode, body: &'static str) -> Response {
+    let mut response = Response::new(Body::from(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, JSON);
+    response
+}
+
+/// 401 for a missing, malformed, unknown, wrong, revoked or expired token.
+///
+/// `credentials_present` only changes the `WWW-Authenticate` challenge
+/// (RFC 6750 §3); the body is the same in every case, so a caller learns
+/// nothing about why a token failed.
+pub fn unauthorized(credentials_present: bool) -> Response {
+    let mut response = fixed(StatusCode::UNAUTHORIZED, UNAUTHORIZED_BODY);
+    let challenge = if credentials_present {
+        CHALLENGE_INVALID
+    } else {
+        CHALLENGE_MISSING
+    };
+    response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+    response
+}
+
+/// 403 for a valid token whose plan has no API access.
+pub fn forbidden() -> Response {
+    fixed(StatusCode::FORBIDDEN, FORBIDDEN_BODY)
+}
+
+/// 503 for a backend fault: never a 401 for a token we could not check.
+pub fn unavailable() -> Response {
+    let mut response = fixed(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE_BODY);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// The 429 body for a wait of `retry_after_secs`.
+pub fn rate_limited_body(retry_after_secs: u64) -> String {
+    format!(
+        r#"{{"success": false, "error": "Rate limit exceeded. Try again in {retry_after_secs} seconds."}}"#
+    )
+}
+
+/// 429 with `Retry-After` (equal to the N in the body) and the rate-limit headers.
+pub fn too_many_requests(decision: &Decision) -> Response {
+    let retry_after = decision.retry_after_secs();
+    let mut response = throttled(retry_after);
+    write_rate_limit_headers(decision, response.headers_mut());
+    response
+}
+
+/// 429 with `Retry-After` only: too many failed verifications for one token id.
+pub fn throttled(retry_after_secs: u64) -> Response {
+    let mut response = Response::new(Body::from(rate_limited_body(retry_after_secs)));
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, JSON);
+    headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    response
+}
+
+/// Adds `X-RateLimit-*`, `RateLimit-Policy` and `RateLimit` for a decision.
+pub fn write_rate_limit_headers(decision: &Decision, headers: &mut HeaderMap) {
+    headers.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(decision.limit));
+    headers.insert(
+        X_RATELIMIT_REMAINING.clone(),
+        HeaderValue::from(decision.remaining),
+    );
+    headers.insert(
+        X_RATELIMIT_RESET.clone(),
+        HeaderValue::from(decision.reset_unix_secs()),
+    );
+    let policy = format!(
+        "\"hourly\";q={};w={}",
+        decision.limit, decision.window_secs
+    );
+    let current = format!(
+        "\"hourly\";r={};t={}",
+        decision.remaining,
+        decision.reset_in_secs()
+    );
+    // Digits, quotes and semicolons only: always valid header values.
+    if let Ok(value) = HeaderValue::try_from(policy) {
+        headers.insert(RATELIMIT_POLICY.clone(), value);
+    }
+    if let Ok(value) = HeaderValue::try_from(current) {
+        headers.insert(RATELIMIT.clone(), value);
+    }
+}
+
+/// An error in the envelope: `{"success": false, "error": "<message>"}`.
+pub fn error_response(status: StatusCode, message: &str) -> Response {
+    let quoted = serde_json::to_string(message).unwrap_or_else(|_| "\"error\"".to_owned());
+    let mut response = Response::new(Body::from(format!(
+        r#"{{"success": false, "error": {quoted}}}"#
+    )));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, JSON);
+    response
+}
+
+/// A success in the envelope: `{"success": true, "data": <data>}`.
+pub fn success_response<T: Serialize>(status: StatusCode, data: &T) -> Response {
+    match serde_json::to_string(data) {
+        Ok(json) => {
+            let mut response =
+                Response::new(Body::from(format!(r#"{{"success": true, "data": {json}}}"#)));
+            *response.status_mut() = status;
+            response.headers_mut().insert(CONTENT_TYPE, JSON);
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "failed to serialize a response");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    async fn body(response: Response) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn contract_bodies_are_exact() {
+        let r = unauthorized(true);
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(
+            r.headers()[WWW_AUTHENTICATE],
+            r#"Bearer realm="api", error="invalid_token""#
+        );
+        assert_eq!(
+            body(r).await,
+            r#"{"success": false, "error": "Invalid or missing API token"}"#
+        );
+        assert_eq!(unauthorized(false).headers()[WWW_AUTHENTICATE], r#"Bearer realm="api""#);
+        let r = forbidden();
+        assert_eq!(r.status(), 403);
+        assert_eq!(
+            body(r).await,
+            r#"{"success": false, "error": "API access not available on your subscription plan"}"#
+        );
+        let r = unavailable();
+        assert_eq!(r.status(), 503);
+        assert_eq!(
+            body(r).await,
+            r#"{"success": false, "error": "Service temporarily unavailable"}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn too_many_requests_agrees_with_retry_after() {
+        let decision = Decision {
+            allowed: false,
+            limit: 1000,
+            remaining: 0,
+            reset_at_ms: 1_800_000_042_500,
+            now_ms: 1_800_000_000_000,
+            window_secs: 3600,
+        };
+        let r = too_many_requests(&decision);
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[RETRY_AFTER], "43");
+        assert_eq!(r.headers()["x-ratelimit-limit"], "1000");
+        assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
+        assert_eq!(r.headers()["x-ratelimit-reset"], "1800000043");
+        assert_eq!(r.headers()["ratelimit-policy"], "\"hourly\";q=1000;w=3600");
+        assert_eq!(r.headers()["ratelimit"], "\"hourly\";r=0;t=43");
+        assert_eq!(
+            body(r).await,
+            r#"{"success": false, "error": "Rate limit exceeded. Try again in 43 seconds."}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn envelopes_escape_messages() {
+        let r = error_response(StatusCode::BAD_REQUEST, "bad \"name\"\n");
+        assert_eq!(body(r).await, r#"{"success": false, "error": "bad \"name\"\n"}"#);
+        let r = success_response(StatusCode::OK, &serde_json::json!({"a": 1}));
+        assert_eq!(body(r).await, r#"{"success": true, "data": {"a":1}}"#);
+    }
+}
