@@ -146,12 +146,18 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/admin/plans", get(list_plans))
         .route("/admin/plans/{plan}", put(put_plan))
-        .route("/admin/accounts/{account_id}", put(put_account).get(get_account))
+        .route(
+            "/admin/accounts/{account_id}",
+            put(put_account).get(get_account),
+        )
         .route(
             "/admin/accounts/{account_id}/tokens",
             post(create_token).get(list_tokens),
         )
-        .route("/admin/tokens/{token_id}", get(get_token).delete(revoke_token))
+        .route(
+            "/admin/tokens/{token_id}",
+            get(get_token).delete(revoke_token),
+        )
         .route("/admin/tokens/{token_id}/rotate", post(rotate_token))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .with_state(state)
@@ -235,7 +241,11 @@ pub struct CreatedTokenView {
 }
 
 impl CreatedTokenView {
-    fn new(record: TokenRecord, token: &crate::PlaintextToken, replaces: Option<TokenRecord>) -> Self {
+    fn new(
+        record: TokenRecord,
+        token: &crate::PlaintextToken,
+        replaces: Option<TokenRecord>,
+    ) -> Self {
         Self {
             id: record.id.to_string(),
             account_id: record.account_id,
@@ -346,7 +356,11 @@ async fn rotate_token(
     let id = parse_token_id(&token_id)?;
     let RotatedToken { old, record, token } = state
         .gate
-        .rotate_token(&id, Duration::from_secs(body.grace_seconds), body.expires_at)
+        .rotate_token(
+            &id,
+            Duration::from_secs(body.grace_seconds),
+            body.expires_at,
+        )
         .await?;
     let view = CreatedTokenView::new(record, &token, Some(old));
     Ok(success_response(StatusCode::CREATED, &view))

@@ -6,8 +6,8 @@
 //! header, never from a query parameter or a cookie, where they would end up
 //! in access logs and browser history.
 
-use http::{HeaderMap, HeaderValue};
 use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue};
 
 /// Why no bearer token could be taken from a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,9 @@ pub fn parse_bearer(value: &[u8]) -> Option<&str> {
 fn is_token68(token: &[u8]) -> bool {
     let body_len = token
         .iter()
-        .take_while(|&&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        .take_while(|&&b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
         .count();
     body_len > 0 && token[body_len..].iter().all(|&b| b == b'=')
 }
@@ -95,9 +97,23 @@ mod tests {
     #[test]
     fn rejects_everything_else() {
         for value in [
-            "", "Bearer", "Bearer ", "Bearer  ", "Bearerabc", "Bearer\tabc", "Bearer abc def",
-            "Bearer abc ", "Bearer =abc", "Bearer a=b", "Bearer ab,c", "Basic abc", "Token abc",
-            "Bearer \"abc\"", "Bearer a\u{e9}b", " Bearer abc", "Bearer: abc",
+            "",
+            "Bearer",
+            "Bearer ",
+            "Bearer  ",
+            "Bearerabc",
+            "Bearer\tabc",
+            "Bearer abc def",
+            "Bearer abc ",
+            "Bearer =abc",
+            "Bearer a=b",
+            "Bearer ab,c",
+            "Basic abc",
+            "Token abc",
+            "Bearer \"abc\"",
+            "Bearer a\u{e9}b",
+            " Bearer abc",
+            "Bearer: abc",
         ] {
             assert_eq!(parse_bearer(value.as_bytes()), None, "{value:?}");
         }

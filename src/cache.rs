@@ -99,7 +99,13 @@ impl VerifiedCache {
 
     /// Inserts an entry read from the store at `epoch`, unless an invalidation
     /// happened since (then the entry may be stale and is dropped).
-    pub(crate) fn insert(&self, digest: TokenDigest, entry: Arc<CachedAuth>, epoch: u64, now_ms: u64) {
+    pub(crate) fn insert(
+        &self,
+        digest: TokenDigest,
+        entry: Arc<CachedAuth>,
+        epoch: u64,
+        now_ms: u64,
+    ) {
         let mut shard = self.shards[digest.shard()]
             .write()
             .unwrap_or_else(|e| e.into_inner());
@@ -207,7 +213,12 @@ mod tests {
     fn capacity_is_a_hard_bound() {
         let cache = VerifiedCache::new(32);
         for i in 0..1000 {
-            cache.insert(TokenDigest::of(&i.to_string()), entry("a", "pro"), cache.epoch(), 0);
+            cache.insert(
+                TokenDigest::of(&i.to_string()),
+                entry("a", "pro"),
+                cache.epoch(),
+                0,
+            );
         }
         assert!(cache.len() <= 32, "{}", cache.len());
     }

@@ -111,16 +111,17 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| match rejection {
-                BytesRejection::FailedToBufferBody(ref e)
-                    if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-                {
-                    ApiError::PayloadTooLarge
-                }
-                _ => ApiError::BadRequest("Could not read the request body".into()),
-            })?;
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection {
+                    BytesRejection::FailedToBufferBody(ref e)
+                        if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+                    {
+                        ApiError::PayloadTooLarge
+                    }
+                    _ => ApiError::BadRequest("Could not read the request body".into()),
+                })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             // An empty body means "all defaults"; required fields still fail below.
             return serde_json::from_slice(b"{}")

@@ -41,7 +41,12 @@ struct PrincipalData {
 
 impl Principal {
     /// A principal for the given token, account and plan.
-    pub fn new(token_id: TokenId, account_id: String, plan: String, requests_per_hour: u32) -> Self {
+    pub fn new(
+        token_id: TokenId,
+        account_id: String,
+        plan: String,
+        requests_per_hour: u32,
+    ) -> Self {
         Self(Arc::new(PrincipalData {
             token_id,
             account_id,

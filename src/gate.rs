@@ -442,7 +442,11 @@ impl TokenGate {
         }
         // Record last use at most once per token per second: one atomic swap.
         if entry.last_seen_sec.swap(now_secs as u64, Ordering::Relaxed) != now_secs as u64 {
-            let mut pending = self.inner.last_used.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pending = self
+                .inner
+                .last_used
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             pending.insert(entry.principal.token_id(), now_secs);
         }
         if !entry.api_access {
@@ -468,10 +472,13 @@ impl TokenGate {
         match inner.store.find_credential(&id).await {
             Ok(Some(credential)) if is_usable(&credential, now_ms) => {
                 let fresh = Arc::new(self.cached_auth(&credential, now_ms));
-                fresh
-                    .last_seen_sec
-                    .store(entry.last_seen_sec.load(Ordering::Relaxed), Ordering::Relaxed);
-                inner.cache.insert(digest, Arc::clone(&fresh), epoch, now_ms);
+                fresh.last_seen_sec.store(
+                    entry.last_seen_sec.load(Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
+                inner
+                    .cache
+                    .insert(digest, Arc::clone(&fresh), epoch, now_ms);
                 Ok(fresh)
             }
             Ok(_) => {
@@ -548,7 +555,11 @@ impl TokenGate {
             return Err(Rejection::TooManyFailures(wait));
         }
         let secret = parsed.secret().clone();
-        match inner.hasher.verify(secret, credential.secret_hash.clone()).await {
+        match inner
+            .hasher
+            .verify(secret, credential.secret_hash.clone())
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 inner.throttle.record_failure(id, inner.clock.now_unix_ms());
@@ -562,7 +573,9 @@ impl TokenGate {
         }
         let now_ms = inner.clock.now_unix_ms();
         let entry = Arc::new(self.cached_auth(&credential, now_ms));
-        inner.cache.insert(digest, Arc::clone(&entry), epoch, now_ms);
+        inner
+            .cache
+            .insert(digest, Arc::clone(&entry), epoch, now_ms);
         Ok(entry)
     }
 

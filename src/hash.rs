@@ -239,7 +239,12 @@ mod tests {
         let minted = TokenFormat::default().generate();
         let phc = hasher.hash(minted.secret.clone()).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
-        assert!(hasher.verify(minted.secret.clone(), phc.clone()).await.unwrap());
+        assert!(
+            hasher
+                .verify(minted.secret.clone(), phc.clone())
+                .await
+                .unwrap()
+        );
         let other = TokenFormat::default().generate();
         assert!(!hasher.verify(other.secret, phc).await.unwrap());
         assert_eq!(hasher.verify_count(), 2);

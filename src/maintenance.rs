@@ -65,20 +65,22 @@ impl TokenGate {
     /// on the current tokio runtime.
     pub fn spawn_maintenance(&self) -> Maintenance {
         let (stop, stopped) = watch::channel(false);
-        let every = |period: Duration, job: fn(TokenGate) -> futures_util::future::BoxFuture<'static, ()>| {
-            let gate = self.clone();
-            let mut stopped = stopped.clone();
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(period);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = ticks.tick() => job(gate.clone()).await,
-                        _ = stopped.changed() => break,
+        let every =
+            |period: Duration,
+             job: fn(TokenGate) -> futures_util::future::BoxFuture<'static, ()>| {
+                let gate = self.clone();
+                let mut stopped = stopped.clone();
+                tokio::spawn(async move {
+                    let mut ticks = tokio::time::interval(period);
+                    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            _ = ticks.tick() => job(gate.clone()).await,
+                            _ = stopped.changed() => break,
+                        }
                     }
-                }
-            })
-        };
+                })
+            };
         let tasks = vec![
             every(self.inner.change_poll_interval, |gate| {
                 Box::pin(async move { gate.poll_changes().await })
@@ -159,7 +161,11 @@ impl TokenGate {
         match self.inner.store.record_last_used(&batch).await {
             Ok(()) => Ok(batch.len()),
             Err(e) => {
-                let mut current = self.inner.last_used.lock().unwrap_or_else(|e| e.into_inner());
+                let mut current = self
+                    .inner
+                    .last_used
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
                 for (id, secs) in pending {
                     let slot = current.entry(id).or_insert(secs);
                     *slot = (*slot).max(secs);

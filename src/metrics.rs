@@ -188,7 +188,10 @@ mod tests {
         metrics.record_admin("create_token");
         metrics.record_verify(Duration::from_millis(3));
         let text = metrics.render();
-        assert!(text.contains("tokengate_requests_total{outcome=\"ok\"} 2"), "{text}");
+        assert!(
+            text.contains("tokengate_requests_total{outcome=\"ok\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("tokengate_requests_total{outcome=\"rate_limited\"} 1"));
         assert!(text.contains("tokengate_requests_total{outcome=\"unauthorized\"} 0"));
         assert!(text.contains("tokengate_admin_operations_total{operation=\"create_token\"} 1"));

@@ -7,7 +7,10 @@ use utoipa::OpenApi;
 
 /// The OpenAPI description of the server.
 #[derive(OpenApi)]
-#[openapi(info(title = "tokengate", description = "API tokens and the gate in front of the API"))]
+#[openapi(info(
+    title = "tokengate",
+    description = "API tokens and the gate in front of the API"
+))]
 pub struct ApiDoc;
 
 /// The document as JSON.

@@ -23,12 +23,14 @@ use serde::Serialize;
 use crate::limit::Decision;
 
 /// The 401 body, byte for byte.
-pub const UNAUTHORIZED_BODY: &str = r#"{"success": false, "error": "Invalid or missing API token"}"#;
+pub const UNAUTHORIZED_BODY: &str =
+    r#"{"success": false, "error": "Invalid or missing API token"}"#;
 /// The 403 body, byte for byte.
 pub const FORBIDDEN_BODY: &str =
     r#"{"success": false, "error": "API access not available on your subscription plan"}"#;
 /// The 503 body, byte for byte.
-pub const UNAVAILABLE_BODY: &str = r#"{"success": false, "error": "Service temporarily unavailable"}"#;
+pub const UNAVAILABLE_BODY: &str =
+    r#"{"success": false, "error": "Service temporarily unavailable"}"#;
 
 /// `X-RateLimit-Limit`: requests allowed per hour.
 pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
@@ -120,10 +122,7 @@ pub fn write_rate_limit_headers(decision: &Decision, headers: &mut HeaderMap) {
         X_RATELIMIT_RESET.clone(),
         HeaderValue::from(decision.reset_unix_secs()),
     );
-    let policy = format!(
-        "\"hourly\";q={};w={}",
-        decision.limit, decision.window_secs
-    );
+    let policy = format!("\"hourly\";q={};w={}", decision.limit, decision.window_secs);
     let current = format!(
         "\"hourly\";r={};t={}",
         decision.remaining,
@@ -153,8 +152,9 @@ pub fn error_response(status: StatusCode, message: &str) -> Response {
 pub fn success_response<T: Serialize>(status: StatusCode, data: &T) -> Response {
     match serde_json::to_string(data) {
         Ok(json) => {
-            let mut response =
-                Response::new(Body::from(format!(r#"{{"success": true, "data": {json}}}"#)));
+            let mut response = Response::new(Body::from(format!(
+                r#"{{"success": true, "data": {json}}}"#
+            )));
             *response.status_mut() = status;
             response.headers_mut().insert(CONTENT_TYPE, JSON);
             response
@@ -190,7 +190,10 @@ mod tests {
             body(r).await,
             r#"{"success": false, "error": "Invalid or missing API token"}"#
         );
-        assert_eq!(unauthorized(false).headers()[WWW_AUTHENTICATE], r#"Bearer realm="api""#);
+        assert_eq!(
+            unauthorized(false).headers()[WWW_AUTHENTICATE],
+            r#"Bearer realm="api""#
+        );
         let r = forbidden();
         assert_eq!(r.status(), 403);
         assert_eq!(
@@ -232,7 +235,10 @@ mod tests {
     #[tokio::test]
     async fn envelopes_escape_messages() {
         let r = error_response(StatusCode::BAD_REQUEST, "bad \"name\"\n");
-        assert_eq!(body(r).await, r#"{"success": false, "error": "bad \"name\"\n"}"#);
+        assert_eq!(
+            body(r).await,
+            r#"{"success": false, "error": "bad \"name\"\n"}"#
+        );
         let r = success_response(StatusCode::OK, &serde_json::json!({"a": 1}));
         assert_eq!(body(r).await, r#"{"success": true, "data": {"a":1}}"#);
     }

@@ -472,7 +472,15 @@ mod tests {
             assert!(TokenFormat::new(good).is_ok(), "{good}");
         }
         for bad in [
-            "", "_", "iit", "IIT_", "1it_", "i-t_", "iit_\n", "toolongprefix_abc_", "i t_",
+            "",
+            "_",
+            "iit",
+            "IIT_",
+            "1it_",
+            "i-t_",
+            "iit_\n",
+            "toolongprefix_abc_",
+            "i t_",
         ] {
             assert!(TokenFormat::new(bad).is_err(), "{bad:?}");
         }

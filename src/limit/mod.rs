@@ -28,13 +28,9 @@ use async_trait::async_trait;
 use crate::token::TokenId;
 
 mod memory;
-#[cfg(feature = "redis")]
-mod redis;
 pub mod window;
 
 pub use memory::MemoryRateLimiter;
-#[cfg(feature = "redis")]
-pub use redis::RedisRateLimiter;
 pub use window::{Decision, WindowConfig, WindowState};
 
 /// The limiter backend could not answer.

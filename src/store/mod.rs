@@ -16,12 +16,8 @@ use time::OffsetDateTime;
 
 use crate::token::TokenId;
 
-#[cfg(feature = "postgres")]
-mod postgres;
 mod sqlite;
 
-#[cfg(feature = "postgres")]
-pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A subscription plan: whether it may call the API, and how often.
@@ -284,11 +280,11 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Everything authentication needs about a token id, in one lookup.
     async fn find_credential(&self, id: &TokenId) -> Result<Option<Credential>, StoreError>;
     /// Writes a batch of last-use times (never moving one backwards).
-    async fn record_last_used(&self, uses: &[(TokenId, OffsetDateTime)])
-    -> Result<(), StoreError>;
+    async fn record_last_used(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError>;
 
     /// Changes with a sequence number above `after`, oldest first, at most `limit`.
-    async fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<(i64, Change)>, StoreError>;
+    async fn changes_after(&self, after: i64, limit: u32)
+    -> Result<Vec<(i64, Change)>, StoreError>;
     /// The newest change's sequence number (0 if none).
     async fn latest_change(&self) -> Result<i64, StoreError>;
     /// Deletes changes older than `before`.

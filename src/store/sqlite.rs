@@ -21,7 +21,8 @@ use crate::token::TokenId;
 /// The embedded SQLite migrations (`migrations/`).
 pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-const TOKEN_COLUMNS: &str = "id, account_id, name, hint, created_at, last_used_at, expires_at, revoked_at, revoked_reason";
+const TOKEN_COLUMNS: &str =
+    "id, account_id, name, hint, created_at, last_used_at, expires_at, revoked_at, revoked_reason";
 
 /// A [`TokenStore`] on one SQLite database file.
 ///
@@ -209,10 +210,11 @@ impl TokenStore for SqliteStore {
     }
 
     async fn list_plans(&self) -> Result<Vec<Plan>, StoreError> {
-        let rows = sqlx::query("SELECT name, api_access, requests_per_hour FROM plans ORDER BY name")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+        let rows =
+            sqlx::query("SELECT name, api_access, requests_per_hour FROM plans ORDER BY name")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
         rows.iter().map(plan_from_row).collect()
     }
 
@@ -291,24 +293,22 @@ impl TokenStore for SqliteStore {
             }
             Some(_) => {}
         }
-        let row =
-            sqlx::query("SELECT id, plan, created_at, updated_at FROM accounts WHERE id = ?")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db)?;
+        let row = sqlx::query("SELECT id, plan, created_at, updated_at FROM accounts WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
         let account = account_from_row(&row)?;
         tx.commit().await.map_err(db)?;
         Ok(account)
     }
 
     async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
-        let row =
-            sqlx::query("SELECT id, plan, created_at, updated_at FROM accounts WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
+        let row = sqlx::query("SELECT id, plan, created_at, updated_at FROM accounts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
         row.as_ref().map(account_from_row).transpose()
     }
 
@@ -466,10 +466,7 @@ impl TokenStore for SqliteStore {
         }))
     }
 
-    async fn record_last_used(
-        &self,
-        uses: &[(TokenId, OffsetDateTime)],
-    ) -> Result<(), StoreError> {
+    async fn record_last_used(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
         if uses.is_empty() {
             return Ok(());
         }
@@ -488,7 +485,11 @@ impl TokenStore for SqliteStore {
         tx.commit().await.map_err(db)
     }
 
-    async fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<(i64, Change)>, StoreError> {
+    async fn changes_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, Change)>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, kind, subject FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
         )
