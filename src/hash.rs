@@ -72,6 +72,11 @@ impl Argon2Params {
         }
     }
 
+    /// Checks that argon2 accepts these parameters.
+    pub fn validate(&self) -> Result<(), InvalidArgon2Params> {
+        self.to_argon2().map(|_| ())
+    }
+
     fn to_argon2(self) -> Result<Argon2<'static>, InvalidArgon2Params> {
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, None)
             .map_err(|e| InvalidArgon2Params(e.to_string()))?;

@@ -445,7 +445,7 @@ mod tests {
     fn rejects_wrong_prefix_length_alphabet_and_checksum() {
         let format = TokenFormat::default();
         let text = format.generate().token.expose_secret().to_owned();
-        let other = TokenFormat::new("abc_").unwrap();
+        let other = TokenFormat::new("abcd_").unwrap();
         assert_eq!(other.check_shape(&text), Err(TokenFormatError::Length));
         let swapped = format!("xyz_{}", &text[4..]);
         assert_eq!(format.check_shape(&swapped), Err(TokenFormatError::Prefix));
@@ -519,7 +519,8 @@ mod tests {
         fn arbitrary_bodies_of_the_right_length_fail_the_checksum(body in "[A-Za-z0-9_-]{70}") {
             let format = TokenFormat::default();
             // A random 70-character body passes CRC-32 with probability 2^-32.
-            prop_assert!(!format.is_well_formed(&format!("iit_{body}")));
+            let token = format!("iit_{body}");
+            prop_assert!(!format.is_well_formed(&token));
         }
     }
 }

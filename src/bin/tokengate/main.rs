@@ -65,6 +65,12 @@ fn init_tracing(format: LogFormat) {
 async fn run(cli: Cli) -> Result<(), String> {
     let common = cli.common;
     let command = cli.command.unwrap_or(Command::Migrate);
+    // Refuse bad configuration before touching the database.
+    common.token_format()?;
+    common
+        .argon2_params()
+        .validate()
+        .map_err(|e| e.to_string())?;
     let store = connect(&common.database_url).await?;
     store.migrate().await.map_err(|e| {
         format!(

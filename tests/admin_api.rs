@@ -1,0 +1,435 @@
+//! Every admin endpoint, success and failure, against the real router in process.
+
+mod common;
+
+use common::{ADMIN_TOKEN, TestApp, UNAUTHORIZED};
+use http::Method;
+use serde_json::Value;
+
+const TOKEN_FIELDS: [&str; 9] = [
+    "id",
+    "account_id",
+    "name",
+    "hint",
+    "created_at",
+    "last_used_at",
+    "expires_at",
+    "revoked_at",
+    "revoked_reason",
+];
+
+async fn create(app: &TestApp, account: &str, body: &str) -> common::TestResponse {
+    app.admin(
+        Method::POST,
+        &format!("/admin/accounts/{account}/tokens"),
+        Some(body),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn admin_routes_require_the_admin_token_and_reject_api_tokens_identically() {
+    let app = TestApp::new().await;
+    let api_token = app.token_for("acct_1", "pro").await;
+    let answers: Vec<_> = [
+        None,
+        Some("Bearer wrong-admin-token".to_owned()),
+        Some(format!("Bearer {api_token}")),
+        Some(format!("Basic {ADMIN_TOKEN}")),
+        Some(format!("Bearer {ADMIN_TOKEN} extra")),
+    ]
+    .into_iter()
+    .map(|auth| {
+        let app = &app;
+        async move {
+            app.call(Method::GET, "/admin/plans", auth.as_deref(), None)
+                .await
+        }
+    })
+    .collect();
+    for answer in answers {
+        let response = answer.await;
+        response.assert_error(401, "Invalid or missing admin token");
+        assert_eq!(response.header("www-authenticate"), r#"Bearer realm="admin""#);
+    }
+    // And the admin token is not an API token.
+    let response = app.api(ADMIN_TOKEN).await;
+    assert_eq!(response.status, 401);
+    assert_eq!(response.body, UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn plans_are_seeded_listed_and_upserted() {
+    let app = TestApp::new().await;
+    let response = app.admin(Method::GET, "/admin/plans", None).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.json(),
+        serde_json::json!({"success": true, "data": [
+            {"name": "enterprise", "api_access": true, "requests_per_hour": 10000},
+            {"name": "free", "api_access": false, "requests_per_hour": 0},
+            {"name": "pro", "api_access": true, "requests_per_hour": 1000},
+        ]})
+    );
+
+    let response = app
+        .admin(
+            Method::PUT,
+            "/admin/plans/team",
+            Some(r#"{"api_access": true, "requests_per_hour": 5000}"#),
+        )
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(
+        response.json()["data"],
+        serde_json::json!({"name": "team", "api_access": true, "requests_per_hour": 5000})
+    );
+    let response = app
+        .admin(
+            Method::PUT,
+            "/admin/plans/pro",
+            Some(r#"{"api_access": true, "requests_per_hour": 1200}"#),
+        )
+        .await;
+    assert_eq!(response.json()["data"]["requests_per_hour"], 1200);
+    let plans = app.admin(Method::GET, "/admin/plans", None).await.json();
+    assert_eq!(plans["data"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn plan_upserts_reject_bad_input() {
+    let app = TestApp::new().await;
+    for (path, body) in [
+        ("/admin/plans/team", "{not json"),
+        ("/admin/plans/team", r#"{"api_access": true}"#),
+        ("/admin/plans/team", r#"{"api_access": "yes", "requests_per_hour": 1}"#),
+        ("/admin/plans/team", r#"{"api_access": true, "requests_per_hour": -1}"#),
+        ("/admin/plans/team", r#"{"api_access": true, "requests_per_hour": 1, "x": 1}"#),
+        ("/admin/plans/team", ""),
+        ("/admin/plans/Bad%20Name", r#"{"api_access": true, "requests_per_hour": 1}"#),
+        ("/admin/plans/team", "[]"),
+    ] {
+        let response = app.admin(Method::PUT, path, Some(body)).await;
+        response.assert_envelope(400);
+    }
+}
+
+#[tokio::test]
+async fn accounts_are_upserted_and_read() {
+    let app = TestApp::new().await;
+    let response = app
+        .admin(Method::PUT, "/admin/accounts/acct_1", Some(r#"{"plan": "pro"}"#))
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let data = &response.json()["data"];
+    assert_eq!(data["id"], "acct_1");
+    assert_eq!(data["plan"], "pro");
+    let created_at = data["created_at"].as_str().unwrap().to_owned();
+    assert!(created_at.ends_with('Z'), "{created_at}");
+
+    let response = app
+        .admin(
+            Method::PUT,
+            "/admin/accounts/acct_1",
+            Some(r#"{"plan": "enterprise"}"#),
+        )
+        .await;
+    assert_eq!(response.json()["data"]["plan"], "enterprise");
+    assert_eq!(response.json()["data"]["created_at"], created_at.as_str());
+
+    let response = app.admin(Method::GET, "/admin/accounts/acct_1", None).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["data"]["plan"], "enterprise");
+
+    // Injection-shaped ids are just ids.
+    let response = app
+        .admin(
+            Method::PUT,
+            "/admin/accounts/x'%3B%20DROP%20TABLE%20accounts%3B--",
+            Some(r#"{"plan": "pro"}"#),
+        )
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.json()["data"]["id"], "x'; DROP TABLE accounts;--");
+    let response = app.admin(Method::GET, "/admin/plans", None).await;
+    assert_eq!(response.status, 200);
+}
+
+#[tokio::test]
+async fn account_errors() {
+    let app = TestApp::new().await;
+    app.admin(Method::GET, "/admin/accounts/nobody", None)
+        .await
+        .assert_error(404, "Account not found");
+    app.admin(
+        Method::PUT,
+        "/admin/accounts/acct_1",
+        Some(r#"{"plan": "platinum"}"#),
+    )
+    .await
+    .assert_error(400, "Unknown plan");
+    for body in ["{", "{}", r#"{"plan": 3}"#, r#"{"plan": "pro", "extra": true}"#] {
+        app.admin(Method::PUT, "/admin/accounts/acct_1", Some(body))
+            .await
+            .assert_envelope(400);
+    }
+    let long_id = "a".repeat(256);
+    app.admin(
+        Method::PUT,
+        &format!("/admin/accounts/{long_id}"),
+        Some(r#"{"plan": "pro"}"#),
+    )
+    .await
+    .assert_envelope(400);
+}
+
+#[tokio::test]
+async fn token_creation_shows_the_token_once() {
+    let app = TestApp::new().await;
+    app.gate.set_account_plan("acct_1", "pro").await.unwrap();
+    let response = create(&app, "acct_1", r#"{"name": "CI"}"#).await;
+    assert_eq!(response.status, 201, "{}", response.body);
+    let data = response.json()["data"].clone();
+    let token = data["token"].as_str().unwrap();
+    assert!(app.gate.format().is_well_formed(token));
+    assert_eq!(&token[4..24], data["id"].as_str().unwrap());
+    assert_eq!(data["name"], "CI");
+    assert_eq!(data["account_id"], "acct_1");
+    assert_eq!(data["hint"], &token[token.len() - 4..]);
+    assert_eq!(data["expires_at"], Value::Null);
+    assert!(data["created_at"].as_str().unwrap().ends_with('Z'));
+
+    // It works, and no other response ever shows it again.
+    assert_eq!(app.api(token).await.status, 200);
+    let id = data["id"].as_str().unwrap();
+    let listed = app
+        .admin(Method::GET, "/admin/accounts/acct_1/tokens", None)
+        .await;
+    let shown = app
+        .admin(Method::GET, &format!("/admin/tokens/{id}"), None)
+        .await;
+    for response in [&listed, &shown] {
+        assert_eq!(response.status, 200);
+        assert!(!response.body.contains(token), "{}", response.body);
+        assert!(!response.body.contains(&token[24..68]), "{}", response.body);
+        assert!(!response.body.contains("argon2"), "{}", response.body);
+    }
+    let listed = listed.json()["data"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 1);
+    let fields: Vec<_> = listed[0].as_object().unwrap().keys().cloned().collect();
+    let mut expected: Vec<_> = TOKEN_FIELDS.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    let mut fields_sorted = fields.clone();
+    fields_sorted.sort();
+    assert_eq!(fields_sorted, expected);
+    assert_eq!(shown.json()["data"], listed[0]);
+}
+
+#[tokio::test]
+async fn token_creation_validates_input() {
+    let app = TestApp::new().await;
+    app.gate.set_account_plan("acct_1", "pro").await.unwrap();
+    create(&app, "nobody", r#"{"name": "CI"}"#)
+        .await
+        .assert_error(404, "Account not found");
+    let ok_name = "n".repeat(200);
+    let response = create(&app, "acct_1", &format!(r#"{{"name": "{ok_name}"}}"#)).await;
+    assert_eq!(response.status, 201, "{}", response.body);
+    let long_name = "n".repeat(201);
+    create(&app, "acct_1", &format!(r#"{{"name": "{long_name}"}}"#))
+        .await
+        .assert_error(400, "name must be 1 to 200 characters");
+    let huge_name = "n".repeat(100_000);
+    create(&app, "acct_1", &format!(r#"{{"name": "{huge_name}"}}"#))
+        .await
+        .assert_error(400, "name must be 1 to 200 characters");
+    for body in [
+        "",
+        "{",
+        "{}",
+        r#"{"name": ""}"#,
+        r#"{"name": 5}"#,
+        r#"{"name": "CI", "expires_at": "tomorrow"}"#,
+        r#"{"name": "CI", "scopes": ["all"]}"#,
+        r#"{"name": "a\u0000b"}"#,
+    ] {
+        create(&app, "acct_1", body).await.assert_envelope(400);
+    }
+    create(
+        &app,
+        "acct_1",
+        r#"{"name": "CI", "expires_at": "2001-01-01T00:00:00Z"}"#,
+    )
+    .await
+    .assert_error(400, "expires_at must be in the future");
+
+    let response = create(
+        &app,
+        "acct_1",
+        r#"{"name": "CI", "expires_at": "2099-01-01T12:00:00+02:00"}"#,
+    )
+    .await;
+    assert_eq!(response.status, 201, "{}", response.body);
+    assert_eq!(response.json()["data"]["expires_at"], "2099-01-01T10:00:00Z");
+}
+
+#[tokio::test]
+async fn token_lookup_errors() {
+    let app = TestApp::new().await;
+    app.admin(Method::GET, "/admin/accounts/nobody/tokens", None)
+        .await
+        .assert_error(404, "Account not found");
+    let unknown = tokengate::TokenId::random();
+    for path in [
+        format!("/admin/tokens/{unknown}"),
+        "/admin/tokens/short".to_owned(),
+        "/admin/tokens/'%20OR%201=1%20--".to_owned(),
+    ] {
+        app.admin(Method::GET, &path, None)
+            .await
+            .assert_error(404, "Token not found");
+        app.admin(Method::DELETE, &path, None)
+            .await
+            .assert_error(404, "Token not found");
+        app.admin(Method::POST, &format!("{path}/rotate"), None)
+            .await
+            .assert_error(404, "Token not found");
+    }
+}
+
+#[tokio::test]
+async fn revoke_is_idempotent_and_effective_on_the_next_request() {
+    let app = TestApp::new().await;
+    let token = app.token_for("acct_1", "pro").await;
+    let id = &token[4..24];
+    assert_eq!(app.api(&token).await.status, 200);
+
+    let first = app
+        .admin(Method::DELETE, &format!("/admin/tokens/{id}"), None)
+        .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let revoked_at = first.json()["data"]["revoked_at"].clone();
+    assert!(revoked_at.is_string());
+    assert_eq!(first.json()["data"]["revoked_reason"], "revoked");
+    assert_eq!(app.api(&token).await.body, UNAUTHORIZED);
+
+    let second = app
+        .admin(Method::DELETE, &format!("/admin/tokens/{id}"), None)
+        .await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.json()["data"]["revoked_at"], revoked_at);
+}
+
+#[tokio::test]
+async fn rotation_without_grace_stops_the_old_token_at_once() {
+    let app = TestApp::new().await;
+    let old = app.token_for("acct_1", "pro").await;
+    assert_eq!(app.api(&old).await.status, 200);
+    let response = app
+        .admin(
+            Method::POST,
+            &format!("/admin/tokens/{}/rotate", &old[4..24]),
+            None,
+        )
+        .await;
+    assert_eq!(response.status, 201, "{}", response.body);
+    let data = response.json()["data"].clone();
+    let new = data["token"].as_str().unwrap();
+    assert_ne!(new, old);
+    assert_eq!(data["name"], "test");
+    assert_eq!(data["account_id"], "acct_1");
+    assert_eq!(data["replaces"]["id"], &old[4..24]);
+    assert_eq!(data["replaces"]["revoked_reason"], "rotated");
+    assert_eq!(app.api(&old).await.body, UNAUTHORIZED);
+    assert_eq!(app.api(new).await.status, 200);
+}
+
+#[tokio::test]
+async fn rotation_with_grace_keeps_the_old_token_until_then() {
+    let app = TestApp::new().await;
+    let old = app.token_for("acct_1", "pro").await;
+    let response = app
+        .admin(
+            Method::POST,
+            &format!("/admin/tokens/{}/rotate", &old[4..24]),
+            Some(r#"{"grace_seconds": 2}"#),
+        )
+        .await;
+    assert_eq!(response.status, 201, "{}", response.body);
+    let data = response.json()["data"].clone();
+    assert!(data["replaces"]["expires_at"].is_string());
+    assert_eq!(data["replaces"]["revoked_at"], Value::Null);
+    let new = data["token"].as_str().unwrap().to_owned();
+    assert_eq!(app.api(&old).await.status, 200);
+    assert_eq!(app.api(&new).await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    assert_eq!(app.api(&old).await.body, UNAUTHORIZED);
+    assert_eq!(app.api(&new).await.status, 200);
+}
+
+#[tokio::test]
+async fn rotation_errors() {
+    let app = TestApp::new().await;
+    let token = app.token_for("acct_1", "pro").await;
+    let path = format!("/admin/tokens/{}/rotate", &token[4..24]);
+    for body in [
+        "{",
+        r#"{"grace_seconds": -1}"#,
+        r#"{"grace_seconds": "1h"}"#,
+        r#"{"grace": 1}"#,
+    ] {
+        app.admin(Method::POST, &path, Some(body))
+            .await
+            .assert_envelope(400);
+    }
+    app.admin(Method::POST, &path, Some(r#"{"grace_seconds": 2592001}"#))
+        .await
+        .assert_error(400, "grace_seconds must be at most 2592000 (30 days)");
+    app.gate
+        .revoke_token(&token[4..24].parse().unwrap())
+        .await
+        .unwrap();
+    app.admin(Method::POST, &path, None)
+        .await
+        .assert_error(409, "Token is revoked and cannot be rotated");
+}
+
+#[tokio::test]
+async fn oversized_bodies_and_unknown_routes_get_the_envelope() {
+    let app = TestApp::new().await;
+    app.gate.set_account_plan("acct_1", "pro").await.unwrap();
+    let big = format!(r#"{{"name": "{}"}}"#, "x".repeat(2 * 1024 * 1024));
+    create(&app, "acct_1", &big)
+        .await
+        .assert_error(413, "Request body too large (limit 1 MB)");
+    app.admin(Method::GET, "/admin/nothing", None)
+        .await
+        .assert_error(404, "Not found");
+    app.call(Method::GET, "/nothing", None, None)
+        .await
+        .assert_error(404, "Not found");
+    app.admin(Method::PATCH, "/admin/plans", None)
+        .await
+        .assert_error(405, "Method not allowed");
+    let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    create(&app, "acct_1", &nested).await.assert_envelope(400);
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = TestApp::new().await;
+    let health = app.call(Method::GET, "/health", None, None).await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.body, r#"{"success": true, "data": {"status": "ok"}}"#);
+    let ready = app.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(ready.status, 200);
+    app.store.fail(true);
+    app.call(Method::GET, "/ready", None, None)
+        .await
+        .assert_error(503, "Service temporarily unavailable");
+    // Liveness does no I/O.
+    assert_eq!(app.call(Method::GET, "/health", None, None).await.status, 200);
+    app.admin(Method::GET, "/admin/plans", None)
+        .await
+        .assert_error(503, "Service temporarily unavailable");
+}

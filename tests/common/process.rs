@@ -1,0 +1,134 @@
+//! The real `tokengate` binary, started on a free loopback port and spoken to over HTTP.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::ADMIN_TOKEN;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tokengate");
+
+/// Environment for a test server: its own database in `dir`, cheap argon2, a known admin token.
+pub fn base_env(dir: &Path) -> Vec<(String, String)> {
+    vec![
+        (
+            "DATABASE_URL".into(),
+            format!("sqlite://{}", dir.join("tokengate.db").display()),
+        ),
+        ("BIND_ADDR".into(), "127.0.0.1:0".into()),
+        ("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
+        ("ARGON2_MEMORY_KIB".into(), "64".into()),
+        ("ARGON2_ITERATIONS".into(), "1".into()),
+        ("RUST_LOG".into(), "info".into()),
+    ]
+}
+
+/// Runs a CLI command to completion with `env`, in `dir` (so no stray `.env` is read).
+pub fn cli(dir: &Path, env: &[(String, String)], args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("run tokengate")
+}
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `tokengate serve` and waits until it listens.
+    pub fn start(dir: &Path, env: &[(String, String)]) -> Self {
+        let log = dir.join(format!("server-{}.log", unique()));
+        let child = Command::new(BIN)
+            .current_dir(dir)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn tokengate");
+        let mut server = Self {
+            child,
+            base: String::new(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = server.log_text();
+            if let Some(at) = text.find("listening on http://") {
+                let rest = &text[at + "listening on ".len()..];
+                let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+                server.base = rest[..end].to_owned();
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("server exited with {status} before listening:\n{text}");
+            }
+            assert!(Instant::now() < deadline, "server did not start:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `KILL`) and waits for the exit.
+    pub fn signal(&mut self, name: &str) -> ExitStatus {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server ignored SIG{name}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A blocking-free HTTP client for tests.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub fn admin_header() -> String {
+    format!("Bearer {ADMIN_TOKEN}")
+}

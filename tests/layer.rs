@@ -1,0 +1,527 @@
+//! The layer's contract, `oneshot` against a tiny Router: exact 401/403 bytes,
+//! cache invalidation, single-flight, flood resistance and backend faults.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use common::{FORBIDDEN, FlakyStore, TestResponse, UNAUTHORIZED, UNAVAILABLE, send};
+use http::Request;
+use tokengate::{
+    Argon2Params, Principal, SqliteStore, TokenGate, TokenGateBuilder, TokenId, TokenStore,
+};
+
+struct Tiny {
+    gate: TokenGate,
+    store: Arc<FlakyStore>,
+    router: Router,
+    _dir: tempfile::TempDir,
+}
+
+async fn whoami(principal: Principal) -> String {
+    format!("{}:{}", principal.account_id(), principal.plan())
+}
+
+async fn tiny_with(configure: impl FnOnce(TokenGateBuilder) -> TokenGateBuilder) -> Tiny {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("layer.db").display());
+    let sqlite = SqliteStore::connect(&url).await.unwrap();
+    sqlite.migrate().await.unwrap();
+    let store = Arc::new(FlakyStore::new(sqlite));
+    let gate = configure(
+        TokenGate::builder(store.clone()).with_argon2_params(Argon2Params::insecure_fast_for_tests()),
+    )
+    .build()
+    .unwrap();
+    let router = Router::new()
+        .route("/api/v1/me", get(whoami))
+        .layer(gate.layer());
+    Tiny {
+        gate,
+        store,
+        router,
+        _dir: dir,
+    }
+}
+
+async fn tiny() -> Tiny {
+    tiny_with(|b| b).await
+}
+
+impl Tiny {
+    async fn get(&self, authorization: &[&str]) -> TestResponse {
+        let mut request = Request::builder().uri("/api/v1/me");
+        for value in authorization {
+            request = request.header("authorization", *value);
+        }
+        send(&self.router, request.body(Body::empty()).unwrap()).await
+    }
+
+    async fn bearer(&self, token: &str) -> TestResponse {
+        self.get(&[&format!("Bearer {token}")]).await
+    }
+
+    async fn token(&self, account: &str, plan: &str) -> String {
+        self.gate.set_account_plan(account, plan).await.unwrap();
+        self.gate
+            .create_token(account, "t", None)
+            .await
+            .unwrap()
+            .token
+            .expose_secret()
+            .to_owned()
+    }
+}
+
+fn assert_unauthorized(response: &TestResponse, context: &str) {
+    assert_eq!(response.status, 401, "{context}: {}", response.body);
+    assert_eq!(response.body, UNAUTHORIZED, "{context}");
+    assert_eq!(response.header("content-type"), "application/json");
+    assert!(
+        response.header("www-authenticate").starts_with("Bearer realm="),
+        "{context}"
+    );
+    assert!(response.headers.get("x-ratelimit-limit").is_none());
+}
+
+/// Over fifty malformed `Authorization` values, each answered with the exact 401 body.
+#[tokio::test]
+async fn every_malformed_authorization_gets_the_exact_401() {
+    let app = tiny().await;
+    let good = app.token("acct_1", "pro").await;
+    let id = &good[4..24];
+    let body = &good[4..];
+    let mut flipped = good.clone().into_bytes();
+    flipped[40] = if flipped[40] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    let other_secret = {
+        // Same id, another secret, correct checksum: well formed but wrong.
+        let other = tokengate::TokenFormat::default().generate();
+        let text = other.token.expose_secret().to_owned();
+        let forged = format!("iit_{id}{}", &text[24..68]);
+        let checksum = crc32fast::hash(forged.as_bytes()).to_be_bytes();
+        use base64::Engine;
+        format!(
+            "{forged}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(checksum)
+        )
+    };
+    let unknown_id = tokengate::TokenFormat::default()
+        .generate()
+        .token
+        .expose_secret()
+        .to_owned();
+    let long = "a".repeat(8 * 1024);
+    let values: Vec<String> = vec![
+        "".into(),
+        " ".into(),
+        "Bearer".into(),
+        "Bearer ".into(),
+        "Bearer  ".into(),
+        "bearer".into(),
+        format!("Bearer{good}"),
+        format!("Bearer\t{good}"),
+        format!("Bearer {good} "),
+        format!("Bearer {good} extra"),
+        format!("Bearer {good},"),
+        format!("Bearer \"{good}\""),
+        format!("Bearer '{good}'"),
+        format!("Basic {good}"),
+        format!("Token {good}"),
+        format!("Bearer: {good}"),
+        format!("Bearer={good}"),
+        format!("Bearer {good}="),
+        format!("Bearer ={good}"),
+        format!("{good}"),
+        format!("Bearer Bearer {good}"),
+        format!("Bearer {}", &good[..73]),
+        format!("Bearer {}", &good[..4]),
+        format!("Bearer {good}A"),
+        format!("Bearer {}", good.to_uppercase()),
+        format!("Bearer {}", good.to_lowercase()),
+        format!("Bearer {flipped}"),
+        format!("Bearer xyz_{body}"),
+        format!("Bearer iit-{body}"),
+        format!("Bearer IIT_{body}"),
+        format!("Bearer {body}"),
+        format!("Bearer iit_{}", &body[1..]),
+        format!("Bearer {}", good.replace('_', "/")),
+        format!("Bearer {}+{}", &good[..30], &good[31..]),
+        format!("Bearer {other_secret}"),
+        format!("Bearer {unknown_id}"),
+        format!("Bearer {id}"),
+        "Bearer iit_".into(),
+        "Bearer null".into(),
+        "Bearer undefined".into(),
+        "Bearer ../../etc/passwd".into(),
+        "Bearer ' OR '1'='1".into(),
+        "Bearer %00".into(),
+        format!("Bearer {long}"),
+        format!("Bearer iit_{}", "A".repeat(70)),
+        format!("Bearer iit_{}", "-".repeat(70)),
+        format!("Bearer iit_{}", "_".repeat(70)),
+        format!("Bearer {}", "=".repeat(74)),
+        "Bearer a.b.c".into(),
+        "Bearer eyJhbGciOiJIUzI1NiJ9.e30.ZRrHA1JJJW8opsbCGfG_HACGpVUMN_a9IV7pAx_Zmeo".into(),
+        format!("Digest {good}"),
+        format!("bearer  {good} \t"),
+        "Bearer 🔑".into(),
+        "Bearer ü".into(),
+    ];
+    let mut sent = 0;
+    for value in &values {
+        // Non-ASCII goes in as raw bytes (obs-text), which HTTP allows in field values.
+        let header = http::HeaderValue::from_bytes(value.as_bytes()).unwrap();
+        sent += 1;
+        let mut request = Request::builder().uri("/api/v1/me");
+        request.headers_mut().unwrap().insert("authorization", header);
+        let response = send(&app.router, request.body(Body::empty()).unwrap()).await;
+        assert_unauthorized(&response, value);
+    }
+    // Bytes that are not UTF-8 at all.
+    for raw in [&b"Bearer \xff\xfe"[..], b"\x80Bearer x", b"Bearer iit_\xc3"] {
+        sent += 1;
+        let mut request = Request::builder().uri("/api/v1/me");
+        request
+            .headers_mut()
+            .unwrap()
+            .insert("authorization", http::HeaderValue::from_bytes(raw).unwrap());
+        let response = send(&app.router, request.body(Body::empty()).unwrap()).await;
+        assert_unauthorized(&response, &format!("{raw:?}"));
+    }
+    assert!(sent >= 50, "only {sent} malformed values");
+    // The good token, for contrast, in every accepted spelling.
+    for value in [
+        format!("Bearer {good}"),
+        format!("bearer {good}"),
+        format!("BEARER {good}"),
+        format!("Bearer     {good}"),
+    ] {
+        assert_eq!(app.get(&[&value]).await.status, 200, "{value}");
+    }
+}
+
+#[tokio::test]
+async fn missing_duplicate_and_misplaced_tokens_are_401() {
+    let app = tiny().await;
+    let good = app.token("acct_1", "pro").await;
+    let missing = app.get(&[]).await;
+    assert_unauthorized(&missing, "missing");
+    assert_eq!(missing.header("www-authenticate"), r#"Bearer realm="api""#);
+    let bearer = format!("Bearer {good}");
+    let twice = app.get(&[&bearer, &bearer]).await;
+    assert_unauthorized(&twice, "two headers");
+    assert_eq!(
+        twice.header("www-authenticate"),
+        r#"Bearer realm="api", error="invalid_token""#
+    );
+    for uri in [
+        format!("/api/v1/me?access_token={good}"),
+        format!("/api/v1/me?token={good}"),
+    ] {
+        let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        assert_unauthorized(&send(&app.router, request).await, "query");
+    }
+    let request = Request::builder()
+        .uri("/api/v1/me")
+        .header("cookie", format!("token={good}; access_token={good}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_unauthorized(&send(&app.router, request).await, "cookie");
+}
+
+#[tokio::test]
+async fn authenticated_requests_reach_the_handler_with_the_principal() {
+    let app = tiny().await;
+    let good = app.token("acct_9", "enterprise").await;
+    let response = app.bearer(&good).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body, "acct_9:enterprise");
+    assert_eq!(response.header("x-ratelimit-limit"), "10000");
+    assert_eq!(response.header("x-ratelimit-remaining"), "9999");
+}
+
+#[tokio::test]
+async fn plans_without_api_access_get_the_exact_403() {
+    let app = tiny().await;
+    let token = app.token("acct_free", "free").await;
+    let response = app.bearer(&token).await;
+    assert_eq!(response.status, 403);
+    assert_eq!(response.body, FORBIDDEN);
+    assert_eq!(response.header("content-type"), "application/json");
+    // A revoked free token is a 401, not a 403.
+    app.gate
+        .revoke_token(&token[4..24].parse().unwrap())
+        .await
+        .unwrap();
+    assert_unauthorized(&app.bearer(&token).await, "revoked free");
+}
+
+#[tokio::test]
+async fn the_next_request_sees_revocation_and_plan_changes() {
+    let app = tiny().await;
+    let token = app.token("acct_1", "pro").await;
+    let other = app.token("acct_2", "pro").await;
+    assert_eq!(app.bearer(&token).await.status, 200);
+    assert_eq!(app.bearer(&other).await.status, 200);
+
+    // Downgrade: 403 at once; the other account is unaffected.
+    app.gate.set_account_plan("acct_1", "free").await.unwrap();
+    assert_eq!(app.bearer(&token).await.body, FORBIDDEN);
+    assert_eq!(app.bearer(&other).await.status, 200);
+    // Upgrade: 200 at once, with the new plan's limit.
+    app.gate.set_account_plan("acct_1", "enterprise").await.unwrap();
+    let response = app.bearer(&token).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("x-ratelimit-limit"), "10000");
+
+    // Plan edits: the limit, then access.
+    app.gate.set_plan("pro", true, 1234).await.unwrap();
+    assert_eq!(app.bearer(&other).await.header("x-ratelimit-limit"), "1234");
+    app.gate.set_plan("pro", false, 1234).await.unwrap();
+    assert_eq!(app.bearer(&other).await.body, FORBIDDEN);
+    app.gate.set_plan("pro", true, 1000).await.unwrap();
+    assert_eq!(app.bearer(&other).await.status, 200);
+
+    // Revocation.
+    app.gate
+        .revoke_token(&other[4..24].parse().unwrap())
+        .await
+        .unwrap();
+    assert_unauthorized(&app.bearer(&other).await, "revoked");
+    assert_eq!(app.bearer(&token).await.status, 200);
+}
+
+#[tokio::test]
+async fn changes_made_by_another_process_arrive_through_the_change_feed() {
+    let app = tiny_with(|b| b.with_change_poll_interval(Duration::from_millis(20))).await;
+    let token = app.token("acct_1", "pro").await;
+    app.gate.poll_changes().await; // initialise the cursor
+    assert_eq!(app.bearer(&token).await.status, 200);
+    // Another process (the CLI) with its own gate on the same database.
+    let cli = TokenGate::builder(Arc::new(app.store.sqlite().clone()))
+        .with_argon2_params(Argon2Params::insecure_fast_for_tests())
+        .build()
+        .unwrap();
+    cli.revoke_token(&token[4..24].parse().unwrap()).await.unwrap();
+    // Still cached in this process until the feed is read...
+    assert_eq!(app.bearer(&token).await.status, 200);
+    let maintenance = app.gate.spawn_maintenance();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let response = app.bearer(&token).await;
+        if response.status == 401 {
+            assert_unauthorized(&response, "revoked by another process");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "revocation never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    maintenance.shutdown().await;
+}
+
+#[tokio::test]
+async fn expired_tokens_stop_working_even_when_cached() {
+    let app = tiny().await;
+    app.gate.set_account_plan("acct_1", "pro").await.unwrap();
+    let expires_at = app.gate.now() + time::Duration::seconds(2);
+    let created = app
+        .gate
+        .create_token("acct_1", "short-lived", Some(expires_at))
+        .await
+        .unwrap();
+    let token = created.token.expose_secret();
+    assert_eq!(app.bearer(token).await.status, 200);
+    assert_eq!(app.gate.cached_tokens(), 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_unauthorized(&app.bearer(token).await, "expired");
+}
+
+#[tokio::test]
+async fn concurrent_first_uses_verify_once() {
+    let app = tiny().await;
+    let token = app.token("acct_1", "pro").await;
+    let before = app.gate.hasher().verify_count();
+    let requests: Vec<_> = (0..64)
+        .map(|_| {
+            let router = app.router.clone();
+            let value = format!("Bearer {token}");
+            tokio::spawn(async move {
+                let request = Request::builder()
+                    .uri("/api/v1/me")
+                    .header("authorization", value)
+                    .body(Body::empty())
+                    .unwrap();
+                send(&router, request).await.status
+            })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    assert_eq!(app.gate.hasher().verify_count() - before, 1);
+    // Distinct tokens each verify once.
+    let more: Vec<String> = futures_util::future::join_all((0..5).map(|i| {
+        let gate = app.gate.clone();
+        async move {
+            gate.create_token("acct_1", &format!("t{i}"), None)
+                .await
+                .unwrap()
+                .token
+                .expose_secret()
+                .to_owned()
+        }
+    }))
+    .await;
+    for token in &more {
+        assert_eq!(app.bearer(token).await.status, 200);
+        assert_eq!(app.bearer(token).await.status, 200);
+    }
+    assert_eq!(app.gate.hasher().verify_count() - before, 6);
+}
+
+#[tokio::test]
+async fn malformed_tokens_cost_no_lookup_and_unknown_ids_one() {
+    let app = tiny().await;
+    for value in ["Bearer nope", "Bearer iit_short", "Basic abc"] {
+        app.get(&[value]).await;
+    }
+    let format = tokengate::TokenFormat::default();
+    let mut bad = format.generate().token.expose_secret().to_owned();
+    bad.replace_range(70.., "AAAA");
+    app.bearer(&bad).await;
+    assert_eq!(app.store.credential_lookups(), 0);
+
+    let unknown = format.generate().token.expose_secret().to_owned();
+    for _ in 0..5 {
+        assert_unauthorized(&app.bearer(&unknown).await, "unknown");
+    }
+    assert_eq!(app.store.credential_lookups(), 1, "negative cache");
+    assert_eq!(app.gate.hasher().verify_count(), 0);
+}
+
+#[tokio::test]
+async fn failed_verifications_are_throttled_per_token_id() {
+    let app = tiny_with(|b| b.with_failed_verify_limit(3, Duration::from_secs(60))).await;
+    let good = app.token("acct_1", "pro").await;
+    assert_eq!(app.bearer(&good).await.status, 200); // cached from now on
+    let id = &good[4..24];
+    let forge = |secret: &str| {
+        use base64::Engine;
+        let text = format!("iit_{id}{secret}");
+        let checksum = crc32fast::hash(text.as_bytes()).to_be_bytes();
+        format!(
+            "{text}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(checksum)
+        )
+    };
+    let before = app.gate.hasher().verify_count();
+    for i in 0..3 {
+        let wrong = forge(&format!("{:A>44}", i));
+        assert_unauthorized(&app.bearer(&wrong).await, "wrong secret");
+    }
+    assert_eq!(app.gate.hasher().verify_count() - before, 3);
+    for i in 3..20 {
+        let wrong = forge(&format!("{:A>44}", i));
+        let response = app.bearer(&wrong).await;
+        assert_eq!(response.status, 429, "{}", response.body);
+        let retry_after = response.header_u64("retry-after");
+        assert!((1..=60).contains(&retry_after));
+        assert_eq!(
+            response.body,
+            format!(
+                r#"{{"success": false, "error": "Rate limit exceeded. Try again in {retry_after} seconds."}}"#
+            )
+        );
+    }
+    assert_eq!(app.gate.hasher().verify_count() - before, 3, "no argon2 while throttled");
+    // The owner's cached token is unaffected.
+    assert_eq!(app.bearer(&good).await.status, 200);
+}
+
+#[tokio::test]
+async fn store_faults_are_503_for_uncached_tokens_and_cached_tokens_keep_working() {
+    let app = tiny().await;
+    let cached = app.token("acct_1", "pro").await;
+    let uncached = app.token("acct_2", "pro").await;
+    assert_eq!(app.bearer(&cached).await.status, 200);
+
+    app.store.fail(true);
+    let response = app.bearer(&uncached).await;
+    assert_eq!(response.status, 503);
+    assert_eq!(response.body, UNAVAILABLE);
+    assert_eq!(response.header("content-type"), "application/json");
+    for _ in 0..3 {
+        assert_eq!(app.bearer(&cached).await.status, 200);
+    }
+    // Garbage is still a 401 (no I/O needed to know).
+    assert_unauthorized(&app.bearer("garbage").await, "garbage during outage");
+
+    app.store.fail(false);
+    assert_eq!(app.bearer(&uncached).await.status, 200);
+}
+
+#[tokio::test]
+async fn after_the_ttl_entries_are_revalidated_and_served_stale_during_an_outage() {
+    let app = tiny_with(|b| b.with_cache_ttl(Duration::ZERO)).await;
+    let token = app.token("acct_1", "pro").await;
+    assert_eq!(app.bearer(&token).await.status, 200);
+    let verifies = app.gate.hasher().verify_count();
+    let lookups = app.store.credential_lookups();
+    assert_eq!(app.bearer(&token).await.status, 200);
+    assert_eq!(app.store.credential_lookups(), lookups + 1, "revalidated");
+    assert_eq!(app.gate.hasher().verify_count(), verifies, "without argon2");
+
+    // A change the feed never announced (a manual UPDATE) is caught by revalidation.
+    sqlx::query("UPDATE api_tokens SET revoked_at = '2020-01-01T00:00:00Z'")
+        .execute(app.store.sqlite().pool())
+        .await
+        .unwrap();
+    assert_unauthorized(&app.bearer(&token).await, "revalidated revocation");
+
+    let other = app.token("acct_2", "pro").await;
+    assert_eq!(app.bearer(&other).await.status, 200);
+    app.store.fail(true);
+    assert_eq!(app.bearer(&other).await.status, 200, "stale-if-error");
+}
+
+#[tokio::test]
+async fn the_principal_extractor_names_the_missing_layer() {
+    let router: Router = Router::new().route("/me", get(whoami));
+    let response = send(
+        &router,
+        Request::builder().uri("/me").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(response.status, 500);
+    assert_eq!(
+        response.body,
+        r#"{"success": false, "error": "Internal error: route is missing TokenGateLayer"}"#
+    );
+}
+
+#[tokio::test]
+async fn last_use_is_batched_in_memory_and_flushed() {
+    let app = tiny().await;
+    let token = app.token("acct_1", "pro").await;
+    let id: TokenId = token[4..24].parse().unwrap();
+    assert_eq!(app.bearer(&token).await.status, 200);
+    let stored = app.store.get_token(&id).await.unwrap().unwrap();
+    assert_eq!(stored.last_used_at, None, "the request path does not write");
+    assert_eq!(app.gate.flush_last_used().await.unwrap(), 1);
+    let stored = app.store.get_token(&id).await.unwrap().unwrap();
+    let used = stored.last_used_at.expect("flushed");
+    assert!((app.gate.now() - used).whole_seconds().abs() <= 2);
+    // A failed flush keeps the batch for the next one.
+    assert_eq!(app.bearer(&token).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(app.bearer(&token).await.status, 200);
+    app.store.fail(true);
+    assert!(app.gate.flush_last_used().await.is_err());
+    app.store.fail(false);
+    assert_eq!(app.gate.flush_last_used().await.unwrap(), 1);
+}

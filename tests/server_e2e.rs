@@ -1,0 +1,330 @@
+//! The release-shaped binary, started on a free loopback port and spoken to over HTTP.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::process::{Server, admin_header, base_env, cli, client};
+use common::{FORBIDDEN, UNAUTHORIZED};
+use serde_json::{Value, json};
+
+async fn put_account(server: &Server, account: &str, plan: &str) {
+    let response = client()
+        .put(server.url(&format!("/admin/accounts/{account}")))
+        .header("authorization", admin_header())
+        .json(&json!({ "plan": plan }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+async fn create_token(server: &Server, account: &str) -> Value {
+    let response = client()
+        .post(server.url(&format!("/admin/accounts/{account}/tokens")))
+        .header("authorization", admin_header())
+        .json(&json!({ "name": "CI" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json::<Value>().await.unwrap()["data"].clone()
+}
+
+async fn api(server: &Server, token: &str) -> reqwest::Response {
+    client()
+        .get(server.url("/api/v1/external_tests/providers"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn database_bytes(dir: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        if let Ok(bytes) = std::fs::read(dir.join(format!("tokengate.db{suffix}"))) {
+            all.extend(bytes);
+        }
+    }
+    assert!(!all.is_empty());
+    all
+}
+
+#[tokio::test]
+async fn documented_flow_persistence_and_revocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = base_env(dir.path());
+    let mut server = Server::start(dir.path(), &env);
+    put_account(&server, "acct_1", "pro").await;
+    let created = create_token(&server, "acct_1").await;
+    let token = created["token"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    let response = api(&server, &token).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-ratelimit-limit"], "1000");
+    assert_eq!(response.headers()["x-ratelimit-remaining"], "999");
+    assert!(response.headers().contains_key("x-ratelimit-reset"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["success"], true);
+    let response = client()
+        .get(server.url("/api/v1/external_tests"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-ratelimit-remaining"], "998");
+
+    // Free plan: 403, exact body.
+    put_account(&server, "acct_free", "free").await;
+    let free = create_token(&server, "acct_free").await;
+    let response = api(&server, free["token"].as_str().unwrap()).await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(response.text().await.unwrap(), FORBIDDEN);
+
+    // Tokens survive a restart.
+    assert!(server.signal("TERM").success());
+    let server = Server::start(dir.path(), &env);
+    assert_eq!(api(&server, &token).await.status(), 200);
+
+    // Revocation is effective on the very next request.
+    let response = client()
+        .delete(server.url(&format!("/admin/tokens/{id}")))
+        .header("authorization", admin_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = api(&server, &token).await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.text().await.unwrap(), UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn pro_token_gets_1000_requests_then_429_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &base_env(dir.path()));
+    put_account(&server, "acct_1", "pro").await;
+    let token = create_token(&server, "acct_1").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let http = client();
+    for expected in (0..1000).rev() {
+        let response = http
+            .get(server.url("/api/v1/external_tests"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["x-ratelimit-remaining"],
+            expected.to_string().as_str()
+        );
+    }
+    let response = http
+        .get(server.url("/api/v1/external_tests"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let retry_after = response.headers()["retry-after"].to_str().unwrap().to_owned();
+    assert_eq!(
+        response.text().await.unwrap(),
+        format!(
+            r#"{{"success": false, "error": "Rate limit exceeded. Try again in {retry_after} seconds."}}"#
+        )
+    );
+}
+
+#[tokio::test]
+async fn generated_admin_token_is_shown_once_and_only_its_hash_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let env: Vec<_> = base_env(dir.path())
+        .into_iter()
+        .filter(|(k, _)| k != "ADMIN_TOKEN")
+        .collect();
+    let mut server = Server::start(dir.path(), &env);
+    let log = server.log_text();
+    let start = log.find("tgadmin_").expect("admin token printed");
+    let admin: String = log[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect();
+    assert_eq!(admin.len(), "tgadmin_".len() + 43);
+    let response = client()
+        .get(server.url("/admin/plans"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(server.signal("TERM").success());
+    assert!(!contains_bytes(&database_bytes(dir.path()), admin.as_bytes()));
+
+    let server = Server::start(dir.path(), &env);
+    assert!(!server.log_text().contains("tgadmin_"), "printed only once");
+    let response = client()
+        .get(server.url("/admin/plans"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "reused after restart");
+}
+
+#[tokio::test]
+async fn plaintext_tokens_never_reach_the_database_or_the_trace_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = base_env(dir.path());
+    env.retain(|(k, _)| k != "RUST_LOG");
+    env.push(("RUST_LOG".into(), "trace".into()));
+    let mut server = Server::start(dir.path(), &env);
+    put_account(&server, "acct_1", "pro").await;
+    let created = create_token(&server, "acct_1").await;
+    let token = created["token"].as_str().unwrap().to_owned();
+    let secret_part = token[24..68].to_owned();
+    assert_eq!(api(&server, &token).await.status(), 200);
+    // A wrong secret for the same id, and a near miss.
+    let mut typo = token.clone().into_bytes();
+    typo[50] = if typo[50] == b'a' { b'b' } else { b'a' };
+    assert_eq!(
+        api(&server, std::str::from_utf8(&typo).unwrap()).await.status(),
+        401
+    );
+    let listed = client()
+        .get(server.url("/admin/accounts/acct_1/tokens"))
+        .header("authorization", admin_header())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!listed.contains(&secret_part));
+    let wal_while_running = database_bytes(dir.path());
+    assert!(server.signal("TERM").success());
+
+    let log = server.log_text();
+    assert!(log.contains("TRACE") || log.contains("DEBUG"), "trace level was on");
+    for haystack in [wal_while_running, database_bytes(dir.path()), log.into_bytes()] {
+        assert!(!contains_bytes(&haystack, token.as_bytes()));
+        assert!(!contains_bytes(&haystack, secret_part.as_bytes()));
+        assert!(!contains_bytes(&haystack, &token.as_bytes()[24..40]));
+    }
+    // What is stored is an argon2id PHC string.
+    let url = format!("sqlite://{}", dir.path().join("tokengate.db").display());
+    let store = tokengate::SqliteStore::connect(&url).await.unwrap();
+    let hashes: Vec<String> = sqlx::query_scalar("SELECT secret_hash FROM api_tokens")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(hashes.len(), 1);
+    assert!(hashes[0].starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{}", hashes[0]);
+}
+
+#[tokio::test]
+async fn default_argon2_parameters_are_owasp() {
+    let dir = tempfile::tempdir().unwrap();
+    let env: Vec<_> = base_env(dir.path())
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("ARGON2"))
+        .collect();
+    let server = Server::start(dir.path(), &env);
+    put_account(&server, "acct_1", "pro").await;
+    let token = create_token(&server, "acct_1").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(api(&server, &token).await.status(), 200);
+    let url = format!("sqlite://{}", dir.path().join("tokengate.db").display());
+    let store = tokengate::SqliteStore::connect(&url).await.unwrap();
+    let hash: String = sqlx::query_scalar("SELECT secret_hash FROM api_tokens")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+}
+
+#[tokio::test]
+async fn sigterm_and_sigint_flush_last_use_and_exit_zero() {
+    for signal in ["TERM", "INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let env = base_env(dir.path());
+        let mut server = Server::start(dir.path(), &env);
+        put_account(&server, "acct_1", "pro").await;
+        let created = create_token(&server, "acct_1").await;
+        let token = created["token"].as_str().unwrap();
+        assert_eq!(api(&server, token).await.status(), 200);
+        let started = Instant::now();
+        let status = server.signal(signal);
+        assert!(status.success(), "SIG{signal}: {status}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(server.log_text().contains("flushed last-use times"));
+
+        let shown = cli(
+            dir.path(),
+            &env,
+            &["token", "show", created["id"].as_str().unwrap()],
+        );
+        let stdout = String::from_utf8_lossy(&shown.stdout);
+        assert!(shown.status.success(), "{shown:?}");
+        let last_used = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("last_used_at: "))
+            .unwrap();
+        assert_ne!(last_used, "-", "SIG{signal} flushed last_used_at:\n{stdout}");
+    }
+}
+
+#[test]
+fn configuration_errors_exit_nonzero_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "DATABASE_URL",
+            "sqlite:///nonexistent-dir/sub/tokengate.db".into(),
+            "cannot open database",
+        ),
+        ("DATABASE_URL", "mysql://localhost/x".into(), "unsupported DATABASE_URL"),
+        ("TOKEN_PREFIX", "Bad Prefix".into(), "invalid token prefix"),
+        ("ARGON2_MEMORY_KIB", "1".into(), "invalid argon2 parameters"),
+        ("BIND_ADDR", "not-an-address".into(), "invalid BIND_ADDR"),
+        ("ADMIN_TOKEN", "short".into(), "ADMIN_TOKEN is too short"),
+    ];
+    for (key, value, expected) in cases {
+        let mut env = base_env(dir.path());
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_owned(), value.clone()));
+        let output = cli(dir.path(), &env, &["serve"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{key}={value}: {stderr}");
+        let lines: Vec<_> = stderr.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{key}={value}: one line, got:\n{stderr}");
+        assert!(lines[0].starts_with("error: "), "{stderr}");
+        assert!(lines[0].contains(expected), "{key}={value}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // Unwritable paths, which fail even for root: under a regular file, and on /proc.
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    for path in [file.join("t.db"), "/proc/tokengate-test.db".into()] {
+        let mut env = base_env(dir.path());
+        env.retain(|(k, _)| k != "DATABASE_URL");
+        env.push(("DATABASE_URL".into(), format!("sqlite://{}", path.display())));
+        let output = cli(dir.path(), &env, &["migrate"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("error: cannot open database"), "{stderr}");
+    }
+}
