@@ -215,7 +215,8 @@ pub struct RotateBody {
 }
 
 /// A created token: the only response that ever holds the plaintext.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// (No `Debug`: it would print the token.)
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedTokenView {
     /// The public token id.
     pub id: String,

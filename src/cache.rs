@@ -7,17 +7,21 @@
 //!
 //! * **Bounded**: a fixed number of entries; when a shard is full, expired
 //!   entries go first, then arbitrary ones (keys are uniformly random digests).
-//! * **TTL**: after `ttl` an entry is revalidated against the store (one indexed
-//!   lookup, no argon2: the secret of a token id never changes), while the
-//!   other requests keep being served from it.
-//! * **Invalidation**: revoking or rotating a token, moving an account to
-//!   another plan and editing a plan remove the affected entries at once.
-//!   An epoch counter stops a lookup that started before an invalidation from
-//!   re-inserting what it read.
+//! * **TTL**: after `ttl` an entry is revalidated against the store in the
+//!   background (one indexed lookup, no argon2: a token id's secret never
+//!   changes), while requests keep being served from it.
+//! * **Invalidation**: revoking or rotating a token removes its entries.
+//!   Moving an account to another plan or editing a plan marks the affected
+//!   entries: their next request re-reads the token's state from the store
+//!   before it is answered. The secret stays verified, so a plan edit that
+//!   touches 100,000 tokens costs 100,000 lookups, not 100,000 argon2 runs.
+//! * **No stale re-insertion**: a lookup that started before an invalidation
+//!   cannot insert what it read if the invalidation concerns it (a short log
+//!   of recent invalidations is checked under the shard lock).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use sha2::{Digest as _, Sha256};
 
@@ -25,6 +29,8 @@ use crate::extract::Principal;
 use crate::store::Change;
 
 const SHARDS: usize = 16;
+/// Invalidations remembered for racing inserts; older readers just do not insert.
+const LOG_LEN: usize = 1024;
 
 /// SHA-256 of a whole token: the cache key.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -49,6 +55,7 @@ impl std::hash::Hash for TokenDigest {
 }
 
 type DigestState = std::hash::BuildHasherDefault<crate::token::RandomIdHasher>;
+type Shard = RwLock<HashMap<TokenDigest, Arc<CachedAuth>, DigestState>>;
 
 /// What a verified token grants, as cached.
 pub(crate) struct CachedAuth {
@@ -58,8 +65,10 @@ pub(crate) struct CachedAuth {
     pub(crate) expires_at: Option<i64>,
     /// Unix ms after which the entry is revalidated against the store.
     pub(crate) refresh_after_ms: u64,
-    /// One request at a time revalidates; the others keep using the entry.
+    /// A background revalidation is running.
     pub(crate) refreshing: AtomicBool,
+    /// The account's plan or the plan changed: re-read before answering.
+    pub(crate) must_revalidate: AtomicBool,
     /// Unix second of the last use, so last-use is recorded at most once a second.
     pub(crate) last_seen_sec: AtomicU64,
 }
@@ -68,12 +77,22 @@ impl CachedAuth {
     pub(crate) fn is_expired_at(&self, now_secs: i64) -> bool {
         self.expires_at.is_some_and(|at| now_secs >= at)
     }
+
+    fn concerned_by(&self, change: &Change) -> bool {
+        match change {
+            Change::Token(id) => self.principal.token_id() == *id,
+            Change::Account(id) => self.principal.account_id() == id,
+            Change::Plan(name) => self.principal.plan() == name,
+            Change::Everything => true,
+        }
+    }
 }
 
 pub(crate) struct VerifiedCache {
-    shards: Box<[RwLock<HashMap<TokenDigest, Arc<CachedAuth>, DigestState>>]>,
+    shards: Box<[Shard]>,
     capacity_per_shard: usize,
     epoch: AtomicU64,
+    log: Mutex<VecDeque<(u64, Change)>>,
 }
 
 impl VerifiedCache {
@@ -82,6 +101,7 @@ impl VerifiedCache {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             capacity_per_shard: capacity.div_ceil(SHARDS).max(1),
             epoch: AtomicU64::new(0),
+            log: Mutex::new(VecDeque::with_capacity(LOG_LEN)),
         }
     }
 
@@ -92,73 +112,102 @@ impl VerifiedCache {
         shard.get(digest).cloned()
     }
 
-    /// The current invalidation epoch; pass it back to [`insert`](Self::insert).
+    /// The current invalidation epoch: read it before reading the store, and
+    /// pass it to [`insert`](Self::insert).
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// Inserts an entry read from the store at `epoch`, unless an invalidation
-    /// happened since (then the entry may be stale and is dropped).
+    /// Inserts an entry read from the store at `read_epoch`, unless an
+    /// invalidation since then concerns it. Returns whether it was inserted.
     pub(crate) fn insert(
         &self,
         digest: TokenDigest,
         entry: Arc<CachedAuth>,
-        epoch: u64,
+        read_epoch: u64,
         now_ms: u64,
-    ) {
+    ) -> bool {
         let mut shard = self.shards[digest.shard()]
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        // Checked under the shard lock, and invalidation bumps the epoch before
-        // taking shard locks: either we see the new epoch, or it sees our entry.
-        if self.epoch.load(Ordering::Acquire) != epoch {
-            return;
+        // Under the shard lock: an invalidation either is in the log already,
+        // or will take this lock after us and see the entry.
+        if self.epoch.load(Ordering::Acquire) != read_epoch
+            && self.invalidated_since(read_epoch, &entry)
+        {
+            return false;
         }
         if shard.len() >= self.capacity_per_shard && !shard.contains_key(&digest) {
             shard.retain(|_, e| e.refresh_after_ms > now_ms);
-            if shard.len() >= self.capacity_per_shard {
-                if let Some(victim) = shard.keys().next().copied() {
-                    shard.remove(&victim);
-                }
+            if shard.len() >= self.capacity_per_shard
+                && let Some(victim) = shard.keys().next().copied()
+            {
+                shard.remove(&victim);
             }
         }
         shard.insert(digest, entry);
+        true
     }
 
-    pub(crate) fn remove(&self, digest: &TokenDigest) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.shards[digest.shard()]
+    fn invalidated_since(&self, read_epoch: u64, entry: &CachedAuth) -> bool {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        match log.front() {
+            // The log no longer reaches back to the read: assume the worst.
+            Some(&(oldest, _)) if oldest > read_epoch + 1 => true,
+            _ => log
+                .iter()
+                .any(|(epoch, change)| *epoch > read_epoch && entry.concerned_by(change)),
+        }
+    }
+
+    /// Removes `digest` if it still maps to `entry`.
+    pub(crate) fn remove(&self, digest: &TokenDigest, entry: &Arc<CachedAuth>) {
+        let mut shard = self.shards[digest.shard()]
             .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(digest);
+            .unwrap_or_else(|e| e.into_inner());
+        if shard.get(digest).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            shard.remove(digest);
+        }
     }
 
-    /// Removes every entry a change may have made stale; returns how many.
-    pub(crate) fn invalidate(&self, change: &Change) -> usize {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        let stale = |entry: &CachedAuth| match change {
-            Change::Token(id) => entry.principal.token_id() == *id,
-            Change::Account(id) => entry.principal.account_id() == id,
-            Change::Plan(name) => entry.principal.plan() == name,
-        };
-        self.retain(|entry| !stale(entry))
-    }
-
-    /// Empties the cache.
-    pub(crate) fn clear(&self) -> usize {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.retain(|_| false)
-    }
-
-    fn retain(&self, keep: impl Fn(&CachedAuth) -> bool) -> usize {
-        let mut removed = 0;
+    /// Applies changes in one pass: revoked or rotated tokens leave the cache,
+    /// entries of changed accounts and plans must revalidate. Returns how many
+    /// entries were affected.
+    pub(crate) fn invalidate(&self, changes: &[Change]) -> usize {
+        if changes.is_empty() {
+            return 0;
+        }
+        {
+            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            for change in changes {
+                let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+                if log.len() == LOG_LEN {
+                    log.pop_front();
+                }
+                log.push_back((epoch, change.clone()));
+            }
+        }
+        let mut affected = 0;
         for shard in self.shards.iter() {
             let mut shard = shard.write().unwrap_or_else(|e| e.into_inner());
-            let before = shard.len();
-            shard.retain(|_, entry| keep(entry));
-            removed += before - shard.len();
+            shard.retain(|_, entry| {
+                let mut keep = true;
+                for change in changes {
+                    if !entry.concerned_by(change) {
+                        continue;
+                    }
+                    affected += 1;
+                    match change {
+                        Change::Token(_) | Change::Everything => keep = false,
+                        Change::Account(_) | Change::Plan(_) => {
+                            entry.must_revalidate.store(true, Ordering::Release);
+                        }
+                    }
+                }
+                keep
+            });
         }
-        removed
+        affected
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -181,32 +230,63 @@ mod tests {
             expires_at: None,
             refresh_after_ms: u64::MAX,
             refreshing: AtomicBool::new(false),
+            must_revalidate: AtomicBool::new(false),
             last_seen_sec: AtomicU64::new(0),
         })
     }
 
     #[test]
-    fn invalidation_removes_only_matching_entries() {
+    fn plan_and_account_changes_mark_and_token_changes_remove() {
         let cache = VerifiedCache::new(100);
         let a = entry("acct_a", "pro");
         let b = entry("acct_b", "enterprise");
         let (da, db) = (TokenDigest::of("a"), TokenDigest::of("b"));
-        cache.insert(da, a.clone(), cache.epoch(), 0);
-        cache.insert(db, b.clone(), cache.epoch(), 0);
-        assert_eq!(cache.invalidate(&Change::Plan("pro".into())), 1);
-        assert!(cache.get(&da).is_none());
-        assert!(cache.get(&db).is_some());
-        assert_eq!(cache.invalidate(&Change::Token(b.principal.token_id())), 1);
+        assert!(cache.insert(da, a.clone(), cache.epoch(), 0));
+        assert!(cache.insert(db, b.clone(), cache.epoch(), 0));
+        assert_eq!(cache.invalidate(&[Change::Plan("pro".into())]), 1);
+        assert!(
+            cache
+                .get(&da)
+                .unwrap()
+                .must_revalidate
+                .load(Ordering::Acquire)
+        );
+        assert!(
+            !cache
+                .get(&db)
+                .unwrap()
+                .must_revalidate
+                .load(Ordering::Acquire)
+        );
+        assert_eq!(
+            cache.invalidate(&[Change::Token(b.principal.token_id())]),
+            1
+        );
         assert!(cache.get(&db).is_none());
+        assert_eq!(cache.invalidate(&[Change::Everything]), 1);
+        assert_eq!(cache.len(), 0);
     }
 
     #[test]
-    fn insert_after_an_invalidation_is_dropped() {
+    fn a_read_overtaken_by_a_relevant_invalidation_is_not_inserted() {
         let cache = VerifiedCache::new(100);
-        let epoch = cache.epoch();
-        cache.invalidate(&Change::Account("acct_a".into()));
-        cache.insert(TokenDigest::of("a"), entry("acct_a", "pro"), epoch, 0);
-        assert_eq!(cache.len(), 0);
+        let read_epoch = cache.epoch();
+        cache.invalidate(&[Change::Account("acct_a".into())]);
+        assert!(!cache.insert(TokenDigest::of("a"), entry("acct_a", "pro"), read_epoch, 0));
+        // An unrelated invalidation does not stop other entries from warming.
+        assert!(cache.insert(TokenDigest::of("b"), entry("acct_b", "pro"), read_epoch, 0));
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_read_older_than_the_log_is_not_inserted() {
+        let cache = VerifiedCache::new(100);
+        let read_epoch = cache.epoch();
+        let changes: Vec<_> = (0..LOG_LEN + 5)
+            .map(|i| Change::Account(format!("other_{i}")))
+            .collect();
+        cache.invalidate(&changes);
+        assert!(!cache.insert(TokenDigest::of("a"), entry("acct_a", "pro"), read_epoch, 0));
     }
 
     #[test]

@@ -22,8 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use http::{HeaderMap, HeaderValue};
-use tokio::sync::OnceCell;
 
 use crate::bearer::{BearerError, parse_bearer, single_authorization};
 use crate::cache::{CachedAuth, TokenDigest, VerifiedCache};
@@ -212,8 +213,8 @@ impl TokenGateBuilder {
                 format: self.format,
                 hasher,
                 cache: VerifiedCache::new(self.cache_capacity),
-                cache_ttl_ms: self.cache_ttl.as_millis() as u64,
-                stale_if_error_ms: self.stale_if_error.as_millis() as u64,
+                cache_ttl_ms: saturating_ms(self.cache_ttl),
+                stale_if_error_ms: saturating_ms(self.stale_if_error),
                 negative: NegativeCache::new(self.negative_ttl, 65_536),
                 throttle: FailureThrottle::new(self.max_failed_verifies, self.failure_window),
                 inflight: Mutex::default(),
@@ -230,6 +231,10 @@ impl TokenGateBuilder {
     }
 }
 
+fn saturating_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 pub(crate) enum Limiter {
     Local(Arc<MemoryRateLimiter>),
     Shared {
@@ -239,6 +244,7 @@ pub(crate) enum Limiter {
 }
 
 type Verdict = Result<Arc<CachedAuth>, Rejection>;
+type Flight = Shared<BoxFuture<'static, Verdict>>;
 
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn TokenStore>,
@@ -249,7 +255,7 @@ pub(crate) struct Inner {
     stale_if_error_ms: u64,
     pub(crate) negative: NegativeCache,
     pub(crate) throttle: FailureThrottle,
-    inflight: Mutex<HashMap<TokenDigest, Arc<OnceCell<Verdict>>>>,
+    inflight: Mutex<HashMap<TokenDigest, Flight>>,
     pub(crate) limiter: Limiter,
     pub(crate) last_used: Mutex<HashMap<TokenId, i64>>,
     pub(crate) clock: Clock,
@@ -395,9 +401,12 @@ impl TokenGate {
         let entry = match inner.cache.get(&digest) {
             Some(entry) => {
                 inner.metrics.cache_hits.inc();
-                if entry.refresh_after_ms <= now_ms {
-                    self.revalidate(digest, entry, now_ms).await?
+                if entry.must_revalidate.load(Ordering::Acquire) {
+                    self.revalidate_now(digest, entry).await?
                 } else {
+                    if entry.refresh_after_ms <= now_ms {
+                        self.refresh_in_background(digest, &entry);
+                    }
                     entry
                 }
             }
@@ -455,76 +464,131 @@ impl TokenGate {
         Ok(entry.principal.clone())
     }
 
-    /// The TTL passed: one request re-reads the token's state (no argon2: a
-    /// token's secret never changes); the others keep using the entry meanwhile.
-    async fn revalidate(
-        &self,
-        digest: TokenDigest,
-        entry: Arc<CachedAuth>,
-        now_ms: u64,
-    ) -> Result<Arc<CachedAuth>, Rejection> {
+    /// The account's plan or the plan itself changed: re-read the token's state
+    /// before answering (no argon2: the secret of a token id never changes).
+    async fn revalidate_now(&self, digest: TokenDigest, entry: Arc<CachedAuth>) -> Verdict {
         let inner = &self.inner;
-        if entry.refreshing.swap(true, Ordering::AcqRel) {
-            return Ok(entry);
-        }
-        let epoch = inner.cache.epoch();
+        let read_epoch = inner.cache.epoch();
         let id = entry.principal.token_id();
         match inner.store.find_credential(&id).await {
-            Ok(Some(credential)) if is_usable(&credential, now_ms) => {
-                let fresh = Arc::new(self.cached_auth(&credential, now_ms));
+            Ok(Some(credential)) if is_usable(&credential, inner.clock.now_unix_ms()) => {
+                let fresh = Arc::new(self.cached_auth(&credential, inner.clock.now_unix_ms()));
                 fresh.last_seen_sec.store(
                     entry.last_seen_sec.load(Ordering::Relaxed),
                     Ordering::Relaxed,
                 );
-                inner
-                    .cache
-                    .insert(digest, Arc::clone(&fresh), epoch, now_ms);
+                // If another change raced this read, the insert is refused and
+                // the next request revalidates again; this one uses what it read.
+                inner.cache.insert(
+                    digest,
+                    Arc::clone(&fresh),
+                    read_epoch,
+                    inner.clock.now_unix_ms(),
+                );
                 Ok(fresh)
             }
             Ok(_) => {
-                inner.cache.remove(&digest);
-                inner.negative.insert(id, now_ms);
+                inner.cache.remove(&digest, &entry);
+                inner.negative.insert(id, inner.clock.now_unix_ms());
                 Err(Rejection::InvalidToken)
             }
             Err(e) => {
-                entry.refreshing.store(false, Ordering::Release);
-                if now_ms < entry.refresh_after_ms + inner.stale_if_error_ms {
-                    tracing::warn!(error = %e, token_id = %id, "store unavailable; serving the cached authentication");
-                    Ok(entry)
-                } else {
-                    tracing::error!(error = %e, token_id = %id, "store unavailable and cached authentication too old");
-                    Err(Rejection::Unavailable)
-                }
+                // The plan is known to have changed; answering from the old one
+                // could let a downgraded account through.
+                tracing::error!(error = %e, token_id = %id, "store unavailable while revalidating a changed plan");
+                Err(Rejection::Unavailable)
             }
         }
     }
 
+    /// The TTL passed: re-read the token's state in the background, one
+    /// refresh per entry at a time, while requests keep using the entry.
+    fn refresh_in_background(&self, digest: TokenDigest, entry: &Arc<CachedAuth>) {
+        if entry.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let gate = self.clone();
+        let entry = Arc::clone(entry);
+        // A task, not the request's future: it finishes even if the client leaves.
+        tokio::spawn(async move {
+            let inner = &gate.inner;
+            let read_epoch = inner.cache.epoch();
+            let id = entry.principal.token_id();
+            match inner.store.find_credential(&id).await {
+                Ok(Some(credential)) if is_usable(&credential, inner.clock.now_unix_ms()) => {
+                    let fresh = Arc::new(gate.cached_auth(&credential, inner.clock.now_unix_ms()));
+                    fresh.last_seen_sec.store(
+                        entry.last_seen_sec.load(Ordering::Relaxed),
+                        Ordering::Relaxed,
+                    );
+                    if !inner
+                        .cache
+                        .insert(digest, fresh, read_epoch, inner.clock.now_unix_ms())
+                    {
+                        // A racing change: leave the entry marked or removed by it.
+                        entry.refreshing.store(false, Ordering::Release);
+                    }
+                }
+                Ok(_) => {
+                    inner.cache.remove(&digest, &entry);
+                    inner.negative.insert(id, inner.clock.now_unix_ms());
+                }
+                Err(e) => {
+                    let deadline = entry
+                        .refresh_after_ms
+                        .saturating_add(inner.stale_if_error_ms);
+                    if inner.clock.now_unix_ms() >= deadline {
+                        tracing::error!(error = %e, token_id = %id, "store unavailable past the stale-if-error limit; dropping the cached token");
+                        inner.cache.remove(&digest, &entry);
+                    } else {
+                        tracing::warn!(error = %e, token_id = %id, "store unavailable; serving the cached authentication");
+                    }
+                    entry.refreshing.store(false, Ordering::Release);
+                }
+            }
+        });
+    }
+
     /// Verifies a token that is not cached. Concurrent first uses of the same
-    /// token share one verification (single-flight).
+    /// token share one verification (single-flight), which runs as its own
+    /// task: a client that disconnects cannot cut it short, leak its entry in
+    /// the flight map, or skip the failure accounting.
     async fn verify_uncached(&self, token: &str, digest: TokenDigest) -> Verdict {
         let inner = &self.inner;
         let parsed = inner
             .format
             .parse(token)
             .map_err(|_| Rejection::InvalidToken)?;
-        let id = parsed.id();
-        let now_ms = inner.clock.now_unix_ms();
-        if inner.negative.contains(&id, now_ms) {
+        if inner
+            .negative
+            .contains(&parsed.id(), inner.clock.now_unix_ms())
+        {
             return Err(Rejection::InvalidToken);
         }
-        let cell = {
+        let flight = {
             let mut inflight = inner.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            Arc::clone(inflight.entry(digest).or_default())
+            match inflight.get(&digest) {
+                Some(flight) => flight.clone(),
+                None => {
+                    let gate = self.clone();
+                    let task = tokio::spawn(async move {
+                        let verdict = gate.verify_with_store(parsed, digest).await;
+                        gate.inner
+                            .inflight
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&digest);
+                        verdict
+                    });
+                    let flight = async move { task.await.unwrap_or(Err(Rejection::Unavailable)) }
+                        .boxed()
+                        .shared();
+                    inflight.insert(digest, flight.clone());
+                    flight
+                }
+            }
         };
-        let verdict = cell
-            .get_or_init(|| self.verify_with_store(parsed, digest))
-            .await
-            .clone();
-        let mut inflight = inner.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        if inflight.get(&digest).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            inflight.remove(&digest);
-        }
-        verdict
+        flight.await
     }
 
     async fn verify_with_store(&self, parsed: ParsedToken, digest: TokenDigest) -> Verdict {
@@ -533,13 +597,12 @@ impl TokenGate {
         if let Some(entry) = inner.cache.get(&digest) {
             return Ok(entry);
         }
-        let epoch = inner.cache.epoch();
+        let read_epoch = inner.cache.epoch();
         let id = parsed.id();
-        let now_ms = inner.clock.now_unix_ms();
         let credential = match inner.store.find_credential(&id).await {
             Ok(Some(credential)) => credential,
             Ok(None) => {
-                inner.negative.insert(id, now_ms);
+                inner.negative.insert(id, inner.clock.now_unix_ms());
                 return Err(Rejection::InvalidToken);
             }
             Err(e) => {
@@ -547,26 +610,27 @@ impl TokenGate {
                 return Err(Rejection::Unavailable);
             }
         };
-        if !is_usable(&credential, now_ms) {
-            inner.negative.insert(id, now_ms);
+        if !is_usable(&credential, inner.clock.now_unix_ms()) {
+            inner.negative.insert(id, inner.clock.now_unix_ms());
             return Err(Rejection::InvalidToken);
         }
-        if let Some(wait) = inner.throttle.blocked_for(&id, now_ms) {
-            return Err(Rejection::TooManyFailures(wait));
-        }
+        inner
+            .throttle
+            .try_begin(id, inner.clock.now_unix_ms())
+            .map_err(Rejection::TooManyFailures)?;
         let secret = parsed.secret().clone();
         match inner
             .hasher
             .verify(secret, credential.secret_hash.clone())
             .await
         {
-            Ok(true) => {}
+            Ok(true) => inner.throttle.succeeded(&id),
             Ok(false) => {
-                inner.throttle.record_failure(id, inner.clock.now_unix_ms());
                 tracing::debug!(token_id = %id, "wrong secret for a known token id");
                 return Err(Rejection::InvalidToken);
             }
             Err(e) => {
+                inner.throttle.succeeded(&id);
                 tracing::error!(error = %e, token_id = %id, "cannot verify the stored hash");
                 return Err(Rejection::Unavailable);
             }
@@ -575,7 +639,7 @@ impl TokenGate {
         let entry = Arc::new(self.cached_auth(&credential, now_ms));
         inner
             .cache
-            .insert(digest, Arc::clone(&entry), epoch, now_ms);
+            .insert(digest, Arc::clone(&entry), read_epoch, now_ms);
         Ok(entry)
     }
 
@@ -589,8 +653,9 @@ impl TokenGate {
             ),
             api_access: credential.plan.api_access,
             expires_at: credential.expires_at.map(|t| t.unix_timestamp()),
-            refresh_after_ms: now_ms + self.inner.cache_ttl_ms,
+            refresh_after_ms: now_ms.saturating_add(self.inner.cache_ttl_ms),
             refreshing: AtomicBool::new(false),
+            must_revalidate: AtomicBool::new(false),
             last_seen_sec: AtomicU64::new(0),
         }
     }
@@ -598,9 +663,17 @@ impl TokenGate {
     /// Applies a change to this process's caches at once (the admin API and
     /// CLI call this after committing; the change poller for other processes).
     pub fn invalidate(&self, change: &Change) {
-        let removed = self.inner.cache.invalidate(change);
-        self.inner.metrics.invalidations.inc();
-        tracing::debug!(?change, removed, "cache invalidated");
+        self.invalidate_all(std::slice::from_ref(change));
+    }
+
+    /// Applies several changes in one pass over the cache.
+    pub fn invalidate_all(&self, changes: &[Change]) {
+        let affected = self.inner.cache.invalidate(changes);
+        self.inner
+            .metrics
+            .invalidations
+            .inc_by(changes.len() as u64);
+        tracing::debug!(changes = changes.len(), affected, "cache invalidated");
     }
 }
 

@@ -34,6 +34,9 @@ use rand::rngs::OsRng;
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
+
+/// How long a hash or verify waits for an argon2 slot before giving up (503).
+const QUEUE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 use crate::token::SecretBytes;
 
 /// argon2id cost parameters.
@@ -101,6 +104,9 @@ pub enum HashError {
     /// The blocking task panicked or was cancelled.
     #[error("hashing task failed")]
     TaskFailed,
+    /// Every argon2 slot stayed busy for the whole queueing timeout.
+    #[error("argon2 is saturated: no slot within {0:?}")]
+    Saturated(std::time::Duration),
 }
 
 /// Hashes and verifies token secrets with argon2id on tokio's blocking pool.
@@ -114,7 +120,7 @@ pub struct SecretHasher {
 struct Inner {
     argon2: Argon2<'static>,
     params: Argon2Params,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     max_concurrent: usize,
     verifies: AtomicU64,
     metrics: Option<Arc<Metrics>>,
@@ -146,7 +152,7 @@ impl SecretHasher {
             inner: Arc::new(Inner {
                 argon2: params.to_argon2()?,
                 params,
-                permits: Semaphore::new(max_concurrent),
+                permits: Arc::new(Semaphore::new(max_concurrent)),
                 max_concurrent,
                 verifies: AtomicU64::new(0),
                 metrics,
@@ -220,16 +226,23 @@ impl SecretHasher {
         F: FnOnce() -> Result<T, HashError> + Send + 'static,
         T: Send + 'static,
     {
-        // The semaphore is never closed, so acquire only fails if it were.
-        let _permit = self
-            .inner
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| HashError::TaskFailed)?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|_| HashError::TaskFailed)?
+        let permit = tokio::time::timeout(
+            QUEUE_TIMEOUT,
+            Arc::clone(&self.inner.permits).acquire_owned(),
+        )
+        .await
+        .map_err(|_| HashError::Saturated(QUEUE_TIMEOUT))?
+        // The semaphore is never closed.
+        .map_err(|_| HashError::TaskFailed)?;
+        // The permit moves into the blocking job: if the caller goes away, the
+        // slot stays taken until argon2 actually finishes.
+        tokio::task::spawn_blocking(move || {
+            let result = work();
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|_| HashError::TaskFailed)?
     }
 }
 

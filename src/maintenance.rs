@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::gate::{Limiter, TokenGate};
-use crate::store::StoreError;
+use crate::store::{Change, StoreError};
 
 /// Changes are kept this long; a process that could not poll for longer than
 /// `CACHE_DISTRUST_AFTER` empties its cache instead of trusting it.
@@ -109,27 +109,30 @@ impl TokenGate {
         let cursor = inner.change_cursor.load(Ordering::Acquire);
         let now_ms = inner.clock.now_unix_ms();
         if cursor < 0 {
-            // Start at the newest change: the cache is empty, nothing to drop yet.
+            // Start at the newest change. Anything cached before the cursor
+            // existed may predate a change we will never read: drop it.
             if let Ok(latest) = inner.store.latest_change().await {
                 inner.change_cursor.store(latest, Ordering::Release);
                 inner.last_poll_ok_ms.store(now_ms, Ordering::Release);
+                self.invalidate(&Change::Everything);
             }
             return;
         }
         match inner.store.changes_after(cursor, 1000).await {
             Ok(changes) => {
-                for (seq, change) in changes {
-                    self.invalidate(&change);
-                    inner.change_cursor.store(seq, Ordering::Release);
+                if let Some(&(last, _)) = changes.last() {
+                    let changes: Vec<Change> = changes.into_iter().map(|(_, c)| c).collect();
+                    self.invalidate_all(&changes);
+                    inner.change_cursor.store(last, Ordering::Release);
                 }
                 inner.last_poll_ok_ms.store(now_ms, Ordering::Release);
             }
             Err(e) => {
                 let last_ok = inner.last_poll_ok_ms.load(Ordering::Acquire);
                 if now_ms.saturating_sub(last_ok) > CACHE_DISTRUST_AFTER.as_millis() as u64 {
-                    let dropped = inner.cache.clear();
-                    if dropped > 0 {
-                        tracing::error!(error = %e, dropped, "change feed unreachable for an hour; cache emptied");
+                    if inner.cache.len() > 0 {
+                        tracing::error!(error = %e, "change feed unreachable for an hour; cache emptied");
+                        self.invalidate(&Change::Everything);
                     }
                 } else {
                     tracing::debug!(error = %e, "change feed poll failed");

@@ -219,6 +219,8 @@ impl TokenGate {
             return Err(invalid("grace_seconds must be at most 2592000 (30 days)"));
         }
         let now = self.now();
+        let grace = time::Duration::try_from(grace)
+            .map_err(|_| invalid("grace_seconds must be at most 2592000 (30 days)"))?;
         let new_expires_at = self.validate_expiry(new_expires_at, now)?;
         let minted = self.format().generate();
         let new_secret_hash = self
@@ -240,7 +242,7 @@ impl TokenGate {
             .await?;
         self.invalidate(&Change::Token(*id));
         self.metrics().record_admin("rotate_token");
-        tracing::info!(old_token_id = %id, new_token_id = %new.id, grace_secs = grace.as_secs(), "token rotated");
+        tracing::info!(old_token_id = %id, new_token_id = %new.id, grace_secs = grace.whole_seconds(), "token rotated");
         Ok(RotatedToken {
             old,
             record: new,
@@ -256,11 +258,13 @@ impl TokenGate {
     ) -> Result<Account, ManageError> {
         validate_account_id(account_id)?;
         validate_plan_name(plan)?;
-        let account = self
+        let (account, plan_changed) = self
             .store()
             .upsert_account(account_id, plan, self.now())
             .await?;
-        self.invalidate(&Change::Account(account_id.to_owned()));
+        if plan_changed {
+            self.invalidate(&Change::Account(account_id.to_owned()));
+        }
         self.metrics().record_admin("set_account_plan");
         tracing::info!(account_id, plan, "account plan set");
         Ok(account)
@@ -296,10 +300,13 @@ impl TokenGate {
         expires_at: Option<OffsetDateTime>,
         now: OffsetDateTime,
     ) -> Result<Option<OffsetDateTime>, ManageError> {
-        match expires_at.map(truncate_to_second) {
+        let Some(at) = expires_at else {
+            return Ok(None);
+        };
+        match truncate_to_second(at) {
             Some(at) if at <= now => Err(invalid("expires_at must be in the future")),
-            Some(at) if at.year() > 9999 => Err(invalid("expires_at is too far in the future")),
-            other => Ok(other),
+            Some(at) if at.year() <= 9999 => Ok(Some(at)),
+            _ => Err(invalid("expires_at is too far in the future")),
         }
     }
 }

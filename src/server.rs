@@ -53,15 +53,18 @@ fn static_json(body: &'static str) -> Response {
 /// The whole server: `/health`, `/ready`, `/metrics`, `/openapi.json`,
 /// `/admin/...` and the demo API under `/api/v1`.
 pub fn app(state: AppState) -> Router {
+    // Everything under /api/v1, unknown paths included, is behind the gate:
+    // without a valid token nobody learns which routes exist.
     let demo_api = Router::new()
         .route(
-            "/api/v1/external_tests/providers",
+            "/external_tests/providers",
             get(|| async { static_json(PROVIDERS_BODY) }),
         )
         .route(
-            "/api/v1/external_tests",
+            "/external_tests",
             get(|| async { static_json(EXTERNAL_TESTS_BODY) }),
         )
+        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "Not found") })
         .layer(state.gate.layer());
 
     let admin_api = admin::router(AdminState {
@@ -76,15 +79,16 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(crate::openapi::serve))
         .with_state(state)
         .merge(admin_api)
-        .merge(demo_api)
+        .nest("/api/v1", demo_api)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "Not found") })
         .method_not_allowed_fallback(|| async {
             error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        // A request the server could not finish in time is its fault: 503.
         .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
+            StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(30),
         ))
         .layer(CatchPanicLayer::custom(|_| {
@@ -138,6 +142,7 @@ async fn envelope_errors(request: Request, next: Next) -> Response {
     let message = match status {
         StatusCode::PAYLOAD_TOO_LARGE => "Request body too large (limit 1 MB)",
         StatusCode::REQUEST_TIMEOUT => "Request timed out",
+        StatusCode::SERVICE_UNAVAILABLE => "Service temporarily unavailable",
         StatusCode::NOT_FOUND => "Not found",
         StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
         s if s.is_server_error() => "Internal server error",
@@ -148,7 +153,7 @@ async fn envelope_errors(request: Request, next: Next) -> Response {
     let mut envelope = error_response(status, message);
     for (name, value) in parts.headers.iter() {
         if name != CONTENT_TYPE {
-            envelope.headers_mut().insert(name.clone(), value.clone());
+            envelope.headers_mut().append(name.clone(), value.clone());
         }
     }
     envelope

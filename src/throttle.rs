@@ -50,9 +50,10 @@ impl NegativeCache {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= self.capacity {
             entries.retain(|_, &mut until| now_ms < until);
-            if entries.len() >= self.capacity {
-                // Still full of live entries: an attack with many ids. Forgetting
-                // them costs one lookup each, which is what they cost anyway.
+            if entries.len() * 4 >= self.capacity * 3 {
+                // Still mostly live entries: an attack with many ids. Forgetting
+                // them costs one lookup each, which is what they cost anyway,
+                // and clearing (not trimming) keeps this scan rare.
                 entries.clear();
             }
         }
@@ -81,15 +82,11 @@ impl FailureThrottle {
         }
     }
 
-    /// Seconds to wait if `id` has used up its failed attempts, else `None`.
-    pub(crate) fn blocked_for(&self, id: &TokenId, now_ms: u64) -> Option<u64> {
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let &(started, count) = failures.get(id)?;
-        let ends = started + self.window_ms;
-        (count >= self.max_failures && now_ms < ends).then(|| (ends - now_ms).div_ceil(1000).max(1))
-    }
-
-    pub(crate) fn record_failure(&self, id: TokenId, now_ms: u64) {
+    /// Takes one verification attempt for `id`, counted as a failure until
+    /// [`succeeded`](Self::succeeded) refunds it. Counting before the work means
+    /// concurrent or abandoned attempts cannot slip past the limit.
+    /// `Err(seconds to wait)` when the attempts are used up.
+    pub(crate) fn try_begin(&self, id: TokenId, now_ms: u64) -> Result<(), u64> {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if failures.len() >= MAX_TRACKED && !failures.contains_key(&id) {
             let window = self.window_ms;
@@ -99,10 +96,22 @@ impl FailureThrottle {
             }
         }
         let slot = failures.entry(id).or_insert((now_ms, 0));
-        if now_ms >= slot.0 + self.window_ms {
+        let ends = slot.0 + self.window_ms;
+        if now_ms >= ends {
             *slot = (now_ms, 0);
+        } else if slot.1 >= self.max_failures {
+            return Err((ends - now_ms).div_ceil(1000).max(1));
         }
         slot.1 += 1;
+        Ok(())
+    }
+
+    /// The attempt verified: it does not count against the id.
+    pub(crate) fn succeeded(&self, id: &TokenId) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = failures.get_mut(id) {
+            slot.1 = slot.1.saturating_sub(1);
+        }
     }
 
     pub(crate) fn sweep(&self, now_ms: u64) {
@@ -139,12 +148,24 @@ mod tests {
         let throttle = FailureThrottle::new(3, Duration::from_secs(60));
         let id = TokenId::random();
         for t in [0, 10, 20] {
-            assert_eq!(throttle.blocked_for(&id, t), None);
-            throttle.record_failure(id, t);
+            assert_eq!(throttle.try_begin(id, t), Ok(()));
         }
-        assert_eq!(throttle.blocked_for(&id, 1_000), Some(59));
-        assert_eq!(throttle.blocked_for(&id, 59_999), Some(1));
-        assert_eq!(throttle.blocked_for(&id, 60_000), None);
-        assert_eq!(throttle.blocked_for(&TokenId::random(), 1_000), None);
+        assert_eq!(throttle.try_begin(id, 1_000), Err(59));
+        assert_eq!(throttle.try_begin(id, 59_999), Err(1));
+        assert_eq!(throttle.try_begin(id, 60_000), Ok(()));
+        assert_eq!(throttle.try_begin(TokenId::random(), 1_000), Ok(()));
+    }
+
+    #[test]
+    fn successful_attempts_are_refunded() {
+        let throttle = FailureThrottle::new(2, Duration::from_secs(60));
+        let id = TokenId::random();
+        for t in 0..10 {
+            assert_eq!(throttle.try_begin(id, t), Ok(()));
+            throttle.succeeded(&id);
+        }
+        assert_eq!(throttle.try_begin(id, 11), Ok(()));
+        assert_eq!(throttle.try_begin(id, 12), Ok(()));
+        assert!(throttle.try_begin(id, 13).is_err());
     }
 }

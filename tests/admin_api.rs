@@ -50,7 +50,10 @@ async fn admin_routes_require_the_admin_token_and_reject_api_tokens_identically(
     for answer in answers {
         let response = answer.await;
         response.assert_error(401, "Invalid or missing admin token");
-        assert_eq!(response.header("www-authenticate"), r#"Bearer realm="admin""#);
+        assert_eq!(
+            response.header("www-authenticate"),
+            r#"Bearer realm="admin""#
+        );
     }
     // And the admin token is not an API token.
     let response = app.api(ADMIN_TOKEN).await;
@@ -102,11 +105,23 @@ async fn plan_upserts_reject_bad_input() {
     for (path, body) in [
         ("/admin/plans/team", "{not json"),
         ("/admin/plans/team", r#"{"api_access": true}"#),
-        ("/admin/plans/team", r#"{"api_access": "yes", "requests_per_hour": 1}"#),
-        ("/admin/plans/team", r#"{"api_access": true, "requests_per_hour": -1}"#),
-        ("/admin/plans/team", r#"{"api_access": true, "requests_per_hour": 1, "x": 1}"#),
+        (
+            "/admin/plans/team",
+            r#"{"api_access": "yes", "requests_per_hour": 1}"#,
+        ),
+        (
+            "/admin/plans/team",
+            r#"{"api_access": true, "requests_per_hour": -1}"#,
+        ),
+        (
+            "/admin/plans/team",
+            r#"{"api_access": true, "requests_per_hour": 1, "x": 1}"#,
+        ),
         ("/admin/plans/team", ""),
-        ("/admin/plans/Bad%20Name", r#"{"api_access": true, "requests_per_hour": 1}"#),
+        (
+            "/admin/plans/Bad%20Name",
+            r#"{"api_access": true, "requests_per_hour": 1}"#,
+        ),
         ("/admin/plans/team", "[]"),
     ] {
         let response = app.admin(Method::PUT, path, Some(body)).await;
@@ -118,7 +133,11 @@ async fn plan_upserts_reject_bad_input() {
 async fn accounts_are_upserted_and_read() {
     let app = TestApp::new().await;
     let response = app
-        .admin(Method::PUT, "/admin/accounts/acct_1", Some(r#"{"plan": "pro"}"#))
+        .admin(
+            Method::PUT,
+            "/admin/accounts/acct_1",
+            Some(r#"{"plan": "pro"}"#),
+        )
         .await;
     assert_eq!(response.status, 200, "{}", response.body);
     let data = &response.json()["data"];
@@ -168,7 +187,12 @@ async fn account_errors() {
     )
     .await
     .assert_error(400, "Unknown plan");
-    for body in ["{", "{}", r#"{"plan": 3}"#, r#"{"plan": "pro", "extra": true}"#] {
+    for body in [
+        "{",
+        "{}",
+        r#"{"plan": 3}"#,
+        r#"{"plan": "pro", "extra": true}"#,
+    ] {
         app.admin(Method::PUT, "/admin/accounts/acct_1", Some(body))
             .await
             .assert_envelope(400);
@@ -270,7 +294,10 @@ async fn token_creation_validates_input() {
     )
     .await;
     assert_eq!(response.status, 201, "{}", response.body);
-    assert_eq!(response.json()["data"]["expires_at"], "2099-01-01T10:00:00Z");
+    assert_eq!(
+        response.json()["data"]["expires_at"],
+        "2099-01-01T10:00:00Z"
+    );
 }
 
 #[tokio::test]
@@ -416,11 +443,35 @@ async fn oversized_bodies_and_unknown_routes_get_the_envelope() {
 }
 
 #[tokio::test]
+async fn unknown_api_paths_are_behind_the_gate() {
+    let app = TestApp::new().await;
+    let token = app.token_for("acct_1", "pro").await;
+    let response = app
+        .call(Method::GET, "/api/v1/secret-route", None, None)
+        .await;
+    assert_eq!(response.status, 401);
+    assert_eq!(response.body, UNAUTHORIZED);
+    let response = app
+        .call(
+            Method::GET,
+            "/api/v1/secret-route",
+            Some(&format!("Bearer {token}")),
+            None,
+        )
+        .await;
+    response.assert_error(404, "Not found");
+    assert_eq!(response.header("x-ratelimit-limit"), "1000");
+}
+
+#[tokio::test]
 async fn health_and_readiness() {
     let app = TestApp::new().await;
     let health = app.call(Method::GET, "/health", None, None).await;
     assert_eq!(health.status, 200);
-    assert_eq!(health.body, r#"{"success": true, "data": {"status": "ok"}}"#);
+    assert_eq!(
+        health.body,
+        r#"{"success": true, "data": {"status": "ok"}}"#
+    );
     let ready = app.call(Method::GET, "/ready", None, None).await;
     assert_eq!(ready.status, 200);
     app.store.fail(true);
@@ -428,7 +479,10 @@ async fn health_and_readiness() {
         .await
         .assert_error(503, "Service temporarily unavailable");
     // Liveness does no I/O.
-    assert_eq!(app.call(Method::GET, "/health", None, None).await.status, 200);
+    assert_eq!(
+        app.call(Method::GET, "/health", None, None).await.status,
+        200
+    );
     app.admin(Method::GET, "/admin/plans", None)
         .await
         .assert_error(503, "Service temporarily unavailable");

@@ -33,7 +33,8 @@ async fn tiny_with(configure: impl FnOnce(TokenGateBuilder) -> TokenGateBuilder)
     sqlite.migrate().await.unwrap();
     let store = Arc::new(FlakyStore::new(sqlite));
     let gate = configure(
-        TokenGate::builder(store.clone()).with_argon2_params(Argon2Params::insecure_fast_for_tests()),
+        TokenGate::builder(store.clone())
+            .with_argon2_params(Argon2Params::insecure_fast_for_tests()),
     )
     .build()
     .unwrap();
@@ -82,7 +83,9 @@ fn assert_unauthorized(response: &TestResponse, context: &str) {
     assert_eq!(response.body, UNAUTHORIZED, "{context}");
     assert_eq!(response.header("content-type"), "application/json");
     assert!(
-        response.header("www-authenticate").starts_with("Bearer realm="),
+        response
+            .header("www-authenticate")
+            .starts_with("Bearer realm="),
         "{context}"
     );
     assert!(response.headers.get("x-ratelimit-limit").is_none());
@@ -178,7 +181,10 @@ async fn every_malformed_authorization_gets_the_exact_401() {
         let header = http::HeaderValue::from_bytes(value.as_bytes()).unwrap();
         sent += 1;
         let mut request = Request::builder().uri("/api/v1/me");
-        request.headers_mut().unwrap().insert("authorization", header);
+        request
+            .headers_mut()
+            .unwrap()
+            .insert("authorization", header);
         let response = send(&app.router, request.body(Body::empty()).unwrap()).await;
         assert_unauthorized(&response, value);
     }
@@ -274,7 +280,10 @@ async fn the_next_request_sees_revocation_and_plan_changes() {
     assert_eq!(app.bearer(&token).await.body, FORBIDDEN);
     assert_eq!(app.bearer(&other).await.status, 200);
     // Upgrade: 200 at once, with the new plan's limit.
-    app.gate.set_account_plan("acct_1", "enterprise").await.unwrap();
+    app.gate
+        .set_account_plan("acct_1", "enterprise")
+        .await
+        .unwrap();
     let response = app.bearer(&token).await;
     assert_eq!(response.status, 200);
     assert_eq!(response.header("x-ratelimit-limit"), "10000");
@@ -307,7 +316,9 @@ async fn changes_made_by_another_process_arrive_through_the_change_feed() {
         .with_argon2_params(Argon2Params::insecure_fast_for_tests())
         .build()
         .unwrap();
-    cli.revoke_token(&token[4..24].parse().unwrap()).await.unwrap();
+    cli.revoke_token(&token[4..24].parse().unwrap())
+        .await
+        .unwrap();
     // Still cached in this process until the feed is read...
     assert_eq!(app.bearer(&token).await.status, 200);
     let maintenance = app.gate.spawn_maintenance();
@@ -318,7 +329,10 @@ async fn changes_made_by_another_process_arrive_through_the_change_feed() {
             assert_unauthorized(&response, "revoked by another process");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "revocation never arrived");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "revocation never arrived"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     maintenance.shutdown().await;
@@ -438,9 +452,57 @@ async fn failed_verifications_are_throttled_per_token_id() {
             )
         );
     }
-    assert_eq!(app.gate.hasher().verify_count() - before, 3, "no argon2 while throttled");
+    assert_eq!(
+        app.gate.hasher().verify_count() - before,
+        3,
+        "no argon2 while throttled"
+    );
     // The owner's cached token is unaffected.
     assert_eq!(app.bearer(&good).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_and_abandoned_attempts_cannot_exceed_the_throttle() {
+    let app = tiny_with(|b| b.with_failed_verify_limit(3, Duration::from_secs(60))).await;
+    let good = app.token("acct_1", "pro").await;
+    let id = good[4..24].to_owned();
+    let before = app.gate.hasher().verify_count();
+    let attempts: Vec<_> = (0..40)
+        .map(|i| {
+            use base64::Engine;
+            let text = format!("iit_{id}{:B>44}", i);
+            let checksum = crc32fast::hash(text.as_bytes()).to_be_bytes();
+            let forged = format!(
+                "{text}{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(checksum)
+            );
+            let router = app.router.clone();
+            tokio::spawn(async move {
+                let request = Request::builder()
+                    .uri("/api/v1/me")
+                    .header("authorization", format!("Bearer {forged}"))
+                    .body(Body::empty())
+                    .unwrap();
+                // Half the clients hang up almost at once.
+                if i % 2 == 0 {
+                    let _ = tokio::time::timeout(Duration::from_micros(50), send(&router, request))
+                        .await;
+                } else {
+                    send(&router, request).await;
+                }
+            })
+        })
+        .collect();
+    for attempt in attempts {
+        attempt.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let verifies = app.gate.hasher().verify_count() - before;
+    assert!(
+        verifies <= 3,
+        "{verifies} verifications despite a limit of 3"
+    );
+    assert!(verifies >= 1);
 }
 
 #[tokio::test]
@@ -465,15 +527,31 @@ async fn store_faults_are_503_for_uncached_tokens_and_cached_tokens_keep_working
     assert_eq!(app.bearer(&uncached).await.status, 200);
 }
 
+/// Polls `check` until it holds, for up to two seconds.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
-async fn after_the_ttl_entries_are_revalidated_and_served_stale_during_an_outage() {
+async fn after_the_ttl_entries_are_revalidated_in_the_background() {
     let app = tiny_with(|b| b.with_cache_ttl(Duration::ZERO)).await;
     let token = app.token("acct_1", "pro").await;
     assert_eq!(app.bearer(&token).await.status, 200);
     let verifies = app.gate.hasher().verify_count();
     let lookups = app.store.credential_lookups();
-    assert_eq!(app.bearer(&token).await.status, 200);
-    assert_eq!(app.store.credential_lookups(), lookups + 1, "revalidated");
+    assert_eq!(
+        app.bearer(&token).await.status,
+        200,
+        "served while refreshing"
+    );
+    eventually("a background lookup", async || {
+        app.store.credential_lookups() > lookups
+    })
+    .await;
     assert_eq!(app.gate.hasher().verify_count(), verifies, "without argon2");
 
     // A change the feed never announced (a manual UPDATE) is caught by revalidation.
@@ -481,12 +559,53 @@ async fn after_the_ttl_entries_are_revalidated_and_served_stale_during_an_outage
         .execute(app.store.sqlite().pool())
         .await
         .unwrap();
+    eventually("the manual revocation", async || {
+        app.bearer(&token).await.status == 401
+    })
+    .await;
     assert_unauthorized(&app.bearer(&token).await, "revalidated revocation");
+}
 
-    let other = app.token("acct_2", "pro").await;
-    assert_eq!(app.bearer(&other).await.status, 200);
+#[tokio::test]
+async fn cached_tokens_survive_an_outage_until_the_stale_limit() {
+    let app = tiny_with(|b| b.with_cache_ttl(Duration::ZERO)).await;
+    let token = app.token("acct_1", "pro").await;
+    assert_eq!(app.bearer(&token).await.status, 200);
     app.store.fail(true);
-    assert_eq!(app.bearer(&other).await.status, 200, "stale-if-error");
+    for _ in 0..20 {
+        assert_eq!(app.bearer(&token).await.status, 200, "stale-if-error");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+
+    let strict = tiny_with(|b| {
+        b.with_cache_ttl(Duration::ZERO)
+            .with_stale_if_error(Duration::ZERO)
+    })
+    .await;
+    let token = strict.token("acct_1", "pro").await;
+    assert_eq!(strict.bearer(&token).await.status, 200);
+    strict.store.fail(true);
+    eventually("the stale entry to be dropped", async || {
+        strict.bearer(&token).await.status == 503
+    })
+    .await;
+    assert_eq!(strict.bearer(&token).await.body, UNAVAILABLE);
+    strict.store.fail(false);
+    assert_eq!(strict.bearer(&token).await.status, 200, "recovers");
+}
+
+#[tokio::test]
+async fn a_plan_change_during_an_outage_is_503_not_the_old_plan() {
+    let app = tiny().await;
+    let token = app.token("acct_1", "pro").await;
+    assert_eq!(app.bearer(&token).await.status, 200);
+    app.gate.set_account_plan("acct_1", "free").await.unwrap();
+    app.store.fail(true);
+    assert_eq!(app.bearer(&token).await.body, UNAVAILABLE);
+    app.store.fail(false);
+    assert_eq!(app.bearer(&token).await.body, FORBIDDEN);
+    // The secret stayed verified: the plan change cost no argon2.
+    assert_eq!(app.gate.hasher().verify_count(), 1);
 }
 
 #[tokio::test]

@@ -23,7 +23,10 @@ async fn pro_allows_1000_then_429_with_consistent_headers() {
         let response = app.api(&token).await;
         assert_eq!(response.status, 200, "{}", response.body);
         assert_eq!(response.header("x-ratelimit-limit"), "1000");
-        assert_eq!(response.header_u64("x-ratelimit-remaining"), expected_remaining);
+        assert_eq!(
+            response.header_u64("x-ratelimit-remaining"),
+            expected_remaining
+        );
         let ietf = response.header("ratelimit");
         let prefix = format!("\"hourly\";r={expected_remaining};t=");
         assert!(ietf.starts_with(&prefix), "{ietf}");
@@ -32,14 +35,20 @@ async fn pro_allows_1000_then_429_with_consistent_headers() {
             .header_u64("x-ratelimit-reset")
             .saturating_sub(unix_now());
         assert!(t.abs_diff(until_reset) <= 1, "{ietf} vs {until_reset}");
-        assert_eq!(response.header("ratelimit-policy"), "\"hourly\";q=1000;w=3600");
+        assert_eq!(
+            response.header("ratelimit-policy"),
+            "\"hourly\";q=1000;w=3600"
+        );
         resets.insert(response.header_u64("x-ratelimit-reset"));
     }
     let now = unix_now();
     // All 1000 landed in one or two one-minute buckets; the reset is when the first leaves.
     assert!(resets.len() <= 2, "{resets:?}");
     let reset = *resets.iter().min().unwrap();
-    assert!(reset > now + 3500 && reset <= now + 3661, "reset {reset} now {now}");
+    assert!(
+        reset > now + 3500 && reset <= now + 3661,
+        "reset {reset} now {now}"
+    );
 
     let limited = app.api(&token).await;
     assert_eq!(limited.status, 429);

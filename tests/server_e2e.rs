@@ -137,7 +137,10 @@ async fn pro_token_gets_1000_requests_then_429_over_http() {
         .await
         .unwrap();
     assert_eq!(response.status(), 429);
-    let retry_after = response.headers()["retry-after"].to_str().unwrap().to_owned();
+    let retry_after = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(
         response.text().await.unwrap(),
         format!(
@@ -169,7 +172,10 @@ async fn generated_admin_token_is_shown_once_and_only_its_hash_is_kept() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert!(server.signal("TERM").success());
-    assert!(!contains_bytes(&database_bytes(dir.path()), admin.as_bytes()));
+    assert!(!contains_bytes(
+        &database_bytes(dir.path()),
+        admin.as_bytes()
+    ));
 
     let server = Server::start(dir.path(), &env);
     assert!(!server.log_text().contains("tgadmin_"), "printed only once");
@@ -198,7 +204,9 @@ async fn plaintext_tokens_never_reach_the_database_or_the_trace_log() {
     let mut typo = token.clone().into_bytes();
     typo[50] = if typo[50] == b'a' { b'b' } else { b'a' };
     assert_eq!(
-        api(&server, std::str::from_utf8(&typo).unwrap()).await.status(),
+        api(&server, std::str::from_utf8(&typo).unwrap())
+            .await
+            .status(),
         401
     );
     let listed = client()
@@ -215,8 +223,15 @@ async fn plaintext_tokens_never_reach_the_database_or_the_trace_log() {
     assert!(server.signal("TERM").success());
 
     let log = server.log_text();
-    assert!(log.contains("TRACE") || log.contains("DEBUG"), "trace level was on");
-    for haystack in [wal_while_running, database_bytes(dir.path()), log.into_bytes()] {
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "trace level was on"
+    );
+    for haystack in [
+        wal_while_running,
+        database_bytes(dir.path()),
+        log.into_bytes(),
+    ] {
         assert!(!contains_bytes(&haystack, token.as_bytes()));
         assert!(!contains_bytes(&haystack, secret_part.as_bytes()));
         assert!(!contains_bytes(&haystack, &token.as_bytes()[24..40]));
@@ -229,7 +244,11 @@ async fn plaintext_tokens_never_reach_the_database_or_the_trace_log() {
         .await
         .unwrap();
     assert_eq!(hashes.len(), 1);
-    assert!(hashes[0].starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{}", hashes[0]);
+    assert!(
+        hashes[0].starts_with("$argon2id$v=19$m=64,t=1,p=1$"),
+        "{}",
+        hashes[0]
+    );
 }
 
 #[tokio::test]
@@ -252,7 +271,10 @@ async fn default_argon2_parameters_are_owasp() {
         .fetch_one(store.pool())
         .await
         .unwrap();
-    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
 }
 
 #[tokio::test]
@@ -282,7 +304,10 @@ async fn sigterm_and_sigint_flush_last_use_and_exit_zero() {
             .lines()
             .find_map(|l| l.strip_prefix("last_used_at: "))
             .unwrap();
-        assert_ne!(last_used, "-", "SIG{signal} flushed last_used_at:\n{stdout}");
+        assert_ne!(
+            last_used, "-",
+            "SIG{signal} flushed last_used_at:\n{stdout}"
+        );
     }
 }
 
@@ -295,7 +320,11 @@ fn configuration_errors_exit_nonzero_with_one_line() {
             "sqlite:///nonexistent-dir/sub/tokengate.db".into(),
             "cannot open database",
         ),
-        ("DATABASE_URL", "mysql://localhost/x".into(), "unsupported DATABASE_URL"),
+        (
+            "DATABASE_URL",
+            "mysql://localhost/x".into(),
+            "unsupported DATABASE_URL",
+        ),
         ("TOKEN_PREFIX", "Bad Prefix".into(), "invalid token prefix"),
         ("ARGON2_MEMORY_KIB", "1".into(), "invalid argon2 parameters"),
         ("BIND_ADDR", "not-an-address".into(), "invalid BIND_ADDR"),
@@ -320,11 +349,17 @@ fn configuration_errors_exit_nonzero_with_one_line() {
     for path in [file.join("t.db"), "/proc/tokengate-test.db".into()] {
         let mut env = base_env(dir.path());
         env.retain(|(k, _)| k != "DATABASE_URL");
-        env.push(("DATABASE_URL".into(), format!("sqlite://{}", path.display())));
+        env.push((
+            "DATABASE_URL".into(),
+            format!("sqlite://{}", path.display()),
+        ));
         let output = cli(dir.path(), &env, &["migrate"]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(stderr.starts_with("error: cannot open database"), "{stderr}");
+        assert!(
+            stderr.starts_with("error: cannot open database"),
+            "{stderr}"
+        );
     }
 }

@@ -115,6 +115,8 @@ impl Decision {
 pub struct WindowState {
     /// Absolute number (`t / g`) of the newest bucket the ring has advanced to.
     newest: u64,
+    /// Absolute number of the oldest non-empty counted bucket (valid when `sum > 0`).
+    oldest: u64,
     sum: u32,
     counts: Box<[u32]>,
 }
@@ -124,6 +126,7 @@ impl WindowState {
     pub fn new(config: &WindowConfig) -> Self {
         Self {
             newest: 0,
+            oldest: 0,
             sum: 0,
             counts: vec![0; config.ring_len() as usize].into_boxed_slice(),
         }
@@ -140,15 +143,18 @@ impl WindowState {
         self.advance(config, bucket);
         let allowed = self.sum < limit;
         if allowed {
+            if self.sum == 0 {
+                self.oldest = self.newest;
+            }
             let slot = (self.newest % config.ring_len()) as usize;
             self.counts[slot] += 1;
             self.sum += 1;
         }
-        let reset_at_ms = match self.oldest_counted_bucket(config) {
-            Some(oldest) => (oldest + config.ring_len()) * config.bucket_ms(),
-            // Nothing counted: only possible when limit is 0, which never frees up.
-            None if !allowed => now_ms + config.window_ms,
-            None => now_ms,
+        let reset_at_ms = match self.bucket_that_frees_capacity(config, limit) {
+            // That bucket leaves the ring B + 1 buckets after it began.
+            Some(bucket) => (bucket + config.ring_len()) * config.bucket_ms(),
+            // A limit of 0 never frees up: say "a window from now".
+            None => now_ms + config.window_ms,
         };
         Decision {
             allowed,
@@ -158,6 +164,27 @@ impl WindowState {
             now_ms,
             window_secs: config.window_ms / 1000,
         }
+    }
+
+    /// The bucket whose departure makes `Remaining` grow: the oldest non-empty
+    /// one while under the limit; when at or over it (e.g. after the plan's
+    /// limit was lowered), the one that brings the count back under it.
+    fn bucket_that_frees_capacity(&self, config: &WindowConfig, limit: u32) -> Option<u64> {
+        if self.sum == 0 || limit == 0 {
+            return None;
+        }
+        if self.sum < limit {
+            return Some(self.oldest);
+        }
+        let ring = config.ring_len();
+        let mut leaving = 0;
+        for bucket in self.oldest..=self.newest {
+            leaving += self.counts[(bucket % ring) as usize];
+            if self.sum - leaving < limit {
+                return Some(bucket);
+            }
+        }
+        None
     }
 
     /// Whether the window is empty at `now_ms` (its state can be dropped).
@@ -184,12 +211,14 @@ impl WindowState {
             }
         }
         self.newest = bucket;
-    }
-
-    fn oldest_counted_bucket(&self, config: &WindowConfig) -> Option<u64> {
-        let ring = config.ring_len();
-        let first = self.newest.saturating_sub(ring - 1);
-        (first..=self.newest).find(|b| self.counts[(b % ring) as usize] > 0)
+        // The oldest bucket only moves forward; find the next non-empty one when
+        // it leaves. At most once per bucket width, so amortised O(1).
+        let first = (bucket + 1).saturating_sub(ring);
+        if self.sum > 0 && self.oldest < first {
+            self.oldest = (first..=bucket)
+                .find(|b| self.counts[(b % ring) as usize] > 0)
+                .unwrap_or(bucket);
+        }
     }
 }
 
@@ -258,6 +287,26 @@ mod tests {
         let d = state.check(&config, 1, t0 + 61 * MIN - 1);
         assert!(!d.allowed);
         assert_eq!(d.retry_after_secs(), 1);
+    }
+
+    #[test]
+    fn after_a_downgrade_reset_is_when_the_count_falls_under_the_new_limit() {
+        let config = hour();
+        let mut state = WindowState::new(&config);
+        let t0 = 10 * HOUR_MS;
+        // 3 requests in each of the first three minutes under a limit of 100.
+        for minute in 0..3 {
+            for _ in 0..3 {
+                assert!(state.check(&config, 100, t0 + minute * MIN).allowed);
+            }
+        }
+        // The limit drops to 4: 9 counted, so 6 must leave (two buckets).
+        let d = state.check(&config, 4, t0 + 3 * MIN);
+        assert!(!d.allowed);
+        assert_eq!(d.reset_at_ms, t0 + (1 + 61) * MIN);
+        // At that moment a request is admitted again.
+        assert!(!state.check(&config, 4, t0 + 62 * MIN - 1).allowed);
+        assert!(state.check(&config, 4, t0 + 62 * MIN).allowed);
     }
 
     #[test]

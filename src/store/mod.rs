@@ -110,7 +110,7 @@ impl std::fmt::Debug for NewToken {
 }
 
 /// A rotation: the new token's row, and when the old one stops working.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Rotation {
     /// The token being replaced.
     pub old_id: TokenId,
@@ -126,6 +126,16 @@ pub struct Rotation {
     pub now: OffsetDateTime,
     /// When the old token stops: `now` revokes it at once; later sets its expiry.
     pub old_stops_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for Rotation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rotation")
+            .field("old_id", &self.old_id)
+            .field("new_id", &self.new_id)
+            .field("old_stops_at", &self.old_stops_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Both sides of a completed rotation.
@@ -173,6 +183,8 @@ pub enum Change {
     Account(String),
     /// A plan's access or limit was edited.
     Plan(String),
+    /// Anything may have changed (an unreadable change row, a lost cursor).
+    Everything,
 }
 
 impl Change {
@@ -181,6 +193,7 @@ impl Change {
             Change::Token(_) => "token",
             Change::Account(_) => "account",
             Change::Plan(_) => "plan",
+            Change::Everything => "everything",
         }
     }
 
@@ -189,15 +202,17 @@ impl Change {
             Change::Token(id) => id.to_string(),
             Change::Account(id) => id.clone(),
             Change::Plan(name) => name.clone(),
+            Change::Everything => String::new(),
         }
     }
 
-    pub(crate) fn from_row(kind: &str, subject: String) -> Option<Self> {
+    /// Reads a change row; anything unreadable conservatively means [`Change::Everything`].
+    pub(crate) fn from_row(kind: &str, subject: String) -> Self {
         match kind {
-            "token" => subject.parse().ok().map(Change::Token),
-            "account" => Some(Change::Account(subject)),
-            "plan" => Some(Change::Plan(subject)),
-            _ => None,
+            "token" => subject.parse().map_or(Change::Everything, Change::Token),
+            "account" => Change::Account(subject),
+            "plan" => Change::Plan(subject),
+            _ => Change::Everything,
         }
     }
 }
@@ -250,13 +265,14 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn upsert_plan(&self, plan: &Plan, now: OffsetDateTime) -> Result<Plan, StoreError>;
 
     /// Creates an account or moves it to another plan; records a
-    /// [`Change::Account`] when the plan changes. `Err(UnknownPlan)` if the plan does not exist.
+    /// [`Change::Account`] when the plan changes, and says whether it did.
+    /// `Err(UnknownPlan)` if the plan does not exist.
     async fn upsert_account(
         &self,
         id: &str,
         plan: &str,
         now: OffsetDateTime,
-    ) -> Result<Account, StoreError>;
+    ) -> Result<(Account, bool), StoreError>;
     /// One account.
     async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError>;
 
@@ -297,8 +313,9 @@ pub trait TokenStore: Send + Sync + 'static {
 }
 
 /// Timestamps are stored and shown with whole-second precision, in UTC.
-pub(crate) fn truncate_to_second(t: OffsetDateTime) -> OffsetDateTime {
-    t.to_offset(time::UtcOffset::UTC)
+/// `None` if the instant cannot be expressed in UTC (e.g. year 9999 at -05:00).
+pub(crate) fn truncate_to_second(t: OffsetDateTime) -> Option<OffsetDateTime> {
+    t.checked_to_offset(time::UtcOffset::UTC)?
         .replace_nanosecond(0)
-        .unwrap_or(t)
+        .ok()
 }

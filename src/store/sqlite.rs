@@ -83,10 +83,11 @@ impl SqliteStore {
 }
 
 fn ts(t: OffsetDateTime) -> String {
-    // Formatting a UTC time as RFC 3339 cannot fail for years 0..=9999.
+    // Callers validate times (manage.rs); formatting a UTC time in years
+    // 0..=9999 as RFC 3339 cannot fail.
     truncate_to_second(t)
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| String::from("9999-12-31T23:59:59Z"))
 }
 
 fn parse_ts(text: &str) -> Result<OffsetDateTime, StoreError> {
@@ -251,7 +252,7 @@ impl TokenStore for SqliteStore {
         id: &str,
         plan: &str,
         now: OffsetDateTime,
-    ) -> Result<Account, StoreError> {
+    ) -> Result<(Account, bool), StoreError> {
         let mut tx = self.write_tx().await?;
         let plan_exists = sqlx::query("SELECT 1 FROM plans WHERE name = ?")
             .bind(plan)
@@ -268,6 +269,7 @@ impl TokenStore for SqliteStore {
             .await
             .map_err(db)?;
         let now_text = ts(now);
+        let changed = previous.as_deref().is_some_and(|old| old != plan);
         match previous.as_deref() {
             None => {
                 sqlx::query(
@@ -300,7 +302,7 @@ impl TokenStore for SqliteStore {
             .map_err(db)?;
         let account = account_from_row(&row)?;
         tx.commit().await.map_err(db)?;
-        Ok(account)
+        Ok((account, changed))
     }
 
     async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
@@ -503,9 +505,7 @@ impl TokenStore for SqliteStore {
             let seq: i64 = row.try_get("seq").map_err(db)?;
             let kind: String = row.try_get("kind").map_err(db)?;
             let subject: String = row.try_get("subject").map_err(db)?;
-            if let Some(change) = Change::from_row(&kind, subject) {
-                changes.push((seq, change));
-            }
+            changes.push((seq, Change::from_row(&kind, subject)));
         }
         Ok(changes)
     }

@@ -77,7 +77,7 @@ impl TokenStore for FlakyStore {
         id: &str,
         plan: &str,
         now: OffsetDateTime,
-    ) -> Result<Account, StoreError> {
+    ) -> Result<(Account, bool), StoreError> {
         self.check()?;
         self.inner.upsert_account(id, plan, now).await
     }
@@ -115,10 +115,7 @@ impl TokenStore for FlakyStore {
         self.check()?;
         self.inner.find_credential(id).await
     }
-    async fn record_last_used(
-        &self,
-        uses: &[(TokenId, OffsetDateTime)],
-    ) -> Result<(), StoreError> {
+    async fn record_last_used(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
         self.check()?;
         self.inner.record_last_used(uses).await
     }

@@ -64,7 +64,10 @@ fn init_tracing(format: LogFormat) {
 
 async fn run(cli: Cli) -> Result<(), String> {
     let common = cli.common;
-    let command = cli.command.unwrap_or(Command::Migrate);
+    // `main` re-parses with `serve` appended when no subcommand is given.
+    let Some(command) = cli.command else {
+        return Err("no command given; try `tokengate --help`".into());
+    };
     // Refuse bad configuration before touching the database.
     common.token_format()?;
     common

@@ -1,0 +1,131 @@
+//! The request path in process: parsing, the cached check, and the whole layer.
+//!
+//! `cargo bench --bench gate`
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt;
+use http::{HeaderMap, HeaderValue, Request};
+use sha2::{Digest, Sha256};
+use tokengate::{Argon2Params, SqliteStore, TokenGate, TokenStore};
+use tower::ServiceExt;
+
+fn setup(rt: &tokio::runtime::Runtime) -> (TokenGate, String) {
+    rt.block_on(async {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        let gate = TokenGate::builder(Arc::new(store))
+            .with_argon2_params(Argon2Params::insecure_fast_for_tests())
+            .build()
+            .unwrap();
+        // A limit that never runs out, so every iteration takes the admit path.
+        gate.set_plan("bench", true, u32::MAX).await.unwrap();
+        gate.set_account_plan("acct", "bench").await.unwrap();
+        let token = gate.create_token("acct", "bench", None).await.unwrap();
+        let token = token.token.expose_secret().to_owned();
+        gate.authenticate_token(&token).await.unwrap();
+        (gate, token)
+    })
+}
+
+fn bench_checks(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (gate, token) = setup(&rt);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    let mut garbage = HeaderMap::new();
+    garbage.insert(
+        "authorization",
+        HeaderValue::from_static("Bearer not-a-token"),
+    );
+    let mut typo = token.clone().into_bytes();
+    typo[40] = if typo[40] == b'A' { b'B' } else { b'A' };
+    let typo = String::from_utf8(typo).unwrap();
+
+    let mut group = c.benchmark_group("check");
+    group.bench_function("shape_and_crc32", |b| {
+        b.iter(|| gate.format().check_shape(black_box(&token)).is_ok())
+    });
+    group.bench_function("sha256_of_token", |b| {
+        b.iter(|| Sha256::digest(black_box(token.as_bytes())))
+    });
+    group.bench_function("authenticate_cached", |b| {
+        b.iter(|| {
+            gate.authenticate_token(black_box(&token))
+                .now_or_never()
+                .unwrap()
+                .unwrap()
+        })
+    });
+    group.bench_function("authenticate_cached_from_header_and_limit", |b| {
+        b.iter(|| {
+            let principal = gate
+                .authenticate(black_box(&headers))
+                .now_or_never()
+                .unwrap()
+                .unwrap();
+            gate.check_rate_limit(&principal)
+                .now_or_never()
+                .unwrap()
+                .unwrap()
+        })
+    });
+    group.bench_function("reject_garbage_header", |b| {
+        b.iter(|| {
+            gate.authenticate(black_box(&garbage))
+                .now_or_never()
+                .unwrap()
+                .unwrap_err()
+        })
+    });
+    group.bench_function("reject_checksum_typo", |b| {
+        b.iter(|| {
+            gate.authenticate_token(black_box(&typo))
+                .now_or_never()
+                .unwrap()
+                .unwrap_err()
+        })
+    });
+    group.finish();
+
+    // The layer on a one-route router, against the same router without it.
+    let guarded: Router = Router::new()
+        .route("/api", get(|| async { "ok" }))
+        .layer(gate.layer());
+    let open: Router = Router::new().route("/api", get(|| async { "ok" }));
+    let request = |auth: bool| {
+        let mut builder = Request::builder().uri("/api");
+        if auth {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        builder.body(Body::empty()).unwrap()
+    };
+    let mut group = c.benchmark_group("router");
+    group.bench_function("without_layer", |b| {
+        b.iter(|| rt.block_on(open.clone().oneshot(request(true))).unwrap())
+    });
+    group.bench_function("with_layer_cached_token", |b| {
+        b.iter(|| rt.block_on(guarded.clone().oneshot(request(true))).unwrap())
+    });
+    group.bench_function("with_layer_missing_token", |b| {
+        b.iter(|| {
+            rt.block_on(guarded.clone().oneshot(request(false)))
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_checks);
+criterion_main!(benches);
