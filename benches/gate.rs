@@ -97,6 +97,29 @@ fn bench_checks(c: &mut Criterion) {
                 .unwrap_err()
         })
     });
+    let decision = tokengate::Decision {
+        allowed: true,
+        limit: 1000,
+        remaining: 998,
+        reset_at_ms: 1_800_000_060_000,
+        now_ms: 1_800_000_000_000,
+        window_secs: 3600,
+    };
+    let policy = tokengate::response::PolicyHeaders::new(1000, 3600);
+    group.bench_function("write_rate_limit_headers", |b| {
+        b.iter(|| {
+            let mut response = axum::response::Response::new(Body::empty());
+            response
+                .headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            tokengate::response::write_rate_limit_headers_with(
+                black_box(&decision),
+                &policy,
+                response.headers_mut(),
+            );
+            response
+        })
+    });
     group.finish();
 
     // The layer on a one-route router, against the same router without it.

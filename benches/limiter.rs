@@ -7,8 +7,10 @@
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use governor::clock::QuantaUpkeepClock;
 use governor::{Quota, RateLimiter};
 use tokengate::limit::WindowConfig;
 use tokengate::{MemoryRateLimiter, TokenId};
@@ -20,6 +22,9 @@ fn bench_limiters(c: &mut Criterion) {
     let ours = MemoryRateLimiter::new(WindowConfig::default());
     let quota = Quota::per_hour(NonZeroU32::MAX);
     let theirs = RateLimiter::keyed(quota);
+    // governor with a coarse clock too (updated every 1 ms), like ours.
+    let upkeep = QuantaUpkeepClock::from_interval(Duration::from_millis(1)).unwrap();
+    let theirs_coarse = RateLimiter::dashmap_with_clock(quota, upkeep);
 
     let mut group = c.benchmark_group("limiter_one_token");
     group.bench_function("tokengate_sliding_window", |b| {
@@ -27,6 +32,9 @@ fn bench_limiters(c: &mut Criterion) {
     });
     group.bench_function("governor_keyed_gcra", |b| {
         b.iter(|| theirs.check_key(black_box(&hot)).is_ok())
+    });
+    group.bench_function("governor_keyed_gcra_coarse_clock", |b| {
+        b.iter(|| theirs_coarse.check_key(black_box(&hot)).is_ok())
     });
     group.finish();
 
@@ -43,6 +51,13 @@ fn bench_limiters(c: &mut Criterion) {
         b.iter(|| {
             j = (j + 1) % keys.len();
             theirs.check_key(black_box(&keys[j])).is_ok()
+        })
+    });
+    let mut k = 0;
+    group.bench_function("governor_keyed_gcra_coarse_clock", |b| {
+        b.iter(|| {
+            k = (k + 1) % keys.len();
+            theirs_coarse.check_key(black_box(&keys[k])).is_ok()
         })
     });
     group.finish();

@@ -106,10 +106,16 @@ impl VerifiedCache {
     }
 
     pub(crate) fn get(&self, digest: &TokenDigest) -> Option<Arc<CachedAuth>> {
+        self.with(digest, |entry| Arc::clone(entry))
+    }
+
+    /// Runs `f` on the entry under the shard's read lock, without cloning the
+    /// `Arc` (which would bounce its count between cores on a hot token).
+    pub(crate) fn with<R>(&self, digest: &TokenDigest, f: impl FnOnce(&Arc<CachedAuth>) -> R) -> Option<R> {
         let shard = self.shards[digest.shard()]
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        shard.get(digest).cloned()
+        shard.get(digest).map(f)
     }
 
     /// The current invalidation epoch: read it before reading the store, and

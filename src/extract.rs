@@ -25,7 +25,9 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
-use crate::response::error_response;
+use crate::response::{PolicyHeaders, error_response};
+
+const HOUR_SECS: u64 = 3600;
 use crate::token::TokenId;
 
 /// Who is calling: the token, its account and its plan. Cheap to clone.
@@ -37,6 +39,7 @@ struct PrincipalData {
     account_id: String,
     plan: String,
     requests_per_hour: u32,
+    headers: PolicyHeaders,
 }
 
 impl Principal {
@@ -52,7 +55,13 @@ impl Principal {
             account_id,
             plan,
             requests_per_hour,
+            headers: PolicyHeaders::new(requests_per_hour, HOUR_SECS),
         }))
+    }
+
+    /// Prebuilt rate-limit header values for this principal's plan.
+    pub(crate) fn policy_headers(&self) -> &PolicyHeaders {
+        &self.0.headers
     }
 
     /// The public id of the token used.

@@ -390,6 +390,56 @@ impl TokenGate {
         }
     }
 
+    /// Answers from memory alone when it can: malformed headers and tokens,
+    /// and cached tokens that need no revalidation. `None` means the store (or
+    /// argon2) is needed: call [`authenticate`](Self::authenticate).
+    pub(crate) fn authenticate_cached(
+        &self,
+        authorization: Result<&HeaderValue, BearerError>,
+    ) -> Option<Result<Principal, Rejection>> {
+        let value = match authorization {
+            Ok(value) => value,
+            Err(BearerError::Missing) => return Some(Err(Rejection::MissingToken)),
+            Err(BearerError::Malformed) => return Some(Err(Rejection::InvalidToken)),
+        };
+        let inner = &self.inner;
+        let Some(token) = parse_bearer(value.as_bytes()) else {
+            return Some(Err(Rejection::InvalidToken));
+        };
+        if inner.format.check_shape(token).is_err() {
+            return Some(Err(Rejection::InvalidToken));
+        }
+        let digest = TokenDigest::of(token);
+        let now_ms = inner.clock.now_unix_ms();
+        let answer = inner.cache.with(&digest, |entry| {
+            if entry.must_revalidate.load(Ordering::Acquire) {
+                return None;
+            }
+            if entry.refresh_after_ms <= now_ms {
+                self.refresh_in_background(digest, entry);
+            }
+            Some(self.admit(entry, now_ms))
+        })??;
+        inner.metrics.cache_hits.inc();
+        Some(answer)
+    }
+
+    /// The in-memory limiter's answer, when that is the limiter in use.
+    pub(crate) fn check_rate_limit_local(
+        &self,
+        principal: &Principal,
+    ) -> Option<Result<Decision, Rejection>> {
+        let Limiter::Local(local) = &self.inner.limiter else {
+            return None;
+        };
+        let decision = local.check_now(&principal.token_id(), principal.requests_per_hour());
+        Some(if decision.allowed {
+            Ok(decision)
+        } else {
+            Err(Rejection::RateLimited(decision))
+        })
+    }
+
     /// Authenticates a bare token and checks the plan.
     pub async fn authenticate_token(&self, token: &str) -> Result<Principal, Rejection> {
         let inner = &self.inner;
@@ -449,8 +499,12 @@ impl TokenGate {
         if entry.is_expired_at(now_secs) {
             return Err(Rejection::InvalidToken);
         }
-        // Record last use at most once per token per second: one atomic swap.
-        if entry.last_seen_sec.swap(now_secs as u64, Ordering::Relaxed) != now_secs as u64 {
+        // Record last use at most once per token per second. Load before
+        // swapping: a read keeps the cache line shared between cores.
+        let now_secs_u = now_secs as u64;
+        if entry.last_seen_sec.load(Ordering::Relaxed) != now_secs_u
+            && entry.last_seen_sec.swap(now_secs_u, Ordering::Relaxed) != now_secs_u
+        {
             let mut pending = self
                 .inner
                 .last_used

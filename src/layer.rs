@@ -33,18 +33,22 @@
 //! # }
 //! ```
 
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
 use http::Request;
+use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::bearer::single_authorization;
 use crate::extract::Principal;
 use crate::gate::{Rejection, TokenGate};
+use crate::limit::Decision;
 use crate::metrics::Outcome;
-use crate::response;
+use crate::response::{self, PolicyHeaders};
 
 /// Guards a service with a [`TokenGate`]: 401/403/429/503 per the contract,
 /// `X-RateLimit-*` headers on every authenticated response.
@@ -114,13 +118,54 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+    type Future = ResponseFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let gate = &self.gate;
+        // Fast path, no allocation of our own: a cached token and the local
+        // limiter answer synchronously, and the inner service is called directly.
+        let cached = gate.authenticate_cached(single_authorization(request.headers()));
+        let admitted = match cached {
+            Some(Ok(principal)) => match gate.check_rate_limit_local(&principal) {
+                Some(Ok(decision)) => Some(Ok((principal, decision))),
+                Some(Err(rejection)) => Some(Err(rejection)),
+                None => None,
+            },
+            Some(Err(rejection)) => Some(Err(rejection)),
+            None => None,
+        };
+        match admitted {
+            Some(Ok((principal, decision))) => {
+                gate.metrics().record_outcome(Outcome::Ok);
+                let policy = principal.policy_headers().clone();
+                request.extensions_mut().insert(principal);
+                ResponseFuture::Inner {
+                    future: self.inner.call(request),
+                    headers: Some((decision, policy)),
+                }
+            }
+            Some(Err(rejection)) => ResponseFuture::Rejected {
+                response: Some(reject(gate, rejection)),
+            },
+            None => ResponseFuture::Slow {
+                future: self.call_slow(request),
+            },
+        }
+    }
+}
+
+impl<S> TokenGateService<S> {
+    /// The store, argon2 or a shared limiter is needed: an owned, boxed future.
+    fn call_slow<B>(&mut self, mut request: Request<B>) -> BoxFuture<'static, Result<Response, S::Error>>
+    where
+        S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        B: Send + 'static,
+    {
         let gate = self.gate.clone();
         // Owned (a cheap `Bytes` clone), so the future does not borrow the request.
         let authorization = single_authorization(request.headers()).cloned();
@@ -136,17 +181,69 @@ where
             .await;
             let (principal, decision) = match admitted {
                 Ok(admitted) => admitted,
-                Err(rejection) => {
-                    gate.metrics().record_outcome(rejection.outcome());
-                    tracing::debug!(?rejection, "request rejected");
-                    return Ok(rejection.into_response());
-                }
+                Err(rejection) => return Ok(reject(&gate, rejection)),
             };
             gate.metrics().record_outcome(Outcome::Ok);
+            let policy = principal.policy_headers().clone();
             request.extensions_mut().insert(principal);
             let mut response = inner.call(request).await?;
-            response::write_rate_limit_headers(&decision, response.headers_mut());
+            response::write_rate_limit_headers_with(&decision, &policy, response.headers_mut());
             Ok(response)
         })
+    }
+}
+
+fn reject(gate: &TokenGate, rejection: Rejection) -> Response {
+    gate.metrics().record_outcome(rejection.outcome());
+    tracing::debug!(?rejection, "request rejected");
+    rejection.into_response()
+}
+
+pin_project! {
+    /// The future of [`TokenGateService`].
+    #[project = ResponseFutureProj]
+    #[allow(missing_docs)] // pin_project! cannot document a pinned field
+    pub enum ResponseFuture<F, E> {
+        /// Admitted from memory: the inner service's future, then our headers.
+        Inner {
+            #[pin]
+            future: F,
+            headers: Option<(Decision, PolicyHeaders)>,
+        },
+        /// Rejected from memory.
+        Rejected {
+            response: Option<Response>,
+        },
+        /// Needed the store, argon2 or a shared limiter.
+        Slow {
+            future: BoxFuture<'static, Result<Response, E>>,
+        },
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F, E>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ResponseFutureProj::Inner { future, headers } => {
+                let mut response = ready!(future.poll(cx))?;
+                if let Some((decision, policy)) = headers.take() {
+                    response::write_rate_limit_headers_with(
+                        &decision,
+                        &policy,
+                        response.headers_mut(),
+                    );
+                }
+                Poll::Ready(Ok(response))
+            }
+            ResponseFutureProj::Rejected { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("ResponseFuture polled after completion"))),
+            ResponseFutureProj::Slow { future } => future.as_mut().poll(cx),
+        }
     }
 }

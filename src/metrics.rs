@@ -3,10 +3,13 @@
 //! Every counter on the request path is resolved once at start-up, so counting
 //! a request is one relaxed atomic add: no label lookup, no lock.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -14,6 +17,55 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
+
+const STRIPES: usize = 8;
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Padded(AtomicU64);
+
+/// A counter split over cache-line-padded stripes, one per thread (modulo 8),
+/// summed when scraped. Request-path counters are bumped by every worker on
+/// every request; a single atomic would bounce its cache line between cores.
+#[derive(Clone, Default)]
+pub(crate) struct StripedCounter(Arc<[Padded; STRIPES]>);
+
+impl StripedCounter {
+    pub(crate) fn inc(&self) {
+        thread_local! {
+            static STRIPE: usize = {
+                static NEXT: AtomicUsize = AtomicUsize::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES
+            };
+        }
+        let stripe = STRIPE.with(|s| *s);
+        self.0[stripe].0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.iter().map(|p| p.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+impl std::fmt::Debug for StripedCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StripedCounter({})", self.get())
+    }
+}
+
+impl TypedMetric for StripedCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for StripedCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<NoLabelSet, _, u64>(&self.get(), None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
 
 /// How one request through the gate ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,13 +85,13 @@ pub enum Outcome {
 /// The process's metrics. Shared by the gate, the hasher and the admin API.
 pub struct Metrics {
     registry: Mutex<Registry>,
-    outcome_ok: Counter,
-    outcome_unauthorized: Counter,
-    outcome_forbidden: Counter,
-    outcome_rate_limited: Counter,
-    outcome_unavailable: Counter,
-    pub(crate) cache_hits: Counter,
-    pub(crate) cache_misses: Counter,
+    outcome_ok: StripedCounter,
+    outcome_unauthorized: StripedCounter,
+    outcome_forbidden: StripedCounter,
+    outcome_rate_limited: StripedCounter,
+    outcome_unavailable: StripedCounter,
+    pub(crate) cache_hits: StripedCounter,
+    pub(crate) cache_misses: StripedCounter,
     pub(crate) cache_entries: Gauge,
     pub(crate) invalidations: Counter,
     verify_seconds: Histogram,
@@ -65,7 +117,7 @@ impl Metrics {
     /// A fresh registry with every tokengate metric registered.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("tokengate");
-        let requests = Family::<Labels, Counter>::default();
+        let requests = Family::<Labels, StripedCounter>::default();
         registry.register(
             "requests",
             "Requests through the gate, by outcome (ok, unauthorized, forbidden, rate_limited, unavailable)",
@@ -82,8 +134,8 @@ impl Metrics {
             outcome_forbidden: outcome("forbidden"),
             outcome_rate_limited: outcome("rate_limited"),
             outcome_unavailable: outcome("unavailable"),
-            cache_hits: Counter::default(),
-            cache_misses: Counter::default(),
+            cache_hits: StripedCounter::default(),
+            cache_misses: StripedCounter::default(),
             cache_entries: Gauge::default(),
             invalidations: Counter::default(),
             verify_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 12)),

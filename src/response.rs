@@ -13,6 +13,9 @@
 //! bytes, so a flood of bad tokens costs no formatting and no allocation for
 //! the body.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
@@ -111,28 +114,129 @@ pub fn throttled(retry_after_secs: u64) -> Response {
     response
 }
 
+/// The rate-limit header values that depend only on the plan, built once per
+/// cached token instead of once per request.
+#[derive(Clone, Debug)]
+pub struct PolicyHeaders {
+    limit: u32,
+    window_secs: u64,
+    limit_value: HeaderValue,
+    policy_value: HeaderValue,
+}
+
+impl PolicyHeaders {
+    /// Values for `limit` requests per `window_secs`.
+    ///
+    /// Values for up to 1,024 distinct plans are interned as `'static`
+    /// strings: cloning them then touches no shared reference count, which
+    /// matters when every core serves the same hot token.
+    pub fn new(limit: u32, window_secs: u64) -> Self {
+        static INTERNED: Mutex<Option<HashMap<(u32, u64), (HeaderValue, HeaderValue)>>> =
+            Mutex::new(None);
+        let mut interned = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+        let interned = interned.get_or_insert_with(HashMap::new);
+        let (limit_value, policy_value) = match interned.get(&(limit, window_secs)) {
+            Some(values) => values.clone(),
+            None => {
+                let limit_text = limit.to_string();
+                let policy_text = format!("\"hourly\";q={limit};w={window_secs}");
+                if interned.len() < 1024 {
+                    let leak = |text: String| -> &'static str { Box::leak(text.into_boxed_str()) };
+                    let values = (
+                        HeaderValue::from_static(leak(limit_text)),
+                        HeaderValue::from_static(leak(policy_text)),
+                    );
+                    interned.insert((limit, window_secs), values.clone());
+                    values
+                } else {
+                    (
+                        HeaderValue::from(limit),
+                        HeaderValue::try_from(policy_text)
+                            .unwrap_or_else(|_| HeaderValue::from_static("")),
+                    )
+                }
+            }
+        };
+        Self {
+            limit,
+            window_secs,
+            limit_value,
+            policy_value,
+        }
+    }
+
+    fn matches(&self, decision: &Decision) -> bool {
+        self.limit == decision.limit && self.window_secs == decision.window_secs
+    }
+}
+
+/// `HeaderValue`s for 0..=10,000 (every Pro and Enterprise `Remaining`),
+/// built once from one leaked string, so the common case allocates nothing.
+fn count_value(n: u32) -> HeaderValue {
+    const SMALL: u32 = 10_000;
+    static TABLE: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
+    if n > SMALL {
+        return HeaderValue::from(n);
+    }
+    let table = TABLE.get_or_init(|| {
+        let text: String = (0..=SMALL).map(|i| i.to_string()).collect();
+        let text: &'static str = Box::leak(text.into_boxed_str());
+        let mut start = 0;
+        (0..=SMALL)
+            .map(|i| {
+                let len = if i == 0 { 1 } else { i.ilog10() as usize + 1 };
+                let value = HeaderValue::from_static(&text[start..start + len]);
+                start += len;
+                value
+            })
+            .collect()
+    });
+    table[n as usize].clone()
+}
+
 /// Adds `X-RateLimit-*`, `RateLimit-Policy` and `RateLimit` for a decision.
 pub fn write_rate_limit_headers(decision: &Decision, headers: &mut HeaderMap) {
-    headers.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(decision.limit));
-    headers.insert(
-        X_RATELIMIT_REMAINING.clone(),
-        HeaderValue::from(decision.remaining),
+    write_rate_limit_headers_with(
+        decision,
+        &PolicyHeaders::new(decision.limit, decision.window_secs),
+        headers,
     );
+}
+
+/// Like [`write_rate_limit_headers`], reusing the plan's prebuilt values.
+pub fn write_rate_limit_headers_with(
+    decision: &Decision,
+    policy: &PolicyHeaders,
+    headers: &mut HeaderMap,
+) {
+    let fresh;
+    let policy = if policy.matches(decision) {
+        policy
+    } else {
+        fresh = PolicyHeaders::new(decision.limit, decision.window_secs);
+        &fresh
+    };
+    headers.reserve(5);
+    headers.insert(X_RATELIMIT_LIMIT.clone(), policy.limit_value.clone());
+    headers.insert(X_RATELIMIT_REMAINING.clone(), count_value(decision.remaining));
     headers.insert(
         X_RATELIMIT_RESET.clone(),
         HeaderValue::from(decision.reset_unix_secs()),
     );
-    let policy = format!("\"hourly\";q={};w={}", decision.limit, decision.window_secs);
-    let current = format!(
-        "\"hourly\";r={};t={}",
-        decision.remaining,
-        decision.reset_in_secs()
-    );
-    // Digits, quotes and semicolons only: always valid header values.
-    if let Ok(value) = HeaderValue::try_from(policy) {
-        headers.insert(RATELIMIT_POLICY.clone(), value);
-    }
-    if let Ok(value) = HeaderValue::try_from(current) {
+    headers.insert(RATELIMIT_POLICY.clone(), policy.policy_value.clone());
+    // `"hourly";r=<remaining>;t=<seconds>`, assembled without `fmt`.
+    let mut buf = [0u8; 48];
+    let mut len = 0;
+    let mut push = |bytes: &[u8]| {
+        buf[len..len + bytes.len()].copy_from_slice(bytes);
+        len += bytes.len();
+    };
+    let mut digits = itoa::Buffer::new();
+    push(b"\"hourly\";r=");
+    push(digits.format(decision.remaining).as_bytes());
+    push(b";t=");
+    push(digits.format(decision.reset_in_secs()).as_bytes());
+    if let Ok(value) = HeaderValue::from_bytes(&buf[..len]) {
         headers.insert(RATELIMIT.clone(), value);
     }
 }
@@ -230,6 +334,13 @@ mod tests {
             body(r).await,
             r#"{"success": false, "error": "Rate limit exceeded. Try again in 43 seconds."}"#
         );
+    }
+
+    #[test]
+    fn count_values_match_their_numbers() {
+        for n in [0, 1, 9, 10, 99, 100, 999, 1000, 9999, 10_000, 10_001, u32::MAX] {
+            assert_eq!(count_value(n), n.to_string().as_str());
+        }
     }
 
     #[tokio::test]

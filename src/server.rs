@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
@@ -44,6 +44,8 @@ pub struct AppState {
 
 fn static_json(body: &'static str) -> Response {
     let mut response = Response::new(Body::from(Bytes::from_static(body.as_bytes())));
+    // Room for the rate-limit headers and hyper's own, without regrowing.
+    *response.headers_mut() = http::HeaderMap::with_capacity(12);
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -55,16 +57,21 @@ fn static_json(body: &'static str) -> Response {
 pub fn app(state: AppState) -> Router {
     // Everything under /api/v1, unknown paths included, is behind the gate:
     // without a valid token nobody learns which routes exist.
+    // (Full paths and a catch-all route rather than `nest`, which rewrites
+    // every request's URI.)
     let demo_api = Router::new()
         .route(
-            "/external_tests/providers",
+            "/api/v1/external_tests/providers",
             get(|| async { static_json(PROVIDERS_BODY) }),
         )
         .route(
-            "/external_tests",
+            "/api/v1/external_tests",
             get(|| async { static_json(EXTERNAL_TESTS_BODY) }),
         )
-        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "Not found") })
+        .route(
+            "/api/v1/{*rest}",
+            any(|| async { error_response(StatusCode::NOT_FOUND, "Not found") }),
+        )
         .layer(state.gate.layer());
 
     let admin_api = admin::router(AdminState {
@@ -79,7 +86,7 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(crate::openapi::serve))
         .with_state(state)
         .merge(admin_api)
-        .nest("/api/v1", demo_api)
+        .merge(demo_api)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "Not found") })
         .method_not_allowed_fallback(|| async {
             error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")

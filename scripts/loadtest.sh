@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# HTTP load test of the release server: each scenario alternates a baseline
+# run and a subject run (this machine is shared and noisy) and prints the
+# median requests/s of each and their ratio.
+#
+#   scripts/loadtest.sh                 # defaults: 4 s runs, 3 pairs, ~3 minutes
+#   DURATION=10 PAIRS=5 scripts/loadtest.sh
+#
+# Scenarios (targets from issue 5):
+#   1 hot      valid cached token on /api/v1/... vs /health           >= 0.90
+#   2 garbage  malformed token flood vs /health                         >= 0.90
+#   3 unknown  fresh well-formed tokens with unknown ids vs /health     >= 0.50
+#   4 flood    valid traffic during a wrong-secret flood on one id
+#              vs the same valid traffic alone                          >= 0.50
+#   5 cold     N concurrent first uses of one token -> 1 argon2 verify;
+#              COLD_TOKENS distinct new tokens -> that many verifies
+#   7 latency  p50/p99 of /health and the hot path at half of peak load
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-4}
+PAIRS=${PAIRS:-3}
+CONNECTIONS=${CONNECTIONS:-32}
+COLD_TOKENS=${COLD_TOKENS:-300}
+PORT=${PORT:-18080}
+export RUST_LOG=${RUST_LOG:-info}
+BASE="http://127.0.0.1:$PORT"
+ADMIN="loadtest-admin-token-$(date +%s%N)"
+
+SCENARIOS=${SCENARIOS:-hot garbage unknown flood cold latency}
+want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+need() { command -v "$1" >/dev/null 2>&1; }
+need wrk || { echo "installing wrk" >&2; apt-get install -y wrk >/dev/null; }
+need oha || { echo "installing oha (cargo install, a few minutes once)" >&2; cargo install oha --locked >/dev/null; }
+need python3 || { echo "python3 is required" >&2; exit 1; }
+
+cargo build --release --quiet
+tmp=$(mktemp -d)
+server_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+DATABASE_URL="sqlite://$tmp/loadtest.db" BIND_ADDR="127.0.0.1:$PORT" ADMIN_TOKEN="$ADMIN" \
+  target/release/tokengate serve 2>"$tmp/server.log" &
+server_pid=$!
+for _ in $(seq 100); do curl -fs "$BASE/health" >/dev/null && break; sleep 0.1; done
+
+admin() { curl -fsS -X "$1" "$BASE$2" -H "Authorization: Bearer $ADMIN" ${3:+-d "$3"}; }
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+metric() { curl -fs "$BASE/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
+
+# A plan whose limit is never reached, so every request takes the admit path.
+admin PUT /admin/plans/loadtest '{"api_access": true, "requests_per_hour": 4000000000}' >/dev/null
+admin PUT /admin/accounts/acct_load '{"plan": "loadtest"}' >/dev/null
+HOT=$(admin POST /admin/accounts/acct_load/tokens '{"name": "hot"}' | json '["data"]["token"]')
+VICTIM=$(admin POST /admin/accounts/acct_load/tokens '{"name": "victim"}' | json '["data"]["token"]')
+VICTIM_ID=${VICTIM:4:20}
+API="$BASE/api/v1/external_tests/providers"
+curl -fs "$API" -H "Authorization: Bearer $HOT" >/dev/null   # cache it
+
+server_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$server_pid/stat"; }
+rps() { # wrk args... -> requests/s; also appends server CPU µs per request to $tmp/cpu
+  local t0 t1 out rate
+  t0=$(server_cpu_ticks)
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "$@")
+  t1=$(server_cpu_ticks)
+  rate=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
+  python3 -c "import sys; print(f'{(int(sys.argv[2]) - int(sys.argv[1])) * 1e6 / 100 / (float(sys.argv[3]) * $DURATION):.2f}')" \
+    "$t0" "$t1" "$rate" >>"$tmp/cpu"
+  echo "$rate"
+}
+median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.3f}')" "$1" "$2"; }
+
+declare -A RESULT
+compare() { # name target baseline-cmd subject-cmd
+  local name=$1 target=$2 base_cmd=$3 subject_cmd=$4 b s i bases=() subjects=() base_cpu=() subject_cpu=()
+  for i in $(seq "$PAIRS"); do
+    # ABBA order, so drift in the machine's load does not favour either side.
+    : >"$tmp/cpu"
+    if ((i % 2)); then b=$(eval "$base_cmd"); s=$(eval "$subject_cmd"); mapfile -t c <"$tmp/cpu"; base_cpu+=("${c[0]}"); subject_cpu+=("${c[-1]}")
+    else s=$(eval "$subject_cmd"); b=$(eval "$base_cmd"); mapfile -t c <"$tmp/cpu"; subject_cpu+=("${c[0]}"); base_cpu+=("${c[-1]}"); fi
+    bases+=("${b%.*}"); subjects+=("${s%.*}")
+  done
+  local mb ms r cb cs
+  mb=$(median "${bases[@]}"); ms=$(median "${subjects[@]}"); r=$(ratio "$ms" "$mb")
+  cb=$(median "${base_cpu[@]}"); cs=$(median "${subject_cpu[@]}")
+  printf '%-8s baseline %7.0f req/s  subject %7.0f req/s  ratio %s (target >= %s)  server CPU/request %.1f -> %.1f us\n' \
+    "$name" "$mb" "$ms" "$r" "$target" "$cb" "$cs"
+  printf '         runs: %s | %s\n' "${bases[*]}" "${subjects[*]}"
+  RESULT[$name]=$r
+}
+
+echo "tokengate load test: $(nproc) cores, wrk -t1 -c$CONNECTIONS, ${DURATION}s runs, $PAIRS alternating pairs, RUST_LOG=$RUST_LOG"
+want hot && compare hot 0.90 "rps $BASE/health" "rps -H 'Authorization: Bearer $HOT' $API"
+want garbage && compare garbage 0.90 "rps $BASE/health" "rps -H 'Authorization: Bearer iit_garbage' $API"
+# Both sides run the same Lua token generator, so its client-side cost cancels out.
+want unknown && compare unknown 0.50 "TARGET_PATH=/health rps -s scripts/random_token.lua $BASE/health" \
+  "rps -s scripts/random_token.lua $API"
+
+# Valid traffic alone, then the same with a wrong-secret flood on the victim's id.
+flood_run() {
+  TOKEN_ID=$VICTIM_ID wrk -t1 -c"$CONNECTIONS" -d"$((DURATION + 2))s" -s scripts/random_token.lua "$API" >/dev/null &
+  local flood=$!
+  sleep 1
+  rps -H "Authorization: Bearer $HOT" "$API"
+  wait "$flood"
+}
+if want flood; then
+  verifies_before=$(metric tokengate_argon2_verify_seconds_count)
+  compare flood 0.50 "rps -H 'Authorization: Bearer $HOT' $API" "flood_run"
+  verifies_after=$(metric tokengate_argon2_verify_seconds_count)
+  echo "         argon2 verifications during all floods: $((verifies_after - verifies_before)) (throttle: 10 per id per minute)"
+fi
+
+if want cold; then
+COLD=$(admin POST /admin/accounts/acct_load/tokens '{"name": "cold"}' | json '["data"]["token"]')
+v0=$(metric tokengate_argon2_verify_seconds_count)
+oha -n 200 -c 200 --no-tui --output-format quiet -H "Authorization: Bearer $COLD" "$API"
+v1=$(metric tokengate_argon2_verify_seconds_count)
+echo "cold     200 concurrent first uses of one token: $((v1 - v0)) argon2 verification(s) (target 1)"
+python3 - "$BASE" "$ADMIN" "$COLD_TOKENS" "$API" <<'PY'
+import json, sys, time, urllib.request, concurrent.futures as cf
+base, admin, n, api = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+def call(url, token, method="GET", body=None):
+    req = urllib.request.Request(url, method=method, data=body, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return r.status, r.read()
+def metric(name):
+    text = urllib.request.urlopen(base + "/metrics").read().decode()
+    return float(next(l.split()[1] for l in text.splitlines() if l.split()[:1] == [name]))
+t0 = time.time()
+with cf.ThreadPoolExecutor(8) as pool:
+    tokens = list(pool.map(lambda i: json.loads(call(base + "/admin/accounts/acct_load/tokens", admin, "POST",
+        json.dumps({"name": f"cold-{i}"}).encode())[1])["data"]["token"], range(n)))
+created = time.time() - t0
+v0 = metric("tokengate_argon2_verify_seconds_count")
+health = []
+t0 = time.time()
+with cf.ThreadPoolExecutor(64) as pool:
+    futures = [pool.submit(call, api, t) for t in tokens]
+    # /health keeps answering while argon2 runs on the blocking pool.
+    while not all(f.done() for f in futures):
+        s = time.time(); call(base + "/health", "x"); health.append(time.time() - s)
+        time.sleep(0.05)
+    statuses = [f.result()[0] for f in futures]
+elapsed = time.time() - t0
+v1 = metric("tokengate_argon2_verify_seconds_count")
+print(f"cold     {n} distinct new tokens: {int(v1 - v0)} argon2 verifications (target {n}), "
+      f"all {statuses.count(200)}/{n} 200, {elapsed:.1f} s ({n / elapsed:.0f}/s; creating them took {created:.1f} s); "
+      f"/health meanwhile: max {max(health) * 1000:.1f} ms over {len(health)} probes")
+PY
+fi
+
+if want latency; then
+# Latency at half of the peak measured above.
+peak=$(rps -H "Authorization: Bearer $HOT" "$API")
+half=$(python3 -c "print(int(float('$peak') / 2))")
+lat() { oha -z "$((DURATION * 2))s" -q "$half" -c "$CONNECTIONS" --no-tui --output-format json --latency-correction "$@" |
+  python3 -c "import json,sys; d=json.load(sys.stdin)['latencyPercentiles']; print(f\"p50 {d['p50']*1e6:7.0f} us  p99 {d['p99']*1e6:7.0f} us\")"; }
+echo "latency  at $half req/s (half of peak $peak):"
+echo "         /health             $(lat "$BASE/health")"
+echo "         hot path            $(lat -H "Authorization: Bearer $HOT" "$API")"
+fi
+grep -q "panicked" "$tmp/server.log" && { echo "server log shows a panic" >&2; exit 1; }
+echo "done"
