@@ -34,11 +34,13 @@ CREATE TABLE api_tokens (
 
 CREATE INDEX api_tokens_by_account ON api_tokens (account_id, created_at);
 
--- Changes that make cached authentications stale, polled by running servers so
--- that a revoke made by the CLI or another instance reaches every cache.
+-- The change feed: token creations (so every server knows which ids exist)
+-- and changes that make cached authentications stale, polled by running
+-- servers so that a revoke made by the CLI or another instance reaches every
+-- cache. Written in the same transaction as the change itself.
 CREATE TABLE changes (
     seq     INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
-    kind    TEXT    NOT NULL CHECK (kind IN ('token', 'account', 'plan')),
+    kind    TEXT    NOT NULL CHECK (kind IN ('created', 'token', 'account', 'plan')),
     subject TEXT    NOT NULL,
     at      TEXT    NOT NULL
 ) STRICT;

@@ -98,8 +98,10 @@ echo "tokengate load test: $(nproc) cores, wrk -t1 -c$CONNECTIONS, ${DURATION}s 
 want hot && compare hot 0.90 "rps $BASE/health" "rps -H 'Authorization: Bearer $HOT' $API"
 want garbage && compare garbage 0.90 "rps $BASE/health" "rps -H 'Authorization: Bearer iit_garbage' $API"
 # Both sides run the same Lua token generator, so its client-side cost cancels out.
+polls_before=$(metric tokengate_feed_polls_total)
 want unknown && compare unknown 0.50 "TARGET_PATH=/health rps -s scripts/random_token.lua $BASE/health" \
   "rps -s scripts/random_token.lua $API"
+want unknown && echo "         change-feed polls during the unknown-id runs: $(( $(metric tokengate_feed_polls_total) - polls_before )) over $((PAIRS * DURATION)) s of flood (no per-request lookups)"
 
 # Valid traffic alone, then the same with a wrong-secret flood on the victim's id.
 flood_run() {

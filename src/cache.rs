@@ -80,6 +80,7 @@ impl CachedAuth {
 
     fn concerned_by(&self, change: &Change) -> bool {
         match change {
+            Change::Created(_) => false,
             Change::Token(id) => self.principal.token_id() == *id,
             Change::Account(id) => self.principal.account_id() == id,
             Change::Plan(name) => self.principal.plan() == name,
@@ -106,12 +107,16 @@ impl VerifiedCache {
     }
 
     pub(crate) fn get(&self, digest: &TokenDigest) -> Option<Arc<CachedAuth>> {
-        self.with(digest, |entry| Arc::clone(entry))
+        self.with(digest, Arc::clone)
     }
 
     /// Runs `f` on the entry under the shard's read lock, without cloning the
     /// `Arc` (which would bounce its count between cores on a hot token).
-    pub(crate) fn with<R>(&self, digest: &TokenDigest, f: impl FnOnce(&Arc<CachedAuth>) -> R) -> Option<R> {
+    pub(crate) fn with<R>(
+        &self,
+        digest: &TokenDigest,
+        f: impl FnOnce(&Arc<CachedAuth>) -> R,
+    ) -> Option<R> {
         let shard = self.shards[digest.shard()]
             .read()
             .unwrap_or_else(|e| e.into_inner());
@@ -205,6 +210,7 @@ impl VerifiedCache {
                     affected += 1;
                     match change {
                         Change::Token(_) | Change::Everything => keep = false,
+                        Change::Created(_) => {}
                         Change::Account(_) | Change::Plan(_) => {
                             entry.must_revalidate.store(true, Ordering::Release);
                         }

@@ -18,7 +18,7 @@
 //! revocation reaches the cache the moment it commits.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ use crate::bearer::{BearerError, parse_bearer, single_authorization};
 use crate::cache::{CachedAuth, TokenDigest, VerifiedCache};
 use crate::clock::Clock;
 use crate::extract::Principal;
+use crate::feed::Feed;
 use crate::hash::{Argon2Params, InvalidArgon2Params, SecretHasher};
 use crate::limit::{Decision, MemoryRateLimiter, RateLimitStore, WindowConfig};
 use crate::metrics::Metrics;
@@ -222,8 +223,7 @@ impl TokenGateBuilder {
                 last_used: Mutex::default(),
                 clock,
                 metrics,
-                change_cursor: AtomicI64::new(-1),
-                last_poll_ok_ms: AtomicU64::new(clock.now_unix_ms()),
+                feed: Feed::new(clock.now_unix_ms()),
                 change_poll_interval: self.change_poll_interval,
                 last_used_flush_interval: self.last_used_flush_interval,
             }),
@@ -260,8 +260,7 @@ pub(crate) struct Inner {
     pub(crate) last_used: Mutex<HashMap<TokenId, i64>>,
     pub(crate) clock: Clock,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) change_cursor: AtomicI64,
-    pub(crate) last_poll_ok_ms: AtomicU64,
+    pub(crate) feed: Feed,
     pub(crate) change_poll_interval: Duration,
     pub(crate) last_used_flush_interval: Duration,
 }
@@ -411,7 +410,7 @@ impl TokenGate {
         }
         let digest = TokenDigest::of(token);
         let now_ms = inner.clock.now_unix_ms();
-        let answer = inner.cache.with(&digest, |entry| {
+        let cached = inner.cache.with(&digest, |entry| {
             if entry.must_revalidate.load(Ordering::Acquire) {
                 return None;
             }
@@ -419,9 +418,25 @@ impl TokenGate {
                 self.refresh_in_background(digest, entry);
             }
             Some(self.admit(entry, now_ms))
-        })??;
-        inner.metrics.cache_hits.inc();
-        Some(answer)
+        });
+        match cached {
+            Some(Some(answer)) => {
+                inner.metrics.cache_hits.inc();
+                Some(answer)
+            }
+            Some(None) => None,
+            // Not cached: ids already known to fail are answered from memory.
+            None => {
+                let id = inner.format.parse(token).ok()?.id();
+                if let Some(wait) = inner.throttle.blocked_for(&id, now_ms) {
+                    return Some(Err(Rejection::TooManyFailures(wait)));
+                }
+                if inner.negative.contains(&id, now_ms) {
+                    return Some(Err(Rejection::InvalidToken));
+                }
+                None
+            }
+        }
     }
 
     /// The in-memory limiter's answer, when that is the limiter in use.
@@ -613,11 +628,23 @@ impl TokenGate {
             .format
             .parse(token)
             .map_err(|_| Rejection::InvalidToken)?;
-        if inner
-            .negative
-            .contains(&parsed.id(), inner.clock.now_unix_ms())
-        {
+        let id = parsed.id();
+        let now_ms = inner.clock.now_unix_ms();
+        if inner.negative.contains(&id, now_ms) {
             return Err(Rejection::InvalidToken);
+        }
+        if let Some(wait) = inner.throttle.blocked_for(&id, now_ms) {
+            return Err(Rejection::TooManyFailures(wait));
+        }
+        if inner.feed.is_known(&id) == Some(false) {
+            // Maybe created by another process since the last poll: wait for
+            // a poll that started after this request arrived, then decide.
+            if !self.sync_feed().await {
+                return Err(Rejection::Unavailable);
+            }
+            if inner.feed.is_known(&id) == Some(false) {
+                return Err(Rejection::InvalidToken);
+            }
         }
         let flight = {
             let mut inflight = inner.inflight.lock().unwrap_or_else(|e| e.into_inner());

@@ -160,7 +160,10 @@ where
 
 impl<S> TokenGateService<S> {
     /// The store, argon2 or a shared limiter is needed: an owned, boxed future.
-    fn call_slow<B>(&mut self, mut request: Request<B>) -> BoxFuture<'static, Result<Response, S::Error>>
+    fn call_slow<B>(
+        &mut self,
+        mut request: Request<B>,
+    ) -> BoxFuture<'static, Result<Response, S::Error>>
     where
         S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
         S::Future: Send + 'static,

@@ -53,6 +53,7 @@ mod cache;
 pub mod clock;
 pub mod error;
 pub mod extract;
+mod feed;
 pub mod gate;
 pub mod hash;
 pub mod layer;

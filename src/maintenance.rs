@@ -1,11 +1,12 @@
 //! Background work of a running gate: the change feed, last-use flushing, eviction.
 //!
-//! * **Change feed**: every `change_poll_interval` (250 ms) the gate reads new
-//!   rows of the store's `changes` table and drops the cache entries they make
-//!   stale. This is how a revoke made by the CLI, or by another instance on
-//!   the same PostgreSQL, reaches this process's cache within a poll interval.
-//!   A feed in the database cannot lose messages the way pub/sub can: a
-//!   process that was disconnected catches up from its cursor.
+//! * **Change feed** (see `feed.rs`): every `change_poll_interval` (250 ms)
+//!   the gate reads new rows of the store's `changes` table, drops the cache
+//!   entries they make stale and learns new token ids. This is how a revoke
+//!   made by the CLI, or by another instance on the same PostgreSQL, reaches
+//!   this process's cache within a poll interval. A feed in the database
+//!   cannot lose messages the way pub/sub can: a process that was
+//!   disconnected catches up from its cursor.
 //! * **Last use**: the request path only notes `(token id, second)` in memory;
 //!   this task writes the batch every `last_used_flush_interval` (10 s), and
 //!   [`Maintenance::shutdown`] writes the rest.
@@ -13,7 +14,6 @@
 //!   entries and throttle windows are dropped; gauges are refreshed; change
 //!   rows older than a day are pruned.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -21,12 +21,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::gate::{Limiter, TokenGate};
-use crate::store::{Change, StoreError};
+use crate::store::StoreError;
 
-/// Changes are kept this long; a process that could not poll for longer than
-/// `CACHE_DISTRUST_AFTER` empties its cache instead of trusting it.
+/// Changes are kept this long (a process that cannot poll for an hour empties
+/// its cache, see `feed.rs`).
 const CHANGE_RETENTION: Duration = Duration::from_secs(24 * 3600);
-const CACHE_DISTRUST_AFTER: Duration = Duration::from_secs(3600);
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
 
 /// Handle to a gate's background tasks. Dropping it stops them without a final
@@ -83,7 +82,9 @@ impl TokenGate {
             };
         let tasks = vec![
             every(self.inner.change_poll_interval, |gate| {
-                Box::pin(async move { gate.poll_changes().await })
+                Box::pin(async move {
+                    gate.sync_feed().await;
+                })
             }),
             every(self.inner.last_used_flush_interval, |gate| {
                 Box::pin(async move {
@@ -100,44 +101,6 @@ impl TokenGate {
             gate: self.clone(),
             stop,
             tasks,
-        }
-    }
-
-    /// Applies new rows of the store's change feed to the cache.
-    pub async fn poll_changes(&self) {
-        let inner = &self.inner;
-        let cursor = inner.change_cursor.load(Ordering::Acquire);
-        let now_ms = inner.clock.now_unix_ms();
-        if cursor < 0 {
-            // Start at the newest change. Anything cached before the cursor
-            // existed may predate a change we will never read: drop it.
-            if let Ok(latest) = inner.store.latest_change().await {
-                inner.change_cursor.store(latest, Ordering::Release);
-                inner.last_poll_ok_ms.store(now_ms, Ordering::Release);
-                self.invalidate(&Change::Everything);
-            }
-            return;
-        }
-        match inner.store.changes_after(cursor, 1000).await {
-            Ok(changes) => {
-                if let Some(&(last, _)) = changes.last() {
-                    let changes: Vec<Change> = changes.into_iter().map(|(_, c)| c).collect();
-                    self.invalidate_all(&changes);
-                    inner.change_cursor.store(last, Ordering::Release);
-                }
-                inner.last_poll_ok_ms.store(now_ms, Ordering::Release);
-            }
-            Err(e) => {
-                let last_ok = inner.last_poll_ok_ms.load(Ordering::Acquire);
-                if now_ms.saturating_sub(last_ok) > CACHE_DISTRUST_AFTER.as_millis() as u64 {
-                    if inner.cache.len() > 0 {
-                        tracing::error!(error = %e, "change feed unreachable for an hour; cache emptied");
-                        self.invalidate(&Change::Everything);
-                    }
-                } else {
-                    tracing::debug!(error = %e, "change feed poll failed");
-                }
-            }
         }
     }
 

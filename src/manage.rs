@@ -186,6 +186,7 @@ impl TokenGate {
                 expires_at,
             })
             .await?;
+        self.inner.feed.learn(record.id);
         self.metrics().record_admin("create_token");
         tracing::info!(token_id = %record.id, account_id, "token created");
         Ok(CreatedToken {
@@ -240,6 +241,7 @@ impl TokenGate {
                 old_stops_at: now + grace,
             })
             .await?;
+        self.inner.feed.learn(new.id);
         self.invalidate(&Change::Token(*id));
         self.metrics().record_admin("rotate_token");
         tracing::info!(old_token_id = %id, new_token_id = %new.id, grace_secs = grace.whole_seconds(), "token rotated");

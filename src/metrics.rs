@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
-use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
@@ -94,6 +94,7 @@ pub struct Metrics {
     pub(crate) cache_misses: StripedCounter,
     pub(crate) cache_entries: Gauge,
     pub(crate) invalidations: Counter,
+    pub(crate) feed_polls: Counter,
     verify_seconds: Histogram,
     pub(crate) limiter_tracked: Gauge,
     pub(crate) limiter_backend_errors: Counter,
@@ -138,6 +139,7 @@ impl Metrics {
             cache_misses: StripedCounter::default(),
             cache_entries: Gauge::default(),
             invalidations: Counter::default(),
+            feed_polls: Counter::default(),
             verify_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 12)),
             limiter_tracked: Gauge::default(),
             limiter_backend_errors: Counter::default(),
@@ -164,6 +166,11 @@ impl Metrics {
             "cache_invalidations",
             "Invalidation events applied to the cache (revoke, rotate, plan and account changes)",
             metrics.invalidations.clone(),
+        );
+        registry.register(
+            "feed_polls",
+            "Reads of the store's change feed (periodic, and coalesced on behalf of unknown token ids)",
+            metrics.feed_polls.clone(),
         );
         registry.register(
             "argon2_verify_seconds",

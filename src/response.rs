@@ -131,8 +131,8 @@ impl PolicyHeaders {
     /// strings: cloning them then touches no shared reference count, which
     /// matters when every core serves the same hot token.
     pub fn new(limit: u32, window_secs: u64) -> Self {
-        static INTERNED: Mutex<Option<HashMap<(u32, u64), (HeaderValue, HeaderValue)>>> =
-            Mutex::new(None);
+        type Interned = HashMap<(u32, u64), (HeaderValue, HeaderValue)>;
+        static INTERNED: Mutex<Option<Interned>> = Mutex::new(None);
         let mut interned = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
         let interned = interned.get_or_insert_with(HashMap::new);
         let (limit_value, policy_value) = match interned.get(&(limit, window_secs)) {
@@ -218,7 +218,10 @@ pub fn write_rate_limit_headers_with(
     };
     headers.reserve(5);
     headers.insert(X_RATELIMIT_LIMIT.clone(), policy.limit_value.clone());
-    headers.insert(X_RATELIMIT_REMAINING.clone(), count_value(decision.remaining));
+    headers.insert(
+        X_RATELIMIT_REMAINING.clone(),
+        count_value(decision.remaining),
+    );
     headers.insert(
         X_RATELIMIT_RESET.clone(),
         HeaderValue::from(decision.reset_unix_secs()),
@@ -338,7 +341,20 @@ mod tests {
 
     #[test]
     fn count_values_match_their_numbers() {
-        for n in [0, 1, 9, 10, 99, 100, 999, 1000, 9999, 10_000, 10_001, u32::MAX] {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            999,
+            1000,
+            9999,
+            10_000,
+            10_001,
+            u32::MAX,
+        ] {
             assert_eq!(count_value(n), n.to_string().as_str());
         }
     }

@@ -82,6 +82,14 @@ impl FailureThrottle {
         }
     }
 
+    /// Seconds to wait if `id` has used up its attempts, without counting one.
+    pub(crate) fn blocked_for(&self, id: &TokenId, now_ms: u64) -> Option<u64> {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let &(started, count) = failures.get(id)?;
+        let ends = started + self.window_ms;
+        (count >= self.max_failures && now_ms < ends).then(|| (ends - now_ms).div_ceil(1000).max(1))
+    }
+
     /// Takes one verification attempt for `id`, counted as a failure until
     /// [`succeeded`](Self::succeeded) refunds it. Counting before the work means
     /// concurrent or abandoned attempts cannot slip past the limit.

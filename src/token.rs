@@ -33,8 +33,9 @@
 //! let parsed = format.parse(token).unwrap();
 //! assert_eq!(parsed.id(), minted.id);
 //! // One wrong character and the checksum rejects it, offline.
-//! let typo = token.replacen('A', "B", 1).replacen('a', "b", 1);
-//! assert!(!format.is_well_formed(&typo));
+//! let mut typo = token.to_owned().into_bytes();
+//! typo[10] = if typo[10] == b'x' { b'y' } else { b'x' };
+//! assert!(!format.is_well_formed(std::str::from_utf8(&typo).unwrap()));
 //! ```
 
 use std::fmt;

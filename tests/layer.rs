@@ -419,6 +419,36 @@ async fn malformed_tokens_cost_no_lookup_and_unknown_ids_one() {
 }
 
 #[tokio::test]
+async fn with_the_feed_loaded_unknown_ids_cost_no_lookup_at_all() {
+    let app = tiny().await;
+    let good = app.token("acct_1", "pro").await;
+    assert!(app.gate.poll_changes().await, "feed loads");
+    let format = tokengate::TokenFormat::default();
+    for _ in 0..50 {
+        let unknown = format.generate().token.expose_secret().to_owned();
+        assert_unauthorized(&app.bearer(&unknown).await, "unknown");
+    }
+    assert_eq!(app.store.credential_lookups(), 0);
+    // Known ids still authenticate, including one created by another process
+    // after the feed was loaded: the request waits for a fresh poll.
+    assert_eq!(app.bearer(&good).await.status, 200);
+    let cli = TokenGate::builder(Arc::new(app.store.sqlite().clone()))
+        .with_argon2_params(Argon2Params::insecure_fast_for_tests())
+        .build()
+        .unwrap();
+    let elsewhere = cli
+        .create_token("acct_1", "from the CLI", None)
+        .await
+        .unwrap();
+    let response = app.bearer(elsewhere.token.expose_secret()).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    // A feed that cannot be read means "cannot tell": 503, not 401.
+    app.store.fail(true);
+    let unknown = format.generate().token.expose_secret().to_owned();
+    assert_eq!(app.bearer(&unknown).await.body, UNAVAILABLE);
+}
+
+#[tokio::test]
 async fn failed_verifications_are_throttled_per_token_id() {
     let app = tiny_with(|b| b.with_failed_verify_limit(3, Duration::from_secs(60))).await;
     let good = app.token("acct_1", "pro").await;

@@ -177,6 +177,8 @@ impl std::fmt::Debug for Credential {
 /// A change that can make cached authentications stale.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
+    /// A token was created (so other processes learn its id exists).
+    Created(TokenId),
     /// A token was revoked or rotated.
     Token(TokenId),
     /// An account moved to another plan.
@@ -190,6 +192,7 @@ pub enum Change {
 impl Change {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
+            Change::Created(_) => "created",
             Change::Token(_) => "token",
             Change::Account(_) => "account",
             Change::Plan(_) => "plan",
@@ -199,7 +202,7 @@ impl Change {
 
     pub(crate) fn subject(&self) -> String {
         match self {
-            Change::Token(id) => id.to_string(),
+            Change::Created(id) | Change::Token(id) => id.to_string(),
             Change::Account(id) => id.clone(),
             Change::Plan(name) => name.clone(),
             Change::Everything => String::new(),
@@ -209,6 +212,7 @@ impl Change {
     /// Reads a change row; anything unreadable conservatively means [`Change::Everything`].
     pub(crate) fn from_row(kind: &str, subject: String) -> Self {
         match kind {
+            "created" => subject.parse().map_or(Change::Everything, Change::Created),
             "token" => subject.parse().map_or(Change::Everything, Change::Token),
             "account" => Change::Account(subject),
             "plan" => Change::Plan(subject),
@@ -276,7 +280,8 @@ pub trait TokenStore: Send + Sync + 'static {
     /// One account.
     async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError>;
 
-    /// Inserts a token. `Err(UnknownAccount)` if the account does not exist.
+    /// Inserts a token and records a [`Change::Created`].
+    /// `Err(UnknownAccount)` if the account does not exist.
     async fn insert_token(&self, token: &NewToken) -> Result<TokenRecord, StoreError>;
     /// An account's tokens, oldest first. `Err(UnknownAccount)` if it does not exist.
     async fn list_tokens(&self, account_id: &str) -> Result<Vec<TokenRecord>, StoreError>;
@@ -293,6 +298,9 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Replaces a token in one transaction and records a [`Change::Token`] for the old one.
     async fn rotate_token(&self, rotation: &Rotation) -> Result<Rotated, StoreError>;
 
+    /// Ids of every token that is not revoked (loaded once when a gate starts
+    /// reading the change feed).
+    async fn live_token_ids(&self) -> Result<Vec<TokenId>, StoreError>;
     /// Everything authentication needs about a token id, in one lookup.
     async fn find_credential(&self, id: &TokenId) -> Result<Option<Credential>, StoreError>;
     /// Writes a batch of last-use times (never moving one backwards).

@@ -326,6 +326,7 @@ impl TokenStore for SqliteStore {
             return Err(StoreError::UnknownAccount);
         }
         insert_token_row(&mut tx, token).await?;
+        record_change(&mut tx, &Change::Created(token.id), token.created_at).await?;
         let record = fetch_token(&mut tx, &token.id.to_string())
             .await?
             .ok_or_else(|| StoreError::Corrupt("inserted token vanished".into()))?;
@@ -433,6 +434,7 @@ impl TokenStore for SqliteStore {
             expires_at: rotation.new_expires_at,
         };
         insert_token_row(&mut tx, &new).await?;
+        record_change(&mut tx, &Change::Created(new.id), rotation.now).await?;
         record_change(&mut tx, &Change::Token(rotation.old_id), rotation.now).await?;
         let old = fetch_token(&mut tx, &old_id)
             .await?
@@ -442,6 +444,15 @@ impl TokenStore for SqliteStore {
             .ok_or_else(|| StoreError::Corrupt("inserted token vanished".into()))?;
         tx.commit().await.map_err(db)?;
         Ok(Rotated { old, new })
+    }
+
+    async fn live_token_ids(&self) -> Result<Vec<TokenId>, StoreError> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM api_tokens WHERE revoked_at IS NULL")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
     }
 
     async fn find_credential(&self, id: &TokenId) -> Result<Option<Credential>, StoreError> {

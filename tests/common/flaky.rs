@@ -110,6 +110,10 @@ impl TokenStore for FlakyStore {
         self.check()?;
         self.inner.rotate_token(rotation).await
     }
+    async fn live_token_ids(&self) -> Result<Vec<TokenId>, StoreError> {
+        self.check()?;
+        self.inner.live_token_ids().await
+    }
     async fn find_credential(&self, id: &TokenId) -> Result<Option<Credential>, StoreError> {
         self.credential_lookups.fetch_add(1, Ordering::SeqCst);
         self.check()?;
