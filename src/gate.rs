@@ -492,11 +492,12 @@ impl TokenGate {
                 Ok(decision) => decision,
                 Err(e) => {
                     self.inner.metrics.limiter_backend_errors.inc();
+                    // The backend logs its own transitions; per request, debug only.
                     let Some(local) = fallback else {
-                        tracing::warn!(error = %e, "rate-limit backend down: failing closed (503)");
+                        tracing::debug!(error = %e, "rate-limit backend down: failing closed (503)");
                         return Err(Rejection::Unavailable);
                     };
-                    tracing::warn!(error = %e, "rate-limit backend down: using the local limiter");
+                    tracing::debug!(error = %e, "rate-limit backend down: using the local limiter");
                     self.inner.metrics.limiter_fallbacks.inc();
                     local.check_now(&id, limit)
                 }

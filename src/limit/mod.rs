@@ -28,9 +28,13 @@ use async_trait::async_trait;
 use crate::token::TokenId;
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 pub mod window;
 
 pub use memory::MemoryRateLimiter;
+#[cfg(feature = "redis")]
+pub use redis::{RedisLimiterConfig, RedisRateLimiter};
 pub use window::{Decision, WindowConfig, WindowState};
 
 /// The limiter backend could not answer.

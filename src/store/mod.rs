@@ -16,8 +16,12 @@ use time::OffsetDateTime;
 
 use crate::token::TokenId;
 
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
 
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A subscription plan: whether it may call the API, and how often.

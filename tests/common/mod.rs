@@ -2,8 +2,11 @@
 //! that fails on demand, and a real server process spoken to over HTTP.
 #![allow(dead_code)]
 
+#[cfg(all(feature = "postgres", feature = "redis"))]
+pub mod backends;
 pub mod flaky;
 pub mod process;
+pub mod proxy;
 
 use std::sync::Arc;
 

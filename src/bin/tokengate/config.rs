@@ -71,6 +71,10 @@ pub struct ServeArgs {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Prefix of the Redis keys, so several deployments can share one Redis.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "tokengate")]
+    pub redis_key_prefix: String,
+
     /// When Redis is unreachable: `closed` answers 503; `local` falls back to
     /// this process's own limiter (limits then hold per instance only).
     #[arg(long, env = "RATE_LIMIT_FAILURE_POLICY", value_enum, default_value_t = FailurePolicy::Closed)]

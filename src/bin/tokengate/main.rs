@@ -51,7 +51,8 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -131,7 +132,11 @@ fn build_gate(
         builder = builder.with_cache_ttl(args.cache_ttl());
         #[cfg(feature = "redis")]
         if let Some(url) = &args.redis_url {
-            let limiter = tokengate::limit::RedisRateLimiter::new(url, Default::default())
+            let config = tokengate::limit::RedisLimiterConfig {
+                key_prefix: args.redis_key_prefix.clone(),
+                ..Default::default()
+            };
+            let limiter = tokengate::limit::RedisRateLimiter::new(url, config)
                 .map_err(|e| format!("invalid REDIS_URL: {e}"))?;
             builder = builder
                 .with_rate_limiter(Arc::new(limiter))

@@ -1,0 +1,218 @@
+//! The shared [`RateLimitStore`]: the same bucketed sliding window, in Redis,
+//! so the hourly limit holds across every instance together.
+//!
+//! One check is one `EVALSHA` of a Lua script (one round trip), which Redis
+//! runs atomically: read the token's bucket hash, drop buckets that left the
+//! window, admit if the sum is under the limit and count the request, compute
+//! the reset exactly like [`WindowState`](super::WindowState) does. Time is
+//! Redis's `TIME`, one clock for all instances. Each key expires on its own
+//! one window after its last admitted request.
+//!
+//! When Redis cannot be reached the check fails with [`LimitError`]; the gate
+//! then applies its [`LimiterFailurePolicy`](crate::LimiterFailurePolicy)
+//! (503 by default). Reconnection is automatic.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::window::{Decision, WindowConfig};
+use super::{LimitError, RateLimitStore};
+use crate::token::TokenId;
+
+const SCRIPT: &str = r#"
+-- KEYS[1]: the token's buckets (hash: bucket number -> count)
+-- ARGV: limit, bucket width in ms, buckets per window (B)
+local limit = tonumber(ARGV[1])
+local bucket_ms = tonumber(ARGV[2])
+local buckets = tonumber(ARGV[3])
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local current = math.floor(now_ms / bucket_ms)
+local first = current - buckets
+local fields = redis.call('HGETALL', KEYS[1])
+local counts, order, stale, sum = {}, {}, {}, 0
+for i = 1, #fields, 2 do
+  local bucket = tonumber(fields[i])
+  local count = tonumber(fields[i + 1])
+  if bucket < first then
+    stale[#stale + 1] = fields[i]
+  else
+    counts[bucket] = count
+    order[#order + 1] = bucket
+    sum = sum + count
+  end
+end
+if #stale > 0 then
+  redis.call('HDEL', KEYS[1], unpack(stale))
+end
+local allowed = 0
+if sum < limit then
+  redis.call('HINCRBY', KEYS[1], current, 1)
+  if counts[current] == nil then
+    counts[current] = 0
+    order[#order + 1] = current
+  end
+  counts[current] = counts[current] + 1
+  sum = sum + 1
+  allowed = 1
+  redis.call('PEXPIRE', KEYS[1], (buckets + 1) * bucket_ms)
+end
+local reset_ms = now_ms + buckets * bucket_ms
+if sum > 0 and limit > 0 then
+  table.sort(order)
+  local leaving = 0
+  for _, bucket in ipairs(order) do
+    leaving = leaving + counts[bucket]
+    if sum < limit or sum - leaving < limit then
+      reset_ms = (bucket + buckets + 1) * bucket_ms
+      break
+    end
+  end
+end
+local remaining = limit - sum
+if remaining < 0 then remaining = 0 end
+return {allowed, remaining, reset_ms, now_ms}
+"#;
+
+/// Settings of the Redis limiter.
+#[derive(Debug, Clone)]
+pub struct RedisLimiterConfig {
+    /// Prefix of every key (`<prefix>:rl:<token id>`). Default `tokengate`.
+    pub key_prefix: String,
+    /// Window layout; must match across instances. Default: an hour in 60 buckets.
+    pub window: WindowConfig,
+    /// Longest wait for one check before it counts as a failure. Default 250 ms.
+    pub timeout: Duration,
+}
+
+impl Default for RedisLimiterConfig {
+    fn default() -> Self {
+        Self {
+            key_prefix: "tokengate".into(),
+            window: WindowConfig::default(),
+            timeout: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Sliding windows in Redis, shared by every instance.
+pub struct RedisRateLimiter {
+    client: redis::Client,
+    config: RedisLimiterConfig,
+    script: redis::Script,
+    connection: tokio::sync::RwLock<Option<ConnectionManager>>,
+    connecting: tokio::sync::Mutex<()>,
+    last_attempt: std::sync::Mutex<Option<Instant>>,
+    healthy: AtomicBool,
+    round_trips: AtomicU64,
+}
+
+impl std::fmt::Debug for RedisRateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRateLimiter")
+            .field("config", &self.config)
+            .field("healthy", &self.healthy.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisRateLimiter {
+    /// A limiter on the Redis at `url` (`redis://host:port/db`). Connects lazily,
+    /// so it can start while Redis is down; only a malformed URL is an error.
+    pub fn new(url: &str, config: RedisLimiterConfig) -> Result<Self, LimitError> {
+        let client = redis::Client::open(url).map_err(|e| LimitError(Box::new(e)))?;
+        Ok(Self {
+            client,
+            config,
+            script: redis::Script::new(SCRIPT),
+            connection: tokio::sync::RwLock::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            last_attempt: std::sync::Mutex::new(None),
+            healthy: AtomicBool::new(true),
+            round_trips: AtomicU64::new(0),
+        })
+    }
+
+    /// Script invocations sent to Redis so far (one per check).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, LimitError> {
+        if let Some(connection) = self.connection.read().await.as_ref() {
+            return Ok(connection.clone());
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(connection) = self.connection.read().await.as_ref() {
+            return Ok(connection.clone());
+        }
+        {
+            // While Redis is down, try at most twice a second, not per request.
+            let mut last = self.last_attempt.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < Duration::from_millis(500)) {
+                return Err(LimitError("Redis unreachable (reconnecting)".into()));
+            }
+            *last = Some(Instant::now());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(1))
+            .set_response_timeout(self.config.timeout)
+            .set_number_of_retries(1);
+        let connection = tokio::time::timeout(
+            Duration::from_secs(2),
+            ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        .map_err(|_| LimitError("Redis connection timed out".into()))?
+        .map_err(|e| LimitError(Box::new(e)))?;
+        *self.connection.write().await = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn invoke(&self, token: &TokenId, limit: u32) -> Result<Decision, LimitError> {
+        let mut connection = self.connection().await?;
+        let window = self.config.window;
+        let key = format!("{}:rl:{}", self.config.key_prefix, token);
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let mut invocation = self.script.key(key);
+        invocation
+            .arg(limit)
+            .arg(window.bucket_ms())
+            .arg(window.buckets());
+        let (allowed, remaining, reset_at_ms, now_ms): (u8, u32, u64, u64) = tokio::time::timeout(
+            self.config.timeout,
+            invocation.invoke_async(&mut connection),
+        )
+        .await
+        .map_err(|_| LimitError("Redis did not answer in time".into()))?
+        .map_err(|e| LimitError(Box::new(e)))?;
+        Ok(Decision {
+            allowed: allowed == 1,
+            limit,
+            remaining,
+            reset_at_ms,
+            now_ms,
+            window_secs: window.window_ms() / 1000,
+        })
+    }
+}
+
+#[async_trait]
+impl RateLimitStore for RedisRateLimiter {
+    async fn check(&self, token: &TokenId, limit: u32) -> Result<Decision, LimitError> {
+        let result = self.invoke(token, limit).await;
+        match &result {
+            Ok(_) if !self.healthy.swap(true, Ordering::AcqRel) => {
+                tracing::warn!("Redis rate limiter reachable again");
+            }
+            Err(e) if self.healthy.swap(false, Ordering::AcqRel) => {
+                tracing::error!(error = %e, "Redis rate limiter unreachable");
+            }
+            _ => {}
+        }
+        result
+    }
+}
