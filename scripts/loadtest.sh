@@ -27,7 +27,7 @@ export RUST_LOG=${RUST_LOG:-info}
 BASE="http://127.0.0.1:$PORT"
 ADMIN="loadtest-admin-token-$(date +%s%N)"
 
-SCENARIOS=${SCENARIOS:-hot garbage unknown flood cold latency}
+SCENARIOS=${SCENARIOS:-hot garbage unknown flood cold latency redis}
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 need() { command -v "$1" >/dev/null 2>&1; }
 need wrk || { echo "installing wrk" >&2; apt-get install -y wrk >/dev/null; }
@@ -166,6 +166,30 @@ lat() { oha -z "$((DURATION * 2))s" -q "$half" -c "$CONNECTIONS" --no-tui --outp
 echo "latency  at $half req/s (half of peak $peak):"
 echo "         /health             $(lat "$BASE/health")"
 echo "         hot path            $(lat -H "Authorization: Bearer $HOT" "$API")"
+fi
+if want redis; then
+  if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    # A second instance whose limiter is Redis (one EVALSHA per request).
+    RPORT=$((PORT + 1)); RBASE="http://127.0.0.1:$RPORT"
+    DATABASE_URL="sqlite://$tmp/loadtest.db" BIND_ADDR="127.0.0.1:$RPORT" ADMIN_TOKEN="$ADMIN" \
+      REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX="loadtest-$$" \
+      target/release/tokengate serve 2>"$tmp/server-redis.log" &
+    redis_pid=$!
+    for _ in $(seq 100); do curl -fs "$RBASE/health" >/dev/null && break; sleep 0.1; done
+    RAPI="$RBASE/api/v1/external_tests/providers"
+    curl -fs "$RAPI" -H "Authorization: Bearer $HOT" >/dev/null
+    evalsha() { redis-cli -h 127.0.0.1 info commandstats | awk -F'[:=,]' '/^cmdstat_evalsha:/ { print $3 }'; }
+    e0=$(evalsha); e0=${e0:-0}
+    saved_pid=$server_pid; server_pid=$redis_pid
+    compare redis n/a "rps $RBASE/health" "rps -H 'Authorization: Bearer $HOT' $RAPI"
+    server_pid=$saved_pid
+    e1=$(evalsha)
+    served=$(curl -fs "$RBASE/metrics" | awk '$1 == "tokengate_requests_total{outcome=\"ok\"}" { print $2 }')
+    echo "         Redis round trips per authenticated request: $(python3 -c "print(f'{($e1 - $e0) / max(1, $served - 1):.3f}')") ($((e1 - e0)) EVALSHA for $served requests)"
+    kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true
+  else
+    echo "redis    SKIPPED: no Redis on 127.0.0.1:6379"
+  fi
 fi
 grep -q "panicked" "$tmp/server.log" && { echo "server log shows a panic" >&2; exit 1; }
 echo "done"
