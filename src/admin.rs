@@ -31,6 +31,10 @@ use crate::bearer::bearer_token;
 use crate::error::{ApiError, JsonBody, PathParam};
 use crate::gate::TokenGate;
 use crate::manage::{CreatedToken, RotatedToken};
+use crate::openapi::{
+    AdminUnauthorized, BadRequest, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable,
+    SuccessEnvelope,
+};
 use crate::response::success_response;
 use crate::store::{Account, Plan, StoreError, TokenRecord, TokenStore};
 use crate::token::TokenId;
@@ -178,6 +182,7 @@ pub struct PlanBody {
     /// Whether the plan may call the API.
     pub api_access: bool,
     /// Requests per token in any rolling hour.
+    #[schema(example = 1000)]
     pub requests_per_hour: u32,
 }
 
@@ -186,6 +191,7 @@ pub struct PlanBody {
 #[serde(deny_unknown_fields)]
 pub struct AccountBody {
     /// The plan name, e.g. `pro`.
+    #[schema(example = "pro")]
     pub plan: String,
 }
 
@@ -194,6 +200,7 @@ pub struct AccountBody {
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenBody {
     /// A label, 1–200 characters.
+    #[schema(min_length = 1, max_length = 200, example = "CI")]
     pub name: String,
     /// Optional expiry, RFC 3339, in the future.
     #[serde(default, with = "time::serde::rfc3339::option")]
@@ -207,6 +214,7 @@ pub struct CreateTokenBody {
 pub struct RotateBody {
     /// Seconds the old token keeps working (0, the default, stops it at once; at most 30 days).
     #[serde(default)]
+    #[schema(maximum = 2_592_000, example = 3600)]
     pub grace_seconds: u64,
     /// Optional expiry of the new token, RFC 3339.
     #[serde(default, with = "time::serde::rfc3339::option")]
@@ -215,7 +223,7 @@ pub struct RotateBody {
 }
 
 /// A created token: the only response that ever holds the plaintext.
-/// (No `Debug`: it would print the token.)
+// No `Debug`: it would print the token.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedTokenView {
     /// The public token id.
@@ -266,11 +274,41 @@ fn parse_token_id(text: &str) -> Result<TokenId, ApiError> {
         .map_err(|_| ApiError::NotFound("Token not found".into()))
 }
 
+/// List plans.
+#[utoipa::path(
+    get,
+    path = "/admin/plans",
+    tag = "plans",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every plan", body = SuccessEnvelope<Vec<Plan>>),
+        (status = 401, response = AdminUnauthorized),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
 async fn list_plans(State(state): State<AdminState>) -> Result<Response, ApiError> {
     let plans: Vec<Plan> = state.gate.store().list_plans().await?;
     Ok(success_response(StatusCode::OK, &plans))
 }
 
+/// Create or edit a plan.
+///
+/// Applies on the next request of every token on the plan, in every running server.
+#[utoipa::path(
+    put,
+    path = "/admin/plans/{plan}",
+    tag = "plans",
+    security(("admin_token" = [])),
+    params(("plan" = String, Path, description = "Plan name: 1 to 64 of a-z, 0-9, '_' and '-'", example = "pro")),
+    request_body(content = PlanBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The plan as stored", body = SuccessEnvelope<Plan>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = AdminUnauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
 async fn put_plan(
     State(state): State<AdminState>,
     PathParam(name): PathParam,
@@ -283,6 +321,24 @@ async fn put_plan(
     Ok(success_response(StatusCode::OK, &plan))
 }
 
+/// Create an account or move it to another plan.
+///
+/// A plan change applies to the account's tokens on their next request.
+#[utoipa::path(
+    put,
+    path = "/admin/accounts/{account_id}",
+    tag = "accounts",
+    security(("admin_token" = [])),
+    params(("account_id" = String, Path, description = "The host application's account id (1 to 255 characters)", example = "acct_42")),
+    request_body(content = AccountBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The account as stored", body = SuccessEnvelope<Account>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = AdminUnauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
 async fn put_account(
     State(state): State<AdminState>,
     PathParam(account_id): PathParam,
@@ -292,6 +348,20 @@ async fn put_account(
     Ok(success_response(StatusCode::OK, &account))
 }
 
+/// Read an account.
+#[utoipa::path(
+    get,
+    path = "/admin/accounts/{account_id}",
+    tag = "accounts",
+    security(("admin_token" = [])),
+    params(("account_id" = String, Path, description = "The host application's account id (1 to 255 characters)", example = "acct_42")),
+    responses(
+        (status = 200, description = "The account", body = SuccessEnvelope<Account>),
+        (status = 401, response = AdminUnauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
 async fn get_account(
     State(state): State<AdminState>,
     PathParam(account_id): PathParam,
@@ -305,6 +375,26 @@ async fn get_account(
     Ok(success_response(StatusCode::OK, &account))
 }
 
+/// Create a token for an account.
+///
+/// `data.token` is the plaintext token: this response is the only place it
+/// ever appears, so store it now. Only its argon2id hash is kept.
+#[utoipa::path(
+    post,
+    path = "/admin/accounts/{account_id}/tokens",
+    tag = "tokens",
+    security(("admin_token" = [])),
+    params(("account_id" = String, Path, description = "The host application's account id (1 to 255 characters)", example = "acct_42")),
+    request_body(content = CreateTokenBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new token, plaintext included (shown once)", body = SuccessEnvelope<CreatedTokenView>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = AdminUnauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
 async fn create_token(
     State(state): State<AdminState>,
     PathParam(account_id): PathParam,
@@ -318,6 +408,20 @@ async fn create_token(
     Ok(success_response(StatusCode::CREATED, &view))
 }
 
+/// List an account's tokens, revoked and expired ones included; never a secret.
+#[utoipa::path(
+    get,
+    path = "/admin/accounts/{account_id}/tokens",
+    tag = "tokens",
+    security(("admin_token" = [])),
+    params(("account_id" = String, Path, description = "The host application's account id (1 to 255 characters)", example = "acct_42")),
+    responses(
+        (status = 200, description = "The account's tokens, without secrets", body = SuccessEnvelope<Vec<TokenRecord>>),
+        (status = 401, response = AdminUnauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
 async fn list_tokens(
     State(state): State<AdminState>,
     PathParam(account_id): PathParam,
@@ -326,6 +430,20 @@ async fn list_tokens(
     Ok(success_response(StatusCode::OK, &tokens))
 }
 
+/// Read a token (never its secret).
+#[utoipa::path(
+    get,
+    path = "/admin/tokens/{token_id}",
+    tag = "tokens",
+    security(("admin_token" = [])),
+    params(("token_id" = String, Path, description = "The public token id (20 characters, as listed)", example = "J_5Z2qBcVZzDTNAxMf0J")),
+    responses(
+        (status = 200, description = "The token, without its secret", body = SuccessEnvelope<TokenRecord>),
+        (status = 401, response = AdminUnauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
 async fn get_token(
     State(state): State<AdminState>,
     PathParam(token_id): PathParam,
@@ -340,6 +458,23 @@ async fn get_token(
     Ok(success_response(StatusCode::OK, &token))
 }
 
+/// Revoke a token.
+///
+/// Idempotent: revoking a revoked token answers the same record. The next
+/// request with the token gets 401, in every running server within a second.
+#[utoipa::path(
+    delete,
+    path = "/admin/tokens/{token_id}",
+    tag = "tokens",
+    security(("admin_token" = [])),
+    params(("token_id" = String, Path, description = "The public token id (20 characters, as listed)", example = "J_5Z2qBcVZzDTNAxMf0J")),
+    responses(
+        (status = 200, description = "The token, now with `revoked_at`", body = SuccessEnvelope<TokenRecord>),
+        (status = 401, response = AdminUnauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
 async fn revoke_token(
     State(state): State<AdminState>,
     PathParam(token_id): PathParam,
@@ -349,6 +484,32 @@ async fn revoke_token(
     Ok(success_response(StatusCode::OK, &token))
 }
 
+/// Replace a token with a new one, for the same account and name.
+///
+/// The old token keeps working for `grace_seconds` (0, the default, stops it
+/// at once). `data.token` is the new plaintext token, shown once;
+/// `data.replaces` is the old token with its new expiry or revocation.
+#[utoipa::path(
+    post,
+    path = "/admin/tokens/{token_id}/rotate",
+    tag = "tokens",
+    security(("admin_token" = [])),
+    params(("token_id" = String, Path, description = "The public token id (20 characters, as listed)", example = "J_5Z2qBcVZzDTNAxMf0J")),
+    request_body(
+        content = RotateBody,
+        content_type = "application/json",
+        description = "May be empty, which means `{}`: no grace period, no expiry on the new token",
+    ),
+    responses(
+        (status = 201, description = "The new token, plaintext included (shown once)", body = SuccessEnvelope<CreatedTokenView>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = AdminUnauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
 async fn rotate_token(
     State(state): State<AdminState>,
     PathParam(token_id): PathParam,

@@ -59,11 +59,21 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = error_response(self.status_code(), &self.to_string());
-        if matches!(self, ApiError::Unauthorized) {
-            response.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static(r#"Bearer realm="admin""#),
-            );
+        match self {
+            ApiError::Unauthorized => {
+                response.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static(r#"Bearer realm="admin""#),
+                );
+            }
+            // Like the gate's 503: a database hiccup is worth retrying soon.
+            ApiError::Unavailable => {
+                response.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("1"),
+                );
+            }
+            _ => {}
         }
         response
     }

@@ -62,6 +62,7 @@ pub(crate) struct Feed {
     polled: watch::Sender<Polled>,
     known: RwLock<HashSet<TokenId, RandomIdState>>,
     known_ready: AtomicBool,
+    healthy: AtomicBool,
 }
 
 impl Feed {
@@ -75,6 +76,7 @@ impl Feed {
             polled: watch::Sender::new(Polled { seq: 0, ok: true }),
             known: RwLock::default(),
             known_ready: AtomicBool::new(false),
+            healthy: AtomicBool::new(true),
         }
     }
 
@@ -210,6 +212,9 @@ impl TokenGate {
         match result {
             Ok(()) => {
                 feed.last_ok_ms.store(now_ms, Ordering::Release);
+                if !feed.healthy.swap(true, Ordering::AcqRel) {
+                    tracing::warn!("change feed reachable again");
+                }
                 true
             }
             Err(e) => {
@@ -219,6 +224,9 @@ impl TokenGate {
                 {
                     tracing::error!(error = %e, "change feed unreachable for an hour; cache emptied");
                     self.invalidate(&Change::Everything);
+                } else if feed.healthy.swap(false, Ordering::AcqRel) {
+                    // Once per outage, not once per poll.
+                    tracing::error!(error = %e, "change feed unreachable; unknown token ids get 503 until it is back");
                 } else {
                     tracing::debug!(error = %e, "change feed poll failed");
                 }

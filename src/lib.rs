@@ -62,6 +62,7 @@ pub mod maintenance;
 pub mod manage;
 pub mod metrics;
 pub mod openapi;
+mod request_id;
 pub mod response;
 pub mod server;
 pub mod store;

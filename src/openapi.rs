@@ -1,29 +1,458 @@
-//! The OpenAPI 3.1 document of the admin API and the demo API, at `GET /openapi.json`.
+//! The OpenAPI 3.1 document of the server, served at `GET /openapi.json`.
+//!
+//! Each operation is described next to its handler (`#[utoipa::path]` in
+//! [`crate::admin`] and [`crate::server`]). This module assembles them and
+//! adds what they share: the two bearer security schemes (`admin_token` for
+//! `/admin`, `api_token` for `/api/v1`), the success and error envelopes, and
+//! the reusable error responses.
+//!
+//! The gate's contract is added to every `/api/v1` operation here, once, the
+//! way [`TokenGateLayer`](crate::TokenGateLayer) adds it to every gated route:
+//! the `api_token` requirement, the 401/403/429/503 responses (their examples
+//! are the exact bodies of [`crate::response`]) and the `X-RateLimit-*`,
+//! `RateLimit-Policy` and `RateLimit` headers on successes and 429s.
+//!
+//! # Example
+//!
+//! ```
+//! let document: serde_json::Value = serde_json::from_str(&tokengate::openapi::document())?;
+//! assert_eq!(document["openapi"], "3.1.0");
+//! assert!(document["paths"]["/admin/plans"]["get"].is_object());
+//! # Ok::<(), serde_json::Error>(())
+//! ```
+
+use std::sync::OnceLock;
 
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::HeaderValue;
 use http::header::CONTENT_TYPE;
-use utoipa::OpenApi;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::header::{Header, HeaderBuilder};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::{Response as ResponseObject, ResponseBuilder};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Schema};
+use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 
-/// The OpenAPI description of the server.
+use crate::response::{FORBIDDEN_BODY, UNAUTHORIZED_BODY, UNAVAILABLE_BODY, rate_limited_body};
+
+/// Name of the security scheme of `/admin`: `Authorization: Bearer $ADMIN_TOKEN`.
+pub const ADMIN_TOKEN_SCHEME: &str = "admin_token";
+/// Name of the security scheme of `/api/v1`: `Authorization: Bearer <API token>`.
+pub const API_TOKEN_SCHEME: &str = "api_token";
+/// Paths under this prefix are behind the gate and get its contract.
+const GATED_PREFIX: &str = "/api/v1/";
+
+/// The OpenAPI description of the server: admin API, demo API, health,
+/// readiness, metrics and this document.
 #[derive(OpenApi)]
-#[openapi(info(
-    title = "tokengate",
-    description = "API tokens and the gate in front of the API"
-))]
+#[openapi(
+    info(
+        title = "tokengate",
+        version = env!("CARGO_PKG_VERSION"),
+        description = "API tokens shown once, argon2id at rest, and the gate in front of the API.\n\n\
+            `/admin` manages plans, accounts and tokens with `Authorization: Bearer $ADMIN_TOKEN`. \
+            `/api/v1` is the demo protected API: every request carries `Authorization: Bearer <token>`, \
+            is rate limited per token over any rolling hour, and every authenticated response carries \
+            `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`.\n\n\
+            Every success body is `{\"success\": true, \"data\": ...}` and every error body is \
+            `{\"success\": false, \"error\": \"<message>\"}` with `Content-Type: application/json`.",
+    ),
+    paths(
+        crate::admin::list_plans,
+        crate::admin::put_plan,
+        crate::admin::put_account,
+        crate::admin::get_account,
+        crate::admin::create_token,
+        crate::admin::list_tokens,
+        crate::admin::get_token,
+        crate::admin::revoke_token,
+        crate::admin::rotate_token,
+        crate::server::providers,
+        crate::server::external_tests,
+        crate::server::health,
+        crate::server::ready,
+        crate::server::metrics,
+        serve,
+    ),
+    components(
+        schemas(ErrorEnvelope),
+        responses(
+            AdminUnauthorized,
+            BadRequest,
+            NotFound,
+            Conflict,
+            PayloadTooLarge,
+            ServiceUnavailable,
+            ApiUnauthorized,
+            ApiForbidden,
+            ApiRateLimited,
+        ),
+    ),
+    modifiers(&GateContract),
+    tags(
+        (name = "plans", description = "Plans: API access and requests per rolling hour"),
+        (name = "accounts", description = "The host application's accounts and their plans"),
+        (name = "tokens", description = "API tokens: shown once at creation, listed without secrets"),
+        (name = "demo api", description = "The protected API, behind the gate"),
+        (name = "operations", description = "Health, readiness, metrics and this document (no auth)"),
+    ),
+)]
 pub struct ApiDoc;
 
-/// The document as JSON.
+/// The document as pretty-printed JSON.
 pub fn document() -> String {
     ApiDoc::openapi()
         .to_pretty_json()
         .unwrap_or_else(|_| String::from("{}"))
 }
 
+/// This OpenAPI 3.1 document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI document", body = Object, content_type = "application/json")),
+)]
 pub(crate) async fn serve() -> Response {
-    let mut response = document().into_response();
+    // The document never changes while the process runs: build it once.
+    static DOCUMENT: OnceLock<Bytes> = OnceLock::new();
+    let body = DOCUMENT.get_or_init(|| Bytes::from(document())).clone();
+    let mut response = body.into_response();
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+/// Every error body of every endpoint: `{"success": false, "error": "<message>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(examples(json!({"success": false, "error": "Invalid or missing API token"})))]
+pub struct ErrorEnvelope {
+    /// Always `false`.
+    #[schema(schema_with = always_false)]
+    pub success: bool,
+    /// What went wrong, for people; internal causes are logged, never sent.
+    pub error: String,
+}
+
+/// Every success body: `{"success": true, "data": <data>}`; `data` is an
+/// object, or an array for lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuccessEnvelope<T> {
+    /// Always `true`.
+    #[schema(schema_with = always_true)]
+    pub success: bool,
+    /// The result.
+    pub data: T,
+}
+
+fn always_false() -> Schema {
+    constant_bool(false)
+}
+
+fn always_true() -> Schema {
+    constant_bool(true)
+}
+
+fn constant_bool(value: bool) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::Boolean)
+        .enum_values(Some([value]))
+        .description(Some(format!("Always `{value}`.")))
+        .build()
+        .into()
+}
+
+/// An error response whose body is the [`ErrorEnvelope`], with `example` as its message.
+fn error_response(description: &str, example: &str) -> ResponseBuilder {
+    error_response_with_body(
+        description,
+        serde_json::json!({"success": false, "error": example}),
+    )
+}
+
+fn error_response_with_body(description: &str, example: serde_json::Value) -> ResponseBuilder {
+    ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+            .example(Some(example))
+            .build(),
+    )
+}
+
+/// The example of a fixed contract body, from its exact bytes.
+fn contract_example(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_default()
+}
+
+fn integer_header(minimum: u64, description: &str) -> Header {
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(minimum))
+        .build();
+    HeaderBuilder::new()
+        .schema(schema)
+        .description(Some(description))
+        .build()
+}
+
+fn string_header(description: &str) -> Header {
+    HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::String).build())
+        .description(Some(description))
+        .build()
+}
+
+/// The headers of every authenticated `/api/v1` response, 200 and 429 alike.
+fn rate_limit_headers() -> [(&'static str, Header); 5] {
+    [
+        (
+            "X-RateLimit-Limit",
+            integer_header(0, "The plan's requests per rolling hour."),
+        ),
+        (
+            "X-RateLimit-Remaining",
+            integer_header(0, "Requests left in the rolling hour after this one."),
+        ),
+        (
+            "X-RateLimit-Reset",
+            integer_header(
+                0,
+                "Unix time (seconds, rounded up) at which `X-RateLimit-Remaining` next grows.",
+            ),
+        ),
+        (
+            "RateLimit-Policy",
+            string_header("IETF draft: `\"hourly\";q=<limit>;w=3600`."),
+        ),
+        (
+            "RateLimit",
+            string_header("IETF draft: `\"hourly\";r=<remaining>;t=<seconds until reset>`."),
+        ),
+    ]
+}
+
+/// Implements [`ToResponse`] for a marker type, naming the component after it.
+macro_rules! response_component {
+    ($(#[$doc:meta])* $name:ident => $build:expr) => {
+        $(#[$doc])*
+        pub(crate) struct $name;
+
+        impl ToResponse<'static> for $name {
+            fn response() -> (&'static str, RefOr<ResponseObject>) {
+                (stringify!($name), RefOr::T($build))
+            }
+        }
+    };
+}
+
+response_component! {
+    /// 401 on `/admin`: the admin token is missing or wrong (an API token gets the same answer).
+    AdminUnauthorized => error_response(
+        "Missing or wrong admin token; an API token gets the same answer.",
+        "Invalid or missing admin token",
+    )
+    .header("WWW-Authenticate", string_header("`Bearer realm=\"admin\"`"))
+    .build()
+}
+
+response_component! {
+    /// 400: bad JSON, missing or unknown fields, or an invalid value.
+    BadRequest => error_response(
+        "Bad JSON, a missing or unknown field, an invalid name, an unknown plan, \
+         or an `expires_at` in the past; the message says which.",
+        "Invalid request body: unknown field `plan_name`, expected `plan`",
+    )
+    .build()
+}
+
+response_component! {
+    /// 404: the account or token does not exist.
+    NotFound => error_response("The account or token does not exist.", "Token not found").build()
+}
+
+response_component! {
+    /// 409: the request conflicts with the current state.
+    Conflict => error_response(
+        "The token is revoked and cannot be rotated.",
+        "Token is revoked and cannot be rotated",
+    )
+    .build()
+}
+
+response_component! {
+    /// 413: the request body is over 1 MB.
+    PayloadTooLarge => error_response(
+        "The request body is over the limit (1 MB).",
+        "Request body too large (limit 1 MB)",
+    )
+    .build()
+}
+
+response_component! {
+    /// 503: a backend (database, shared rate limiter) is unavailable; never reported as 401.
+    ServiceUnavailable => error_response_with_body(
+        "A backend (the database or the shared rate limiter) is unavailable. \
+         Retry; a token is never refused with 401 because it could not be checked.",
+        contract_example(UNAVAILABLE_BODY),
+    )
+    .header("Retry-After", integer_header(1, "Seconds to wait before retrying."))
+    .build()
+}
+
+response_component! {
+    /// The contract's 401 on `/api/v1`.
+    ApiUnauthorized => error_response_with_body(
+        "The token is missing, malformed, unknown, wrong, revoked or expired. \
+         The body is exactly `{\"success\": false, \"error\": \"Invalid or missing API token\"}` \
+         in every case.",
+        contract_example(UNAUTHORIZED_BODY),
+    )
+    .header(
+        "WWW-Authenticate",
+        string_header(
+            "`Bearer realm=\"api\"` without credentials; \
+             `Bearer realm=\"api\", error=\"invalid_token\"` with a bad one (RFC 6750).",
+        ),
+    )
+    .build()
+}
+
+response_component! {
+    /// The contract's 403 on `/api/v1`.
+    ApiForbidden => error_response_with_body(
+        "The token is valid but its account's plan has no API access. The body is exactly \
+         `{\"success\": false, \"error\": \"API access not available on your subscription plan\"}`.",
+        contract_example(FORBIDDEN_BODY),
+    )
+    .build()
+}
+
+response_component! {
+    /// The contract's 429 on `/api/v1`.
+    ApiRateLimited => {
+        let mut response = error_response_with_body(
+            "Over the plan's requests per rolling hour (or too many failed verifications \
+             of one token id). The body's N equals `Retry-After`: \
+             `{\"success\": false, \"error\": \"Rate limit exceeded. Try again in N seconds.\"}`. \
+             Rejected requests do not count against the limit.",
+            contract_example(&rate_limited_body(42)),
+        )
+        .header(
+            "Retry-After",
+            integer_header(1, "Seconds until a request can be admitted: `max(1, ceil(reset - now))`."),
+        );
+        for (name, header) in rate_limit_headers() {
+            response = response.header(name, header);
+        }
+        response.build()
+    }
+}
+
+/// Adds the security schemes, and the gate's contract to every `/api/v1` operation.
+struct GateContract;
+
+impl Modify for GateContract {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            ADMIN_TOKEN_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The admin token: `ADMIN_TOKEN`, or the one generated and printed \
+                         once at first start (`tokengate admin-token-reset` replaces it).",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            API_TOKEN_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("prefix (default `iit_`) + 70 URL-safe characters")
+                    .description(Some(
+                        "An API token, created in Settings > API Tokens (or with the admin \
+                         API or the CLI) and shown once.",
+                    ))
+                    .build(),
+            ),
+        );
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with(GATED_PREFIX) {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                add_gate_contract(operation);
+            }
+        }
+    }
+}
+
+fn add_gate_contract(operation: &mut Operation) {
+    operation.security = Some(vec![SecurityRequirement::new(
+        API_TOKEN_SCHEME,
+        Vec::<String>::new(),
+    )]);
+    let responses = &mut operation.responses.responses;
+    for (status, response) in responses.iter_mut() {
+        let RefOr::T(response) = response else {
+            continue;
+        };
+        if status.starts_with('2') {
+            for (name, header) in rate_limit_headers() {
+                response.headers.insert(name.to_owned(), header);
+            }
+        }
+    }
+    for (status, name) in [
+        ("401", response_name::<ApiUnauthorized>()),
+        ("403", response_name::<ApiForbidden>()),
+        ("429", response_name::<ApiRateLimited>()),
+        ("503", response_name::<ServiceUnavailable>()),
+    ] {
+        responses.insert(status.to_owned(), RefOr::Ref(Ref::from_response_name(name)));
+    }
+}
+
+fn response_name<R: ToResponse<'static>>() -> &'static str {
+    R::response().0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_bodies_are_error_envelopes() {
+        for body in [
+            UNAUTHORIZED_BODY,
+            FORBIDDEN_BODY,
+            UNAVAILABLE_BODY,
+            &rate_limited_body(7),
+        ] {
+            let envelope: ErrorEnvelope = serde_json::from_str(body).unwrap();
+            assert!(!envelope.success, "{body}");
+        }
+    }
 }

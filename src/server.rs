@@ -1,6 +1,14 @@
 //! The standalone server's router: health, readiness, metrics, OpenAPI, the
 //! admin API and the demo protected API. `main` and the tests build the same
 //! app with [`app`].
+//!
+//! Every request gets an `x-request-id` (the client's, when well-formed, or a
+//! generated one), echoed on the response and recorded in the request's
+//! tracing span. The span is at `debug` level under the target
+//! `tokengate::request`, so it costs nothing at the default `info`;
+//! `RUST_LOG=info,tokengate::request=debug` attaches the id (and method and
+//! URI) to every log line written while a request is served. The
+//! `Authorization` header is marked sensitive before any of this sees it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,15 +22,20 @@ use axum::routing::{any, get};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
+use serde::{Deserialize, Serialize};
+use tower::util::MapRequestLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::admin::{self, AdminAuth, AdminState};
 use crate::gate::TokenGate;
+use crate::openapi::{ServiceUnavailable, SuccessEnvelope};
+use crate::request_id::{MakeRequestIds, X_REQUEST_ID, drop_malformed_request_id};
 use crate::response::error_response;
 
 /// Largest accepted request body.
@@ -60,14 +73,8 @@ pub fn app(state: AppState) -> Router {
     // (Full paths and a catch-all route rather than `nest`, which rewrites
     // every request's URI.)
     let demo_api = Router::new()
-        .route(
-            "/api/v1/external_tests/providers",
-            get(|| async { static_json(PROVIDERS_BODY) }),
-        )
-        .route(
-            "/api/v1/external_tests",
-            get(|| async { static_json(EXTERNAL_TESTS_BODY) }),
-        )
+        .route("/api/v1/external_tests/providers", get(providers))
+        .route("/api/v1/external_tests", get(external_tests))
         .route(
             "/api/v1/{*rest}",
             any(|| async { error_response(StatusCode::NOT_FOUND, "Not found") }),
@@ -80,7 +87,7 @@ pub fn app(state: AppState) -> Router {
     });
 
     Router::new()
-        .route("/health", get(|| async { static_json(HEALTH_BODY) }))
+        .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(crate::openapi::serve))
@@ -104,13 +111,124 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn(envelope_errors))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
+                .make_span_with(request_span)
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeRequestIds))
+        .layer(MapRequestLayer::new(drop_malformed_request_id::<Body>))
         // Outermost, so no trace or log below ever sees the token.
         .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
 }
 
+/// The span of one request. Its fields are only computed when the span is
+/// enabled (`tokengate::request=debug`), so by default it costs one check.
+fn request_span(request: &Request) -> tracing::Span {
+    tracing::debug_span!(
+        target: "tokengate::request",
+        "request",
+        method = %request.method(),
+        uri = %request.uri(),
+        version = ?request.version(),
+        request_id = request
+            .headers()
+            .get(&X_REQUEST_ID)
+            .and_then(|id| id.to_str().ok())
+            .unwrap_or_default(),
+    )
+}
+
+/// A CI provider of the demo API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    /// Stable identifier, e.g. `github`.
+    #[schema(example = "github")]
+    pub id: String,
+    /// Display name, e.g. `GitHub Actions`.
+    #[schema(example = "GitHub Actions")]
+    pub name: String,
+}
+
+/// An external test run of the demo API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalTest {
+    /// Stable identifier, e.g. `et_001`.
+    #[schema(example = "et_001")]
+    pub id: String,
+    /// The [`Provider`] id that ran it.
+    #[schema(example = "github")]
+    pub provider: String,
+    /// What was tested.
+    #[schema(example = "checkout flow")]
+    pub name: String,
+    /// `passed` or `failed`.
+    #[schema(example = "passed")]
+    pub status: String,
+}
+
+/// The body of `/health` and `/ready`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerStatus {
+    /// `ok` (health) or `ready` (readiness).
+    #[schema(example = "ok")]
+    pub status: String,
+}
+
+/// List the CI providers.
+///
+/// A demo route of the protected API: like every route under `/api/v1`, it
+/// needs an API token of a plan with API access and is rate limited per token.
+// The gate's 401/403/429/503 responses and rate-limit headers are added to
+// every `/api/v1` operation by `crate::openapi`, as the layer adds them.
+#[utoipa::path(
+    get,
+    path = "/api/v1/external_tests/providers",
+    tag = "demo api",
+    responses((status = 200, description = "The providers", body = SuccessEnvelope<Vec<Provider>>)),
+)]
+async fn providers() -> Response {
+    static_json(PROVIDERS_BODY)
+}
+
+/// List external test runs.
+///
+/// A demo route of the protected API, behind the gate like the providers.
+#[utoipa::path(
+    get,
+    path = "/api/v1/external_tests",
+    tag = "demo api",
+    responses((status = 200, description = "The test runs", body = SuccessEnvelope<Vec<ExternalTest>>)),
+)]
+async fn external_tests() -> Response {
+    static_json(EXTERNAL_TESTS_BODY)
+}
+
+/// Liveness: answers without any I/O.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses((status = 200, description = "The process is serving", body = SuccessEnvelope<ServerStatus>,
+        example = json!({"success": true, "data": {"status": "ok"}}))),
+)]
+async fn health() -> Response {
+    static_json(HEALTH_BODY)
+}
+
+/// Readiness: pings the database.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The database answers", body = SuccessEnvelope<ServerStatus>,
+            example = json!({"success": true, "data": {"status": "ready"}})),
+        (status = 503, response = ServiceUnavailable),
+    ),
+)]
 async fn ready(State(state): State<AppState>) -> Response {
     match state.gate.store().ping().await {
         Ok(()) => static_json(READY_BODY),
@@ -121,6 +239,17 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Prometheus metrics in the OpenMetrics text format.
+///
+/// Requests through the gate by outcome, cache hits and misses, argon2
+/// verifications and their duration, rate-limiter state, admin operations.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "The metrics", body = String,
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")),
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     state.gate.refresh_gauges();
     let mut response = state.gate.metrics().render().into_response();
@@ -164,4 +293,30 @@ async fn envelope_errors(request: Request, next: Next) -> Response {
         }
     }
     envelope
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::de::DeserializeOwned;
+
+    use super::*;
+
+    fn parse<T: DeserializeOwned>(body: &str) -> T {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
+
+    /// The static bodies are exactly what the OpenAPI document describes.
+    #[test]
+    fn static_bodies_match_their_documented_types() {
+        let providers: SuccessEnvelope<Vec<Provider>> = parse(PROVIDERS_BODY);
+        assert!(providers.success);
+        assert_eq!(providers.data[0].id, "github");
+        let tests: SuccessEnvelope<Vec<ExternalTest>> = parse(EXTERNAL_TESTS_BODY);
+        assert_eq!(tests.data.len(), 2);
+        for (body, status) in [(HEALTH_BODY, "ok"), (READY_BODY, "ready")] {
+            let parsed: SuccessEnvelope<ServerStatus> = parse(body);
+            assert!(parsed.success);
+            assert_eq!(parsed.data.status, status);
+        }
+    }
 }

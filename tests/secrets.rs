@@ -27,7 +27,12 @@ async fn debug_output_never_contains_secrets_or_hashes() {
     let credential = app.store.find_credential(&id).await.unwrap().unwrap();
     let hash = credential.secret_hash.clone();
     let hash_tail = &hash[hash.len() - 20..];
-    let secrets = [token.as_str(), secret_part.as_str(), &token[24..40], hash_tail];
+    let secrets = [
+        token.as_str(),
+        secret_part.as_str(),
+        &token[24..40],
+        hash_tail,
+    ];
 
     let rotated = app
         .gate

@@ -187,7 +187,8 @@ impl TokenStore for PostgresStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
+        // A real table: `SELECT 1` would succeed on a destroyed database file.
+        sqlx::query("SELECT 1 FROM plans LIMIT 1")
             .execute(&self.pool)
             .await
             .map(|_| ())

@@ -62,7 +62,10 @@ impl Server {
             let text = server.log_text();
             if let Some(at) = text.find("listening on http://") {
                 let rest = &text[at + "listening on ".len()..];
-                let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+                // Text logs end the address with a space, JSON logs (LOG_FORMAT=json) with a quote.
+                let end = rest
+                    .find(|c: char| c.is_whitespace() || c == '"')
+                    .unwrap_or(rest.len());
                 server.base = rest[..end].to_owned();
                 return server;
             }
@@ -131,4 +134,26 @@ pub fn client() -> reqwest::Client {
 
 pub fn admin_header() -> String {
     format!("Bearer {ADMIN_TOKEN}")
+}
+
+impl Server {
+    /// `host:port` of the listener, for raw TCP clients.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    /// Whether the process is still running (has not exited or crashed).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Asserts the server log shows no panic (a panic caught by a tower
+    /// layer still prints "panicked at" through the panic hook).
+    pub fn assert_no_panic(&self) {
+        let log = self.log_text();
+        assert!(
+            !log.contains("panicked") && !log.contains("RUST_BACKTRACE"),
+            "the server panicked:\n{log}"
+        );
+    }
 }

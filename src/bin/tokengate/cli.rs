@@ -132,8 +132,16 @@ fn rfc3339(t: Option<OffsetDateTime>) -> String {
 }
 
 fn parse_token_id(text: &str) -> Result<TokenId, String> {
+    // Anything longer than an id may be a whole token: never echo it.
+    const LONGEST_ECHOED: usize = 24;
     text.parse().map_err(|_| {
-        format!("{text:?} is not a token id (20 characters, as shown by `token list`)")
+        if text.len() > LONGEST_ECHOED {
+            "that is not a token id (20 characters, as shown by `token list`); \
+             a token's id is the 20 characters after its prefix"
+                .to_owned()
+        } else {
+            format!("{text:?} is not a token id (20 characters, as shown by `token list`)")
+        }
     })
 }
 
@@ -237,8 +245,8 @@ pub async fn run_management(command: Command, gate: TokenGate) -> Result<(), Str
             let now = gate.now();
             let _ = writeln!(
                 out,
-                "{:<20}  {:<24}  {:<4}  {:<8}  {:<20}  {:<20}  {:<20}",
-                "ID", "NAME", "HINT", "STATUS", "CREATED", "LAST USED", "EXPIRES"
+                "{:<20}  {:<24}  {:<4}  {:<8}  {:<20}  {:<20}  EXPIRES",
+                "ID", "NAME", "HINT", "STATUS", "CREATED", "LAST USED"
             );
             for token in &tokens {
                 let mut name: String = token.name.chars().take(24).collect();
@@ -248,7 +256,7 @@ pub async fn run_management(command: Command, gate: TokenGate) -> Result<(), Str
                 }
                 let _ = writeln!(
                     out,
-                    "{:<20}  {:<24}  {:<4}  {:<8}  {:<20}  {:<20}  {:<20}",
+                    "{:<20}  {:<24}  {:<4}  {:<8}  {:<20}  {:<20}  {}",
                     token.id,
                     name,
                     token.hint,
@@ -303,6 +311,9 @@ pub async fn run_management(command: Command, gate: TokenGate) -> Result<(), Str
                 .await
                 .map_err(|e| match e {
                     tokengate::ManageError::UnknownToken => format!("token {token_id} not found"),
+                    tokengate::ManageError::TokenRevoked => {
+                        format!("token {token_id} is revoked and cannot be rotated")
+                    }
                     other => other.to_string(),
                 })?;
             let _ = writeln!(out, "{}", rotated.token.expose_secret());

@@ -1,0 +1,86 @@
+//! Embedding tokengate in your own axum app: your routes behind
+//! `gate.layer()`, the caller read with the `Principal` extractor.
+//!
+//! ```sh
+//! cargo run --example embed
+//! # then paste the printed curl command into another shell; Ctrl-C to stop
+//! ```
+//!
+//! The database is in memory, so the account and token it creates at start
+//! vanish at exit; `DATABASE_URL=sqlite://embed.db cargo run --example embed`
+//! keeps them in a file instead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokengate::{Principal, SqliteStore, TokenGate, TokenStore};
+use tracing_subscriber::EnvFilter;
+
+/// `GET /api/v1/hello`: only reached with a valid token of a plan with API access.
+async fn hello(principal: Principal) -> String {
+    format!(
+        "hello, {} (plan {}, token {})\n",
+        principal.account_id(),
+        principal.plan(),
+        principal.token_id()
+    )
+}
+
+/// `GET /api/v1/usage`: the caller's limits, in the same envelope as tokengate's answers.
+async fn usage(principal: Principal) -> Json<Value> {
+    Json(json!({
+        "success": true,
+        "data": {
+            "account_id": principal.account_id(),
+            "plan": principal.plan(),
+            "requests_per_hour": principal.requests_per_hour(),
+        }
+    }))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite::memory:".to_owned());
+    let store = SqliteStore::connect(&url).await?;
+    store.migrate().await?; // embedded migrations; also seeds the free/pro/enterprise plans
+    let gate = TokenGate::builder(Arc::new(store))
+        .with_cache_ttl(Duration::from_secs(60))
+        .build()?;
+    let maintenance = gate.spawn_maintenance(); // change feed, last_used_at flushing
+
+    // In a real app, your Settings > API Tokens page calls these.
+    gate.set_account_plan("acct_demo", "pro").await?;
+    let created = gate
+        .create_token("acct_demo", "embed example", None)
+        .await?;
+    let token = created.token.expose_secret(); // the only time the plaintext exists
+
+    // The layer guards the routes added before it; /health, added after, is open.
+    let app = Router::new()
+        .route("/api/v1/hello", get(hello))
+        .route("/api/v1/usage", get(usage))
+        .layer(gate.layer())
+        .route("/health", get(|| async { "ok\n" }));
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    println!("listening on http://127.0.0.1:3000; try:\n");
+    println!("  curl -i http://127.0.0.1:3000/api/v1/hello -H 'Authorization: Bearer {token}'");
+    println!("  curl -s http://127.0.0.1:3000/api/v1/usage -H 'Authorization: Bearer {token}'");
+    println!("  curl -i http://127.0.0.1:3000/api/v1/hello   # no token: 401\n");
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    maintenance.shutdown().await; // writes the pending last_used_at times
+    Ok(())
+}

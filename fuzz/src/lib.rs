@@ -1,0 +1,5 @@
+//! Shared properties for the fuzz targets; see `properties.rs`.
+
+mod properties;
+
+pub use properties::*;
