@@ -14,9 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderName, HeaderValue, Request};
+use pin_project_lite::pin_project;
 use rand::RngCore;
 use rand::rngs::OsRng;
-use tower_http::request_id::{MakeRequestId, RequestId};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 /// The request id header.
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -27,16 +30,85 @@ const MAX_INCOMING_LEN: usize = 128;
 /// Counter values a thread takes from the shared counter at a time.
 const BLOCK: u64 = 4096;
 
-/// Generates request ids: `<8-character random prefix>-<counter>`.
+/// Keeps a well-formed incoming `x-request-id` or sets a fresh one, and
+/// copies it onto the response. One layer rather than tower-http's three
+/// (set, propagate, sanitize): each wrapper adds a future to move and a
+/// header or extension to allocate, on every request, `/health` included.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct MakeRequestIds;
+pub(crate) struct RequestIdLayer;
 
-impl MakeRequestId for MakeRequestIds {
-    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        HeaderValue::from_bytes(next_id(&mut [0u8; ID_CAPACITY]))
-            .ok()
-            .map(RequestId::new)
+impl<S> tower::Layer<S> for RequestIdLayer {
+    type Service = RequestIdService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestIdService { inner }
     }
+}
+
+/// The service made by [`RequestIdLayer`].
+#[derive(Clone, Debug)]
+pub(crate) struct RequestIdService<S> {
+    inner: S,
+}
+
+impl<S, B, R> tower::Service<Request<B>> for RequestIdService<S>
+where
+    S: tower::Service<Request<B>, Response = http::Response<R>>,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = RequestIdFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let id = match request.headers().get(&X_REQUEST_ID) {
+            Some(value) if is_well_formed(value.as_bytes()) => value.clone(),
+            _ => {
+                let id = new_id();
+                request
+                    .headers_mut()
+                    .insert(X_REQUEST_ID.clone(), id.clone());
+                id
+            }
+        };
+        RequestIdFuture {
+            future: self.inner.call(request),
+            id: Some(id),
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`RequestIdService`].
+    pub(crate) struct RequestIdFuture<F> {
+        #[pin]
+        future: F,
+        id: Option<HeaderValue>,
+    }
+}
+
+impl<F, R, E> Future for RequestIdFuture<F>
+where
+    F: Future<Output = Result<http::Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.future.poll(cx))?;
+        if let Some(id) = this.id.take() {
+            response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+fn new_id() -> HeaderValue {
+    HeaderValue::from_bytes(next_id(&mut [0u8; ID_CAPACITY]))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 const PREFIX_LEN: usize = 8;
@@ -83,20 +155,6 @@ fn next_id(buf: &mut [u8; ID_CAPACITY]) -> &[u8] {
     &buf[..len]
 }
 
-/// Removes an incoming `x-request-id` that is empty, longer than 128 bytes or
-/// not printable ASCII, so a fresh one is generated: whatever a client sends
-/// ends up in the logs.
-pub(crate) fn drop_malformed_request_id<B>(mut request: Request<B>) -> Request<B> {
-    let malformed = request
-        .headers()
-        .get(&X_REQUEST_ID)
-        .is_some_and(|value| !is_well_formed(value.as_bytes()));
-    if malformed {
-        request.headers_mut().remove(&X_REQUEST_ID);
-    }
-    request
-}
-
 fn is_well_formed(id: &[u8]) -> bool {
     (1..=MAX_INCOMING_LEN).contains(&id.len()) && id.iter().all(u8::is_ascii_graphic)
 }
@@ -108,9 +166,7 @@ mod tests {
     use super::*;
 
     fn generate() -> String {
-        let request = Request::new(());
-        let id = MakeRequestIds.make_request_id(&request).unwrap();
-        id.header_value().to_str().unwrap().to_owned()
+        new_id().to_str().unwrap().to_owned()
     }
 
     #[test]
@@ -137,26 +193,42 @@ mod tests {
         }
     }
 
-    #[test]
-    fn only_malformed_incoming_ids_are_dropped() {
-        let with = |value: &[u8]| {
-            let request = Request::builder()
-                .header(&X_REQUEST_ID, HeaderValue::from_bytes(value).unwrap())
-                .body(())
-                .unwrap();
-            drop_malformed_request_id(request)
-                .headers()
-                .get(&X_REQUEST_ID)
-                .map(|v| v.as_bytes().to_vec())
+    #[tokio::test]
+    async fn well_formed_ids_are_kept_and_others_replaced() {
+        use tower::{Layer, ServiceExt};
+        let echo = tower::service_fn(|request: Request<()>| async move {
+            let seen = request.headers().get(&X_REQUEST_ID).cloned();
+            Ok::<_, std::convert::Infallible>(http::Response::new(seen))
+        });
+        let service = RequestIdLayer.layer(echo);
+        let call = |value: Option<&'static [u8]>| {
+            let service = service.clone();
+            async move {
+                let mut request = Request::new(());
+                if let Some(value) = value {
+                    request
+                        .headers_mut()
+                        .insert(&X_REQUEST_ID, HeaderValue::from_bytes(value).unwrap());
+                }
+                let response = service.oneshot(request).await.unwrap();
+                let echoed = response.headers()[&X_REQUEST_ID].clone();
+                assert_eq!(
+                    Some(&echoed),
+                    response.body().as_ref(),
+                    "handler saw the same id"
+                );
+                echoed.as_bytes().to_vec()
+            }
         };
         let kept = b"f81d4fae-7dec-11d0-a765-00a0c91e6bf6";
-        assert_eq!(with(kept).as_deref(), Some(&kept[..]));
-        assert_eq!(with(&[b'a'; 128]).as_deref(), Some(&[b'a'; 128][..]));
-        assert_eq!(with(&[b'a'; 129]), None);
-        assert_eq!(with(b""), None);
-        assert_eq!(with(b"two words"), None);
-        assert_eq!(with(b"caf\xc3\xa9"), None);
-        let absent = drop_malformed_request_id(Request::new(()));
-        assert!(absent.headers().is_empty());
+        assert_eq!(call(Some(kept)).await, kept);
+        assert_eq!(call(Some(&[b'a'; 128])).await, [b'a'; 128]);
+        for bad in [&[b'a'; 129][..], b"", b"two words", b"caf\xc3\xa9"] {
+            let replaced = call(Some(bad)).await;
+            assert_ne!(replaced, bad);
+            assert!(is_well_formed(&replaced));
+        }
+        let fresh = call(None).await;
+        assert!(fresh.starts_with(process_prefix()));
     }
 }

@@ -23,10 +23,8 @@ use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
-use tower::util::MapRequestLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -35,7 +33,7 @@ use tracing::Level;
 use crate::admin::{self, AdminAuth, AdminState};
 use crate::gate::TokenGate;
 use crate::openapi::{ServiceUnavailable, SuccessEnvelope};
-use crate::request_id::{MakeRequestIds, X_REQUEST_ID, drop_malformed_request_id};
+use crate::request_id::{RequestIdLayer, X_REQUEST_ID};
 use crate::response::error_response;
 
 /// Largest accepted request body.
@@ -114,9 +112,7 @@ pub fn app(state: AppState) -> Router {
                 .make_span_with(request_span)
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
-        .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeRequestIds))
-        .layer(MapRequestLayer::new(drop_malformed_request_id::<Body>))
+        .layer(RequestIdLayer)
         // Outermost, so no trace or log below ever sees the token.
         .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
 }
