@@ -105,7 +105,8 @@ want unknown && echo "         change-feed polls during the unknown-id runs: $((
 
 # Valid traffic alone, then the same with a wrong-secret flood on the victim's id.
 flood_run() {
-  TOKEN_ID=$VICTIM_ID wrk -t1 -c"$CONNECTIONS" -d"$((DURATION + 2))s" -s scripts/random_token.lua "$API" >/dev/null &
+  TOKEN_ID=$VICTIM_ID wrk -t1 -c"$CONNECTIONS" -d"$((DURATION + 2))s" -s scripts/random_token.lua "$API" \
+    | awk '/^Requests\/sec/ { print $2 }' >>"$tmp/flood_rates" &
   local flood=$!
   sleep 1
   rps -H "Authorization: Bearer $HOT" "$API"
@@ -116,6 +117,7 @@ if want flood; then
   compare flood 0.50 "rps -H 'Authorization: Bearer $HOT' $API" "flood_run"
   verifies_after=$(metric tokengate_argon2_verify_seconds_count)
   echo "         argon2 verifications during all floods: $((verifies_after - verifies_before)) (throttle: 10 per id per minute)"
+  echo "         flood rates (wrong secrets/s, all answered 401/429): $(tr '\n' ' ' <"$tmp/flood_rates")"
 fi
 
 if want cold; then
