@@ -213,13 +213,18 @@ pub struct CreateTokenBody {
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
     /// Seconds the old token keeps working (0, the default, stops it at once; at most 30 days).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_zero")]
     #[schema(maximum = 2_592_000, example = 3600)]
     pub grace_seconds: u64,
-    /// Optional expiry of the new token, RFC 3339.
+    /// Expiry of the new token, RFC 3339 (default: the old token's expiry).
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<OffsetDateTime>,
+}
+
+/// `"grace_seconds": null` means the default, like leaving it out.
+fn null_as_zero<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    Ok(Option::<u64>::deserialize(deserializer)?.unwrap_or(0))
 }
 
 /// A created token: the only response that ever holds the plaintext.
@@ -498,7 +503,7 @@ async fn revoke_token(
     request_body(
         content = RotateBody,
         content_type = "application/json",
-        description = "May be empty, which means `{}`: no grace period, no expiry on the new token",
+        description = "May be empty, which means `{}`: no grace period (the old token stops at once), and the new token keeps the old one's expiry",
     ),
     responses(
         (status = 201, description = "The new token, plaintext included (shown once)", body = SuccessEnvelope<CreatedTokenView>),

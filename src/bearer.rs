@@ -65,6 +65,18 @@ pub fn parse_bearer(value: &[u8]) -> Option<&str> {
     std::str::from_utf8(token).ok()
 }
 
+/// Whether a field value uses the `Bearer` scheme at all (well-formed or
+/// not). RFC 6750 §3.1: a request that uses another scheme carries no bearer
+/// credentials, so its 401 names no error code.
+pub(crate) fn is_bearer_scheme(value: &[u8]) -> bool {
+    const SCHEME: &[u8] = b"bearer";
+    value.len() >= SCHEME.len()
+        && value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME)
+        && value
+            .get(SCHEME.len())
+            .is_none_or(|&b| b == b' ' || b == b'\t')
+}
+
 fn is_token68(token: &[u8]) -> bool {
     let body_len = token
         .iter()

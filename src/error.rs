@@ -89,6 +89,12 @@ impl From<ManageError> for ApiError {
             ManageError::TokenRevoked => {
                 ApiError::Conflict("Token is revoked and cannot be rotated".into())
             }
+            ManageError::TokenExpired => {
+                ApiError::Conflict("Token has expired and cannot be rotated".into())
+            }
+            ManageError::TokenAlreadyRotated => {
+                ApiError::Conflict("Token was already rotated; rotate its successor instead".into())
+            }
             ManageError::Unavailable(cause) => {
                 tracing::error!(error = %cause, "store unavailable");
                 ApiError::Unavailable
@@ -138,6 +144,12 @@ where
                 .map(JsonBody)
                 .map_err(|e| ApiError::BadRequest(json_error_message(&e)));
         }
+        // Every body is an object (serde would also take a struct as an array).
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::BadRequest(
+                "Invalid request body: expected a JSON object".into(),
+            ));
+        }
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::BadRequest(json_error_message(&e)))
@@ -156,6 +168,28 @@ fn json_error_message(e: &serde_json::Error) -> String {
         detail.truncate(cut);
         detail.push('…');
     }
+    // Say what serde means in the words of JSON, not of Rust types.
+    let detail = if detail.contains("component could not be parsed") {
+        // The only time fields are expiries.
+        format!("expires_at must be an RFC 3339 date-time such as 2030-01-01T00:00:00Z ({detail})")
+    } else {
+        detail
+            .replace(
+                "expected u32",
+                "expected a whole number from 0 to 4294967295",
+            )
+            .replace("expected u64", "expected a whole number of at least 0")
+            .replace("expected a boolean", "expected true or false")
+    };
+    let detail = match detail.find("expected struct ") {
+        Some(at) => {
+            let end = detail[at + 16..]
+                .find(|c: char| !c.is_alphanumeric())
+                .map_or(detail.len(), |n| at + 16 + n);
+            format!("{}expected a JSON object{}", &detail[..at], &detail[end..])
+        }
+        None => detail,
+    };
     match e.classify() {
         Category::Syntax | Category::Eof | Category::Io => format!("Invalid JSON: {detail}"),
         Category::Data => format!("Invalid request body: {detail}"),

@@ -138,6 +138,7 @@ impl TokenGate {
         let gate = self.clone();
         // A task of its own: a waiting request that goes away cannot stop it.
         tokio::spawn(async move {
+            let _unwind = PollerGuard(gate.clone());
             let feed = &gate.inner.feed;
             loop {
                 if feed.wanted.load(Ordering::SeqCst) <= feed.polled.borrow().seq {
@@ -158,6 +159,10 @@ impl TokenGate {
     }
 
     /// One poll: on the first, load the known ids; then apply new changes.
+    ///
+    /// (A panic in here, i.e. in a store implementation, is caught by
+    /// [`PollerGuard`]: waiters get a failed poll and the next request
+    /// starts a new poller.)
     async fn poll_once(&self) -> bool {
         let inner = &self.inner;
         let feed = &inner.feed;
@@ -168,8 +173,8 @@ impl TokenGate {
             if cursor < 0 {
                 // The cursor first, then the ids: a token created in between
                 // is in both, which is harmless; none is in neither.
-                let latest = store.latest_change().await?;
-                let ids = store.live_token_ids().await?;
+                let latest = self.within_store_timeout(store.latest_change()).await?;
+                let ids = self.within_store_timeout(store.live_token_ids()).await?;
                 {
                     let mut known = feed.known.write().unwrap_or_else(|e| e.into_inner());
                     known.extend(ids);
@@ -182,7 +187,9 @@ impl TokenGate {
                 self.invalidate(&Change::Everything);
             }
             loop {
-                let changes = store.changes_after(cursor, PAGE).await?;
+                let changes = self
+                    .within_store_timeout(store.changes_after(cursor, PAGE))
+                    .await?;
                 let Some(&(last, _)) = changes.last() else {
                     break;
                 };
@@ -220,10 +227,14 @@ impl TokenGate {
             Err(e) => {
                 let last_ok = feed.last_ok_ms.load(Ordering::Acquire);
                 if now_ms.saturating_sub(last_ok) > CACHE_DISTRUST_AFTER.as_millis() as u64
-                    && inner.cache.len() > 0
+                    && (inner.cache.len() > 0 || feed.cursor.load(Ordering::Acquire) >= 0)
                 {
                     tracing::error!(error = %e, "change feed unreachable for an hour; cache emptied");
                     self.invalidate(&Change::Everything);
+                    // Changes older than a day are pruned, so after a long
+                    // enough outage the cursor may point into a gap: start
+                    // over (reload the known ids) once the store is back.
+                    feed.cursor.store(-1, Ordering::Release);
                 } else if feed.healthy.swap(false, Ordering::AcqRel) {
                     // Once per outage, not once per poll.
                     tracing::error!(error = %e, "change feed unreachable; unknown token ids get 503 until it is back");
@@ -232,6 +243,21 @@ impl TokenGate {
                 }
                 false
             }
+        }
+    }
+}
+
+/// If the poller task panics, waiting requests get a failed poll (503) rather
+/// than waiting forever, and the next request can start a poller again.
+struct PollerGuard(TokenGate);
+
+impl Drop for PollerGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let feed = &self.0.inner.feed;
+            let seq = feed.started.load(Ordering::SeqCst);
+            feed.polled.send_replace(Polled { seq, ok: false });
+            feed.running.store(false, Ordering::SeqCst);
         }
     }
 }

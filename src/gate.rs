@@ -7,7 +7,7 @@
 //!   -> verified-token cache (SHA-256 of the token)         hit: plan check
 //!   -> negative cache (unknown / revoked / expired ids)    401, no I/O
 //!   -> store lookup by token id (one indexed read)         401 unknown/revoked/expired, 503 on fault
-//!   -> failed-verification throttle per token id           429, no argon2
+//!   -> failed-verification throttle per (token id, client)  429, no argon2
 //!   -> argon2id verify: single-flight per token, bounded   401 wrong secret
 //!   -> plan check                                          403 no API access
 //!   -> sliding-window limiter keyed by token id            429
@@ -18,6 +18,7 @@
 //! revocation reaches the cache the moment it commits.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +27,7 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use http::{HeaderMap, HeaderValue};
 
-use crate::bearer::{BearerError, parse_bearer, single_authorization};
+use crate::bearer::{BearerError, is_bearer_scheme, parse_bearer, single_authorization};
 use crate::cache::{CachedAuth, TokenDigest, VerifiedCache};
 use crate::clock::Clock;
 use crate::extract::Principal;
@@ -34,14 +35,15 @@ use crate::feed::Feed;
 use crate::hash::{Argon2Params, InvalidArgon2Params, SecretHasher};
 use crate::limit::{Decision, MemoryRateLimiter, RateLimitStore, WindowConfig};
 use crate::metrics::Metrics;
-use crate::store::{Change, Credential, TokenStore};
-use crate::throttle::{FailureThrottle, NegativeCache};
+use crate::store::{Change, Credential, StoreError, TokenStore};
+use crate::throttle::{FailureThrottle, NegativeCache, Source};
 use crate::token::{ParsedToken, TokenFormat, TokenId};
 
 /// Why a request was not let through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
-    /// 401: no `Authorization` header.
+    /// 401: no bearer credentials (no `Authorization` header, or one with
+    /// another scheme such as `Basic`); the challenge names no error code.
     MissingToken,
     /// 401: malformed, unknown, wrong, revoked or expired token.
     InvalidToken,
@@ -84,6 +86,7 @@ pub struct TokenGateBuilder {
     cache_ttl: Duration,
     cache_capacity: usize,
     stale_if_error: Duration,
+    store_timeout: Duration,
     negative_ttl: Duration,
     max_failed_verifies: u32,
     failure_window: Duration,
@@ -131,9 +134,20 @@ impl TokenGateBuilder {
 
     /// How long past its TTL a cached token keeps working while the store is
     /// unreachable. Default 15 minutes: an outage of the database does not log
-    /// out active clients, and no revocation can happen while it is down.
+    /// out active clients. With one database no revocation can happen while it
+    /// is down; with several instances, an instance cut off from a database
+    /// that others still reach keeps serving what it cached (up to TTL plus
+    /// this), so keep it short where that matters more than availability.
     pub fn with_stale_if_error(mut self, grace: Duration) -> Self {
         self.stale_if_error = grace;
+        self
+    }
+
+    /// Longest wait for one store call made to authenticate (and for one
+    /// change-feed read). Past it the request gets 503, as if the store were
+    /// down. Default 5 s.
+    pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
@@ -144,9 +158,12 @@ impl TokenGateBuilder {
         self
     }
 
-    /// Failed verifications allowed per token id within `window` before further
-    /// uncached attempts on that id get 429 without any argon2 work.
-    /// Default 10 per minute. A client with the right, cached token is unaffected.
+    /// Failed verifications allowed per token id and client address within
+    /// `window` before further uncached attempts from that address on that id
+    /// get 429 without any argon2 work; across all addresses an id gets ten
+    /// times this. Default 10 per minute. A client with the right, cached
+    /// token is unaffected. (Without client addresses, see
+    /// [`authenticate_from`](TokenGate::authenticate_from), the limit is per id.)
     pub fn with_failed_verify_limit(mut self, failures: u32, window: Duration) -> Self {
         self.max_failed_verifies = failures.max(1);
         self.failure_window = window;
@@ -216,9 +233,10 @@ impl TokenGateBuilder {
                 cache: VerifiedCache::new(self.cache_capacity),
                 cache_ttl_ms: saturating_ms(self.cache_ttl),
                 stale_if_error_ms: saturating_ms(self.stale_if_error),
+                store_timeout: self.store_timeout,
                 negative: NegativeCache::new(self.negative_ttl, 65_536),
                 throttle: FailureThrottle::new(self.max_failed_verifies, self.failure_window),
-                inflight: Mutex::default(),
+                flights: Mutex::default(),
                 limiter,
                 last_used: Mutex::default(),
                 clock,
@@ -228,6 +246,38 @@ impl TokenGateBuilder {
                 last_used_flush_interval: self.last_used_flush_interval,
             }),
         })
+    }
+}
+
+impl TokenGate {
+    /// Runs one store call with the configured
+    /// [`with_store_timeout`](TokenGateBuilder::with_store_timeout): a database
+    /// that hangs (a partition, not a refusal) is answered 503, and a
+    /// background refresh or feed poll cannot stay "in progress" forever.
+    pub(crate) async fn within_store_timeout<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let timeout = self.inner.store_timeout;
+        tokio::time::timeout(timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::unavailable(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer from the store within {timeout:?}"),
+                )))
+            })
+    }
+}
+
+/// A malformed `Bearer` field is an invalid token; another scheme (`Basic`,
+/// or no scheme at all) carries no bearer credentials: the 401 without an
+/// error code (RFC 6750 §3.1). The body is the same either way.
+fn not_a_bearer_token(value: &HeaderValue) -> Rejection {
+    if is_bearer_scheme(value.as_bytes()) {
+        Rejection::InvalidToken
+    } else {
+        Rejection::MissingToken
     }
 }
 
@@ -244,7 +294,45 @@ pub(crate) enum Limiter {
 }
 
 type Verdict = Result<Arc<CachedAuth>, Rejection>;
-type Flight = Shared<BoxFuture<'static, Verdict>>;
+
+/// Verifications in progress, so concurrent first uses of a token share one.
+#[derive(Default)]
+struct Flights {
+    by_digest: HashMap<TokenDigest, Flight>,
+    started: u64,
+}
+
+struct Flight {
+    id: TokenId,
+    /// Which flight this is, so a finished one never removes its successor.
+    generation: u64,
+    result: Shared<BoxFuture<'static, Verdict>>,
+}
+
+/// Removes its flight's entry when the flight's task ends, however it ends.
+struct FlightGuard {
+    gate: TokenGate,
+    digest: TokenDigest,
+    generation: u64,
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        let mut flights = self
+            .gate
+            .inner
+            .flights
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if flights
+            .by_digest
+            .get(&self.digest)
+            .is_some_and(|flight| flight.generation == self.generation)
+        {
+            flights.by_digest.remove(&self.digest);
+        }
+    }
+}
 
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn TokenStore>,
@@ -253,9 +341,10 @@ pub(crate) struct Inner {
     pub(crate) cache: VerifiedCache,
     cache_ttl_ms: u64,
     stale_if_error_ms: u64,
+    store_timeout: Duration,
     pub(crate) negative: NegativeCache,
     pub(crate) throttle: FailureThrottle,
-    inflight: Mutex<HashMap<TokenDigest, Flight>>,
+    flights: Mutex<Flights>,
     pub(crate) limiter: Limiter,
     pub(crate) last_used: Mutex<HashMap<TokenId, i64>>,
     pub(crate) clock: Clock,
@@ -324,6 +413,7 @@ impl TokenGate {
             cache_ttl: Duration::from_secs(60),
             cache_capacity: 100_000,
             stale_if_error: Duration::from_secs(15 * 60),
+            store_timeout: Duration::from_secs(5),
             negative_ttl: Duration::from_secs(30),
             max_failed_verifies: 10,
             failure_window: Duration::from_secs(60),
@@ -369,14 +459,28 @@ impl TokenGate {
     /// Authenticates a request's `Authorization` header and checks the plan.
     /// Does not rate-limit: see [`check_rate_limit`](Self::check_rate_limit).
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Rejection> {
+        self.authenticate_from(headers, None).await
+    }
+
+    /// [`authenticate`](Self::authenticate) for a request from `client`: failed
+    /// verifications are then throttled per (token id, client address), so
+    /// someone who knows a token id cannot lock its owner out. The layer passes
+    /// axum's `ConnectInfo<SocketAddr>` when the server provides it.
+    pub async fn authenticate_from(
+        &self,
+        headers: &HeaderMap,
+        client: Option<IpAddr>,
+    ) -> Result<Principal, Rejection> {
         let authorization = single_authorization(headers).cloned();
-        self.authenticate_authorization(authorization).await
+        self.authenticate_authorization(authorization, Source::of(client))
+            .await
     }
 
     /// Authenticates the value of the request's only `Authorization` field.
     pub(crate) async fn authenticate_authorization(
         &self,
         authorization: Result<HeaderValue, BearerError>,
+        source: Source,
     ) -> Result<Principal, Rejection> {
         let value = match authorization {
             Ok(value) => value,
@@ -384,8 +488,8 @@ impl TokenGate {
             Err(BearerError::Malformed) => return Err(Rejection::InvalidToken),
         };
         match parse_bearer(value.as_bytes()) {
-            Some(token) => self.authenticate_token(token).await,
-            None => Err(Rejection::InvalidToken),
+            Some(token) => self.authenticate_token_from(token, source).await,
+            None => Err(not_a_bearer_token(&value)),
         }
     }
 
@@ -395,6 +499,7 @@ impl TokenGate {
     pub(crate) fn authenticate_cached(
         &self,
         authorization: Result<&HeaderValue, BearerError>,
+        client: impl FnOnce() -> Option<IpAddr>,
     ) -> Option<Result<Principal, Rejection>> {
         let value = match authorization {
             Ok(value) => value,
@@ -403,7 +508,7 @@ impl TokenGate {
         };
         let inner = &self.inner;
         let Some(token) = parse_bearer(value.as_bytes()) else {
-            return Some(Err(Rejection::InvalidToken));
+            return Some(Err(not_a_bearer_token(value)));
         };
         if inner.format.check_shape(token).is_err() {
             return Some(Err(Rejection::InvalidToken));
@@ -428,11 +533,14 @@ impl TokenGate {
             // Not cached: ids already known to fail are answered from memory.
             None => {
                 let id = inner.format.parse(token).ok()?.id();
-                if let Some(wait) = inner.throttle.blocked_for(&id, now_ms) {
-                    return Some(Err(Rejection::TooManyFailures(wait)));
-                }
                 if inner.negative.contains(&id, now_ms) {
                     return Some(Err(Rejection::InvalidToken));
+                }
+                if let Some(wait) = inner
+                    .throttle
+                    .blocked_for(&id, Source::of(client()), now_ms)
+                {
+                    return Some(Err(Rejection::TooManyFailures(wait)));
                 }
                 None
             }
@@ -457,6 +565,14 @@ impl TokenGate {
 
     /// Authenticates a bare token and checks the plan.
     pub async fn authenticate_token(&self, token: &str) -> Result<Principal, Rejection> {
+        self.authenticate_token_from(token, Source::Unknown).await
+    }
+
+    async fn authenticate_token_from(
+        &self,
+        token: &str,
+        source: Source,
+    ) -> Result<Principal, Rejection> {
         let inner = &self.inner;
         if inner.format.check_shape(token).is_err() {
             return Err(Rejection::InvalidToken);
@@ -477,7 +593,7 @@ impl TokenGate {
             }
             None => {
                 inner.metrics.cache_misses.inc();
-                self.verify_uncached(token, digest).await?
+                self.verify_uncached(token, digest, source).await?
             }
         };
         self.admit(&entry, now_ms)
@@ -540,7 +656,10 @@ impl TokenGate {
         let inner = &self.inner;
         let read_epoch = inner.cache.epoch();
         let id = entry.principal.token_id();
-        match inner.store.find_credential(&id).await {
+        match self
+            .within_store_timeout(inner.store.find_credential(&id))
+            .await
+        {
             Ok(Some(credential)) if is_usable(&credential, inner.clock.now_unix_ms()) => {
                 let fresh = Arc::new(self.cached_auth(&credential, inner.clock.now_unix_ms()));
                 fresh.last_seen_sec.store(
@@ -584,7 +703,10 @@ impl TokenGate {
             let inner = &gate.inner;
             let read_epoch = inner.cache.epoch();
             let id = entry.principal.token_id();
-            match inner.store.find_credential(&id).await {
+            match gate
+                .within_store_timeout(inner.store.find_credential(&id))
+                .await
+            {
                 Ok(Some(credential)) if is_usable(&credential, inner.clock.now_unix_ms()) => {
                     let fresh = Arc::new(gate.cached_auth(&credential, inner.clock.now_unix_ms()));
                     fresh.last_seen_sec.store(
@@ -623,7 +745,7 @@ impl TokenGate {
     /// token share one verification (single-flight), which runs as its own
     /// task: a client that disconnects cannot cut it short, leak its entry in
     /// the flight map, or skip the failure accounting.
-    async fn verify_uncached(&self, token: &str, digest: TokenDigest) -> Verdict {
+    async fn verify_uncached(&self, token: &str, digest: TokenDigest, source: Source) -> Verdict {
         let inner = &self.inner;
         let parsed = inner
             .format
@@ -634,7 +756,7 @@ impl TokenGate {
         if inner.negative.contains(&id, now_ms) {
             return Err(Rejection::InvalidToken);
         }
-        if let Some(wait) = inner.throttle.blocked_for(&id, now_ms) {
+        if let Some(wait) = inner.throttle.blocked_for(&id, source, now_ms) {
             return Err(Rejection::TooManyFailures(wait));
         }
         if inner.feed.is_known(&id) == Some(false) {
@@ -648,32 +770,46 @@ impl TokenGate {
             }
         }
         let flight = {
-            let mut inflight = inner.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            match inflight.get(&digest) {
-                Some(flight) => flight.clone(),
+            let mut flights = inner.flights.lock().unwrap_or_else(|e| e.into_inner());
+            match flights.by_digest.get(&digest) {
+                Some(flight) => flight.result.clone(),
                 None => {
-                    let gate = self.clone();
+                    flights.started += 1;
+                    let generation = flights.started;
+                    let guard = FlightGuard {
+                        gate: self.clone(),
+                        digest,
+                        generation,
+                    };
                     let task = tokio::spawn(async move {
-                        let verdict = gate.verify_with_store(parsed, digest).await;
-                        gate.inner
-                            .inflight
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&digest);
-                        verdict
+                        // Dropped on return and on panic: the entry never outlives its flight.
+                        let guard = guard;
+                        guard.gate.verify_with_store(parsed, digest, source).await
                     });
-                    let flight = async move { task.await.unwrap_or(Err(Rejection::Unavailable)) }
+                    let result = async move { task.await.unwrap_or(Err(Rejection::Unavailable)) }
                         .boxed()
                         .shared();
-                    inflight.insert(digest, flight.clone());
-                    flight
+                    flights.by_digest.insert(
+                        digest,
+                        Flight {
+                            id,
+                            generation,
+                            result: result.clone(),
+                        },
+                    );
+                    result
                 }
             }
         };
         flight.await
     }
 
-    async fn verify_with_store(&self, parsed: ParsedToken, digest: TokenDigest) -> Verdict {
+    async fn verify_with_store(
+        &self,
+        parsed: ParsedToken,
+        digest: TokenDigest,
+        source: Source,
+    ) -> Verdict {
         let inner = &self.inner;
         // A request that lost the race to an earlier flight finds its result here.
         if let Some(entry) = inner.cache.get(&digest) {
@@ -681,7 +817,10 @@ impl TokenGate {
         }
         let read_epoch = inner.cache.epoch();
         let id = parsed.id();
-        let credential = match inner.store.find_credential(&id).await {
+        let credential = match self
+            .within_store_timeout(inner.store.find_credential(&id))
+            .await
+        {
             Ok(Some(credential)) => credential,
             Ok(None) => {
                 inner.negative.insert(id, inner.clock.now_unix_ms());
@@ -698,7 +837,7 @@ impl TokenGate {
         }
         inner
             .throttle
-            .try_begin(id, inner.clock.now_unix_ms())
+            .try_begin(id, source, inner.clock.now_unix_ms())
             .map_err(Rejection::TooManyFailures)?;
         let secret = parsed.secret().clone();
         match inner
@@ -706,13 +845,13 @@ impl TokenGate {
             .verify(secret, credential.secret_hash.clone())
             .await
         {
-            Ok(true) => inner.throttle.succeeded(&id),
+            Ok(true) => inner.throttle.succeeded(&id, source),
             Ok(false) => {
                 tracing::debug!(token_id = %id, "wrong secret for a known token id");
                 return Err(Rejection::InvalidToken);
             }
             Err(e) => {
-                inner.throttle.succeeded(&id);
+                inner.throttle.succeeded(&id, source);
                 tracing::error!(error = %e, token_id = %id, "cannot verify the stored hash");
                 return Err(Rejection::Unavailable);
             }
@@ -751,6 +890,23 @@ impl TokenGate {
     /// Applies several changes in one pass over the cache.
     pub fn invalidate_all(&self, changes: &[Change]) {
         let affected = self.inner.cache.invalidate(changes);
+        // A verification in flight read the store before this change: its
+        // cache insert is refused (epochs), and requests arriving from now on
+        // must not join it either, or a revoked token could be let in after
+        // its revocation returned. They start a new flight instead.
+        let mut flights = self.inner.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if !flights.by_digest.is_empty() {
+            for change in changes {
+                match change {
+                    Change::Created(_) => {}
+                    Change::Token(id) => flights.by_digest.retain(|_, flight| flight.id != *id),
+                    Change::Account(_) | Change::Plan(_) | Change::Everything => {
+                        flights.by_digest.clear()
+                    }
+                }
+            }
+        }
+        drop(flights);
         self.inner
             .metrics
             .invalidations

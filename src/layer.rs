@@ -28,15 +28,18 @@
 //!     .route("/api/v1/hello", get(hello))
 //!     .layer(gate.layer());
 //! # let _ = app;
-//! // axum::serve(listener, app).await?;
+//! // With the peer address, failed verifications are throttled per client:
+//! // axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await?;
 //! # Ok(())
 //! # }
 //! ```
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
 use http::Request;
@@ -49,6 +52,7 @@ use crate::gate::{Rejection, TokenGate};
 use crate::limit::Decision;
 use crate::metrics::Outcome;
 use crate::response::{self, PolicyHeaders};
+use crate::throttle::Source;
 
 /// Guards a service with a [`TokenGate`]: 401/403/429/503 per the contract,
 /// `X-RateLimit-*` headers on every authenticated response.
@@ -128,7 +132,9 @@ where
         let gate = &self.gate;
         // Fast path, no allocation of our own: a cached token and the local
         // limiter answer synchronously, and the inner service is called directly.
-        let cached = gate.authenticate_cached(single_authorization(request.headers()));
+        let cached = gate.authenticate_cached(single_authorization(request.headers()), || {
+            client_address(&request)
+        });
         let admitted = match cached {
             Some(Ok(principal)) => match gate.check_rate_limit_local(&principal) {
                 Some(Ok(decision)) => Some(Ok((principal, decision))),
@@ -172,12 +178,15 @@ impl<S> TokenGateService<S> {
         let gate = self.gate.clone();
         // Owned (a cheap `Bytes` clone), so the future does not borrow the request.
         let authorization = single_authorization(request.headers()).cloned();
+        let source = Source::of(client_address(&request));
         // The clone is not ready; take the ready one (tower's documented pattern).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let admitted = async {
-                let principal: Principal = gate.authenticate_authorization(authorization).await?;
+                let principal: Principal = gate
+                    .authenticate_authorization(authorization, source)
+                    .await?;
                 let decision = gate.check_rate_limit(&principal).await?;
                 Ok::<_, Rejection>((principal, decision))
             }
@@ -194,6 +203,16 @@ impl<S> TokenGateService<S> {
             Ok(response)
         })
     }
+}
+
+/// The peer's address, when the server provides axum's `ConnectInfo`
+/// (`into_make_service_with_connect_info::<SocketAddr>()`): failed
+/// verifications are then throttled per client, not only per token id.
+fn client_address<B>(request: &Request<B>) -> Option<IpAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip())
 }
 
 fn reject(gate: &TokenGate, rejection: Rejection) -> Response {

@@ -77,6 +77,12 @@ pub enum ManageError {
     /// A revoked token cannot be rotated.
     #[error("Token is revoked")]
     TokenRevoked,
+    /// An expired token cannot be rotated.
+    #[error("Token has expired")]
+    TokenExpired,
+    /// A token in the grace period of an earlier rotation: rotate its successor.
+    #[error("Token was already rotated")]
+    TokenAlreadyRotated,
     /// The store is unavailable.
     #[error("Service temporarily unavailable")]
     Unavailable(#[source] StoreError),
@@ -92,6 +98,8 @@ impl From<StoreError> for ManageError {
             StoreError::UnknownAccount => ManageError::UnknownAccount,
             StoreError::UnknownToken => ManageError::UnknownToken,
             StoreError::TokenRevoked => ManageError::TokenRevoked,
+            StoreError::TokenExpired => ManageError::TokenExpired,
+            StoreError::TokenAlreadyRotated => ManageError::TokenAlreadyRotated,
             other => ManageError::Unavailable(other),
         }
     }
@@ -280,6 +288,12 @@ impl TokenGate {
         requests_per_hour: u32,
     ) -> Result<Plan, ManageError> {
         validate_plan_name(name)?;
+        if api_access && requests_per_hour == 0 {
+            // Every request would be a 429 whose "try again in N seconds" never comes true.
+            return Err(invalid(
+                "requests_per_hour must be at least 1 for a plan with API access",
+            ));
+        }
         let plan = self
             .store()
             .upsert_plan(

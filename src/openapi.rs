@@ -282,7 +282,8 @@ response_component! {
 response_component! {
     /// 409: the request conflicts with the current state.
     Conflict => error_response(
-        "The token is revoked and cannot be rotated.",
+        "The token is revoked, expired or already rotated (in its grace period), \
+         so it cannot be rotated.",
         "Token is revoked and cannot be rotated",
     )
     .build()
@@ -340,10 +341,12 @@ response_component! {
     /// The contract's 429 on `/api/v1`.
     ApiRateLimited => {
         let mut response = error_response_with_body(
-            "Over the plan's requests per rolling hour (or too many failed verifications \
-             of one token id). The body's N equals `Retry-After`: \
+            "Over the plan's requests per rolling hour. The body's N equals `Retry-After`: \
              `{\"success\": false, \"error\": \"Rate limit exceeded. Try again in N seconds.\"}`. \
-             Rejected requests do not count against the limit.",
+             Rejected requests do not count against the limit. The same status and body, \
+             with `Retry-After` but without the `X-RateLimit-*` headers (no token was \
+             authenticated), answer too many failed verifications of one token id from \
+             one client address.",
             contract_example(&rate_limited_body(42)),
         )
         .header(

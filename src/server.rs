@@ -20,14 +20,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::admin::{self, AdminAuth, AdminState};
@@ -63,6 +63,15 @@ fn static_json(body: &'static str) -> Response {
     response
 }
 
+/// 405 for the demo API's read-only routes.
+async fn method_not_allowed() -> Response {
+    let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static("GET,HEAD"));
+    response
+}
+
 /// The whole server: `/health`, `/ready`, `/metrics`, `/openapi.json`,
 /// `/admin/...` and the demo API under `/api/v1`.
 pub fn app(state: AppState) -> Router {
@@ -71,8 +80,15 @@ pub fn app(state: AppState) -> Router {
     // (Full paths and a catch-all route rather than `nest`, which rewrites
     // every request's URI.)
     let demo_api = Router::new()
-        .route("/api/v1/external_tests/providers", get(providers))
-        .route("/api/v1/external_tests", get(external_tests))
+        // A wrong method is answered behind the gate too, like an unknown path.
+        .route(
+            "/api/v1/external_tests/providers",
+            get(providers).fallback(method_not_allowed),
+        )
+        .route(
+            "/api/v1/external_tests",
+            get(external_tests).fallback(method_not_allowed),
+        )
         .route(
             "/api/v1/{*rest}",
             any(|| async { error_response(StatusCode::NOT_FOUND, "Not found") }),
@@ -110,7 +126,10 @@ pub fn app(state: AppState) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
-                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                // A 503 during an outage is logged once by whatever noticed the
+                // outage, not once per request.
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
         .layer(RequestIdLayer)
         // Outermost, so no trace or log below ever sees the token.
@@ -124,7 +143,9 @@ fn request_span(request: &Request) -> tracing::Span {
         target: "tokengate::request",
         "request",
         method = %request.method(),
-        uri = %request.uri(),
+        // The path only: a client that puts its token in the query string
+        // (which is refused) must not get it written to the log.
+        path = %request.uri().path(),
         version = ?request.version(),
         request_id = request
             .headers()

@@ -127,6 +127,26 @@ async fn plan_upserts_reject_bad_input() {
         let response = app.admin(Method::PUT, path, Some(body)).await;
         response.assert_envelope(400);
     }
+    // API access with no requests would answer every call with a 429 whose
+    // "try again" never comes true; no access with 0 is the free plan.
+    app.admin(
+        Method::PUT,
+        "/admin/plans/team",
+        Some(r#"{"api_access": true, "requests_per_hour": 0}"#),
+    )
+    .await
+    .assert_error(
+        400,
+        "requests_per_hour must be at least 1 for a plan with API access",
+    );
+    let response = app
+        .admin(
+            Method::PUT,
+            "/admin/plans/team",
+            Some(r#"{"api_access": false, "requests_per_hour": 0}"#),
+        )
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
 }
 
 #[tokio::test]
@@ -409,6 +429,29 @@ async fn rotation_errors() {
             .await
             .assert_envelope(400);
     }
+    for (body, message) in [
+        (
+            r#"{"grace_seconds": "1h"}"#,
+            r#"Invalid request body: invalid type: string "1h", expected a whole number of at least 0 at line 1 column 22"#,
+        ),
+        ("[]", "Invalid request body: expected a JSON object"),
+        ("null", "Invalid request body: expected a JSON object"),
+        (
+            r#"{"expires_at": "tomorrow"}"#,
+            "Invalid request body: expires_at must be an RFC 3339 date-time such as 2030-01-01T00:00:00Z",
+        ),
+    ] {
+        let response = app.admin(Method::POST, &path, Some(body)).await;
+        assert_eq!(response.status, 400, "{body}");
+        assert!(
+            response.json()["error"]
+                .as_str()
+                .unwrap()
+                .starts_with(message),
+            "{body}: {}",
+            response.body
+        );
+    }
     app.admin(Method::POST, &path, Some(r#"{"grace_seconds": 2592001}"#))
         .await
         .assert_error(400, "grace_seconds must be at most 2592000 (30 days)");
@@ -419,6 +462,68 @@ async fn rotation_errors() {
     app.admin(Method::POST, &path, None)
         .await
         .assert_error(409, "Token is revoked and cannot be rotated");
+}
+
+/// The successor keeps the old token's expiry; a token in its grace period or
+/// past its expiry cannot be rotated (that would mint a live token from a dead one).
+#[tokio::test]
+async fn rotation_keeps_the_expiry_and_refuses_expired_or_rotated_tokens() {
+    let app = TestApp::new().await;
+    app.gate.set_account_plan("acct_1", "pro").await.unwrap();
+    let response = create(
+        &app,
+        "acct_1",
+        r#"{"name": "ci", "expires_at": "2999-06-01T00:00:00Z"}"#,
+    )
+    .await;
+    assert_eq!(response.status, 201, "{}", response.body);
+    let id = response.json()["data"]["id"].as_str().unwrap().to_owned();
+    let rotate = |id: String, body: Option<&'static str>| {
+        let app = &app;
+        async move {
+            app.admin(Method::POST, &format!("/admin/tokens/{id}/rotate"), body)
+                .await
+        }
+    };
+    let rotated = rotate(id.clone(), Some(r#"{"grace_seconds": 60}"#)).await;
+    assert_eq!(rotated.status, 201, "{}", rotated.body);
+    let data = rotated.json()["data"].clone();
+    assert_eq!(data["expires_at"], "2999-06-01T00:00:00Z");
+    rotate(id.clone(), None).await.assert_error(
+        409,
+        "Token was already rotated; rotate its successor instead",
+    );
+    // An explicit expiry wins.
+    let successor = data["id"].as_str().unwrap().to_owned();
+    let rotated = rotate(successor, Some(r#"{"expires_at": "2998-01-01T00:00:00Z"}"#)).await;
+    assert_eq!(rotated.json()["data"]["expires_at"], "2998-01-01T00:00:00Z");
+
+    let expiring = create(&app, "acct_1", r#"{"name": "short"}"#).await;
+    let expiring_id = expiring.json()["data"]["id"].as_str().unwrap().to_owned();
+    let soon = (time::OffsetDateTime::now_utc() + time::Duration::seconds(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let short = create(
+        &app,
+        "acct_1",
+        &format!(r#"{{"name": "short", "expires_at": "{soon}"}}"#),
+    )
+    .await;
+    assert_eq!(short.status, 201, "{}", short.body);
+    let short_id = short.json()["data"]["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    rotate(short_id, None)
+        .await
+        .assert_error(409, "Token has expired and cannot be rotated");
+    // A token without an expiry still rotates into one without (and a null
+    // grace period is the default, like leaving it out).
+    let rotated = rotate(expiring_id, Some(r#"{"grace_seconds": null}"#)).await;
+    assert_eq!(rotated.status, 201, "{}", rotated.body);
+    assert_eq!(
+        rotated.json()["data"]["replaces"]["revoked_reason"],
+        "rotated"
+    );
+    assert_eq!(rotated.json()["data"]["expires_at"], Value::Null);
 }
 
 #[tokio::test]
@@ -461,6 +566,22 @@ async fn unknown_api_paths_are_behind_the_gate() {
         .await;
     response.assert_error(404, "Not found");
     assert_eq!(response.header("x-ratelimit-limit"), "1000");
+    // A wrong method on a known API route is behind the gate too.
+    let response = app
+        .call(Method::POST, "/api/v1/external_tests", None, None)
+        .await;
+    assert_eq!(response.body, UNAUTHORIZED);
+    let response = app
+        .call(
+            Method::POST,
+            "/api/v1/external_tests",
+            Some(&format!("Bearer {token}")),
+            None,
+        )
+        .await;
+    response.assert_error(405, "Method not allowed");
+    assert_eq!(response.header("allow"), "GET,HEAD");
+    assert_eq!(response.header("x-ratelimit-remaining"), "998");
 }
 
 #[tokio::test]

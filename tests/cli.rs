@@ -5,11 +5,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::UNAUTHORIZED;
-use common::process::{Server, base_env, cli, client};
+use common::process::{BIN, Server, admin_header, base_env, client};
+use common::{ADMIN_TOKEN, UNAUTHORIZED};
 use tokengate::TokenFormat;
 
 /// A finished CLI run, as text.
@@ -47,7 +47,46 @@ impl Cli {
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        cli(self.path(), &self.env, args).into()
+        self.run_with(&[], args)
+    }
+
+    /// Runs with `extra` added to (or replacing in) the environment. Killed after
+    /// a minute, so a server that starts when it should have refused fails the test.
+    fn run_with(&self, extra: &[(&str, &str)], args: &[&str]) -> Run {
+        let mut env = self.env.clone();
+        for (key, value) in extra {
+            env.retain(|(k, _)| k != key);
+            env.push((key.to_string(), value.to_string()));
+        }
+        let child = Command::new(BIN)
+            .args(args)
+            .current_dir(self.path())
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run tokengate");
+        let pid = child.id().to_string();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(child.wait_with_output()));
+        match finished.recv_timeout(Duration::from_secs(60)) {
+            Ok(output) => output.expect("run tokengate").into(),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                let run: Run = finished.recv().unwrap().unwrap().into();
+                panic!(
+                    "{extra:?} {args:?} still running after 60 s:\n{}",
+                    run.stderr
+                );
+            }
+        }
+    }
+
+    /// Removes a variable from the environment of later runs.
+    fn unset(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
     }
 
     /// Runs a command that must succeed; returns (stdout, stderr).
@@ -64,9 +103,15 @@ impl Cli {
     }
 
     /// Runs a command that must fail with status 1, nothing on stdout, and
-    /// exactly one line on stderr: `error: ...` containing `expected`.
-    fn fails(&self, args: &[&str], expected: &str) {
-        let run = self.run(args);
+    /// exactly one line on stderr: `error: ...` containing `expected`. Returns stderr.
+    fn fails(&self, args: &[&str], expected: &str) -> String {
+        self.fails_with(&[], args, expected)
+    }
+
+    /// [`Cli::fails`] with `extra` in the environment; returns stderr.
+    fn fails_with(&self, extra: &[(&str, &str)], args: &[&str], expected: &str) -> String {
+        let run = self.run_with(extra, args);
+        let args = (extra, args);
         assert_eq!(run.code, Some(1), "{args:?}: {}{}", run.stdout, run.stderr);
         assert_eq!(run.stdout, "", "{args:?} wrote to stdout");
         let lines: Vec<&str> = run
@@ -88,6 +133,7 @@ impl Cli {
             lines[0]
         );
         assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        run.stderr
     }
 
     /// `token create` or `token rotate`: the new token, alone on stdout.
@@ -165,7 +211,10 @@ fn has_plan(cli: &Cli, name: &str, api: &str, per_hour: &str) -> bool {
 fn plans_accounts_and_tokens_round_trip() {
     let cli = Cli::new();
     let (_, stderr) = cli.ok(&["migrate"]);
-    assert!(stderr.contains("migrations applied"), "{stderr}");
+    assert!(
+        stderr.starts_with("applied ") && stderr.contains(" migration"),
+        "{stderr}"
+    );
 
     // Plans: the seeded ones, then one of our own, edited.
     assert!(has_plan(&cli, "free", "no", "0"));
@@ -354,7 +403,8 @@ fn errors_exit_1_with_one_line() {
     let (listed, _) = cli.ok(&["token", "list", "acct_1"]);
     assert_eq!(listed.lines().count(), 2, "{listed}");
 
-    // Malformed arguments are usage errors: clap's exit status 2, nothing on stdout.
+    // Malformed arguments are usage errors: clap's exit status 2, nothing on
+    // stdout, one line on stderr.
     for args in [
         &["token", "rotate", id, "--grace", "1w"][..],
         &[
@@ -377,6 +427,8 @@ fn errors_exit_1_with_one_line() {
             "{args:?}: {}",
             run.stderr
         );
+        assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains("--help`"), "{args:?}: {}", run.stderr);
     }
 }
 
@@ -471,4 +523,286 @@ async fn a_running_server_sees_cli_changes_within_a_second() {
     cli.ok(&["token", "revoke", token_id(&token)]);
     let took = answers_within_a_second(&server, &token, 401).await;
     eprintln!("revocation seen after {took:?}");
+}
+
+#[test]
+fn bad_configuration_values_exit_1_with_one_line_naming_the_variable() {
+    let cli = Cli::new();
+    // Serve cases bind nowhere valid, so a value that slipped through fails fast too.
+    let serve = &[][..];
+    for (key, value, args, expected) in [
+        (
+            "ARGON2_MEMORY_KIB",
+            "abc",
+            &["migrate"][..],
+            r#"invalid ARGON2_MEMORY_KIB "abc": invalid digit found in string"#,
+        ),
+        (
+            "ARGON2_ITERATIONS",
+            "-1",
+            &["plan", "list"],
+            "invalid ARGON2_ITERATIONS \"-1\"",
+        ),
+        (
+            "CACHE_TTL_SECS",
+            "abc",
+            serve,
+            r#"invalid CACHE_TTL_SECS "abc""#,
+        ),
+        (
+            "SHUTDOWN_GRACE_SECS",
+            "-1",
+            &["serve"],
+            r#"invalid SHUTDOWN_GRACE_SECS "-1""#,
+        ),
+        (
+            "RATE_LIMIT_FAILURE_POLICY",
+            "open",
+            serve,
+            r#"invalid RATE_LIMIT_FAILURE_POLICY "open": use closed or local"#,
+        ),
+        (
+            "LOG_FORMAT",
+            "yaml",
+            &["migrate"],
+            r#"invalid LOG_FORMAT "yaml": use text or json"#,
+        ),
+        (
+            "RUST_LOG",
+            "info,tokengate=loud",
+            &["migrate"],
+            "invalid RUST_LOG",
+        ),
+    ] {
+        cli.fails_with(&[(key, value), ("BIND_ADDR", "nowhere")], args, expected);
+    }
+    // A flag is named as a flag.
+    cli.fails(
+        &["migrate", "--argon2-memory-kib", "abc"],
+        r#"invalid --argon2-memory-kib "abc": invalid digit found in string"#,
+    );
+    cli.fails(
+        &["--argon2-memory-kib=abc", "migrate"],
+        r#"invalid --argon2-memory-kib "abc""#,
+    );
+    assert!(
+        !cli.path().join("tokengate.db").exists(),
+        "a database was opened despite the bad configuration"
+    );
+    // A bad variable is named even beside a good flag: clap reads the
+    // environment of a global option at every level, so it is refused anyway.
+    cli.fails_with(
+        &[("ARGON2_MEMORY_KIB", "abc")],
+        &["migrate", "--argon2-memory-kib", "64"],
+        r#"invalid ARGON2_MEMORY_KIB "abc""#,
+    );
+    // Enumerated values ignore case.
+    let run = cli.run_with(&[("LOG_FORMAT", "JSON")], &["migrate"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+}
+
+#[test]
+fn degenerate_sqlite_urls_are_refused_before_opening_anything() {
+    let cli = Cli::new();
+    for (url, expected) in [
+        (
+            "sqlite://",
+            r#"invalid DATABASE_URL "sqlite://": no file name"#,
+        ),
+        ("sqlite:", "no file name"),
+        ("sqlite://?cache=shared", "no file name"),
+        ("sqlite://.", "is a directory"),
+        ("sqlite://data/", "is a directory"),
+        (
+            "sqlite://./sub/dir/a.db",
+            "cannot open database sqlite://./sub/dir/a.db: directory ./sub/dir does not exist",
+        ),
+    ] {
+        cli.fails_with(&[("DATABASE_URL", url)], &["migrate"], expected);
+        cli.fails_with(&[("DATABASE_URL", url)], &["plan", "list"], expected);
+    }
+    std::fs::write(cli.path().join("file"), "").unwrap();
+    cli.fails_with(
+        &[("DATABASE_URL", "sqlite://file/a.db")],
+        &["migrate"],
+        "file is not a directory",
+    );
+    // Nothing was created; a relative path in an existing directory still works.
+    assert!(!cli.path().join("sub").exists() && !cli.path().join("data").exists());
+    std::fs::create_dir(cli.path().join("sub")).unwrap();
+    let run = cli.run_with(
+        &[("DATABASE_URL", "sqlite://./sub/a.db")],
+        &["plan", "list"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(cli.path().join("sub/a.db").exists());
+}
+
+#[tokio::test]
+async fn bind_addr_takes_a_host_name() {
+    let mut cli = Cli::new();
+    cli.fails_with(&[("BIND_ADDR", "localhost")], &["serve"], "use host:port");
+    cli.fails_with(&[("BIND_ADDR", "127.0.0.1")], &["serve"], "use host:port");
+
+    // `localhost`, and enumerated values in another case.
+    cli.env.retain(|(k, _)| k != "BIND_ADDR");
+    cli.env.push(("BIND_ADDR".into(), "localhost:0".into()));
+    cli.env
+        .push(("RATE_LIMIT_FAILURE_POLICY".into(), "Local".into()));
+    cli.env.push(("LOG_FORMAT".into(), "Json".into()));
+    let server = Server::start(cli.path(), &cli.env);
+    let has_ipv4 = std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 0))
+        .unwrap()
+        .any(|addr| addr.is_ipv4());
+    if has_ipv4 {
+        assert!(server.base.starts_with("http://127."), "{}", server.base);
+    }
+    let response = client().get(server.url("/health")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn admin_token_must_be_presentable_as_a_bearer_token() {
+    let cli = Cli::new();
+    for token in [
+        "correct horse battery staple",
+        "p@ssw0rd-p@ssw0rd-p@ssw0rd",
+        "abcdefghijklmnop!",
+        "abcdefghijklmnop#",
+        "user:abcdefghijklmnop",
+        "=abcdefghijklmnopqrstuvwxyz",
+        "abcdefghijklmnop=x",
+        " abcdefghijklmnopqrstuvwxyz",
+        "abcdéfghijklmnopqrstuvwxyz",
+    ] {
+        let stderr = cli.fails_with(
+            &[("ADMIN_TOKEN", token), ("BIND_ADDR", "127.0.0.1:0")],
+            &["serve"],
+            "ADMIN_TOKEN can hold only A-Z a-z 0-9 - . _ ~ + / and a trailing =",
+        );
+        assert!(
+            !stderr.contains(token.trim()),
+            "the token was echoed: {stderr}"
+        );
+    }
+    cli.fails_with(&[("ADMIN_TOKEN", "short")], &["serve"], "too short");
+
+    // Every token68 character, and padding, works end to end.
+    let token = "AZaz09-._~+/AZaz09-._~+/==";
+    let mut env = cli.env.clone();
+    env.retain(|(k, _)| k != "ADMIN_TOKEN");
+    env.push(("ADMIN_TOKEN".into(), token.into()));
+    let server = Server::start(cli.path(), &env);
+    for (credential, status) in [(format!("Bearer {token}"), 200), (admin_header(), 401)] {
+        let response = client()
+            .get(server.url("/admin/plans"))
+            .header("authorization", credential)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status);
+    }
+    assert_ne!(token, ADMIN_TOKEN);
+}
+
+#[test]
+fn grace_is_named_as_the_flag() {
+    let cli = Cli::new();
+    cli.ok(&["account", "set", "acct_1", "--plan", "pro"]);
+    let (token, _) = cli.new_token(&["token", "create", "acct_1", "--name", "CI"]);
+    let id = token_id(&token);
+    cli.fails(
+        &["token", "rotate", id, "--grace", "31d"],
+        "--grace must be at most 30d",
+    );
+    cli.fails(
+        &["token", "rotate", id, "--grace", "2592001"],
+        "--grace must be at most 30d",
+    );
+    assert_eq!(cli.token_field(id, "status"), "active");
+    cli.new_token(&["token", "rotate", id, "--grace", "30d"]);
+}
+
+#[test]
+fn cli_commands_are_quiet_unless_rust_log_says_otherwise() {
+    let mut cli = Cli::new();
+    cli.unset("RUST_LOG");
+    let (_, stderr) = cli.ok(&["migrate"]);
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("applied ") && first.contains(" migration"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let (_, stderr) = cli.ok(&["migrate"]);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("database sqlite://") && stderr.contains("is up to date"),
+        "{stderr}"
+    );
+
+    let (_, stderr) = cli.ok(&["account", "set", "acct_1", "--plan", "pro"]);
+    assert_eq!(stderr, "account acct_1: plan pro\n");
+    let (_, stderr) = cli.new_token(&["token", "create", "acct_1", "--name", "CI"]);
+    assert!(!stderr.contains("INFO"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+
+    // RUST_LOG still turns them on.
+    let run = cli.run_with(
+        &[("RUST_LOG", "info")],
+        &["account", "set", "acct_1", "--plan", "free"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("INFO"), "{}", run.stderr);
+}
+
+#[test]
+fn top_level_help_names_every_environment_variable() {
+    let cli = Cli::new();
+    let (help, _) = cli.ok(&["--help"]);
+    for variable in [
+        "DATABASE_URL",
+        "TOKEN_PREFIX",
+        "ARGON2_MEMORY_KIB",
+        "ARGON2_ITERATIONS",
+        "ARGON2_PARALLELISM",
+        "LOG_FORMAT",
+        "BIND_ADDR",
+        "ADMIN_TOKEN",
+        "REDIS_URL",
+        "REDIS_KEY_PREFIX",
+        "RATE_LIMIT_FAILURE_POLICY",
+        "CACHE_TTL_SECS",
+        "SHUTDOWN_GRACE_SECS",
+        "RUST_LOG",
+        "tokengate serve --help",
+    ] {
+        assert!(help.contains(variable), "{variable} not in:\n{help}");
+    }
+    let (help, _) = cli.ok(&["serve", "--help"]);
+    for variable in ["BIND_ADDR", "ADMIN_TOKEN", "CACHE_TTL_SECS", "RUST_LOG"] {
+        assert!(help.contains(variable), "{variable} not in:\n{help}");
+    }
+}
+
+#[test]
+fn a_malformed_env_file_is_an_error_without_echoing_it() {
+    let cli = Cli::new();
+    let secret = "hunter2 hunter2 hunter2";
+    std::fs::write(
+        cli.path().join(".env"),
+        format!("# settings\nTOKEN_PREFIX=iit_\nADMIN_TOKEN={secret}\n"),
+    )
+    .unwrap();
+    for args in [&["plan", "list"][..], &["migrate"], &["serve"]] {
+        let stderr = cli.fails(args, "malformed .env: line 3");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+    assert!(!cli.path().join("tokengate.db").exists());
+    // Help still works.
+    cli.ok(&["--help"]);
+
+    // A well-formed one is read: its bad value is reported by name.
+    std::fs::write(cli.path().join(".env"), "LOG_FORMAT=yaml\n").unwrap();
+    cli.fails(&["migrate"], r#"invalid LOG_FORMAT "yaml""#);
 }

@@ -225,6 +225,21 @@ async fn missing_duplicate_and_misplaced_tokens_are_401() {
         twice.header("www-authenticate"),
         r#"Bearer realm="api", error="invalid_token""#
     );
+    // RFC 6750 §3.1: another scheme carries no bearer credentials, so the
+    // challenge names no error code; a malformed Bearer field does.
+    for (value, challenge) in [
+        ("Basic dXNlcjpwYXNz", r#"Bearer realm="api""#),
+        ("Token abc", r#"Bearer realm="api""#),
+        (good.as_str(), r#"Bearer realm="api""#),
+        ("Bearerabc", r#"Bearer realm="api""#),
+        ("Bearer", r#"Bearer realm="api", error="invalid_token""#),
+        ("bearer a b", r#"Bearer realm="api", error="invalid_token""#),
+        ("BEARER  !!", r#"Bearer realm="api", error="invalid_token""#),
+    ] {
+        let response = app.get(&[value]).await;
+        assert_unauthorized(&response, value);
+        assert_eq!(response.header("www-authenticate"), challenge, "{value}");
+    }
     for uri in [
         format!("/api/v1/me?access_token={good}"),
         format!("/api/v1/me?token={good}"),
@@ -302,6 +317,74 @@ async fn the_next_request_sees_revocation_and_plan_changes() {
         .await
         .unwrap();
     assert_unauthorized(&app.bearer(&other).await, "revoked");
+    assert_eq!(app.bearer(&token).await.status, 200);
+}
+
+/// A verification that read the token before its revocation must not answer a
+/// request that arrives after the revocation returned (it used to: the new
+/// request joined the flight in progress and got its 200).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_after_a_revocation_does_not_join_an_older_verification() {
+    for change in ["revoke", "downgrade"] {
+        let app = tiny().await;
+        let token = app.token("acct_1", "pro").await;
+        app.store
+            .delay_credential_answers(Duration::from_millis(300));
+        // Starts a verification, which reads the live token and then waits.
+        let early = {
+            let router = app.router.clone();
+            let value = format!("Bearer {token}");
+            tokio::spawn(async move {
+                let request = Request::builder()
+                    .uri("/api/v1/me")
+                    .header("authorization", value)
+                    .body(Body::empty())
+                    .unwrap();
+                send(&router, request).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match change {
+            "revoke" => {
+                app.gate
+                    .revoke_token(&token[4..24].parse().unwrap())
+                    .await
+                    .unwrap();
+            }
+            _ => {
+                app.gate.set_account_plan("acct_1", "free").await.unwrap();
+            }
+        }
+        let late = app.bearer(&token).await;
+        match change {
+            "revoke" => assert_unauthorized(&late, "after the revocation returned"),
+            _ => assert_eq!(late.body, FORBIDDEN, "after the downgrade returned"),
+        }
+        // The request that came first may be answered either way, but answered.
+        assert!([200, 401, 403].contains(&early.await.unwrap().status.as_u16()));
+        app.store.delay_credential_answers(Duration::ZERO);
+        let again = app.bearer(&token).await;
+        assert!(
+            [401, 403].contains(&again.status.as_u16()),
+            "{change}: {}",
+            again.body
+        );
+    }
+}
+
+/// A store that hangs (a partition, not a refusal) is a 503 after the store
+/// timeout, never a request stuck for good, and never a 401.
+#[tokio::test]
+async fn a_hanging_store_is_503_after_the_timeout() {
+    let app = tiny_with(|b| b.with_store_timeout(Duration::from_millis(100))).await;
+    let token = app.token("acct_1", "pro").await;
+    app.store.delay_credential_answers(Duration::from_secs(600));
+    let response = tokio::time::timeout(Duration::from_secs(60), app.bearer(&token))
+        .await
+        .expect("the store timeout did not apply");
+    assert_eq!(response.status, 503);
+    assert_eq!(response.body, UNAVAILABLE);
+    app.store.delay_credential_answers(Duration::ZERO);
     assert_eq!(app.bearer(&token).await.status, 200);
 }
 
@@ -489,6 +572,51 @@ async fn failed_verifications_are_throttled_per_token_id() {
     );
     // The owner's cached token is unaffected.
     assert_eq!(app.bearer(&good).await.status, 200);
+}
+
+/// Token ids are public: a guesser who knows one, from one address, cannot
+/// lock out the owner calling from another, even when the owner's token is
+/// not cached (after a restart, on a new instance).
+#[tokio::test]
+async fn failed_verifications_are_throttled_per_client_address() {
+    use axum::extract::ConnectInfo;
+    use std::net::SocketAddr;
+
+    let app = tiny_with(|b| b.with_failed_verify_limit(3, Duration::from_secs(60))).await;
+    let good = app.token("acct_1", "pro").await;
+    let id = &good[4..24];
+    let from = |address: &str, token: &str| {
+        let mut request = Request::builder()
+            .uri("/api/v1/me")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let address: SocketAddr = address.parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(address));
+        send(&app.router, request)
+    };
+    let forge = |i: usize| {
+        use base64::Engine;
+        let text = format!("iit_{id}{:C>44}", i);
+        let checksum = crc32fast::hash(text.as_bytes()).to_be_bytes();
+        format!(
+            "{text}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(checksum)
+        )
+    };
+    for i in 0..3 {
+        assert_unauthorized(&from("198.51.100.7:4000", &forge(i)).await, "guess");
+    }
+    for i in 3..10 {
+        assert_eq!(from("198.51.100.7:4001", &forge(i)).await.status, 429);
+    }
+    // The owner's token was never used, so it is not cached: it still works
+    // from the owner's address.
+    assert_eq!(app.gate.cached_tokens(), 0);
+    let owner = from("203.0.113.9:5000", &good).await;
+    assert_eq!(owner.status, 200, "{}", owner.body);
+    // A second guesser address gets its own (small) allowance, not the owner's.
+    assert_unauthorized(&from("[2001:db8::1]:80", &forge(11)).await, "other guesser");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

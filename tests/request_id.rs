@@ -83,6 +83,13 @@ async fn json_logs_carry_the_request_id_and_never_the_token() {
         .unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(response.headers()["x-request-id"], "req-from-the-test-42");
+    // A token put in the query string is refused, and not logged either.
+    let response = client()
+        .get(server.url("/api/v1/external_tests?access_token=iit_notarealtokeninthequerystring"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
     assert!(server.signal("TERM").success());
 
     let log = server.log_text();
@@ -103,7 +110,7 @@ async fn json_logs_carry_the_request_id_and_never_the_token() {
     assert!(
         in_request
             .iter()
-            .any(|line| line["span"]["uri"] == "/api/v1/external_tests"),
+            .any(|line| line["span"]["path"] == "/api/v1/external_tests"),
         "{log}"
     );
     assert!(

@@ -363,3 +363,45 @@ fn configuration_errors_exit_nonzero_with_one_line() {
         );
     }
 }
+
+/// The server hands the gate each connection's address: a guesser who knows
+/// a token id is throttled, and the owner, calling from elsewhere with the
+/// right (not yet cached) token, is not.
+#[tokio::test]
+async fn a_guesser_is_throttled_by_address_and_the_owner_is_not() {
+    use base64::Engine;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &base_env(dir.path()));
+    put_account(&server, "acct_1", "pro").await;
+    let token = create_token(&server, "acct_1").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let guesser = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let text = format!("iit_{}{:D>44}", &token[4..24], i);
+        let checksum = crc32fast::hash(text.as_bytes()).to_be_bytes();
+        let forged = format!(
+            "{text}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(checksum)
+        );
+        let response = guesser
+            .get(server.url("/api/v1/external_tests/providers"))
+            .header("authorization", format!("Bearer {forged}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(&statuses[..10], &[401; 10], "{statuses:?}");
+    assert_eq!(&statuses[10..], &[429; 2], "{statuses:?}");
+    // The owner, from 127.0.0.1, with the right token: verified, not throttled.
+    let response = api(&server, &token).await;
+    assert_eq!(response.status(), 200);
+    server.assert_no_panic();
+}

@@ -182,6 +182,20 @@ async fn conformance(store: Arc<dyn TokenStore>) {
         (rotated.new.account_id.as_str(), rotated.new.name.as_str()),
         ("acct", "deploy")
     );
+    // The successor keeps the old token's own expiry, not the grace deadline.
+    assert_eq!(rotated.new.expires_at, second.expires_at);
+    assert_eq!(rotated.old.revoked_reason.as_deref(), Some("rotated"));
+    assert!(matches!(
+        store.rotate_token(&rotation(second.id, 60)).await,
+        Err(StoreError::TokenAlreadyRotated)
+    ));
+    let mut short = new_token("acct", "short", t0);
+    short.expires_at = Some(t0 + Duration::seconds(10));
+    store.insert_token(&short).await.unwrap();
+    assert!(matches!(
+        store.rotate_token(&rotation(short.id, 0)).await,
+        Err(StoreError::TokenExpired)
+    ));
     let immediate = rotation(graceful.new_id, 0);
     let rotated = store.rotate_token(&immediate).await.unwrap();
     assert_eq!(rotated.old.revoked_at, Some(t0 + Duration::seconds(30)));
@@ -213,6 +227,7 @@ async fn conformance(store: Arc<dyn TokenStore>) {
             Change::Token(first.id),
             Change::Created(graceful.new_id),
             Change::Token(second.id),
+            Change::Created(short.id),
             Change::Created(immediate.new_id),
             Change::Token(graceful.new_id),
         ]

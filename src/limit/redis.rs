@@ -77,6 +77,9 @@ if remaining < 0 then remaining = 0 end
 return {allowed, remaining, reset_ms, now_ms}
 "#;
 
+/// Longest wait for one connection attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Settings of the Redis limiter.
 #[derive(Debug, Clone)]
 pub struct RedisLimiterConfig {
@@ -106,6 +109,7 @@ pub struct RedisRateLimiter {
     connection: tokio::sync::RwLock<Option<ConnectionManager>>,
     connecting: tokio::sync::Mutex<()>,
     last_attempt: std::sync::Mutex<Option<Instant>>,
+    first_attempt_done: AtomicBool,
     healthy: AtomicBool,
     round_trips: AtomicU64,
 }
@@ -131,6 +135,7 @@ impl RedisRateLimiter {
             connection: tokio::sync::RwLock::new(None),
             connecting: tokio::sync::Mutex::new(()),
             last_attempt: std::sync::Mutex::new(None),
+            first_attempt_done: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
             round_trips: AtomicU64::new(0),
         })
@@ -145,7 +150,18 @@ impl RedisRateLimiter {
         if let Some(connection) = self.connection.read().await.as_ref() {
             return Ok(connection.clone());
         }
-        let _connecting = self.connecting.lock().await;
+        // One request at a time tries to connect. Requests that arrive during
+        // the very first attempt wait for it (a burst at start-up is not
+        // refused); later, while Redis is known down, they fail fast rather
+        // than queue behind a reconnect attempt.
+        let _connecting = if self.first_attempt_done.load(Ordering::Acquire) {
+            match self.connecting.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Err(LimitError("Redis unreachable (reconnecting)".into())),
+            }
+        } else {
+            self.connecting.lock().await
+        };
         if let Some(connection) = self.connection.read().await.as_ref() {
             return Ok(connection.clone());
         }
@@ -158,16 +174,18 @@ impl RedisRateLimiter {
             *last = Some(Instant::now());
         }
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(1))
+            .set_connection_timeout(CONNECT_TIMEOUT)
             .set_response_timeout(self.config.timeout)
-            .set_number_of_retries(1);
+            .set_number_of_retries(0);
         let connection = tokio::time::timeout(
-            Duration::from_secs(2),
+            CONNECT_TIMEOUT * 2,
             ConnectionManager::new_with_config(self.client.clone(), config),
         )
         .await
-        .map_err(|_| LimitError("Redis connection timed out".into()))?
-        .map_err(|e| LimitError(Box::new(e)))?;
+        .map_err(|_| LimitError("Redis connection timed out".into()))
+        .and_then(|connected| connected.map_err(|e| LimitError(Box::new(e))));
+        self.first_attempt_done.store(true, Ordering::Release);
+        let connection = connection?;
         *self.connection.write().await = Some(connection.clone());
         Ok(connection)
     }

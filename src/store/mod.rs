@@ -243,6 +243,12 @@ pub enum StoreError {
     /// The token was revoked, so it cannot be rotated.
     #[error("token is revoked")]
     TokenRevoked,
+    /// The token has expired, so it cannot be rotated.
+    #[error("token has expired")]
+    TokenExpired,
+    /// The token was already rotated (it is in its grace period).
+    #[error("token was already rotated")]
+    TokenAlreadyRotated,
     /// The database holds something tokengate did not write.
     #[error("corrupt row: {0}")]
     Corrupt(String),

@@ -377,6 +377,14 @@ impl TokenStore for PostgresStore {
         if old.revoked_at.is_some() {
             return Err(StoreError::TokenRevoked);
         }
+        if old.expires_at.is_some_and(|at| at <= rotation.now) {
+            return Err(StoreError::TokenExpired);
+        }
+        // Rotated with a grace period: its successor is the one to rotate
+        // (and its expiry is now the grace deadline, not its own).
+        if old.revoked_reason.is_some() {
+            return Err(StoreError::TokenAlreadyRotated);
+        }
         if rotation.old_stops_at <= rotation.now {
             sqlx::query(
                 "UPDATE api_tokens SET revoked_at = $1, revoked_reason = 'rotated' WHERE id = $2",
@@ -391,12 +399,14 @@ impl TokenStore for PostgresStore {
                 Some(existing) if existing < rotation.old_stops_at => existing,
                 _ => rotation.old_stops_at,
             };
-            sqlx::query("UPDATE api_tokens SET expires_at = $1 WHERE id = $2")
-                .bind(at(stops_at))
-                .bind(&old_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            sqlx::query(
+                "UPDATE api_tokens SET expires_at = $1, revoked_reason = 'rotated' WHERE id = $2",
+            )
+            .bind(at(stops_at))
+            .bind(&old_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         }
         let new = NewToken {
             id: rotation.new_id,
@@ -405,7 +415,8 @@ impl TokenStore for PostgresStore {
             secret_hash: rotation.new_secret_hash.clone(),
             hint: rotation.new_hint.clone(),
             created_at: rotation.now,
-            expires_at: rotation.new_expires_at,
+            // The successor keeps the old token's expiry unless told otherwise.
+            expires_at: rotation.new_expires_at.or(old.expires_at),
         };
         insert_token_row(&mut tx, &new).await?;
         record_change(&mut tx, &Change::Created(new.id), rotation.now).await?;

@@ -15,6 +15,7 @@ pub struct FlakyStore {
     inner: SqliteStore,
     failing: AtomicBool,
     credential_lookups: AtomicU64,
+    credential_delay_ms: AtomicU64,
 }
 
 impl FlakyStore {
@@ -23,11 +24,19 @@ impl FlakyStore {
             inner,
             failing: AtomicBool::new(false),
             credential_lookups: AtomicU64::new(0),
+            credential_delay_ms: AtomicU64::new(0),
         }
     }
 
     pub fn fail(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Makes each credential lookup answer this long after it read the row
+    /// (a slow network), so a change can commit while a lookup is in flight.
+    pub fn delay_credential_answers(&self, delay: std::time::Duration) {
+        self.credential_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// How many times authentication looked a token up.
@@ -117,7 +126,12 @@ impl TokenStore for FlakyStore {
     async fn find_credential(&self, id: &TokenId) -> Result<Option<Credential>, StoreError> {
         self.credential_lookups.fetch_add(1, Ordering::SeqCst);
         self.check()?;
-        self.inner.find_credential(id).await
+        let credential = self.inner.find_credential(id).await;
+        let delay = self.credential_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        credential
     }
     async fn record_last_used(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
         self.check()?;

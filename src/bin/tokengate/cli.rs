@@ -1,19 +1,44 @@
 //! The command line: `serve` (default), `migrate`, and plan/account/token management.
 
+use std::ffi::OsString;
 use std::io::Write;
+use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{CommandFactory, Parser, Subcommand};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tokengate::manage::MAX_GRACE;
 use tokengate::store::TokenRecord;
 use tokengate::{AdminAuth, TokenGate, TokenId, TokenStore};
 
 use crate::config::{Common, ServeArgs, parse_duration};
 
+/// Printed after the options of `tokengate --help`.
+const ENVIRONMENT_HELP: &str = "\
+Environment:
+  Each option above also reads the variable shown as [env: ...]. A flag wins over
+  the environment, which wins over a .env file in the working directory.
+  `serve` (the default command) also reads BIND_ADDR, ADMIN_TOKEN, REDIS_URL,
+  REDIS_KEY_PREFIX, RATE_LIMIT_FAILURE_POLICY, CACHE_TTL_SECS and
+  SHUTDOWN_GRACE_SECS: see `tokengate serve --help`.
+  RUST_LOG sets the log filter (default: info for serve, warn for other commands;
+  per-request lines are at debug).";
+
+/// Printed after the options of `tokengate serve --help`.
+const SERVE_HELP: &str = "\
+RUST_LOG sets the log filter (default: info; per-request lines are at debug).";
+
 /// API tokens shown once, argon2id at rest, and a gate with a strict hourly rate limit.
 #[derive(Parser)]
-#[command(name = "tokengate", version, about, propagate_version = true)]
+#[command(
+    name = "tokengate",
+    version,
+    about,
+    propagate_version = true,
+    after_help = ENVIRONMENT_HELP
+)]
 pub struct Cli {
     #[command(flatten)]
     pub common: Common,
@@ -25,6 +50,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the server: admin API, demo API, health, metrics (the default).
+    #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate,
@@ -119,6 +145,138 @@ pub enum TokenCommand {
         #[arg(long, value_parser = parse_rfc3339)]
         expires_at: Option<OffsetDateTime>,
     },
+}
+
+/// Parses the command line and the environment; no subcommand means `serve`.
+pub fn parse() -> Result<Cli, clap::Error> {
+    let cli = Cli::try_parse()?;
+    if cli.command.is_some() {
+        return Ok(cli);
+    }
+    // Parse again so serve's flags and environment variables apply.
+    Cli::try_parse_from(std::env::args_os().chain([OsString::from("serve")]))
+}
+
+/// Whether `error` is a request for `--help` or `--version` rather than a mistake.
+pub fn is_help_or_version(error: &clap::Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    )
+}
+
+/// Reports a failed parse: help and version as clap prints them (exit 0); a bad
+/// configuration value as one line naming its variable or flag (exit 1); any
+/// other mistake as one line (clap's exit status 2).
+pub fn report_parse_error(error: &clap::Error) -> ExitCode {
+    if is_help_or_version(error)
+        || error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    {
+        let _ = error.print();
+        return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+    }
+    if let Some(message) = invalid_setting(error) {
+        eprintln!("error: {message}");
+        return ExitCode::FAILURE;
+    }
+    eprintln!("{}", one_line(error));
+    ExitCode::from(2)
+}
+
+/// `invalid ARGON2_MEMORY_KIB "abc": invalid digit found in string`, for a bad
+/// value of an option that has an environment variable: names the flag if the
+/// value was given on the command line, else the variable.
+fn invalid_setting(error: &clap::Error) -> Option<String> {
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(usage)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let Some(ContextValue::String(value)) = error.get(ContextKind::InvalidValue) else {
+        return None;
+    };
+    let long = usage.strip_prefix("--")?.split([' ', '=']).next()?;
+    let arg = find_arg(&Cli::command(), long)?;
+    let env = arg.get_env()?.to_string_lossy().into_owned();
+    let flag = format!("--{long}");
+    let name = if flag_values(&flag).contains(value) {
+        flag
+    } else {
+        env
+    };
+    let shown = if arg.is_hide_env_values_set() {
+        String::new()
+    } else {
+        format!(" {value:?}")
+    };
+    let reason = match (
+        error.get(ContextKind::ValidValue),
+        std::error::Error::source(error),
+    ) {
+        (Some(ContextValue::Strings(valid)), _) => format!("use {}", valid.join(" or ")),
+        (_, Some(source)) => source.to_string(),
+        _ => "not a valid value".to_owned(),
+    };
+    Some(format!("invalid {name}{shown}: {reason}"))
+}
+
+/// The values given to `flag` on the command line (`--flag value`, `--flag=value`).
+fn flag_values(flag: &str) -> Vec<String> {
+    let words: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|word| word.to_string_lossy().into_owned())
+        .take_while(|word| word != "--")
+        .collect();
+    let inline = format!("{flag}=");
+    words
+        .iter()
+        .enumerate()
+        .filter_map(|(at, word)| match word.strip_prefix(&inline) {
+            Some(value) => Some(value.to_owned()),
+            None if word == flag => words.get(at + 1).cloned(),
+            None => None,
+        })
+        .collect()
+}
+
+fn find_arg(command: &clap::Command, long: &str) -> Option<clap::Arg> {
+    command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))
+        .cloned()
+        .or_else(|| {
+            command
+                .get_subcommands()
+                .find_map(|sub| find_arg(sub, long))
+        })
+}
+
+/// clap's message without its usage block, on one line, pointing to `--help`.
+fn one_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let mut usage = None;
+    let mut message = String::new();
+    for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("Usage: ") {
+            usage = Some(rest.to_owned());
+        } else if line.starts_with("tip: ") {
+            message = format!("{message}; {line}");
+        } else if !line.starts_with("For more information") {
+            message = format!("{message} {line}");
+        }
+    }
+    // `Usage: tokengate token rotate [OPTIONS] <TOKEN_ID>` names the command to ask.
+    let command: Vec<&str> = usage
+        .as_deref()
+        .unwrap_or("tokengate")
+        .split_whitespace()
+        .take_while(|word| !word.starts_with(['[', '<', '-']))
+        .collect();
+    format!("{}; see `{} --help`", message.trim(), command.join(" "))
 }
 
 fn parse_rfc3339(text: &str) -> Result<OffsetDateTime, String> {
@@ -305,6 +463,10 @@ pub async fn run_management(command: Command, gate: TokenGate) -> Result<(), Str
             grace,
             expires_at,
         }) => {
+            if grace > MAX_GRACE {
+                let days = MAX_GRACE.as_secs() / 86_400;
+                return Err(format!("--grace must be at most {days}d"));
+            }
             let id = parse_token_id(&token_id)?;
             let rotated = gate
                 .rotate_token(&id, grace, expires_at)

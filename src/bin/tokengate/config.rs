@@ -1,8 +1,13 @@
 //! Configuration shared by every subcommand: from flags, the environment and `.env`.
+//!
+//! Every check here answers with one line for `error: ...` on stderr (exit 1).
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use tokengate::bearer::parse_bearer;
 use tokengate::{Argon2Params, LimiterFailurePolicy, TokenFormat};
 
 /// Options every subcommand understands. Each flag also reads an environment
@@ -40,8 +45,8 @@ pub struct Common {
     #[arg(long, env = "ARGON2_PARALLELISM", default_value_t = 1, global = true)]
     pub argon2_parallelism: u32,
 
-    /// Log format on stderr.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    /// Log format on stderr (any case).
+    #[arg(long, env = "LOG_FORMAT", value_enum, ignore_case = true, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
 }
 
@@ -57,12 +62,14 @@ pub enum LogFormat {
 /// Options of `serve`.
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on: `IP:port` or `host:port` (a host name listens on its
+    /// first IPv4 address, else its first address).
     #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
     pub bind_addr: String,
 
-    /// Admin API credential. If unset, one is generated on first start, printed
-    /// once to stderr, and only its SHA-256 is stored.
+    /// Admin API credential: 16 or more of A-Z a-z 0-9 - . _ ~ + / (then optional =),
+    /// the characters a Bearer header can carry. If unset, one is generated on
+    /// first start, printed once to stderr, and only its SHA-256 is stored.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
@@ -76,8 +83,8 @@ pub struct ServeArgs {
     pub redis_key_prefix: String,
 
     /// When Redis is unreachable: `closed` answers 503; `local` falls back to
-    /// this process's own limiter (limits then hold per instance only).
-    #[arg(long, env = "RATE_LIMIT_FAILURE_POLICY", value_enum, default_value_t = FailurePolicy::Closed)]
+    /// this process's own limiter (limits then hold per instance only). Any case.
+    #[arg(long, env = "RATE_LIMIT_FAILURE_POLICY", value_enum, ignore_case = true, default_value_t = FailurePolicy::Closed)]
     pub rate_limit_failure_policy: FailurePolicy,
 
     /// Seconds a verified token is cached before it is revalidated (no argon2).
@@ -111,6 +118,52 @@ impl ServeArgs {
     pub fn cache_ttl(&self) -> Duration {
         Duration::from_secs(self.cache_ttl_secs)
     }
+
+    /// `ADMIN_TOKEN`, if set, once it is known that a client can present it.
+    /// The error never repeats the token.
+    pub fn admin_token(&self) -> Result<Option<&str>, String> {
+        let Some(token) = self.admin_token.as_deref() else {
+            return Ok(None);
+        };
+        if token.len() < 16 {
+            return Err("ADMIN_TOKEN is too short: use at least 16 random characters".into());
+        }
+        // The admin API reads it from `Authorization: Bearer`, which carries only a
+        // token68: anything else could be configured but never presented.
+        if parse_bearer(format!("Bearer {token}").as_bytes()) != Some(token) {
+            return Err(
+                "ADMIN_TOKEN can hold only A-Z a-z 0-9 - . _ ~ + / and a trailing =, \
+                 the characters of a Bearer token (e.g. `openssl rand -base64 32`)"
+                    .into(),
+            );
+        }
+        Ok(Some(token))
+    }
+
+    /// `BIND_ADDR` as a socket address, resolving a host name such as `localhost`.
+    pub async fn bind_addr(&self) -> Result<SocketAddr, String> {
+        let text = self.bind_addr.as_str();
+        if let Ok(addr) = text.parse() {
+            return Ok(addr);
+        }
+        let addrs: Vec<SocketAddr> = match tokio::net::lookup_host(text).await {
+            Ok(addrs) => addrs.collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                return Err(format!(
+                    "invalid BIND_ADDR {text:?}: use host:port, e.g. 127.0.0.1:8080 or localhost:8080"
+                ));
+            }
+            Err(e) => return Err(format!("cannot resolve BIND_ADDR {text:?}: {e}")),
+        };
+        // `localhost` often resolves to ::1 first, but clients of `localhost` fall
+        // back to 127.0.0.1 while clients of `127.0.0.1` never try ::1.
+        addrs
+            .iter()
+            .find(|addr| addr.is_ipv4())
+            .or(addrs.first())
+            .copied()
+            .ok_or_else(|| format!("cannot resolve BIND_ADDR {text:?}: no address found"))
+    }
 }
 
 impl Common {
@@ -125,6 +178,105 @@ impl Common {
             parallelism: self.argon2_parallelism,
         }
     }
+}
+
+/// Loads `.env` from the working directory, if there is one.
+///
+/// A malformed line is named by its number only: its text may hold a secret.
+pub fn load_dotenv() -> Result<(), String> {
+    const PATH: &str = ".env";
+    match dotenvy::from_path(PATH) {
+        Ok(()) => Ok(()),
+        Err(e) if e.not_found() => Ok(()),
+        Err(dotenvy::Error::LineParse(text, _)) => {
+            // dotenvy reports the text (the line, or only its value), not its number.
+            let contents = std::fs::read_to_string(PATH).unwrap_or_default();
+            let reported = text.lines().next().unwrap_or_default().trim();
+            let malformed = |line: &str| {
+                !reported.is_empty()
+                    && line.trim_end().ends_with(reported)
+                    && dotenvy::from_read_iter(line.as_bytes()).any(|item| item.is_err())
+            };
+            let line = contents
+                .lines()
+                .position(malformed)
+                .map_or_else(|| "a line".to_owned(), |at| format!("line {}", at + 1));
+            Err(format!(
+                "malformed .env: {line} is not NAME=value (quote a value with spaces)"
+            ))
+        }
+        Err(e) => Err(format!("cannot read .env: {e}")),
+    }
+}
+
+/// Checks a `sqlite:` URL for what SQLite would report badly or not at all: no
+/// file name (each connection would get its own empty temporary database), a
+/// directory, or a missing parent directory (which is not created).
+pub fn check_sqlite_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let in_memory = path == ":memory:" || query.split('&').any(|pair| pair == "mode=memory");
+    if in_memory {
+        return Ok(());
+    }
+    if path.is_empty() {
+        return Err(format!(
+            "invalid DATABASE_URL {url:?}: no file name; use e.g. sqlite://tokengate.db"
+        ));
+    }
+    let decoded = percent_decode(path);
+    let file = Path::new(&decoded);
+    if decoded.ends_with('/') || file.is_dir() {
+        return Err(format!(
+            "invalid DATABASE_URL {url:?}: {decoded} is a directory; name a file in it, e.g. tokengate.db"
+        ));
+    }
+    let Some(parent) = file
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    else {
+        return Ok(());
+    };
+    match std::fs::metadata(parent) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(format!(
+            "cannot open database {url}: {} is not a directory",
+            parent.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "cannot open database {url}: directory {} does not exist",
+            parent.display()
+        )),
+        // Permissions and the like: SQLite's own error says it when it fails.
+        Err(_) => Ok(()),
+    }
+}
+
+/// `%XX` escapes decoded, as sqlx does for SQLite file names.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Parses a duration like `90s`, `15m`, `1h`, `2d` or a bare number of seconds.
@@ -164,5 +316,45 @@ mod tests {
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn sqlite_urls() {
+        for ok in [
+            "sqlite::memory:",
+            "sqlite://:memory:",
+            "sqlite://?mode=memory",
+            "sqlite://tokengate.db",
+            "sqlite:tokengate.db",
+            "sqlite://./tokengate.db?mode=rwc",
+        ] {
+            assert_eq!(check_sqlite_url(ok), Ok(()), "{ok}");
+        }
+        for (bad, expected) in [
+            ("sqlite://", "no file name"),
+            ("sqlite:", "no file name"),
+            ("sqlite://?cache=shared", "no file name"),
+            ("sqlite://.", "is a directory"),
+            ("sqlite://data/", "is a directory"),
+            (
+                "sqlite://./no/such/dir/a.db",
+                "directory ./no/such/dir does not exist",
+            ),
+            (
+                "sqlite://no%2Fsuch/a.db",
+                "directory no/such does not exist",
+            ),
+            ("sqlite://Cargo.toml/a.db", "Cargo.toml is not a directory"),
+        ] {
+            let error = check_sqlite_url(bad).expect_err(bad);
+            assert!(error.contains(expected), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn percent_escapes() {
+        assert_eq!(percent_decode("a%20b%2fc"), "a b/c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
     }
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use sqlx::migrate::{Migrate, MigrateError};
 use tokengate::server::{AppState, app};
 use tokengate::store::StoreError;
 use tokengate::{AdminAuth, SqliteStore, TokenGate, TokenStore};
@@ -19,40 +19,47 @@ use crate::cli::{Cli, Command};
 use crate::config::{Common, LogFormat, ServeArgs};
 
 fn main() -> ExitCode {
-    // `.env` is optional; a malformed one is worth a warning, not a crash.
-    if let Err(e) = dotenvy::dotenv()
-        && !e.not_found()
-    {
-        eprintln!("warning: ignoring .env: {e}");
+    let dotenv = config::load_dotenv();
+    let cli = match (dotenv, cli::parse()) {
+        // Help and version work even with a broken `.env`.
+        (_, Err(e)) if cli::is_help_or_version(&e) => return cli::report_parse_error(&e),
+        (Err(message), _) => return fail(&message),
+        (Ok(()), Err(e)) => return cli::report_parse_error(&e),
+        (Ok(()), Ok(cli)) => cli,
+    };
+    let is_serve = matches!(cli.command, Some(Command::Serve(_)));
+    if let Err(message) = init_tracing(cli.common.log_format, is_serve) {
+        return fail(&message);
     }
-    let mut cli = Cli::parse();
-    if cli.command.is_none() {
-        // No subcommand means `serve`: parse again so serve's flags and env apply.
-        cli = Cli::parse_from(std::env::args_os().chain([std::ffi::OsString::from("serve")]));
-    }
-    init_tracing(cli.common.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
-        }
+        Err(message) => fail(&message),
     }
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+/// Prints `error: <message>` (one line) and returns exit status 1.
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+/// Logs on stderr, filtered by `RUST_LOG`: by default `info` for the server, but
+/// only warnings for CLI commands, whose own messages are the output.
+fn init_tracing(format: LogFormat, is_serve: bool) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(&directives)
+            .map_err(|e| format!("invalid RUST_LOG {directives:?}: {e}"))?,
+        _ if is_serve => EnvFilter::new("info,sqlx=warn"),
+        // sqlx warns of slow statements: noise for a one-off command.
+        _ => EnvFilter::new("warn,sqlx=error"),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -61,11 +68,12 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    Ok(())
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
     let common = cli.common;
-    // `main` re-parses with `serve` appended when no subcommand is given.
+    // `cli::parse` adds `serve` when no subcommand is given.
     let Some(command) = cli.command else {
         return Err("no command given; try `tokengate --help`".into());
     };
@@ -75,34 +83,97 @@ async fn run(cli: Cli) -> Result<(), String> {
         .argon2_params()
         .validate()
         .map_err(|e| e.to_string())?;
-    let store = connect(&common.database_url).await?;
-    store.migrate().await.map_err(|e| {
-        format!(
-            "cannot migrate {}: {}",
-            redact_url(&common.database_url),
-            root_cause(&e)
-        )
-    })?;
+    let shown = redact_url(&common.database_url);
     match command {
+        Command::Serve(args) => {
+            let bind_addr = args.bind_addr().await?;
+            args.admin_token()?;
+            let store = connect(&common.database_url).await?.into_store();
+            migrate(store.as_ref(), &shown).await?;
+            serve(common, args, bind_addr, store).await
+        }
         Command::Migrate => {
-            eprintln!("migrations applied to {}", redact_url(&common.database_url));
+            let database = connect(&common.database_url).await?;
+            let applied = database.migrate_counting(&shown).await;
+            database.as_store().close().await;
+            match applied? {
+                0 => eprintln!("database {shown} is up to date: no migrations were pending"),
+                1 => eprintln!("applied 1 migration to {shown}"),
+                n => eprintln!("applied {n} migrations to {shown}"),
+            }
             Ok(())
         }
-        Command::Serve(args) => serve(common, args, store).await,
         other => {
+            let store = connect(&common.database_url).await?.into_store();
+            migrate(store.as_ref(), &shown).await?;
             let gate = build_gate(&common, store, None)?;
             cli::run_management(other, gate).await
         }
     }
 }
 
-async fn connect(url: &str) -> Result<Arc<dyn TokenStore>, String> {
+async fn migrate(store: &dyn TokenStore, shown: &str) -> Result<(), String> {
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("cannot migrate {shown}: {}", root_cause(&e)))
+}
+
+/// An open database, before it becomes a `dyn TokenStore`.
+enum Database {
+    Sqlite(SqliteStore),
+    #[cfg(feature = "postgres")]
+    Postgres(tokengate::store::PostgresStore),
+}
+
+impl Database {
+    fn as_store(&self) -> &dyn TokenStore {
+        match self {
+            Self::Sqlite(store) => store,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(store) => store,
+        }
+    }
+
+    fn into_store(self) -> Arc<dyn TokenStore> {
+        match self {
+            Self::Sqlite(store) => Arc::new(store),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(store) => Arc::new(store),
+        }
+    }
+
+    /// Runs the migrations; returns how many were pending.
+    async fn migrate_counting(&self, shown: &str) -> Result<usize, String> {
+        let count_failed = |e: MigrateError| format!("cannot read the migrations of {shown}: {e}");
+        let before = self.applied_migrations().await.map_err(count_failed)?;
+        migrate(self.as_store(), shown).await?;
+        let after = self.applied_migrations().await.map_err(count_failed)?;
+        Ok(after.saturating_sub(before))
+    }
+
+    /// How many migrations the database has recorded as applied.
+    async fn applied_migrations(&self) -> Result<usize, MigrateError> {
+        async fn count(connection: &mut impl Migrate) -> Result<usize, MigrateError> {
+            connection.ensure_migrations_table().await?;
+            Ok(connection.list_applied_migrations().await?.len())
+        }
+        match self {
+            Self::Sqlite(store) => count(&mut *store.pool().acquire().await?).await,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(store) => count(&mut *store.pool().acquire().await?).await,
+        }
+    }
+}
+
+async fn connect(url: &str) -> Result<Database, String> {
     let shown = redact_url(url);
     if url.starts_with("sqlite:") {
+        config::check_sqlite_url(url)?;
         let store = SqliteStore::connect(url)
             .await
             .map_err(|e| format!("cannot open database {shown}: {}", root_cause(&e)))?;
-        return Ok(Arc::new(store));
+        return Ok(Database::Sqlite(store));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         #[cfg(feature = "postgres")]
@@ -110,7 +181,7 @@ async fn connect(url: &str) -> Result<Arc<dyn TokenStore>, String> {
             let store = tokengate::store::PostgresStore::connect(url)
                 .await
                 .map_err(|e| format!("cannot connect to {shown}: {}", root_cause(&e)))?;
-            return Ok(Arc::new(store));
+            return Ok(Database::Postgres(store));
         }
         #[cfg(not(feature = "postgres"))]
         return Err("this build has no PostgreSQL support (enable the `postgres` feature)".into());
@@ -150,18 +221,14 @@ fn build_gate(
     builder.build().map_err(|e| e.to_string())
 }
 
-async fn serve(common: Common, args: ServeArgs, store: Arc<dyn TokenStore>) -> Result<(), String> {
-    let bind_addr: SocketAddr = args.bind_addr.parse().map_err(|_| {
-        format!(
-            "invalid BIND_ADDR {:?}: use host:port, e.g. 127.0.0.1:8080",
-            args.bind_addr
-        )
-    })?;
+async fn serve(
+    common: Common,
+    args: ServeArgs,
+    bind_addr: SocketAddr,
+    store: Arc<dyn TokenStore>,
+) -> Result<(), String> {
     let gate = build_gate(&common, Arc::clone(&store), Some(&args))?;
-    let admin = match &args.admin_token {
-        Some(token) if token.len() < 16 => {
-            return Err("ADMIN_TOKEN is too short: use at least 16 random characters".into());
-        }
+    let admin = match args.admin_token()? {
         Some(token) => AdminAuth::from_token(token),
         None => {
             let (auth, generated) = AdminAuth::load_or_generate(store.as_ref())
@@ -189,11 +256,15 @@ async fn serve(common: Common, args: ServeArgs, store: Arc<dyn TokenStore>) -> R
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .into_future(),
+        // With the peer address, failed verifications are throttled per client.
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        })
+        .into_future(),
     );
     let signal = shutdown_signal().await;
     tracing::info!(signal, "shutting down: draining in-flight requests");
