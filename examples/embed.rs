@@ -54,6 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let gate = TokenGate::builder(Arc::new(store))
         .with_cache_ttl(Duration::from_secs(60))
         .build()?;
+    gate.restore_rate_windows().await?; // the windows saved at the last shutdown
     let maintenance = gate.spawn_maintenance(); // change feed, last_used_at flushing
 
     // In a real app, your Settings > API Tokens page calls these.
@@ -84,6 +85,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
-    maintenance.shutdown().await; // writes the pending last_used_at times
+    maintenance.shutdown().await; // writes pending last_used_at times, saves the windows
     Ok(())
 }

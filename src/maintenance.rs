@@ -48,6 +48,11 @@ impl Maintenance {
             Ok(n) => tracing::info!(tokens = n, "flushed last-use times"),
             Err(e) => tracing::error!(error = %e, "could not flush last-use times at shutdown"),
         }
+        match self.gate.save_rate_windows().await {
+            Ok(Some(n)) => tracing::info!(tokens = n, "saved rate-limit windows"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "could not save rate-limit windows at shutdown"),
+        }
     }
 }
 
@@ -58,6 +63,9 @@ impl Drop for Maintenance {
         }
     }
 }
+
+/// The settings key under which the limiter's windows wait for the next start.
+const RATE_WINDOWS_SETTING: &str = "rate_limit_windows";
 
 impl TokenGate {
     /// Starts the background tasks (change feed, last-use flushing, eviction)
@@ -102,6 +110,46 @@ impl TokenGate {
             stop,
             tasks,
         }
+    }
+
+    /// Saves the in-memory limiter's windows to the store, so that
+    /// [`restore_rate_windows`](Self::restore_rate_windows) at the next start
+    /// carries them on: a restart or deploy does not give every token a fresh
+    /// hour. [`Maintenance::shutdown`] calls it. `Ok(None)` when the limiter is
+    /// shared (Redis keeps its own windows). A crash loses the windows since
+    /// the last save; with several instances, use the shared limiter.
+    pub async fn save_rate_windows(&self) -> Result<Option<usize>, StoreError> {
+        let Limiter::Local(local) = &self.inner.limiter else {
+            return Ok(None);
+        };
+        let snapshot = local.snapshot_at(self.inner.clock.now_unix_ms());
+        let tokens = snapshot.lines().count().saturating_sub(1);
+        self.inner
+            .store
+            .put_setting(RATE_WINDOWS_SETTING, &snapshot)
+            .await?;
+        Ok(Some(tokens))
+    }
+
+    /// Loads the windows saved by [`save_rate_windows`](Self::save_rate_windows)
+    /// (and clears them, so they are used once). Call it before serving; the
+    /// server does. `Ok(None)` when the limiter is shared.
+    pub async fn restore_rate_windows(&self) -> Result<Option<usize>, StoreError> {
+        let Limiter::Local(local) = &self.inner.limiter else {
+            return Ok(None);
+        };
+        let Some(snapshot) = self.inner.store.get_setting(RATE_WINDOWS_SETTING).await? else {
+            return Ok(Some(0));
+        };
+        if snapshot.is_empty() {
+            return Ok(Some(0));
+        }
+        let restored = local.restore_snapshot(&snapshot, self.inner.clock.now_unix_ms());
+        self.inner
+            .store
+            .put_setting(RATE_WINDOWS_SETTING, "")
+            .await?;
+        Ok(Some(restored))
     }
 
     /// Writes pending last-use times; on failure they are kept for the next try.

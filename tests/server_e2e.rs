@@ -89,10 +89,14 @@ async fn documented_flow_persistence_and_revocation() {
     assert_eq!(response.status(), 403);
     assert_eq!(response.text().await.unwrap(), FORBIDDEN);
 
-    // Tokens survive a restart.
+    // Tokens survive a restart, and so does their rate-limit window: two
+    // requests were counted before it.
     assert!(server.signal("TERM").success());
+    assert!(server.log_text().contains("saved rate-limit windows"));
     let server = Server::start(dir.path(), &env);
-    assert_eq!(api(&server, &token).await.status(), 200);
+    let response = api(&server, &token).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-ratelimit-remaining"], "997");
 
     // Revocation is effective on the very next request.
     let response = client()
@@ -404,4 +408,46 @@ async fn a_guesser_is_throttled_by_address_and_the_owner_is_not() {
     let response = api(&server, &token).await;
     assert_eq!(response.status(), 200);
     server.assert_no_panic();
+}
+
+/// A token at its limit is still at its limit after a graceful restart: a
+/// deploy does not hand every client a fresh hour.
+#[tokio::test]
+async fn a_restart_does_not_reset_the_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = base_env(dir.path());
+    let mut server = Server::start(dir.path(), &env);
+    let response = client()
+        .put(server.url("/admin/plans/tiny"))
+        .header("authorization", admin_header())
+        .json(&json!({ "api_access": true, "requests_per_hour": 3 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    put_account(&server, "acct_1", "tiny").await;
+    let token = create_token(&server, "acct_1").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..3 {
+        assert_eq!(api(&server, &token).await.status(), 200);
+    }
+    let before = api(&server, &token).await;
+    assert_eq!(before.status(), 429);
+    let reset = before.headers()["x-ratelimit-reset"].clone();
+
+    assert!(server.signal("TERM").success());
+    let mut server = Server::start(dir.path(), &env);
+    let after = api(&server, &token).await;
+    assert_eq!(after.status(), 429);
+    assert_eq!(after.headers()["x-ratelimit-remaining"], "0");
+    assert_eq!(after.headers()["x-ratelimit-reset"], reset);
+    assert!(after.headers().contains_key("retry-after"));
+
+    // Used once: a second restart without traffic does not restore them twice
+    // (nor lose them: they were saved again at the second shutdown).
+    assert!(server.signal("TERM").success());
+    let server = Server::start(dir.path(), &env);
+    assert_eq!(api(&server, &token).await.status(), 429);
 }

@@ -12,6 +12,9 @@ use crate::token::{RandomIdState, TokenId};
 
 const SHARDS: usize = 32;
 
+/// First word of a saved snapshot (and its format version).
+const SNAPSHOT_HEADER: &str = "tokengate-windows v1";
+
 type Shard = Mutex<HashMap<TokenId, WindowState, RandomIdState>>;
 
 /// Sliding windows for one process, in 32 mutex-guarded shards.
@@ -99,6 +102,68 @@ impl MemoryRateLimiter {
         dropped
     }
 
+    /// Every window that is not idle at `now_ms`, as text that
+    /// [`restore_snapshot`](Self::restore_snapshot) reads back: a header line
+    /// `tokengate-windows v1 <bucket ms>`, then one line per token,
+    /// `<token id> <bucket>:<count> ...` (absolute bucket numbers, so the
+    /// windows move on while the process is down).
+    pub fn snapshot_at(&self, now_ms: u64) -> String {
+        let mut text = format!("{SNAPSHOT_HEADER} {}\n", self.config.bucket_ms());
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for (token, state) in shard.iter() {
+                if state.is_idle(&self.config, now_ms) {
+                    continue;
+                }
+                text.push_str(&token.to_string());
+                for (bucket, count) in state.export(&self.config) {
+                    text.push_str(&format!(" {bucket}:{count}"));
+                }
+                text.push('\n');
+            }
+        }
+        text
+    }
+
+    /// Loads windows saved by [`snapshot_at`](Self::snapshot_at), adding to
+    /// any a token already has (so a restore can only make the limiter
+    /// stricter). Returns how many tokens were restored; unreadable lines, a
+    /// different bucket width and windows already idle at `now_ms` are skipped.
+    pub fn restore_snapshot(&self, text: &str, now_ms: u64) -> usize {
+        let mut lines = text.lines();
+        let header = format!("{SNAPSHOT_HEADER} {}", self.config.bucket_ms());
+        if lines.next() != Some(header.as_str()) {
+            return 0;
+        }
+        let mut restored = 0;
+        for line in lines {
+            let mut fields = line.split(' ');
+            let Some(Ok(token)) = fields.next().map(str::parse::<TokenId>) else {
+                continue;
+            };
+            let buckets: Option<Vec<(u64, u32)>> = fields
+                .map(|field| {
+                    let (bucket, count) = field.split_once(':')?;
+                    Some((bucket.parse().ok()?, count.parse().ok()?))
+                })
+                .collect();
+            let Some(mut buckets) = buckets else {
+                continue;
+            };
+            let saved = WindowState::restore(&self.config, &buckets);
+            if saved.is_idle(&self.config, now_ms) {
+                continue;
+            }
+            let mut shard = self.shard(&token).lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(current) = shard.get(&token) {
+                buckets.extend(current.export(&self.config));
+            }
+            shard.insert(token, WindowState::restore(&self.config, &buckets));
+            restored += 1;
+        }
+        restored
+    }
+
     fn shard(&self, token: &TokenId) -> &Shard {
         // Byte 8 is random and independent of the bytes the map hashes.
         &self.shards[token.as_bytes()[8] as usize % SHARDS]
@@ -135,6 +200,44 @@ mod tests {
         assert!(!limiter.check_at(&a, 1, HOUR_MS).allowed);
         assert!(limiter.check_at(&b, 1, HOUR_MS).allowed);
         assert_eq!(limiter.tracked(), 2);
+    }
+
+    /// Saved at shutdown and restored at start, every window keeps counting:
+    /// a restart does not hand out a fresh hour.
+    #[test]
+    fn snapshots_restore_every_active_window() {
+        let limiter = MemoryRateLimiter::default();
+        let (busy, idle) = (TokenId::random(), TokenId::random());
+        for _ in 0..3 {
+            limiter.check_at(&busy, 3, HOUR_MS + 10 * 60_000);
+        }
+        limiter.check_at(&idle, 3, 0);
+        let now = HOUR_MS + 20 * 60_000;
+        let text = limiter.snapshot_at(now);
+        assert_eq!(text.lines().count(), 2, "{text}");
+
+        let restarted = MemoryRateLimiter::default();
+        assert_eq!(restarted.restore_snapshot(&text, now + 1000), 1);
+        let decision = restarted.check_at(&busy, 3, now + 1000);
+        assert!(!decision.allowed);
+        assert_eq!(
+            decision.reset_at_ms,
+            limiter.check_at(&busy, 3, now + 1000).reset_at_ms
+        );
+        // Restoring again adds: never more lenient.
+        let other = MemoryRateLimiter::default();
+        other.check_at(&busy, 10, now);
+        other.restore_snapshot(&text, now);
+        assert_eq!(other.check_at(&busy, 10, now).remaining, 5);
+        // Another layout, or garbage, restores nothing.
+        let minutes = MemoryRateLimiter::new(WindowConfig::new(HOUR_MS, 120).unwrap());
+        assert_eq!(minutes.restore_snapshot(&text, now), 0);
+        assert_eq!(restarted.restore_snapshot("garbage\nmore", now), 0);
+        let broken = text.replace(':', "-");
+        assert_eq!(
+            MemoryRateLimiter::default().restore_snapshot(&broken, now),
+            0
+        );
     }
 
     #[test]

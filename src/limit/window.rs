@@ -194,6 +194,43 @@ impl WindowState {
         self.sum == 0 || bucket >= self.newest + config.ring_len()
     }
 
+    /// The non-empty counted buckets, oldest first, as (absolute bucket
+    /// number, count): what [`restore`](Self::restore) needs to rebuild it.
+    pub(crate) fn export(&self, config: &WindowConfig) -> Vec<(u64, u32)> {
+        if self.sum == 0 {
+            return Vec::new();
+        }
+        let ring = config.ring_len();
+        (self.oldest..=self.newest)
+            .map(|bucket| (bucket, self.counts[(bucket % ring) as usize]))
+            .filter(|&(_, count)| count > 0)
+            .collect()
+    }
+
+    /// A window holding `buckets` (as exported). Buckets that do not fit in
+    /// one ring behind the newest are dropped, as the ring would have.
+    pub(crate) fn restore(config: &WindowConfig, buckets: &[(u64, u32)]) -> Self {
+        let mut state = Self::new(config);
+        let Some(newest) = buckets.iter().map(|&(bucket, _)| bucket).max() else {
+            return state;
+        };
+        let ring = config.ring_len();
+        let first = (newest + 1).saturating_sub(ring);
+        state.newest = newest;
+        state.oldest = newest;
+        for &(bucket, count) in buckets {
+            if bucket < first || count == 0 {
+                continue;
+            }
+            let slot = &mut state.counts[(bucket % ring) as usize];
+            let added = count.min(u32::MAX - state.sum);
+            *slot = slot.saturating_add(added);
+            state.sum += added;
+            state.oldest = state.oldest.min(bucket);
+        }
+        state
+    }
+
     /// Moves the ring forward to `bucket`, dropping buckets that left the range.
     /// A clock that steps back is treated as standing still.
     fn advance(&mut self, config: &WindowConfig, bucket: u64) {
@@ -347,6 +384,34 @@ mod tests {
         let mut state = WindowState::new(&config);
         assert!(state.check(&config, 1, 10 * HOUR_MS).allowed);
         assert!(!state.check(&config, 1, 9 * HOUR_MS).allowed);
+    }
+
+    /// A window rebuilt from its export answers exactly like the original.
+    #[test]
+    fn export_and_restore_round_trip() {
+        let config = hour();
+        let mut original = WindowState::new(&config);
+        for (i, minute) in [3u64, 3, 10, 40, 62, 62, 62, 90].iter().enumerate() {
+            original.check(&config, 7 + i as u32 % 2, minute * MIN);
+        }
+        let exported = original.export(&config);
+        assert!(exported.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(
+            exported.iter().map(|&(_, c)| c).sum::<u32>(),
+            original.counted()
+        );
+        let mut restored = WindowState::restore(&config, &exported);
+        for minute in [90u64, 95, 100, 105, 121, 150] {
+            let now = minute * MIN;
+            assert_eq!(
+                restored.check(&config, 7, now),
+                original.check(&config, 7, now)
+            );
+        }
+        // Buckets older than a ring behind the newest are dropped.
+        let restored = WindowState::restore(&config, &[(1, 5), (100, 2)]);
+        assert_eq!(restored.counted(), 2);
+        assert_eq!(WindowState::restore(&config, &[]).counted(), 0);
     }
 
     #[test]

@@ -228,6 +228,11 @@ async fn serve(
     store: Arc<dyn TokenStore>,
 ) -> Result<(), String> {
     let gate = build_gate(&common, Arc::clone(&store), Some(&args))?;
+    // Listen first: if the port is taken, fail before an admin token is
+    // generated and shown (to a log nobody reads, since the server is not up).
+    let listener = tokio::net::TcpListener::bind(bind_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {bind_addr}: {e}"))?;
     let admin = match args.admin_token()? {
         Some(token) => AdminAuth::from_token(token),
         None => {
@@ -243,9 +248,15 @@ async fn serve(
             auth
         }
     };
-    let listener = tokio::net::TcpListener::bind(bind_addr)
-        .await
-        .map_err(|e| format!("cannot listen on {bind_addr}: {e}"))?;
+    // The rate-limit windows saved at the last shutdown: a restart does not
+    // give every token a fresh hour.
+    match gate.restore_rate_windows().await {
+        Ok(Some(tokens)) if tokens > 0 => {
+            tracing::info!(tokens, "restored rate-limit windows")
+        }
+        Ok(_) => {}
+        Err(e) => return Err(format!("cannot read the saved rate-limit windows: {e}")),
+    }
     let maintenance = gate.spawn_maintenance();
     let router = app(AppState {
         gate: gate.clone(),
