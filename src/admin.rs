@@ -16,7 +16,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::StatusCode;
@@ -35,7 +35,7 @@ use crate::openapi::{
     AdminUnauthorized, BadRequest, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable,
     SuccessEnvelope,
 };
-use crate::response::success_response;
+use crate::response::{error_response, success_response};
 use crate::store::{Account, Plan, StoreError, TokenRecord, TokenStore};
 use crate::token::TokenId;
 
@@ -147,22 +147,32 @@ pub struct AdminState {
 
 /// The admin routes (under `/admin`), guarded by the admin token.
 pub fn router(state: AdminState) -> Router {
+    // Wrong methods and unknown paths are answered behind the admin check
+    // too: without the admin token nobody learns which routes exist.
+    let not_allowed =
+        || async { error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed") };
+    let not_found = || async { ApiError::NotFound("Not found".into()) };
     Router::new()
-        .route("/admin/plans", get(list_plans))
-        .route("/admin/plans/{plan}", put(put_plan))
+        .route("/admin/plans", get(list_plans).fallback(not_allowed))
+        .route("/admin/plans/{plan}", put(put_plan).fallback(not_allowed))
         .route(
             "/admin/accounts/{account_id}",
-            put(put_account).get(get_account),
+            put(put_account).get(get_account).fallback(not_allowed),
         )
         .route(
             "/admin/accounts/{account_id}/tokens",
-            post(create_token).get(list_tokens),
+            post(create_token).get(list_tokens).fallback(not_allowed),
         )
         .route(
             "/admin/tokens/{token_id}",
-            get(get_token).delete(revoke_token),
+            get(get_token).delete(revoke_token).fallback(not_allowed),
         )
-        .route("/admin/tokens/{token_id}/rotate", post(rotate_token))
+        .route(
+            "/admin/tokens/{token_id}/rotate",
+            post(rotate_token).fallback(not_allowed),
+        )
+        .route("/admin", any(not_found))
+        .route("/admin/{*rest}", any(not_found))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .with_state(state)
 }

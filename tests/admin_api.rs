@@ -543,6 +543,20 @@ async fn oversized_bodies_and_unknown_routes_get_the_envelope() {
     app.admin(Method::PATCH, "/admin/plans", None)
         .await
         .assert_error(405, "Method not allowed");
+    // Without the admin token, nobody learns which admin routes exist.
+    for (method, path) in [
+        (Method::GET, "/admin/nothing"),
+        (Method::GET, "/admin"),
+        (Method::PATCH, "/admin/plans"),
+        (Method::POST, "/admin/tokens/x"),
+    ] {
+        app.call(method.clone(), path, None, None)
+            .await
+            .assert_error(401, "Invalid or missing admin token");
+    }
+    app.admin(Method::POST, "/admin/tokens/x", None)
+        .await
+        .assert_error(405, "Method not allowed");
     let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     create(&app, "acct_1", &nested).await.assert_envelope(400);
 }
