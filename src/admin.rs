@@ -148,7 +148,8 @@ pub struct AdminState {
 /// The admin routes (under `/admin`), guarded by the admin token.
 pub fn router(state: AdminState) -> Router {
     // Wrong methods and unknown paths are answered behind the admin check
-    // too: without the admin token nobody learns which routes exist.
+    // too, so anything under /admin without the admin token is the same 401.
+    // (The routes themselves are public: /openapi.json lists them.)
     let not_allowed =
         || async { error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed") };
     let not_found = || async { ApiError::NotFound("Not found".into()) };

@@ -769,26 +769,20 @@ impl TokenGate {
                 return Err(Rejection::InvalidToken);
             }
         }
-        let flight = {
+        let (result, start) = {
             let mut flights = inner.flights.lock().unwrap_or_else(|e| e.into_inner());
             match flights.by_digest.get(&digest) {
-                Some(flight) => flight.result.clone(),
+                Some(flight) => (flight.result.clone(), None),
                 None => {
                     flights.started += 1;
                     let generation = flights.started;
-                    let guard = FlightGuard {
-                        gate: self.clone(),
-                        digest,
-                        generation,
-                    };
-                    let task = tokio::spawn(async move {
-                        // Dropped on return and on panic: the entry never outlives its flight.
-                        let guard = guard;
-                        guard.gate.verify_with_store(parsed, digest, source).await
-                    });
-                    let result = async move { task.await.unwrap_or(Err(Rejection::Unavailable)) }
-                        .boxed()
-                        .shared();
+                    let (send, receive) = tokio::sync::oneshot::channel();
+                    // A verdict never sent (the task panicked or the runtime is
+                    // shutting down) is a 503.
+                    let result =
+                        async move { receive.await.unwrap_or(Err(Rejection::Unavailable)) }
+                            .boxed()
+                            .shared();
                     flights.by_digest.insert(
                         digest,
                         Flight {
@@ -797,11 +791,26 @@ impl TokenGate {
                             result: result.clone(),
                         },
                     );
-                    result
+                    let guard = FlightGuard {
+                        gate: self.clone(),
+                        digest,
+                        generation,
+                    };
+                    (result, Some((guard, send)))
                 }
             }
         };
-        flight.await
+        // Spawned after the lock is released: a runtime that is shutting down
+        // drops the task at once, and the guard's drop takes the lock.
+        if let Some((guard, send)) = start {
+            tokio::spawn(async move {
+                // Dropped on return and on panic: the entry never outlives its flight.
+                let guard = guard;
+                let verdict = guard.gate.verify_with_store(parsed, digest, source).await;
+                let _ = send.send(verdict);
+            });
+        }
+        result.await
     }
 
     async fn verify_with_store(
@@ -811,8 +820,11 @@ impl TokenGate {
         source: Source,
     ) -> Verdict {
         let inner = &self.inner;
-        // A request that lost the race to an earlier flight finds its result here.
-        if let Some(entry) = inner.cache.get(&digest) {
+        // A request that lost the race to an earlier flight finds its result
+        // here (unless a change since asks for a fresh read).
+        if let Some(entry) = inner.cache.get(&digest)
+            && !entry.must_revalidate.load(Ordering::Acquire)
+        {
             return Ok(entry);
         }
         let read_epoch = inner.cache.epoch();

@@ -117,17 +117,20 @@ impl TokenGate {
     /// carries them on: a restart or deploy does not give every token a fresh
     /// hour. [`Maintenance::shutdown`] calls it. `Ok(None)` when the limiter is
     /// shared (Redis keeps its own windows). A crash loses the windows since
-    /// the last save; with several instances, use the shared limiter.
+    /// the last save. The windows are kept under one key per database: with
+    /// several instances on one database, use the shared limiter.
     pub async fn save_rate_windows(&self) -> Result<Option<usize>, StoreError> {
         let Limiter::Local(local) = &self.inner.limiter else {
             return Ok(None);
         };
         let snapshot = local.snapshot_at(self.inner.clock.now_unix_ms());
         let tokens = snapshot.lines().count().saturating_sub(1);
-        self.inner
-            .store
-            .put_setting(RATE_WINDOWS_SETTING, &snapshot)
-            .await?;
+        self.within_store_timeout(
+            self.inner
+                .store
+                .put_setting(RATE_WINDOWS_SETTING, &snapshot),
+        )
+        .await?;
         Ok(Some(tokens))
     }
 
@@ -138,16 +141,15 @@ impl TokenGate {
         let Limiter::Local(local) = &self.inner.limiter else {
             return Ok(None);
         };
-        let Some(snapshot) = self.inner.store.get_setting(RATE_WINDOWS_SETTING).await? else {
+        let saved = self.within_store_timeout(self.inner.store.get_setting(RATE_WINDOWS_SETTING));
+        let Some(snapshot) = saved.await? else {
             return Ok(Some(0));
         };
         if snapshot.is_empty() {
             return Ok(Some(0));
         }
         let restored = local.restore_snapshot(&snapshot, self.inner.clock.now_unix_ms());
-        self.inner
-            .store
-            .put_setting(RATE_WINDOWS_SETTING, "")
+        self.within_store_timeout(self.inner.store.put_setting(RATE_WINDOWS_SETTING, ""))
             .await?;
         Ok(Some(restored))
     }

@@ -131,6 +131,17 @@ async fn an_unreachable_redis_fails_fast_and_recovers() {
         "{:?}",
         started.elapsed()
     );
+    // While it is known down, requests do not even try: no round trip is
+    // sent for them (one probe at a time retries, twice a second).
+    let sent = limiter.round_trips();
+    for _ in 0..20 {
+        assert!(limiter.check(&token, 10).await.is_err());
+    }
+    assert_eq!(
+        limiter.round_trips(),
+        sent,
+        "checks went to a Redis known to be down"
+    );
     proxy.restore();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

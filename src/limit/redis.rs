@@ -77,6 +77,10 @@ if remaining < 0 then remaining = 0 end
 return {allowed, remaining, reset_ms, now_ms}
 "#;
 
+/// After a failed check, how long other requests fail at once while one
+/// request at a time retries.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
+
 /// Longest wait for one connection attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -110,6 +114,10 @@ pub struct RedisRateLimiter {
     connecting: tokio::sync::Mutex<()>,
     last_attempt: std::sync::Mutex<Option<Instant>>,
     first_attempt_done: AtomicBool,
+    started: Instant,
+    /// 0 while Redis answers; after a failure, until when (ms since
+    /// `started`) requests fail at once, and then which request probes.
+    down_until_ms: AtomicU64,
     healthy: AtomicBool,
     round_trips: AtomicU64,
 }
@@ -136,9 +144,15 @@ impl RedisRateLimiter {
             connecting: tokio::sync::Mutex::new(()),
             last_attempt: std::sync::Mutex::new(None),
             first_attempt_done: AtomicBool::new(false),
+            started: Instant::now(),
+            down_until_ms: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             round_trips: AtomicU64::new(0),
         })
+    }
+
+    fn since_start_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     /// Script invocations sent to Redis so far (one per check).
@@ -184,9 +198,17 @@ impl RedisRateLimiter {
         .await
         .map_err(|_| LimitError("Redis connection timed out".into()))
         .and_then(|connected| connected.map_err(|e| LimitError(Box::new(e))));
-        self.first_attempt_done.store(true, Ordering::Release);
-        let connection = connection?;
+        let connection = match connection {
+            Ok(connection) => connection,
+            Err(e) => {
+                self.first_attempt_done.store(true, Ordering::Release);
+                return Err(e);
+            }
+        };
+        // The connection first: a request that sees the first attempt done
+        // must also see its connection.
         *self.connection.write().await = Some(connection.clone());
+        self.first_attempt_done.store(true, Ordering::Release);
         Ok(connection)
     }
 
@@ -221,7 +243,37 @@ impl RedisRateLimiter {
 #[async_trait]
 impl RateLimitStore for RedisRateLimiter {
     async fn check(&self, token: &TokenId, limit: u32) -> Result<Decision, LimitError> {
+        // Circuit breaker: after a failure, requests fail at once and one
+        // request per `RETRY_AFTER_FAILURE` probes Redis, so an outage (even
+        // a black hole that never refuses) costs requests nothing but the
+        // failure policy's answer.
+        let retry_ms = RETRY_AFTER_FAILURE.as_millis() as u64;
+        let now_ms = self.since_start_ms();
+        let down_until = self.down_until_ms.load(Ordering::Acquire);
+        if down_until != 0 {
+            // Known down: fail at once, except the one request that claims
+            // the next probe by pushing the deadline forward.
+            let claimed = now_ms >= down_until
+                && self
+                    .down_until_ms
+                    .compare_exchange(
+                        down_until,
+                        now_ms + retry_ms,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_ok();
+            if !claimed {
+                return Err(LimitError("Redis unreachable (waiting to retry)".into()));
+            }
+        }
         let result = self.invoke(token, limit).await;
+        match &result {
+            Ok(_) => self.down_until_ms.store(0, Ordering::Release),
+            Err(_) => self
+                .down_until_ms
+                .store(self.since_start_ms().max(1) + retry_ms, Ordering::Release),
+        }
         match &result {
             Ok(_) if !self.healthy.swap(true, Ordering::AcqRel) => {
                 tracing::warn!("Redis rate limiter reachable again");

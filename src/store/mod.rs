@@ -80,7 +80,9 @@ pub struct TokenRecord {
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<OffsetDateTime>,
-    /// Why it was revoked (`revoked`, `rotated`), if it was.
+    /// Why it was revoked (`revoked`, `rotated`), if it was; `rotated` with
+    /// `revoked_at` null means it was rotated with a grace period and still
+    /// works until `expires_at`.
     pub revoked_reason: Option<String>,
 }
 
