@@ -9,7 +9,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use common::{FORBIDDEN, FlakyStore, TestResponse, UNAUTHORIZED, UNAVAILABLE, send};
+use common::{
+    FORBIDDEN, FlakyStore, TestResponse, UNAUTHORIZED, UNAVAILABLE, forge_wrong_secret, send,
+};
 use http::Request;
 use tokengate::{
     Argon2Params, Principal, SqliteStore, TokenGate, TokenGateBuilder, TokenId, TokenStore,
@@ -536,24 +538,14 @@ async fn failed_verifications_are_throttled_per_token_id() {
     let app = tiny_with(|b| b.with_failed_verify_limit(3, Duration::from_secs(60))).await;
     let good = app.token("acct_1", "pro").await;
     assert_eq!(app.bearer(&good).await.status, 200); // cached from now on
-    let id = &good[4..24];
-    let forge = |secret: &str| {
-        use base64::Engine;
-        let text = format!("iit_{id}{secret}");
-        let checksum = crc32fast::hash(text.as_bytes()).to_be_bytes();
-        format!(
-            "{text}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(checksum)
-        )
-    };
     let before = app.gate.hasher().verify_count();
     for i in 0..3 {
-        let wrong = forge(&format!("{:A>44}", i));
+        let wrong = forge_wrong_secret(&good, i);
         assert_unauthorized(&app.bearer(&wrong).await, "wrong secret");
     }
     assert_eq!(app.gate.hasher().verify_count() - before, 3);
     for i in 3..20 {
-        let wrong = forge(&format!("{:A>44}", i));
+        let wrong = forge_wrong_secret(&good, i);
         let response = app.bearer(&wrong).await;
         assert_eq!(response.status, 429, "{}", response.body);
         let retry_after = response.header_u64("retry-after");
@@ -584,7 +576,6 @@ async fn failed_verifications_are_throttled_per_client_address() {
 
     let app = tiny_with(|b| b.with_failed_verify_limit(3, Duration::from_secs(60))).await;
     let good = app.token("acct_1", "pro").await;
-    let id = &good[4..24];
     let from = |address: &str, token: &str| {
         let mut request = Request::builder()
             .uri("/api/v1/me")
@@ -595,15 +586,7 @@ async fn failed_verifications_are_throttled_per_client_address() {
         request.extensions_mut().insert(ConnectInfo(address));
         send(&app.router, request)
     };
-    let forge = |i: usize| {
-        use base64::Engine;
-        let text = format!("iit_{id}{:C>44}", i);
-        let checksum = crc32fast::hash(text.as_bytes()).to_be_bytes();
-        format!(
-            "{text}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(checksum)
-        )
-    };
+    let forge = |i: usize| forge_wrong_secret(&good, i);
     for i in 0..3 {
         assert_unauthorized(&from("198.51.100.7:4000", &forge(i)).await, "guess");
     }
@@ -623,17 +606,10 @@ async fn failed_verifications_are_throttled_per_client_address() {
 async fn concurrent_and_abandoned_attempts_cannot_exceed_the_throttle() {
     let app = tiny_with(|b| b.with_failed_verify_limit(3, Duration::from_secs(60))).await;
     let good = app.token("acct_1", "pro").await;
-    let id = good[4..24].to_owned();
     let before = app.gate.hasher().verify_count();
     let attempts: Vec<_> = (0..40)
         .map(|i| {
-            use base64::Engine;
-            let text = format!("iit_{id}{:B>44}", i);
-            let checksum = crc32fast::hash(text.as_bytes()).to_be_bytes();
-            let forged = format!(
-                "{text}{}",
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(checksum)
-            );
+            let forged = forge_wrong_secret(&good, i);
             let router = app.router.clone();
             tokio::spawn(async move {
                 let request = Request::builder()

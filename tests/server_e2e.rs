@@ -373,8 +373,6 @@ fn configuration_errors_exit_nonzero_with_one_line() {
 /// right (not yet cached) token, is not.
 #[tokio::test]
 async fn a_guesser_is_throttled_by_address_and_the_owner_is_not() {
-    use base64::Engine;
-
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &base_env(dir.path()));
     put_account(&server, "acct_1", "pro").await;
@@ -388,12 +386,7 @@ async fn a_guesser_is_throttled_by_address_and_the_owner_is_not() {
         .unwrap();
     let mut statuses = Vec::new();
     for i in 0..12 {
-        let text = format!("iit_{}{:D>44}", &token[4..24], i);
-        let checksum = crc32fast::hash(text.as_bytes()).to_be_bytes();
-        let forged = format!(
-            "{text}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(checksum)
-        );
+        let forged = common::forge_wrong_secret(&token, i);
         let response = guesser
             .get(server.url("/api/v1/external_tests/providers"))
             .header("authorization", format!("Bearer {forged}"))
