@@ -68,6 +68,12 @@ impl Tiny {
         self.get(&[&format!("Bearer {token}")]).await
     }
 
+    /// [`bearer`](Self::bearer) as a task of its own, to race other requests.
+    fn spawn_bearer(&self, token: &str) -> tokio::task::JoinHandle<TestResponse> {
+        let (router, request) = (self.router.clone(), bearer_request(token));
+        tokio::spawn(async move { send(&router, request).await })
+    }
+
     async fn token(&self, account: &str, plan: &str) -> String {
         self.gate.set_account_plan(account, plan).await.unwrap();
         self.gate
@@ -78,6 +84,14 @@ impl Tiny {
             .expose_secret()
             .to_owned()
     }
+}
+
+fn bearer_request(token: &str) -> Request<Body> {
+    Request::builder()
+        .uri("/api/v1/me")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap()
 }
 
 fn assert_unauthorized(response: &TestResponse, context: &str) {
@@ -333,18 +347,7 @@ async fn a_request_after_a_revocation_does_not_join_an_older_verification() {
         app.store
             .delay_credential_answers(Duration::from_millis(300));
         // Starts a verification, which reads the live token and then waits.
-        let early = {
-            let router = app.router.clone();
-            let value = format!("Bearer {token}");
-            tokio::spawn(async move {
-                let request = Request::builder()
-                    .uri("/api/v1/me")
-                    .header("authorization", value)
-                    .body(Body::empty())
-                    .unwrap();
-                send(&router, request).await
-            })
-        };
+        let early = app.spawn_bearer(&token);
         tokio::time::sleep(Duration::from_millis(100)).await;
         match change {
             "revoke" => {
@@ -445,22 +448,9 @@ async fn concurrent_first_uses_verify_once() {
     let app = tiny().await;
     let token = app.token("acct_1", "pro").await;
     let before = app.gate.hasher().verify_count();
-    let requests: Vec<_> = (0..64)
-        .map(|_| {
-            let router = app.router.clone();
-            let value = format!("Bearer {token}");
-            tokio::spawn(async move {
-                let request = Request::builder()
-                    .uri("/api/v1/me")
-                    .header("authorization", value)
-                    .body(Body::empty())
-                    .unwrap();
-                send(&router, request).await.status
-            })
-        })
-        .collect();
+    let requests: Vec<_> = (0..64).map(|_| app.spawn_bearer(&token)).collect();
     for request in requests {
-        assert_eq!(request.await.unwrap(), 200);
+        assert_eq!(request.await.unwrap().status, 200);
     }
     assert_eq!(app.gate.hasher().verify_count() - before, 1);
     // Distinct tokens each verify once.
@@ -577,11 +567,7 @@ async fn failed_verifications_are_throttled_per_client_address() {
     let app = tiny_with(|b| b.with_failed_verify_limit(3, Duration::from_secs(60))).await;
     let good = app.token("acct_1", "pro").await;
     let from = |address: &str, token: &str| {
-        let mut request = Request::builder()
-            .uri("/api/v1/me")
-            .header("authorization", format!("Bearer {token}"))
-            .body(Body::empty())
-            .unwrap();
+        let mut request = bearer_request(token);
         let address: SocketAddr = address.parse().unwrap();
         request.extensions_mut().insert(ConnectInfo(address));
         send(&app.router, request)
@@ -609,14 +595,9 @@ async fn concurrent_and_abandoned_attempts_cannot_exceed_the_throttle() {
     let before = app.gate.hasher().verify_count();
     let attempts: Vec<_> = (0..40)
         .map(|i| {
-            let forged = forge_wrong_secret(&good, i);
+            let request = bearer_request(&forge_wrong_secret(&good, i));
             let router = app.router.clone();
             tokio::spawn(async move {
-                let request = Request::builder()
-                    .uri("/api/v1/me")
-                    .header("authorization", format!("Bearer {forged}"))
-                    .body(Body::empty())
-                    .unwrap();
                 // Half the clients hang up almost at once.
                 if i % 2 == 0 {
                     let _ = tokio::time::timeout(Duration::from_micros(50), send(&router, request))

@@ -32,6 +32,14 @@ async fn create_token(server: &Server, account: &str) -> Value {
     response.json::<Value>().await.unwrap()["data"].clone()
 }
 
+/// A new token's plaintext.
+async fn token_for(server: &Server, account: &str) -> String {
+    create_token(server, account).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 async fn api(server: &Server, token: &str) -> reqwest::Response {
     client()
         .get(server.url("/api/v1/external_tests/providers"))
@@ -116,10 +124,7 @@ async fn pro_token_gets_1000_requests_then_429_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &base_env(dir.path()));
     put_account(&server, "acct_1", "pro").await;
-    let token = create_token(&server, "acct_1").await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = token_for(&server, "acct_1").await;
     let http = client();
     for expected in (0..1000).rev() {
         let response = http
@@ -264,10 +269,7 @@ async fn default_argon2_parameters_are_owasp() {
         .collect();
     let server = Server::start(dir.path(), &env);
     put_account(&server, "acct_1", "pro").await;
-    let token = create_token(&server, "acct_1").await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = token_for(&server, "acct_1").await;
     assert_eq!(api(&server, &token).await.status(), 200);
     let url = format!("sqlite://{}", dir.path().join("tokengate.db").display());
     let store = tokengate::SqliteStore::connect(&url).await.unwrap();
@@ -376,10 +378,7 @@ async fn a_guesser_is_throttled_by_address_and_the_owner_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &base_env(dir.path()));
     put_account(&server, "acct_1", "pro").await;
-    let token = create_token(&server, "acct_1").await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = token_for(&server, "acct_1").await;
     let guesser = reqwest::Client::builder()
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
         .build()
@@ -419,10 +418,7 @@ async fn a_restart_does_not_reset_the_rate_limit() {
         .unwrap();
     assert_eq!(response.status(), 200);
     put_account(&server, "acct_1", "tiny").await;
-    let token = create_token(&server, "acct_1").await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = token_for(&server, "acct_1").await;
     for _ in 0..3 {
         assert_eq!(api(&server, &token).await.status(), 200);
     }

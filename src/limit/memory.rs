@@ -155,10 +155,14 @@ impl MemoryRateLimiter {
                 continue;
             }
             let mut shard = self.shard(&token).lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(current) = shard.get(&token) {
-                buckets.extend(current.export(&self.config));
-            }
-            shard.insert(token, WindowState::restore(&self.config, &buckets));
+            let state = match shard.get(&token) {
+                Some(current) => {
+                    buckets.extend(current.export(&self.config));
+                    WindowState::restore(&self.config, &buckets)
+                }
+                None => saved,
+            };
+            shard.insert(token, state);
             restored += 1;
         }
         restored

@@ -112,8 +112,8 @@ pub struct RedisRateLimiter {
     script: redis::Script,
     connection: tokio::sync::RwLock<Option<ConnectionManager>>,
     connecting: tokio::sync::Mutex<()>,
-    last_attempt: std::sync::Mutex<Option<Instant>>,
-    first_attempt_done: AtomicBool,
+    /// Failed connection attempts so far (requests that waited for one do not retry).
+    failed_connects: AtomicU64,
     started: Instant,
     /// 0 while Redis answers; after a failure, until when (ms since
     /// `started`) requests fail at once, and then which request probes.
@@ -142,8 +142,7 @@ impl RedisRateLimiter {
             script: redis::Script::new(SCRIPT),
             connection: tokio::sync::RwLock::new(None),
             connecting: tokio::sync::Mutex::new(()),
-            last_attempt: std::sync::Mutex::new(None),
-            first_attempt_done: AtomicBool::new(false),
+            failed_connects: AtomicU64::new(0),
             started: Instant::now(),
             down_until_ms: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
@@ -164,28 +163,17 @@ impl RedisRateLimiter {
         if let Some(connection) = self.connection.read().await.as_ref() {
             return Ok(connection.clone());
         }
-        // One request at a time tries to connect. Requests that arrive during
-        // the very first attempt wait for it (a burst at start-up is not
-        // refused); later, while Redis is known down, they fail fast rather
-        // than queue behind a reconnect attempt.
-        let _connecting = if self.first_attempt_done.load(Ordering::Acquire) {
-            match self.connecting.try_lock() {
-                Ok(guard) => guard,
-                Err(_) => return Err(LimitError("Redis unreachable (reconnecting)".into())),
-            }
-        } else {
-            self.connecting.lock().await
-        };
+        // One request at a time connects; the others wait for its outcome
+        // (a burst at start-up is not refused). If that attempt failed they
+        // fail too, without an attempt of their own: how often to retry is
+        // the circuit breaker's call (see `check`).
+        let failures_before = self.failed_connects.load(Ordering::Acquire);
+        let _connecting = self.connecting.lock().await;
         if let Some(connection) = self.connection.read().await.as_ref() {
             return Ok(connection.clone());
         }
-        {
-            // While Redis is down, try at most twice a second, not per request.
-            let mut last = self.last_attempt.lock().unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|t| t.elapsed() < Duration::from_millis(500)) {
-                return Err(LimitError("Redis unreachable (reconnecting)".into()));
-            }
-            *last = Some(Instant::now());
+        if self.failed_connects.load(Ordering::Acquire) != failures_before {
+            return Err(LimitError("Redis unreachable (reconnecting)".into()));
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(CONNECT_TIMEOUT)
@@ -201,14 +189,12 @@ impl RedisRateLimiter {
         let connection = match connection {
             Ok(connection) => connection,
             Err(e) => {
-                self.first_attempt_done.store(true, Ordering::Release);
+                // Counted while the lock is held, so every waiter sees it.
+                self.failed_connects.fetch_add(1, Ordering::AcqRel);
                 return Err(e);
             }
         };
-        // The connection first: a request that sees the first attempt done
-        // must also see its connection.
         *self.connection.write().await = Some(connection.clone());
-        self.first_attempt_done.store(true, Ordering::Release);
         Ok(connection)
     }
 
