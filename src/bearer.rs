@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderValue};
 
 /// Why no bearer token could be taken from a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub enum BearerError {
     /// No `Authorization` header at all.
     Missing,
@@ -18,26 +19,16 @@ pub enum BearerError {
     Malformed,
 }
 
-/// The bearer token of a request, or why there is none.
-///
-/// ```
-/// use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
-/// use tokengate::bearer::{bearer_token, BearerError};
-///
-/// let mut headers = HeaderMap::new();
-/// assert_eq!(bearer_token(&headers), Err(BearerError::Missing));
-/// headers.insert(AUTHORIZATION, HeaderValue::from_static("bEaReR   abc.def~"));
-/// assert_eq!(bearer_token(&headers), Ok("abc.def~"));
-/// headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwYXNz"));
-/// assert_eq!(bearer_token(&headers), Err(BearerError::Malformed));
-/// ```
-pub fn bearer_token(headers: &HeaderMap) -> Result<&str, BearerError> {
+/// The bearer token of a request, or why there is none: `bEaReR   abc.def~`
+/// is `abc.def~`; no header is [`BearerError::Missing`]; `Basic ...`, two
+/// headers or bad characters are [`BearerError::Malformed`].
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, BearerError> {
     let value = single_authorization(headers)?;
     parse_bearer(value.as_bytes()).ok_or(BearerError::Malformed)
 }
 
 /// The request's only `Authorization` field; two or more are [`BearerError::Malformed`].
-pub fn single_authorization(headers: &HeaderMap) -> Result<&HeaderValue, BearerError> {
+pub(crate) fn single_authorization(headers: &HeaderMap) -> Result<&HeaderValue, BearerError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let value = values.next().ok_or(BearerError::Missing)?;
     if values.next().is_some() {
@@ -47,7 +38,7 @@ pub fn single_authorization(headers: &HeaderMap) -> Result<&HeaderValue, BearerE
 }
 
 /// Parses one `Authorization` field value; `None` unless it is `Bearer 1*SP token68`.
-pub fn parse_bearer(value: &[u8]) -> Option<&str> {
+pub(crate) fn parse_bearer(value: &[u8]) -> Option<&str> {
     const SCHEME: &[u8] = b"bearer";
     if value.len() <= SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
         return None;

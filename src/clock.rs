@@ -1,108 +1,89 @@
-//! Wall-clock time that never steps and costs one atomic load to read.
+//! Two clocks, for two jobs.
 //!
-//! The wall clock is read once, when the first [`Clock`] is made; after that,
-//! time advances with the monotonic `Instant`, so an NTP step or a manual
-//! clock change never moves a rate-limit window or un-expires a cache entry.
+//! * [`WallClock`] answers "what time is it": token expiry, stored
+//!   timestamps, `last_used_at`. It reads `SystemTime::now()` on every call
+//!   (about 20 ns), so when the host's clock is stepped (a VM that booted
+//!   before NTP), expiry decisions move with it and every instance agrees
+//!   with the database. Tests can shift it (`test-util`).
+//! * [`monotonic_unix_ms`] measures rate-limit windows: Unix milliseconds
+//!   anchored once per process and advanced by `Instant`, so a clock step
+//!   never frees or steals window capacity.
 //!
-//! Reading `Instant::now()` costs about 28 ns here (a vDSO call), and the
-//! request path needs the time twice: that would be most of the limiter's
-//! cost. So one background thread ("tokengate-clock") publishes the current
-//! millisecond into an atomic every millisecond, and readers load it (about
-//! 1 ns). The price is a resolution of about a millisecond, against one-minute
-//! buckets and one-second headers, and one thread waking 1,000 times a second
-//! (well under 1% of a core).
+//! Nothing here starts a thread or a task.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Once, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-static NOW_MS: AtomicU64 = AtomicU64::new(0);
-static TICKING: AtomicBool = AtomicBool::new(false);
-static ANCHOR: OnceLock<(Instant, u64)> = OnceLock::new();
-static START: Once = Once::new();
-const TICK: Duration = Duration::from_millis(1);
+use time::OffsetDateTime;
 
-/// Monotonic Unix milliseconds, computed (about 28 ns).
-fn precise_now_ms() -> u64 {
+/// The wall clock, plus an offset that only tests move.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WallClock {
+    offset_ms: Arc<AtomicI64>,
+}
+
+impl WallClock {
+    /// Milliseconds since the Unix epoch.
+    pub(crate) fn now_unix_ms(&self) -> i64 {
+        let real = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        real.saturating_add(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Now, as a UTC date-time with millisecond precision.
+    pub(crate) fn now(&self) -> OffsetDateTime {
+        let ms = i128::from(self.now_unix_ms());
+        OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+
+    /// Moves this clock (and its clones) by `delta_ms`, as a stepped host clock would.
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn step(&self, delta_ms: i64) {
+        self.offset_ms.fetch_add(delta_ms, Ordering::Relaxed);
+    }
+}
+
+/// Monotonic Unix milliseconds for rate-limit windows: the wall clock read
+/// once per process, then advanced by `Instant`.
+pub(crate) fn monotonic_unix_ms() -> u64 {
+    static ANCHOR: OnceLock<(Instant, u64)> = OnceLock::new();
     let (anchor, anchor_unix_ms) = ANCHOR.get_or_init(|| {
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         (Instant::now(), unix_ms)
     });
-    anchor_unix_ms + anchor.elapsed().as_millis() as u64
-}
-
-fn start_ticker() {
-    START.call_once(|| {
-        NOW_MS.store(precise_now_ms(), Ordering::Release);
-        let spawned = std::thread::Builder::new()
-            .name("tokengate-clock".into())
-            .spawn(|| {
-                loop {
-                    std::thread::sleep(TICK);
-                    NOW_MS.fetch_max(precise_now_ms(), Ordering::AcqRel);
-                }
-            });
-        match spawned {
-            Ok(_) => TICKING.store(true, Ordering::Release),
-            // Readers compute the time themselves: slower, equally correct.
-            Err(e) => eprintln!("tokengate: no clock thread ({e}); reading the clock directly"),
-        }
-    });
-}
-
-/// Unix time in milliseconds: monotonic, millisecond resolution, one atomic load.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    _started: (),
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock {
-    /// A handle to the process clock (starting its thread on first use).
-    pub fn new() -> Self {
-        start_ticker();
-        Self { _started: () }
-    }
-
-    /// Milliseconds since the Unix epoch.
-    pub fn now_unix_ms(&self) -> u64 {
-        if TICKING.load(Ordering::Relaxed) {
-            NOW_MS.load(Ordering::Acquire)
-        } else {
-            precise_now_ms()
-        }
-    }
-
-    /// Whole seconds since the Unix epoch.
-    pub fn now_unix_secs(&self) -> i64 {
-        (self.now_unix_ms() / 1000) as i64
-    }
+    anchor_unix_ms + u64::try_from(anchor.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
-    fn advances_with_real_time_and_never_backwards() {
-        let clock = Clock::new();
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        let first = clock.now_unix_ms();
-        assert!(first.abs_diff(wall) < 1000, "{first} vs {wall}");
+    fn monotonic_time_follows_real_time() {
+        let wall = WallClock::default();
+        let first = monotonic_unix_ms();
+        assert!(first.abs_diff(wall.now_unix_ms() as u64) < 1000);
         std::thread::sleep(Duration::from_millis(50));
-        let second = clock.now_unix_ms();
+        let second = monotonic_unix_ms();
         assert!(second >= first + 40, "{first} -> {second}");
-        assert!(second <= first + 1000);
+    }
+
+    #[test]
+    fn a_stepped_wall_clock_moves_its_clones() {
+        let wall = WallClock::default();
+        let clone = wall.clone();
+        let before = clone.now_unix_ms();
+        wall.step(3_600_000);
+        let after = clone.now_unix_ms();
+        assert!((3_600_000..3_601_000).contains(&(after - before)));
+        assert_eq!(clone.now().unix_timestamp(), after / 1000);
     }
 }

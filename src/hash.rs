@@ -5,24 +5,8 @@
 //! tokio's blocking pool, and a semaphore bounds how many run at once so a flood
 //! of wrong secrets cannot take every core away from cached traffic.
 //!
-//! # Example
-//!
-//! ```
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! use tokengate::{Argon2Params, SecretHasher, TokenFormat};
-//!
-//! // Cheap parameters for the example; the default is OWASP's.
-//! let hasher = SecretHasher::new(Argon2Params::insecure_fast_for_tests(), 1).unwrap();
-//! let minted = TokenFormat::default().generate();
-//! let phc = hasher.hash(minted.secret.clone()).await.unwrap();
-//! assert!(phc.starts_with("$argon2id$"));
-//! assert!(hasher.verify(minted.secret, phc.clone()).await.unwrap());
-//!
-//! let other = TokenFormat::default().generate();
-//! assert!(!hasher.verify(other.secret, phc).await.unwrap());
-//! # }
-//! ```
+//! The argon2 pool is shared by the whole gate; wrong secrets rarely reach
+//! it at all (see the secret tag in `token.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,7 +78,7 @@ pub struct InvalidArgon2Params(String);
 
 /// A failure of the hashing machinery itself (not a wrong secret).
 #[derive(Debug, thiserror::Error)]
-pub enum HashError {
+pub(crate) enum HashError {
     /// The stored hash is not a valid PHC string: the database holds something we did not write.
     #[error("stored secret hash is not a valid argon2 PHC string")]
     CorruptHash,
@@ -113,7 +97,7 @@ pub enum HashError {
 ///
 /// Cloning is cheap and clones share the concurrency bound.
 #[derive(Clone)]
-pub struct SecretHasher {
+pub(crate) struct SecretHasher {
     inner: Arc<Inner>,
 }
 
@@ -136,12 +120,6 @@ impl std::fmt::Debug for SecretHasher {
 }
 
 impl SecretHasher {
-    /// A hasher with the given parameters, running at most `max_concurrent`
-    /// argon2 computations at once (at least one).
-    pub fn new(params: Argon2Params, max_concurrent: usize) -> Result<Self, InvalidArgon2Params> {
-        Self::with_metrics(params, max_concurrent, None)
-    }
-
     pub(crate) fn with_metrics(
         params: Argon2Params,
         max_concurrent: usize,
@@ -165,25 +143,21 @@ impl SecretHasher {
     /// Half, not all: argon2 is pure CPU, and leaving the other half to the
     /// async workers keeps cached traffic fast while a flood of wrong secrets
     /// (or a cold start) is being verified.
-    pub fn default_concurrency() -> usize {
+    pub(crate) fn default_concurrency() -> usize {
         std::thread::available_parallelism()
             .map(|n| n.get() / 2)
             .unwrap_or(1)
             .max(1)
     }
 
-    /// The parameters new hashes are made with.
-    pub fn params(&self) -> Argon2Params {
-        self.inner.params
-    }
-
     /// How many verifications this hasher has run (a test hook and a metric).
-    pub fn verify_count(&self) -> u64 {
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn verify_count(&self) -> u64 {
         self.inner.verifies.load(Ordering::Relaxed)
     }
 
     /// Hashes a secret into an argon2id PHC string with a fresh random salt.
-    pub async fn hash(&self, secret: SecretBytes) -> Result<String, HashError> {
+    pub(crate) async fn hash(&self, secret: SecretBytes) -> Result<String, HashError> {
         let inner = Arc::clone(&self.inner);
         self.run_bounded(move || {
             let salt = SaltString::generate(&mut OsRng);
@@ -200,7 +174,7 @@ impl SecretHasher {
     ///
     /// The parameters stored in the PHC string are used, so hashes made with
     /// older parameters keep verifying after the configuration changes.
-    pub async fn verify(&self, secret: SecretBytes, phc: String) -> Result<bool, HashError> {
+    pub(crate) async fn verify(&self, secret: SecretBytes, phc: String) -> Result<bool, HashError> {
         let inner = Arc::clone(&self.inner);
         self.run_bounded(move || {
             let started = Instant::now();
@@ -253,7 +227,7 @@ mod tests {
 
     #[tokio::test]
     async fn default_parameters_are_owasp_and_round_trip() {
-        let hasher = SecretHasher::new(Argon2Params::default(), 1).unwrap();
+        let hasher = SecretHasher::with_metrics(Argon2Params::default(), 1, None).unwrap();
         let minted = TokenFormat::default().generate();
         let phc = hasher.hash(minted.secret.clone()).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
@@ -270,16 +244,17 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_made_with_other_parameters_still_verify() {
-        let cheap = SecretHasher::new(Argon2Params::insecure_fast_for_tests(), 1).unwrap();
+        let cheap = SecretHasher::with_metrics(Argon2Params::insecure_fast_for_tests(), 1, None).unwrap();
         let minted = TokenFormat::default().generate();
         let phc = cheap.hash(minted.secret.clone()).await.unwrap();
-        let other = SecretHasher::new(
+        let other = SecretHasher::with_metrics(
             Argon2Params {
                 memory_kib: 128,
                 iterations: 2,
                 parallelism: 1,
             },
             1,
+            None,
         )
         .unwrap();
         assert!(other.verify(minted.secret, phc).await.unwrap());
@@ -287,7 +262,7 @@ mod tests {
 
     #[tokio::test]
     async fn corrupt_hash_is_an_error_not_a_mismatch() {
-        let hasher = SecretHasher::new(Argon2Params::insecure_fast_for_tests(), 1).unwrap();
+        let hasher = SecretHasher::with_metrics(Argon2Params::insecure_fast_for_tests(), 1, None).unwrap();
         let minted = TokenFormat::default().generate();
         let result = hasher.verify(minted.secret, "not a phc".into()).await;
         assert!(matches!(result, Err(HashError::CorruptHash)));
@@ -300,6 +275,6 @@ mod tests {
             iterations: 0,
             parallelism: 1,
         };
-        assert!(SecretHasher::new(bad, 1).is_err());
+        assert!(SecretHasher::with_metrics(bad, 1, None).is_err());
     }
 }

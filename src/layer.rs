@@ -3,8 +3,13 @@
 //! For every request: authenticate the bearer token, check the plan, apply the
 //! hourly limit, then call the inner service with the [`Principal`] in the
 //! request extensions and add the rate-limit headers to its response.
-//! Rejections are answered by the functions in [`crate::response`], so the
-//! bodies are exactly the documented ones.
+//! Rejections are answered by [`Rejection`]'s response (`response.rs`), so
+//! the bodies are exactly the documented ones.
+//!
+//! One path per request: the gate answers from memory when it can (a cached
+//! token and a local limiter: no allocation, no future of ours); otherwise
+//! one boxed future finishes the job, starting from wherever the fast path
+//! stopped, so a token is never authenticated twice.
 //!
 //! # Example
 //!
@@ -22,24 +27,19 @@
 //! let store = SqliteStore::connect("sqlite::memory:").await?;
 //! store.migrate().await?;
 //! let gate = TokenGate::new(Arc::new(store))?;
-//! let _maintenance = gate.spawn_maintenance();
 //!
 //! let app: Router = Router::new()
 //!     .route("/api/v1/hello", get(hello))
 //!     .layer(gate.layer());
 //! # let _ = app;
-//! // With the peer address, failed verifications are throttled per client:
-//! // axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await?;
 //! # Ok(())
 //! # }
 //! ```
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
 use http::Request;
@@ -47,12 +47,11 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::bearer::single_authorization;
-use crate::extract::Principal;
-use crate::gate::{Rejection, TokenGate};
+use crate::gate::{Quick, TokenGate};
 use crate::limit::Decision;
 use crate::metrics::Outcome;
-use crate::response::{self, PolicyHeaders};
-use crate::throttle::Source;
+use crate::principal::Principal;
+use crate::response::{self, PolicyHeaders, Rejection};
 
 /// Guards a service with a [`TokenGate`]: 401/403/429/503 per the contract,
 /// `X-RateLimit-*` headers on every authenticated response.
@@ -90,30 +89,6 @@ pub struct TokenGateService<S> {
     gate: TokenGate,
 }
 
-impl IntoResponse for Rejection {
-    fn into_response(self) -> Response {
-        match self {
-            Rejection::MissingToken => response::unauthorized(false),
-            Rejection::InvalidToken => response::unauthorized(true),
-            Rejection::NoApiAccess => response::forbidden(),
-            Rejection::TooManyFailures(retry_after) => response::throttled(retry_after),
-            Rejection::RateLimited(decision) => response::too_many_requests(&decision),
-            Rejection::Unavailable => response::unavailable(),
-        }
-    }
-}
-
-impl Rejection {
-    fn outcome(&self) -> Outcome {
-        match self {
-            Rejection::MissingToken | Rejection::InvalidToken => Outcome::Unauthorized,
-            Rejection::NoApiAccess => Outcome::Forbidden,
-            Rejection::TooManyFailures(_) | Rejection::RateLimited(_) => Outcome::RateLimited,
-            Rejection::Unavailable => Outcome::Unavailable,
-        }
-    }
-}
-
 impl<S, B> Service<Request<B>> for TokenGateService<S>
 where
     S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
@@ -130,45 +105,36 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let gate = &self.gate;
-        // Fast path, no allocation of our own: a cached token and the local
-        // limiter answer synchronously, and the inner service is called directly.
-        let cached = gate.authenticate_cached(single_authorization(request.headers()), || {
-            client_address(&request)
-        });
-        let admitted = match cached {
-            Some(Ok(principal)) => match gate.check_rate_limit_local(&principal) {
-                Some(Ok(decision)) => Some(Ok((principal, decision))),
-                Some(Err(rejection)) => Some(Err(rejection)),
-                None => None,
-            },
-            Some(Err(rejection)) => Some(Err(rejection)),
-            None => None,
-        };
-        match admitted {
-            Some(Ok((principal, decision))) => {
+        match gate.check_now(single_authorization(request.headers())) {
+            Quick::Admitted(principal, decision) => {
                 gate.metrics().record_outcome(Outcome::Ok);
                 let policy = principal.policy_headers().clone();
                 request.extensions_mut().insert(principal);
-                ResponseFuture::Inner {
+                ResponseFuture::new(State::Inner {
                     future: self.inner.call(request),
                     headers: Some((decision, policy)),
-                }
+                })
             }
-            Some(Err(rejection)) => ResponseFuture::Rejected {
+            Quick::Rejected(rejection) => ResponseFuture::new(State::Rejected {
                 response: Some(reject(gate, rejection)),
-            },
-            None => ResponseFuture::Slow {
-                future: self.call_slow(request),
-            },
+            }),
+            Quick::NeedsLimiter(principal) => ResponseFuture::new(State::Slow {
+                future: self.call_slow(request, Some(principal)),
+            }),
+            Quick::NeedsStore => ResponseFuture::new(State::Slow {
+                future: self.call_slow(request, None),
+            }),
         }
     }
 }
 
 impl<S> TokenGateService<S> {
-    /// The store, argon2 or a shared limiter is needed: an owned, boxed future.
+    /// The store, argon2 or a shared limiter is needed: an owned, boxed future
+    /// that continues from `authenticated` when the fast path got that far.
     fn call_slow<B>(
         &mut self,
         mut request: Request<B>,
+        authenticated: Option<Principal>,
     ) -> BoxFuture<'static, Result<Response, S::Error>>
     where
         S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
@@ -178,20 +144,11 @@ impl<S> TokenGateService<S> {
         let gate = self.gate.clone();
         // Owned (a cheap `Bytes` clone), so the future does not borrow the request.
         let authorization = single_authorization(request.headers()).cloned();
-        let source = Source::of(client_address(&request));
         // The clone is not ready; take the ready one (tower's documented pattern).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let admitted = async {
-                let principal: Principal = gate
-                    .authenticate_authorization(authorization, source)
-                    .await?;
-                let decision = gate.check_rate_limit(&principal).await?;
-                Ok::<_, Rejection>((principal, decision))
-            }
-            .await;
-            let (principal, decision) = match admitted {
+            let (principal, decision) = match gate.check(authorization, authenticated).await {
                 Ok(admitted) => admitted,
                 Err(rejection) => return Ok(reject(&gate, rejection)),
             };
@@ -205,16 +162,6 @@ impl<S> TokenGateService<S> {
     }
 }
 
-/// The peer's address, when the server provides axum's `ConnectInfo`
-/// (`into_make_service_with_connect_info::<SocketAddr>()`): failed
-/// verifications are then throttled per client, not only per token id.
-fn client_address<B>(request: &Request<B>) -> Option<IpAddr> {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(address)| address.ip())
-}
-
 fn reject(gate: &TokenGate, rejection: Rejection) -> Response {
     gate.metrics().record_outcome(rejection.outcome());
     tracing::debug!(?rejection, "request rejected");
@@ -223,23 +170,35 @@ fn reject(gate: &TokenGate, rejection: Rejection) -> Response {
 
 pin_project! {
     /// The future of [`TokenGateService`].
-    #[project = ResponseFutureProj]
-    #[allow(missing_docs)] // pin_project! cannot document a pinned field
-    pub enum ResponseFuture<F, E> {
-        /// Admitted from memory: the inner service's future, then our headers.
+    pub struct ResponseFuture<F, E> {
+        #[pin]
+        state: State<F, E>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, E> {
+        // Admitted from memory: the inner service's future, then our headers.
         Inner {
             #[pin]
             future: F,
             headers: Option<(Decision, PolicyHeaders)>,
         },
-        /// Rejected from memory.
+        // Rejected from memory.
         Rejected {
             response: Option<Response>,
         },
-        /// Needed the store, argon2 or a shared limiter.
+        // Needed the store, argon2 or a shared limiter.
         Slow {
             future: BoxFuture<'static, Result<Response, E>>,
         },
+    }
+}
+
+impl<F, E> ResponseFuture<F, E> {
+    fn new(state: State<F, E>) -> Self {
+        Self { state }
     }
 }
 
@@ -250,8 +209,8 @@ where
     type Output = Result<Response, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            ResponseFutureProj::Inner { future, headers } => {
+        match self.project().state.project() {
+            StateProj::Inner { future, headers } => {
                 let mut response = ready!(future.poll(cx))?;
                 if let Some((decision, policy)) = headers.take() {
                     response::write_rate_limit_headers_with(
@@ -262,10 +221,10 @@ where
                 }
                 Poll::Ready(Ok(response))
             }
-            ResponseFutureProj::Rejected { response } => Poll::Ready(Ok(response
+            StateProj::Rejected { response } => Poll::Ready(Ok(response
                 .take()
                 .expect("ResponseFuture polled after completion"))),
-            ResponseFutureProj::Slow { future } => future.as_mut().poll(cx),
+            StateProj::Slow { future } => future.as_mut().poll(cx),
         }
     }
 }

@@ -16,7 +16,8 @@
 //!     format!("hello, {} on {}", principal.account_id(), principal.plan())
 //! }
 //!
-//! // One SQLite file (created if missing); migrations are embedded.
+//! // A database (here in memory; `sqlite://tokengate.db` for a file,
+//! // created if missing); migrations are embedded.
 //! let store = SqliteStore::connect("sqlite::memory:").await?;
 //! store.migrate().await?;
 //!
@@ -38,45 +39,41 @@
 //! # Ok(())
 //! # }
 //! ```
-//!
-//! The pieces, one concept per module: [`token`] (format), [`hash`]
-//! (argon2id), [`store`] (SQLite / PostgreSQL), [`limit`] (sliding window),
-//! [`layer`] (the tower middleware), [`response`] (the contract's bodies),
-//! [`admin`] and [`server`] (the standalone server).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
-
-pub mod admin;
-pub mod bearer;
-mod cache;
-pub mod clock;
-pub mod error;
-pub mod extract;
-mod feed;
-pub mod gate;
-pub mod hash;
-pub mod layer;
-pub mod limit;
-pub mod maintenance;
-pub mod manage;
-pub mod metrics;
-pub mod openapi;
-mod request_id;
-pub mod response;
-pub mod server;
+mod bearer;
+mod clock;
+mod gate;
+mod hash;
+pub mod http;
+mod layer;
+mod limit;
+mod manage;
+mod metrics;
+mod principal;
+mod response;
 pub mod store;
-mod throttle;
-pub mod token;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod test_util;
+mod token;
 
-pub use admin::AdminAuth;
-pub use extract::Principal;
-pub use gate::{BuildError, LimiterFailurePolicy, Rejection, TokenGate, TokenGateBuilder};
-pub use hash::{Argon2Params, SecretHasher};
-pub use layer::{TokenGateLayer, TokenGateService};
-pub use limit::{Decision, MemoryRateLimiter, RateLimitStore};
-pub use maintenance::Maintenance;
-pub use manage::{CreatedToken, ManageError, RotatedToken};
+pub use gate::{BuildError, Maintenance, TokenGate, TokenGateBuilder};
+pub use hash::{Argon2Params, InvalidArgon2Params};
+pub use layer::{ResponseFuture, TokenGateLayer, TokenGateService};
+pub use limit::{Decision, InvalidWindow, LimitError, LimiterFailurePolicy, WindowConfig};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use limit::{RedisLimiterConfig, RedisRateLimiter};
+pub use manage::{CreatedToken, MAX_GRACE, ManageError, RotatedToken};
 pub use metrics::Metrics;
-pub use store::{SqliteStore, TokenStore};
-pub use token::{PlaintextToken, TokenFormat, TokenId};
+pub use principal::{MissingTokenGateLayer, Principal};
+pub use response::Rejection;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use store::PostgresStore;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use store::SqliteStore;
+pub use store::{Account, Plan, StoreError, TokenRecord, TokenStore};
+pub use token::{InvalidPrefix, PlaintextToken, TokenFormat, TokenFormatError, TokenId};

@@ -1,9 +1,12 @@
 //! Token lifecycle: create (shown once), revoke, rotate, and plan changes.
 //!
-//! The admin API and the CLI both call these, so validation, hashing and
-//! cache invalidation live in one place. Each operation commits to the store
-//! first, then invalidates this process's cache; other processes see the
-//! change through the store's change feed (see [`crate::maintenance`]).
+//! The admin API, the settings page and the CLI all call these, so every
+//! rule lives here once: validation, which states allow which operation,
+//! what a rotation does to the old token, and which [`Change`] each
+//! operation records. Each operation runs in one store transaction
+//! ([`WriteTx`]), then applies its changes to this process's caches; other
+//! processes see them through the store's change feed. The store itself
+//! only knows primitive reads and writes.
 
 use std::time::Duration;
 
@@ -11,14 +14,15 @@ use time::OffsetDateTime;
 
 use crate::gate::TokenGate;
 use crate::store::{
-    Account, Change, NewToken, Plan, Rotated, Rotation, StoreError, TokenRecord, truncate_to_second,
+    Account, Change, NewToken, Plan, StoreError, TokenRecord, TokenUpdate, WriteTx,
+    truncate_to_second,
 };
 use crate::token::{PlaintextToken, TokenId};
 
 /// Longest token name, in characters.
-pub const MAX_NAME_CHARS: usize = 200;
+pub(crate) const MAX_NAME_CHARS: usize = 200;
 /// Longest account id, in characters.
-pub const MAX_ACCOUNT_ID_CHARS: usize = 255;
+pub(crate) const MAX_ACCOUNT_ID_CHARS: usize = 255;
 /// Longest rotation grace period: 30 days.
 pub const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -59,30 +63,42 @@ impl std::fmt::Debug for RotatedToken {
     }
 }
 
-/// Why a management operation failed. Messages are safe to show to the caller.
+/// Why a management operation failed. Each variant carries what a message
+/// needs to say what to do; every boundary (admin API, settings page, CLI)
+/// words it for its audience.
 #[derive(Debug, thiserror::Error)]
 pub enum ManageError {
     /// The input is invalid; the message says how.
     #[error("{0}")]
     Invalid(String),
     /// No such account.
-    #[error("Account not found")]
-    UnknownAccount,
-    /// No such plan.
-    #[error("Plan not found")]
-    UnknownPlan,
+    #[error("account {0:?} not found")]
+    UnknownAccount(String),
+    /// No such plan; `closest` is an existing plan it may have meant.
+    #[error("unknown plan {plan:?}{}", closest.as_ref().map(|c| format!(" (did you mean {c:?}?)")).unwrap_or_default())]
+    UnknownPlan {
+        /// The plan asked for.
+        plan: String,
+        /// The existing plan nearest to it, if one is near.
+        closest: Option<String>,
+    },
     /// No such token.
-    #[error("Token not found")]
-    UnknownToken,
+    #[error("token {0} not found")]
+    UnknownToken(TokenId),
     /// A revoked token cannot be rotated.
-    #[error("Token is revoked")]
-    TokenRevoked,
+    #[error("token {0} is revoked")]
+    TokenRevoked(TokenId),
     /// An expired token cannot be rotated.
-    #[error("Token has expired")]
-    TokenExpired,
+    #[error("token {0} has expired")]
+    TokenExpired(TokenId),
     /// A token in the grace period of an earlier rotation: rotate its successor.
-    #[error("Token was already rotated")]
-    TokenAlreadyRotated,
+    #[error("token {id} was already rotated")]
+    TokenAlreadyRotated {
+        /// The token asked for.
+        id: TokenId,
+        /// The token that replaced it.
+        successor: Option<TokenId>,
+    },
     /// The store is unavailable.
     #[error("Service temporarily unavailable")]
     Unavailable(#[source] StoreError),
@@ -93,15 +109,7 @@ pub enum ManageError {
 
 impl From<StoreError> for ManageError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::UnknownPlan => ManageError::UnknownPlan,
-            StoreError::UnknownAccount => ManageError::UnknownAccount,
-            StoreError::UnknownToken => ManageError::UnknownToken,
-            StoreError::TokenRevoked => ManageError::TokenRevoked,
-            StoreError::TokenExpired => ManageError::TokenExpired,
-            StoreError::TokenAlreadyRotated => ManageError::TokenAlreadyRotated,
-            other => ManageError::Unavailable(other),
-        }
+        ManageError::Unavailable(e)
     }
 }
 
@@ -110,7 +118,7 @@ fn invalid(message: impl Into<String>) -> ManageError {
 }
 
 /// Checks an account id: 1–255 characters, no control characters, no surrounding spaces.
-pub fn validate_account_id(id: &str) -> Result<(), ManageError> {
+pub(crate) fn validate_account_id(id: &str) -> Result<(), ManageError> {
     let chars = id.chars().count();
     if chars == 0 || chars > MAX_ACCOUNT_ID_CHARS {
         return Err(invalid(format!(
@@ -126,7 +134,7 @@ pub fn validate_account_id(id: &str) -> Result<(), ManageError> {
 }
 
 /// Checks a token name: 1–200 characters, no control characters.
-pub fn validate_token_name(name: &str) -> Result<(), ManageError> {
+pub(crate) fn validate_token_name(name: &str) -> Result<(), ManageError> {
     let chars = name.chars().count();
     if name.trim().is_empty() || chars > MAX_NAME_CHARS {
         return Err(invalid(format!(
@@ -140,7 +148,7 @@ pub fn validate_token_name(name: &str) -> Result<(), ManageError> {
 }
 
 /// Checks a plan name: 1–64 characters of `a-z`, `0-9`, `_` and `-`.
-pub fn validate_plan_name(name: &str) -> Result<(), ManageError> {
+pub(crate) fn validate_plan_name(name: &str) -> Result<(), ManageError> {
     let valid = (1..=64).contains(&name.len())
         && name
             .bytes()
@@ -148,17 +156,99 @@ pub fn validate_plan_name(name: &str) -> Result<(), ManageError> {
     if valid {
         Ok(())
     } else {
-        Err(invalid(
-            "plan name must be 1 to 64 characters of a-z, 0-9, '_' and '-'",
-        ))
+        Err(invalid(format!(
+            "plan name {name:?} must be 1 to 64 characters of a-z, 0-9, '_' and '-'"
+        )))
     }
 }
 
+/// Whether `token` may be rotated at `now`: not revoked, not expired, not
+/// already rotated (then its successor is the one to rotate).
+fn check_rotatable(token: &TokenRecord, now: OffsetDateTime) -> Result<(), ManageError> {
+    if token.revoked_at.is_some() {
+        return Err(ManageError::TokenRevoked(token.id));
+    }
+    if token.expires_at.is_some_and(|at| at <= now) {
+        return Err(ManageError::TokenExpired(token.id));
+    }
+    if token.revoked_reason.is_some() {
+        return Err(ManageError::TokenAlreadyRotated {
+            id: token.id,
+            successor: token.replaced_by,
+        });
+    }
+    Ok(())
+}
+
+/// When a rotated token stops: at once without grace, else after the grace
+/// period, but never later than its own expiry.
+fn old_token_stops(
+    token: &TokenRecord,
+    now: OffsetDateTime,
+    grace: time::Duration,
+) -> TokenUpdate<'static> {
+    if grace.is_zero() {
+        TokenUpdate {
+            expires_at: token.expires_at,
+            revoked_at: Some(now),
+            revoked_reason: Some("rotated"),
+            replaced_by: None,
+        }
+    } else {
+        let end = now + grace;
+        TokenUpdate {
+            expires_at: Some(token.expires_at.map_or(end, |own| own.min(end))),
+            revoked_at: None,
+            revoked_reason: Some("rotated"),
+            replaced_by: None,
+        }
+    }
+}
+
+/// The existing name closest to `wanted` (same letters in another case, or
+/// at most two edits away), for "did you mean".
+fn closest<'a>(wanted: &str, names: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut previous = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let current = row[j + 1];
+                row[j + 1] = (previous + usize::from(ca != *cb))
+                    .min(row[j] + 1)
+                    .min(current + 1);
+                previous = current;
+            }
+        }
+        row[b.len()]
+    }
+    let wanted_lower = wanted.to_lowercase();
+    names
+        .into_iter()
+        .map(|name| (distance(&wanted_lower, name), name))
+        .filter(|&(d, _)| d <= 2)
+        .min()
+        .map(|(_, name)| name.to_owned())
+}
+
 impl TokenGate {
-    /// The current time, UTC, whole seconds (the gate's clock).
+    /// The current time, UTC, whole seconds (the gate's wall clock).
     pub fn now(&self) -> OffsetDateTime {
-        let secs = self.inner.clock.now_unix_secs();
-        OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        truncate_to_second(self.clock().now()).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+
+    /// Starts a write transaction (rolled back if dropped uncommitted).
+    async fn begin(&self) -> Result<Box<dyn WriteTx>, ManageError> {
+        Ok(self.within_store_timeout(self.store().begin_write()).await?)
+    }
+
+    /// Commits `tx`, then applies `changes` to this process's caches.
+    async fn commit(&self, tx: Box<dyn WriteTx>, changes: &[Change]) -> Result<(), ManageError> {
+        self.within_store_timeout(tx.commit()).await?;
+        self.invalidate_all(changes);
+        Ok(())
     }
 
     /// Creates a token for an existing account. The plaintext is in the result, once.
@@ -171,30 +261,35 @@ impl TokenGate {
         validate_account_id(account_id)?;
         validate_token_name(name)?;
         let now = self.now();
-        let expires_at = self.validate_expiry(expires_at, now)?;
+        let expires_at = validate_expiry(expires_at, now)?;
         // Fail fast before spending argon2 on an account that does not exist.
-        if self.store().get_account(account_id).await?.is_none() {
-            return Err(ManageError::UnknownAccount);
+        if self.account(account_id).await?.is_none() {
+            return Err(ManageError::UnknownAccount(account_id.to_owned()));
         }
         let minted = self.format().generate();
         let secret_hash = self
-            .hasher()
-            .hash(minted.secret.clone())
+            .hash_secret(minted.secret.clone())
             .await
             .map_err(|e| ManageError::Internal(e.to_string()))?;
-        let record = self
-            .store()
-            .insert_token(&NewToken {
-                id: minted.id,
-                account_id: account_id.to_owned(),
-                name: name.to_owned(),
-                secret_hash,
-                hint: minted.token.hint(),
-                created_at: now,
-                expires_at,
-            })
-            .await?;
-        self.inner.feed.learn(record.id);
+        let token = NewToken {
+            id: minted.id,
+            account_id: account_id.to_owned(),
+            name: name.to_owned(),
+            secret_hash,
+            secret_tag: minted.secret_tag(),
+            hint: minted.token.hint(),
+            created_at: now,
+            expires_at,
+        };
+        let mut tx = self.begin().await?;
+        if tx.account(account_id).await?.is_none() {
+            return Err(ManageError::UnknownAccount(account_id.to_owned()));
+        }
+        tx.insert_token(&token).await?;
+        tx.record_change(&Change::Created(token.id), now).await?;
+        let record = inserted(tx.token(&token.id).await?)?;
+        self.commit(tx, &[]).await?;
+        self.learn_token(record.id, token.secret_tag);
         self.metrics().record_admin("create_token");
         tracing::info!(token_id = %record.id, account_id, "token created");
         Ok(CreatedToken {
@@ -203,14 +298,26 @@ impl TokenGate {
         })
     }
 
-    /// Revokes a token (idempotent). The next request with it gets 401.
+    /// Revokes a token (idempotent: the first revocation time is kept). The
+    /// next request with it gets 401.
     pub async fn revoke_token(&self, id: &TokenId) -> Result<TokenRecord, ManageError> {
-        let record = self
-            .store()
-            .revoke_token(id, "revoked", self.now())
-            .await?
-            .ok_or(ManageError::UnknownToken)?;
-        self.invalidate(&Change::Token(*id));
+        let now = self.clock().now();
+        let mut tx = self.begin().await?;
+        let token = tx.token(id).await?.ok_or(ManageError::UnknownToken(*id))?;
+        if token.revoked_at.is_some() {
+            return Ok(token);
+        }
+        let update = TokenUpdate {
+            expires_at: token.expires_at,
+            revoked_at: Some(now),
+            revoked_reason: Some("revoked"),
+            replaced_by: token.replaced_by,
+        };
+        tx.update_token(id, update).await?;
+        let change = Change::Token(*id);
+        tx.record_change(&change, now).await?;
+        let record = tx.token(id).await?.ok_or(ManageError::UnknownToken(*id))?;
+        self.commit(tx, &[change]).await?;
         self.metrics().record_admin("revoke_token");
         tracing::info!(token_id = %id, "token revoked");
         Ok(record)
@@ -218,39 +325,55 @@ impl TokenGate {
 
     /// Replaces a token with a new one (same account and name). The old one
     /// keeps working for `grace`, and stops at once when `grace` is zero.
+    /// The new token keeps the old one's expiry unless `new_expires_at` says otherwise.
     pub async fn rotate_token(
         &self,
         id: &TokenId,
         grace: Duration,
         new_expires_at: Option<OffsetDateTime>,
     ) -> Result<RotatedToken, ManageError> {
+        let too_long = || invalid("grace_seconds must be at most 2592000 (30 days)");
         if grace > MAX_GRACE {
-            return Err(invalid("grace_seconds must be at most 2592000 (30 days)"));
+            return Err(too_long());
         }
+        let grace = time::Duration::try_from(grace).map_err(|_| too_long())?;
+        // The grace period ends when it says, to the millisecond; the new
+        // token's creation time is shown in whole seconds.
+        let precise_now = self.clock().now();
         let now = self.now();
-        let grace = time::Duration::try_from(grace)
-            .map_err(|_| invalid("grace_seconds must be at most 2592000 (30 days)"))?;
-        let new_expires_at = self.validate_expiry(new_expires_at, now)?;
+        let new_expires_at = validate_expiry(new_expires_at, now)?;
         let minted = self.format().generate();
         let new_secret_hash = self
-            .hasher()
-            .hash(minted.secret.clone())
+            .hash_secret(minted.secret.clone())
             .await
             .map_err(|e| ManageError::Internal(e.to_string()))?;
-        let Rotated { old, new } = self
-            .store()
-            .rotate_token(&Rotation {
-                old_id: *id,
-                new_id: minted.id,
-                new_secret_hash,
-                new_hint: minted.token.hint(),
-                new_expires_at,
-                now,
-                old_stops_at: now + grace,
-            })
-            .await?;
-        self.inner.feed.learn(new.id);
-        self.invalidate(&Change::Token(*id));
+        let secret_tag = minted.secret_tag();
+        let mut tx = self.begin().await?;
+        let old = tx.token(id).await?.ok_or(ManageError::UnknownToken(*id))?;
+        check_rotatable(&old, precise_now)?;
+        let new = NewToken {
+            id: minted.id,
+            account_id: old.account_id.clone(),
+            name: old.name.clone(),
+            secret_hash: new_secret_hash,
+            secret_tag,
+            hint: minted.token.hint(),
+            created_at: now,
+            expires_at: new_expires_at.or(old.expires_at),
+        };
+        tx.insert_token(&new).await?;
+        let stops = TokenUpdate {
+            replaced_by: Some(new.id),
+            ..old_token_stops(&old, precise_now, grace)
+        };
+        tx.update_token(id, stops).await?;
+        let change = Change::Token(*id);
+        tx.record_change(&Change::Created(new.id), now).await?;
+        tx.record_change(&change, now).await?;
+        let old = tx.token(id).await?.ok_or(ManageError::UnknownToken(*id))?;
+        let new = inserted(tx.token(&new.id).await?)?;
+        self.commit(tx, &[change]).await?;
+        self.learn_token(new.id, secret_tag);
         self.metrics().record_admin("rotate_token");
         tracing::info!(old_token_id = %id, new_token_id = %new.id, grace_secs = grace.whole_seconds(), "token rotated");
         Ok(RotatedToken {
@@ -267,14 +390,46 @@ impl TokenGate {
         plan: &str,
     ) -> Result<Account, ManageError> {
         validate_account_id(account_id)?;
-        validate_plan_name(plan)?;
-        let (account, plan_changed) = self
-            .store()
-            .upsert_account(account_id, plan, self.now())
-            .await?;
-        if plan_changed {
-            self.invalidate(&Change::Account(account_id.to_owned()));
+        let now = self.now();
+        let unknown_plan = async || {
+            let plans = self.plans().await.unwrap_or_default();
+            ManageError::UnknownPlan {
+                plan: plan.to_owned(),
+                closest: closest(plan, plans.iter().map(|p| p.name.as_str())),
+            }
+        };
+        if validate_plan_name(plan).is_err() {
+            return Err(unknown_plan().await);
         }
+        let mut tx = self.begin().await?;
+        if tx.plan(plan).await?.is_none() {
+            drop(tx);
+            return Err(unknown_plan().await);
+        }
+        let changes = match tx.account(account_id).await? {
+            None => {
+                let account = Account {
+                    id: account_id.to_owned(),
+                    plan: plan.to_owned(),
+                    created_at: now,
+                    updated_at: now,
+                };
+                tx.insert_account(&account).await?;
+                vec![]
+            }
+            Some(old) if old.plan != plan => {
+                tx.set_account_plan(account_id, plan, now).await?;
+                let change = Change::Account(account_id.to_owned());
+                tx.record_change(&change, now).await?;
+                vec![change]
+            }
+            Some(_) => vec![],
+        };
+        let account = tx
+            .account(account_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("an upserted account vanished".into()))?;
+        self.commit(tx, &changes).await?;
         self.metrics().record_admin("set_account_plan");
         tracing::info!(account_id, plan, "account plan set");
         Ok(account)
@@ -294,41 +449,74 @@ impl TokenGate {
                 "requests_per_hour must be at least 1 for a plan with API access",
             ));
         }
-        let plan = self
-            .store()
-            .upsert_plan(
-                &Plan {
-                    name: name.to_owned(),
-                    api_access,
-                    requests_per_hour,
-                },
-                self.now(),
-            )
-            .await?;
-        self.invalidate(&Change::Plan(name.to_owned()));
+        let plan = Plan {
+            name: name.to_owned(),
+            api_access,
+            requests_per_hour,
+        };
+        let now = self.now();
+        let mut tx = self.begin().await?;
+        tx.upsert_plan(&plan).await?;
+        let change = Change::Plan(name.to_owned());
+        tx.record_change(&change, now).await?;
+        self.commit(tx, &[change]).await?;
         self.metrics().record_admin("set_plan");
         tracing::info!(plan = name, api_access, requests_per_hour, "plan set");
         Ok(plan)
     }
 
-    fn validate_expiry(
-        &self,
-        expires_at: Option<OffsetDateTime>,
-        now: OffsetDateTime,
-    ) -> Result<Option<OffsetDateTime>, ManageError> {
-        let Some(at) = expires_at else {
-            return Ok(None);
-        };
-        match truncate_to_second(at) {
-            Some(at) if at <= now => Err(invalid("expires_at must be in the future")),
-            Some(at) if at.year() <= 9999 => Ok(Some(at)),
-            _ => Err(invalid("expires_at is too far in the future")),
+    /// Every plan, by name.
+    pub async fn plans(&self) -> Result<Vec<Plan>, ManageError> {
+        Ok(self.within_store_timeout(self.store().list_plans()).await?)
+    }
+
+    /// One account, if it exists.
+    pub async fn account(&self, account_id: &str) -> Result<Option<Account>, ManageError> {
+        Ok(self
+            .within_store_timeout(self.store().get_account(account_id))
+            .await?)
+    }
+
+    /// An account's tokens, oldest first, revoked and expired ones included.
+    pub async fn tokens(&self, account_id: &str) -> Result<Vec<TokenRecord>, ManageError> {
+        if self.account(account_id).await?.is_none() {
+            return Err(ManageError::UnknownAccount(account_id.to_owned()));
         }
+        Ok(self
+            .within_store_timeout(self.store().list_tokens(account_id))
+            .await?)
+    }
+
+    /// One token, if it exists (never its secret).
+    pub async fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>, ManageError> {
+        Ok(self.within_store_timeout(self.store().get_token(id)).await?)
+    }
+}
+
+/// A row this transaction inserted, read back.
+fn inserted(token: Option<TokenRecord>) -> Result<TokenRecord, ManageError> {
+    token.ok_or_else(|| StoreError::Corrupt("an inserted token vanished".into()).into())
+}
+
+/// An optional expiry: in the future, in whole seconds, at most year 9999.
+fn validate_expiry(
+    expires_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<Option<OffsetDateTime>, ManageError> {
+    let Some(at) = expires_at else {
+        return Ok(None);
+    };
+    match truncate_to_second(at) {
+        Some(at) if at <= now => Err(invalid("expires_at must be in the future")),
+        Some(at) if at.year() <= 9999 => Ok(Some(at)),
+        _ => Err(invalid("expires_at is too far in the future")),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use time::macros::datetime;
+
     use super::*;
 
     #[test]
@@ -348,5 +536,70 @@ mod tests {
         assert!(validate_plan_name("Pro").is_err());
         assert!(validate_plan_name("").is_err());
         assert!(validate_plan_name("a b").is_err());
+    }
+
+    fn token(expires_at: Option<OffsetDateTime>) -> TokenRecord {
+        TokenRecord {
+            id: TokenId::random(),
+            account_id: "acct".into(),
+            name: "CI".into(),
+            hint: "abcd".into(),
+            created_at: datetime!(2026-01-01 0:00 UTC),
+            last_used_at: None,
+            expires_at,
+            revoked_at: None,
+            revoked_reason: None,
+            replaced_by: None,
+        }
+    }
+
+    #[test]
+    fn a_grace_period_ends_to_the_millisecond_but_never_after_the_token_expires() {
+        let now = datetime!(2026-06-01 12:00:00.750 UTC);
+        let grace = time::Duration::seconds(2);
+        let update = old_token_stops(&token(None), now, grace);
+        assert_eq!(update.expires_at, Some(datetime!(2026-06-01 12:00:02.750 UTC)));
+        assert_eq!(update.revoked_at, None);
+        let soon = datetime!(2026-06-01 12:00:01 UTC);
+        assert_eq!(
+            old_token_stops(&token(Some(soon)), now, grace).expires_at,
+            Some(soon)
+        );
+        let at_once = old_token_stops(&token(Some(soon)), now, time::Duration::ZERO);
+        assert_eq!(at_once.revoked_at, Some(now));
+        assert_eq!(at_once.expires_at, Some(soon));
+    }
+
+    #[test]
+    fn only_live_unrotated_tokens_rotate() {
+        let now = datetime!(2026-06-01 12:00 UTC);
+        assert!(check_rotatable(&token(None), now).is_ok());
+        let expired = token(Some(now));
+        assert!(matches!(
+            check_rotatable(&expired, now),
+            Err(ManageError::TokenExpired(_))
+        ));
+        let mut revoked = token(None);
+        revoked.revoked_at = Some(now);
+        assert!(matches!(
+            check_rotatable(&revoked, now),
+            Err(ManageError::TokenRevoked(_))
+        ));
+        let mut rotated = token(None);
+        let successor = TokenId::random();
+        rotated.revoked_reason = Some("rotated".into());
+        rotated.replaced_by = Some(successor);
+        assert!(matches!(
+            check_rotatable(&rotated, now),
+            Err(ManageError::TokenAlreadyRotated { successor: Some(s), .. }) if s == successor
+        ));
+    }
+
+    #[test]
+    fn closest_plan_names_are_suggested() {
+        let plans = ["enterprise", "free", "pro"];
+        assert_eq!(closest("Pro", plans), Some("pro".into()));
+        assert_eq!(closest("entreprise", plans), Some("enterprise".into()));
+        assert_eq!(closest("premium", plans), None);
     }
 }

@@ -69,14 +69,14 @@ impl EncodeMetric for StripedCounter {
 
 /// How one request through the gate ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Authenticated and admitted.
     Ok,
     /// 401: missing, malformed, unknown, wrong, revoked or expired token.
     Unauthorized,
     /// 403: the plan has no API access.
     Forbidden,
-    /// 429: over the plan's hourly limit (or too many failed verifications).
+    /// 429: over the plan's hourly limit.
     RateLimited,
     /// 503: a backend was unavailable.
     Unavailable,
@@ -95,6 +95,7 @@ pub struct Metrics {
     pub(crate) cache_entries: Gauge,
     pub(crate) invalidations: Counter,
     pub(crate) feed_polls: Counter,
+    pub(crate) wrong_secrets: Counter,
     verify_seconds: Histogram,
     pub(crate) limiter_tracked: Gauge,
     pub(crate) limiter_backend_errors: Counter,
@@ -140,6 +141,7 @@ impl Metrics {
             cache_entries: Gauge::default(),
             invalidations: Counter::default(),
             feed_polls: Counter::default(),
+            wrong_secrets: Counter::default(),
             verify_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 12)),
             limiter_tracked: Gauge::default(),
             limiter_backend_errors: Counter::default(),
@@ -173,6 +175,11 @@ impl Metrics {
             metrics.feed_polls.clone(),
         );
         registry.register(
+            "wrong_secrets",
+            "Wrong secrets for a known token id, refused by their tag without argon2",
+            metrics.wrong_secrets.clone(),
+        );
+        registry.register(
             "argon2_verify_seconds",
             "Duration of argon2id verifications (the count is the number of verifications)",
             metrics.verify_seconds.clone(),
@@ -202,7 +209,7 @@ impl Metrics {
     }
 
     /// Counts one request outcome.
-    pub fn record_outcome(&self, outcome: Outcome) {
+    pub(crate) fn record_outcome(&self, outcome: Outcome) {
         let counter = match outcome {
             Outcome::Ok => &self.outcome_ok,
             Outcome::Unauthorized => &self.outcome_unauthorized,
@@ -218,7 +225,7 @@ impl Metrics {
     }
 
     /// Counts one admin operation (`create_token`, `revoke_token`, ...).
-    pub fn record_admin(&self, operation: &str) {
+    pub(crate) fn record_admin(&self, operation: &str) {
         self.admin_operations
             .get_or_create(&vec![("operation".to_owned(), operation.to_owned())])
             .inc();

@@ -17,34 +17,73 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use axum::body::Body;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use serde::Serialize;
 
 use crate::limit::Decision;
+use crate::metrics::Outcome;
+
+/// Why a request was not let through: each variant is one documented answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// 401: no bearer credentials (no `Authorization` header, or one with
+    /// another scheme such as `Basic`); the challenge names no error code.
+    MissingToken,
+    /// 401: malformed, unknown, wrong, revoked or expired token.
+    InvalidToken,
+    /// 403: the plan has no API access.
+    NoApiAccess,
+    /// 429: over the plan's limit.
+    RateLimited(Decision),
+    /// 503: a backend could not answer.
+    Unavailable,
+}
+
+impl Rejection {
+    pub(crate) fn outcome(&self) -> Outcome {
+        match self {
+            Rejection::MissingToken | Rejection::InvalidToken => Outcome::Unauthorized,
+            Rejection::NoApiAccess => Outcome::Forbidden,
+            Rejection::RateLimited(_) => Outcome::RateLimited,
+            Rejection::Unavailable => Outcome::Unavailable,
+        }
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        match self {
+            Rejection::MissingToken => unauthorized(false),
+            Rejection::InvalidToken => unauthorized(true),
+            Rejection::NoApiAccess => forbidden(),
+            Rejection::RateLimited(decision) => too_many_requests(&decision),
+            Rejection::Unavailable => unavailable(),
+        }
+    }
+}
 
 /// The 401 body, byte for byte.
-pub const UNAUTHORIZED_BODY: &str =
+pub(crate) const UNAUTHORIZED_BODY: &str =
     r#"{"success": false, "error": "Invalid or missing API token"}"#;
 /// The 403 body, byte for byte.
-pub const FORBIDDEN_BODY: &str =
+pub(crate) const FORBIDDEN_BODY: &str =
     r#"{"success": false, "error": "API access not available on your subscription plan"}"#;
 /// The 503 body, byte for byte.
-pub const UNAVAILABLE_BODY: &str =
+pub(crate) const UNAVAILABLE_BODY: &str =
     r#"{"success": false, "error": "Service temporarily unavailable"}"#;
 
 /// `X-RateLimit-Limit`: requests allowed per hour.
-pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+pub(crate) static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 /// `X-RateLimit-Remaining`: requests left in the current rolling hour.
-pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+pub(crate) static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 /// `X-RateLimit-Reset`: Unix second at which `Remaining` next grows.
-pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+pub(crate) static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 /// IETF draft `RateLimit-Policy`: `"hourly";q=<limit>;w=<window seconds>`.
-pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub(crate) static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// IETF draft `RateLimit`: `"hourly";r=<remaining>;t=<seconds until reset>`.
-pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+pub(crate) static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 // RFC 6750 §3: no error code when the request carried no credentials at all.
@@ -64,7 +103,7 @@ fn fixed(status: StatusCode, body: &'static str) -> Response {
 /// `credentials_present` only changes the `WWW-Authenticate` challenge
 /// (RFC 6750 §3); the body is the same in every case, so a caller learns
 /// nothing about why a token failed.
-pub fn unauthorized(credentials_present: bool) -> Response {
+pub(crate) fn unauthorized(credentials_present: bool) -> Response {
     let mut response = fixed(StatusCode::UNAUTHORIZED, UNAUTHORIZED_BODY);
     let challenge = if credentials_present {
         CHALLENGE_INVALID
@@ -76,12 +115,12 @@ pub fn unauthorized(credentials_present: bool) -> Response {
 }
 
 /// 403 for a valid token whose plan has no API access.
-pub fn forbidden() -> Response {
+pub(crate) fn forbidden() -> Response {
     fixed(StatusCode::FORBIDDEN, FORBIDDEN_BODY)
 }
 
 /// 503 for a backend fault: never a 401 for a token we could not check.
-pub fn unavailable() -> Response {
+pub(crate) fn unavailable() -> Response {
     let mut response = fixed(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE_BODY);
     response
         .headers_mut()
@@ -90,22 +129,22 @@ pub fn unavailable() -> Response {
 }
 
 /// The 429 body for a wait of `retry_after_secs`.
-pub fn rate_limited_body(retry_after_secs: u64) -> String {
+pub(crate) fn rate_limited_body(retry_after_secs: u64) -> String {
     format!(
         r#"{{"success": false, "error": "Rate limit exceeded. Try again in {retry_after_secs} seconds."}}"#
     )
 }
 
 /// 429 with `Retry-After` (equal to the N in the body) and the rate-limit headers.
-pub fn too_many_requests(decision: &Decision) -> Response {
+pub(crate) fn too_many_requests(decision: &Decision) -> Response {
     let retry_after = decision.retry_after_secs();
     let mut response = throttled(retry_after);
     write_rate_limit_headers(decision, response.headers_mut());
     response
 }
 
-/// 429 with `Retry-After` only: too many failed verifications for one token id.
-pub fn throttled(retry_after_secs: u64) -> Response {
+/// 429 with `Retry-After` (and, from the caller, the rate-limit headers).
+fn throttled(retry_after_secs: u64) -> Response {
     let mut response = Response::new(Body::from(rate_limited_body(retry_after_secs)));
     *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
     let headers = response.headers_mut();
@@ -117,7 +156,7 @@ pub fn throttled(retry_after_secs: u64) -> Response {
 /// The rate-limit header values that depend only on the plan, built once per
 /// cached token instead of once per request.
 #[derive(Clone, Debug)]
-pub struct PolicyHeaders {
+pub(crate) struct PolicyHeaders {
     limit: u32,
     window_secs: u64,
     limit_value: HeaderValue,
@@ -130,7 +169,7 @@ impl PolicyHeaders {
     /// Values for up to 1,024 distinct plans are interned as `'static`
     /// strings: cloning them then touches no shared reference count, which
     /// matters when every core serves the same hot token.
-    pub fn new(limit: u32, window_secs: u64) -> Self {
+    pub(crate) fn new(limit: u32, window_secs: u64) -> Self {
         type Interned = HashMap<(u32, u64), (HeaderValue, HeaderValue)>;
         static INTERNED: Mutex<Option<Interned>> = Mutex::new(None);
         let mut interned = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
@@ -195,7 +234,7 @@ fn count_value(n: u32) -> HeaderValue {
 }
 
 /// Adds `X-RateLimit-*`, `RateLimit-Policy` and `RateLimit` for a decision.
-pub fn write_rate_limit_headers(decision: &Decision, headers: &mut HeaderMap) {
+pub(crate) fn write_rate_limit_headers(decision: &Decision, headers: &mut HeaderMap) {
     write_rate_limit_headers_with(
         decision,
         &PolicyHeaders::new(decision.limit, decision.window_secs),
@@ -204,7 +243,7 @@ pub fn write_rate_limit_headers(decision: &Decision, headers: &mut HeaderMap) {
 }
 
 /// Like [`write_rate_limit_headers`], reusing the plan's prebuilt values.
-pub fn write_rate_limit_headers_with(
+pub(crate) fn write_rate_limit_headers_with(
     decision: &Decision,
     policy: &PolicyHeaders,
     headers: &mut HeaderMap,
@@ -241,35 +280,6 @@ pub fn write_rate_limit_headers_with(
     push(digits.format(decision.reset_in_secs()).as_bytes());
     if let Ok(value) = HeaderValue::from_bytes(&buf[..len]) {
         headers.insert(RATELIMIT.clone(), value);
-    }
-}
-
-/// An error in the envelope: `{"success": false, "error": "<message>"}`.
-pub fn error_response(status: StatusCode, message: &str) -> Response {
-    let quoted = serde_json::to_string(message).unwrap_or_else(|_| "\"error\"".to_owned());
-    let mut response = Response::new(Body::from(format!(
-        r#"{{"success": false, "error": {quoted}}}"#
-    )));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, JSON);
-    response
-}
-
-/// A success in the envelope: `{"success": true, "data": <data>}`.
-pub fn success_response<T: Serialize>(status: StatusCode, data: &T) -> Response {
-    match serde_json::to_string(data) {
-        Ok(json) => {
-            let mut response = Response::new(Body::from(format!(
-                r#"{{"success": true, "data": {json}}}"#
-            )));
-            *response.status_mut() = status;
-            response.headers_mut().insert(CONTENT_TYPE, JSON);
-            response
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "failed to serialize a response");
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
-        }
     }
 }
 
@@ -359,14 +369,24 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn envelopes_escape_messages() {
-        let r = error_response(StatusCode::BAD_REQUEST, "bad \"name\"\n");
-        assert_eq!(
-            body(r).await,
-            r#"{"success": false, "error": "bad \"name\"\n"}"#
-        );
-        let r = success_response(StatusCode::OK, &serde_json::json!({"a": 1}));
-        assert_eq!(body(r).await, r#"{"success": true, "data": {"a":1}}"#);
+    /// The fixed bodies are what the envelope's serializer writes for them.
+    #[test]
+    fn contract_bodies_are_envelopes_to_the_byte() {
+        for (body, message) in [
+            (UNAUTHORIZED_BODY, "Invalid or missing API token"),
+            (FORBIDDEN_BODY, "API access not available on your subscription plan"),
+            (UNAVAILABLE_BODY, "Service temporarily unavailable"),
+            (
+                rate_limited_body(7).as_str(),
+                "Rate limit exceeded. Try again in 7 seconds.",
+            ),
+        ] {
+            let envelope = crate::http::ErrorEnvelope {
+                success: false,
+                error: message.to_owned(),
+            };
+            let written = crate::http::envelope::to_json(&envelope).unwrap();
+            assert_eq!(std::str::from_utf8(&written).unwrap(), body);
+        }
     }
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::window::{Decision, WindowConfig, WindowState};
 use super::{LimitError, RateLimitStore};
-use crate::clock::Clock;
+use crate::clock::monotonic_unix_ms;
 use crate::token::{RandomIdState, TokenId};
 
 const SHARDS: usize = 32;
@@ -24,9 +24,8 @@ type Shard = Mutex<HashMap<TokenId, WindowState, RandomIdState>>;
 /// authenticated token ids (tokengate minted them from `OsRng`, so they also
 /// serve as their own hash) and is dropped once idle for a full window:
 /// memory is bounded by the number of tokens active in the last hour.
-pub struct MemoryRateLimiter {
+pub(crate) struct MemoryRateLimiter {
     config: WindowConfig,
-    clock: Clock,
     shards: Box<[Shard]>,
 }
 
@@ -47,31 +46,20 @@ impl Default for MemoryRateLimiter {
 
 impl MemoryRateLimiter {
     /// An empty limiter with the given window layout.
-    pub fn new(config: WindowConfig) -> Self {
-        Self::with_clock(config, Clock::new())
-    }
-
-    /// An empty limiter reading time from `clock`.
-    pub fn with_clock(config: WindowConfig, clock: Clock) -> Self {
+    pub(crate) fn new(config: WindowConfig) -> Self {
         Self {
             config,
-            clock,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
 
-    /// The window layout.
-    pub fn config(&self) -> &WindowConfig {
-        &self.config
-    }
-
     /// Checks one request for `token` now.
-    pub fn check_now(&self, token: &TokenId, limit: u32) -> Decision {
-        self.check_at(token, limit, self.clock.now_unix_ms())
+    pub(crate) fn check_now(&self, token: &TokenId, limit: u32) -> Decision {
+        self.check_at(token, limit, monotonic_unix_ms())
     }
 
     /// Checks one request for `token` at `now_ms` (Unix milliseconds).
-    pub fn check_at(&self, token: &TokenId, limit: u32, now_ms: u64) -> Decision {
+    pub(crate) fn check_at(&self, token: &TokenId, limit: u32, now_ms: u64) -> Decision {
         let mut shard = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
         shard
             .entry(*token)
@@ -80,7 +68,7 @@ impl MemoryRateLimiter {
     }
 
     /// Number of tokens with state.
-    pub fn tracked(&self) -> usize {
+    pub(crate) fn tracked(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
@@ -88,7 +76,7 @@ impl MemoryRateLimiter {
     }
 
     /// Drops the state of tokens idle at `now_ms`; returns how many were dropped.
-    pub fn evict_idle_at(&self, now_ms: u64) -> usize {
+    pub(crate) fn evict_idle_at(&self, now_ms: u64) -> usize {
         let mut dropped = 0;
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
@@ -107,7 +95,7 @@ impl MemoryRateLimiter {
     /// `tokengate-windows v1 <bucket ms>`, then one line per token,
     /// `<token id> <bucket>:<count> ...` (absolute bucket numbers, so the
     /// windows move on while the process is down).
-    pub fn snapshot_at(&self, now_ms: u64) -> String {
+    pub(crate) fn snapshot_at(&self, now_ms: u64) -> String {
         let mut text = format!("{SNAPSHOT_HEADER} {}\n", self.config.bucket_ms());
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
@@ -129,7 +117,7 @@ impl MemoryRateLimiter {
     /// any a token already has (so a restore can only make the limiter
     /// stricter). Returns how many tokens were restored; unreadable lines, a
     /// different bucket width and windows already idle at `now_ms` are skipped.
-    pub fn restore_snapshot(&self, text: &str, now_ms: u64) -> usize {
+    pub(crate) fn restore_snapshot(&self, text: &str, now_ms: u64) -> usize {
         let mut lines = text.lines();
         let header = format!("{SNAPSHOT_HEADER} {}", self.config.bucket_ms());
         if lines.next() != Some(header.as_str()) {
@@ -185,7 +173,7 @@ impl RateLimitStore for MemoryRateLimiter {
     }
 
     fn evict_idle(&self) {
-        self.evict_idle_at(self.clock.now_unix_ms());
+        self.evict_idle_at(monotonic_unix_ms());
     }
 }
 

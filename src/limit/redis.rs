@@ -229,6 +229,14 @@ impl RedisRateLimiter {
 #[async_trait]
 impl RateLimitStore for RedisRateLimiter {
     async fn check(&self, token: &TokenId, limit: u32) -> Result<Decision, LimitError> {
+        RedisRateLimiter::check(self, token, limit).await
+    }
+}
+
+impl RedisRateLimiter {
+    /// Checks (and, if admitted, counts) one request for `token` against
+    /// `limit` per window, in one round trip.
+    pub async fn check(&self, token: &TokenId, limit: u32) -> Result<Decision, LimitError> {
         // Circuit breaker: after a failure, requests fail at once and one
         // request per `RETRY_AFTER_FAILURE` probes Redis, so an outage (even
         // a black hole that never refuses) costs requests nothing but the

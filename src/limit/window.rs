@@ -19,7 +19,7 @@
 //! against 4 bytes per request (40 KB per Enterprise token) for an exact log.
 
 /// One hour, in milliseconds.
-pub const HOUR_MS: u64 = 3_600_000;
+pub(crate) const HOUR_MS: u64 = 3_600_000;
 
 /// Bucket layout of a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +113,7 @@ impl Decision {
 
 /// One token's window: a ring of `B + 1` bucket counters and their sum.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WindowState {
+pub(crate) struct WindowState {
     /// Absolute number (`t / g`) of the newest bucket the ring has advanced to.
     newest: u64,
     /// Absolute number of the oldest non-empty counted bucket (valid when `sum > 0`).
@@ -124,7 +124,7 @@ pub struct WindowState {
 
 impl WindowState {
     /// An empty window for the given layout.
-    pub fn new(config: &WindowConfig) -> Self {
+    pub(crate) fn new(config: &WindowConfig) -> Self {
         Self {
             newest: 0,
             oldest: 0,
@@ -134,12 +134,13 @@ impl WindowState {
     }
 
     /// Requests counted in the ring (as of the last check).
-    pub fn counted(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn counted(&self) -> u32 {
         self.sum
     }
 
     /// Checks one request at `now_ms` against `limit`; counts it if admitted.
-    pub fn check(&mut self, config: &WindowConfig, limit: u32, now_ms: u64) -> Decision {
+    pub(crate) fn check(&mut self, config: &WindowConfig, limit: u32, now_ms: u64) -> Decision {
         let bucket = now_ms / config.bucket_ms();
         self.advance(config, bucket);
         let allowed = self.sum < limit;
@@ -189,7 +190,7 @@ impl WindowState {
     }
 
     /// Whether the window is empty at `now_ms` (its state can be dropped).
-    pub fn is_idle(&self, config: &WindowConfig, now_ms: u64) -> bool {
+    pub(crate) fn is_idle(&self, config: &WindowConfig, now_ms: u64) -> bool {
         let bucket = now_ms / config.bucket_ms();
         self.sum == 0 || bucket >= self.newest + config.ring_len()
     }

@@ -1,13 +1,25 @@
 //! Durable state: plans, accounts, tokens (hashes only), and the change feed.
 //!
-//! [`TokenStore`] is the seam between tokengate and its database. SQLite
-//! ([`SqliteStore`]) is the default; PostgreSQL ([`PostgresStore`], feature
-//! `postgres`) implements the same trait for running several instances.
+//! This module owns *storage primitives*; it knows no business rule. The
+//! rules (what rotation does, which change a revocation records) live in
+//! `manage.rs`, once, on top of these primitives, so every backend obeys
+//! them alike. The primitives come in two traits:
 //!
-//! Every mutation that can make a cached authentication stale (revoke, rotate,
-//! an account's plan, a plan's limits) appends a [`Change`] in the same
-//! transaction. Running gates poll that feed, so a change made by another
-//! process (the CLI, another instance) reaches every cache within the poll
+//! * [`CredentialStore`]: what authentication needs on every uncached
+//!   request and in the background (one indexed credential lookup, the
+//!   change feed, batched last-use writes);
+//! * [`AdminStore`]: reads for the admin API and CLI, and [`WriteTx`], a
+//!   write transaction whose steps commit together.
+//!
+//! [`TokenStore`] is both, plus `migrate` and `close`. Both built-in
+//! backends share one set of SQL statements (`sql.rs`); `sqlite.rs` and
+//! `postgres.rs` hold only what differs: connecting, value encoding, and
+//! how a write transaction orders the change feed.
+//!
+//! Every mutation that can make a cached authentication stale (a token
+//! created, revoked or rotated; an account's plan; a plan's limits) appends a
+//! [`Change`] in the same transaction. Running gates poll that feed, so a
+//! change made by another process reaches every cache within the poll
 //! interval, and nothing is lost while a process is disconnected.
 
 use async_trait::async_trait;
@@ -18,10 +30,14 @@ use crate::token::TokenId;
 
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 /// A subscription plan: whether it may call the API, and how often.
@@ -84,6 +100,9 @@ pub struct TokenRecord {
     /// `revoked_at` null means it was rotated with a grace period and still
     /// works until `expires_at`.
     pub revoked_reason: Option<String>,
+    /// For a rotated token: the id of the token that replaced it.
+    #[schema(value_type = Option<String>)]
+    pub replaced_by: Option<TokenId>,
 }
 
 /// A token row to insert. `secret_hash` is an argon2id PHC string.
@@ -97,6 +116,8 @@ pub struct NewToken {
     pub name: String,
     /// argon2id PHC string of the secret.
     pub secret_hash: String,
+    /// A 32-bit tag of the secret, checked before argon2 (see `token.rs`).
+    pub secret_tag: u32,
     /// The last four characters of the token.
     pub hint: String,
     /// Creation time.
@@ -115,42 +136,17 @@ impl std::fmt::Debug for NewToken {
     }
 }
 
-/// A rotation: the new token's row, and when the old one stops working.
-#[derive(Clone)]
-pub struct Rotation {
-    /// The token being replaced.
-    pub old_id: TokenId,
-    /// The replacement's id, hash and hint; account and name are copied from the old token.
-    pub new_id: TokenId,
-    /// argon2id PHC string of the new secret.
-    pub new_secret_hash: String,
-    /// The last four characters of the new token.
-    pub new_hint: String,
-    /// Optional expiry of the new token.
-    pub new_expires_at: Option<OffsetDateTime>,
-    /// Now.
-    pub now: OffsetDateTime,
-    /// When the old token stops: `now` revokes it at once; later sets its expiry.
-    pub old_stops_at: OffsetDateTime,
-}
-
-impl std::fmt::Debug for Rotation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rotation")
-            .field("old_id", &self.old_id)
-            .field("new_id", &self.new_id)
-            .field("old_stops_at", &self.old_stops_at)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Both sides of a completed rotation.
-#[derive(Debug, Clone)]
-pub struct Rotated {
-    /// The old token, with its new expiry or revocation.
-    pub old: TokenRecord,
-    /// The new token.
-    pub new: TokenRecord,
+/// A change to a token's lifecycle fields, written by [`WriteTx::update_token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenUpdate<'a> {
+    /// The new expiry (`None` leaves none).
+    pub expires_at: Option<OffsetDateTime>,
+    /// The new revocation time (`None` leaves it unrevoked).
+    pub revoked_at: Option<OffsetDateTime>,
+    /// The new reason (`revoked`, `rotated`), or `None`.
+    pub revoked_reason: Option<&'a str>,
+    /// The successor of a rotated token.
+    pub replaced_by: Option<TokenId>,
 }
 
 /// What authentication needs to know about a token id, in one indexed lookup.
@@ -162,6 +158,8 @@ pub struct Credential {
     pub account_id: String,
     /// argon2id PHC string of the secret.
     pub secret_hash: String,
+    /// The secret's tag; `None` for tokens created before tags existed.
+    pub secret_tag: Option<u32>,
     /// Expiry, if any.
     pub expires_at: Option<OffsetDateTime>,
     /// Revocation time, if revoked.
@@ -196,7 +194,8 @@ pub enum Change {
 }
 
 impl Change {
-    pub(crate) fn kind(&self) -> &'static str {
+    /// The `kind` column of the change's row.
+    pub fn kind(&self) -> &'static str {
         match self {
             Change::Created(_) => "created",
             Change::Token(_) => "token",
@@ -206,7 +205,8 @@ impl Change {
         }
     }
 
-    pub(crate) fn subject(&self) -> String {
+    /// The `subject` column of the change's row.
+    pub fn subject(&self) -> String {
         match self {
             Change::Created(id) | Change::Token(id) => id.to_string(),
             Change::Account(id) => id.clone(),
@@ -216,7 +216,7 @@ impl Change {
     }
 
     /// Reads a change row; anything unreadable conservatively means [`Change::Everything`].
-    pub(crate) fn from_row(kind: &str, subject: String) -> Self {
+    pub fn from_row(kind: &str, subject: String) -> Self {
         match kind {
             "created" => subject.parse().map_or(Change::Everything, Change::Created),
             "token" => subject.parse().map_or(Change::Everything, Change::Token),
@@ -227,113 +227,135 @@ impl Change {
     }
 }
 
-/// A store failure.
+/// One row of the change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEntry {
+    /// Its sequence number (commit order).
+    pub seq: i64,
+    /// What changed.
+    pub change: Change,
+    /// For [`Change::Created`]: the new token's secret tag, if it has one.
+    pub secret_tag: Option<u32>,
+}
+
+/// A store failure: the database could not answer, or holds something
+/// tokengate did not write. ("Not found" is `Ok(None)`, not an error.)
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached or failed (answered with 503).
     #[error("database unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The named plan does not exist.
-    #[error("unknown plan")]
-    UnknownPlan,
-    /// The named account does not exist.
-    #[error("unknown account")]
-    UnknownAccount,
-    /// The token does not exist.
-    #[error("unknown token")]
-    UnknownToken,
-    /// The token was revoked, so it cannot be rotated.
-    #[error("token is revoked")]
-    TokenRevoked,
-    /// The token has expired, so it cannot be rotated.
-    #[error("token has expired")]
-    TokenExpired,
-    /// The token was already rotated (it is in its grace period).
-    #[error("token was already rotated")]
-    TokenAlreadyRotated,
     /// The database holds something tokengate did not write.
     #[error("corrupt row: {0}")]
     Corrupt(String),
 }
 
 impl StoreError {
-    pub(crate) fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+    /// Wraps a driver error as [`StoreError::Unavailable`].
+    pub fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         StoreError::Unavailable(Box::new(e))
     }
 }
 
-/// Storage for plans, accounts and token hashes. Implementations must make each
-/// method atomic and durable before returning `Ok`.
+/// The authentication path's view of the store: one indexed lookup per
+/// uncached token, the change feed, and batched last-use writes.
 #[async_trait]
-pub trait TokenStore: Send + Sync + 'static {
-    /// Applies pending migrations.
-    async fn migrate(&self) -> Result<(), StoreError>;
+pub trait CredentialStore: Send + Sync + 'static {
+    /// Everything authentication needs about a token id, in one lookup.
+    async fn find_credential(&self, id: &TokenId) -> Result<Option<Credential>, StoreError>;
+    /// Every token that is not revoked, with its secret tag (loaded once
+    /// when a gate starts reading the change feed).
+    async fn live_tokens(&self) -> Result<Vec<(TokenId, Option<u32>)>, StoreError>;
+    /// Changes with a sequence number above `after`, oldest first, at most `limit`.
+    async fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<FeedEntry>, StoreError>;
+    /// Stores the tag of a token made before tags existed (after its secret
+    /// was verified), so wrong secrets for it stop costing argon2.
+    async fn backfill_secret_tag(&self, id: &TokenId, tag: u32) -> Result<(), StoreError>;
+    /// The newest change's sequence number (0 if none).
+    async fn latest_change(&self) -> Result<i64, StoreError>;
+    /// Writes a batch of last-use times (never moving one backwards).
+    async fn record_last_used(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError>;
     /// Checks that the database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Closes connections (at shutdown). The default does nothing.
-    async fn close(&self) {}
+}
 
+/// The administration's view of the store: reads, and write transactions.
+#[async_trait]
+pub trait AdminStore: Send + Sync + 'static {
+    /// Starts a write transaction. Its changes become visible together at
+    /// [`WriteTx::commit`]; dropping it uncommitted rolls them back.
+    async fn begin_write(&self) -> Result<Box<dyn WriteTx>, StoreError>;
     /// All plans, by name.
     async fn list_plans(&self) -> Result<Vec<Plan>, StoreError>;
-    /// One plan.
-    async fn get_plan(&self, name: &str) -> Result<Option<Plan>, StoreError>;
-    /// Creates or updates a plan; records a [`Change::Plan`].
-    async fn upsert_plan(&self, plan: &Plan, now: OffsetDateTime) -> Result<Plan, StoreError>;
-
-    /// Creates an account or moves it to another plan; records a
-    /// [`Change::Account`] when the plan changes, and says whether it did.
-    /// `Err(UnknownPlan)` if the plan does not exist.
-    async fn upsert_account(
-        &self,
-        id: &str,
-        plan: &str,
-        now: OffsetDateTime,
-    ) -> Result<(Account, bool), StoreError>;
     /// One account.
     async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError>;
-
-    /// Inserts a token and records a [`Change::Created`].
-    /// `Err(UnknownAccount)` if the account does not exist.
-    async fn insert_token(&self, token: &NewToken) -> Result<TokenRecord, StoreError>;
-    /// An account's tokens, oldest first. `Err(UnknownAccount)` if it does not exist.
+    /// An account's tokens, oldest first (empty for an unknown account).
     async fn list_tokens(&self, account_id: &str) -> Result<Vec<TokenRecord>, StoreError>;
     /// One token.
     async fn get_token(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError>;
-    /// Revokes a token (idempotent: the first revocation time is kept) and
-    /// records a [`Change::Token`]. `Ok(None)` if unknown.
-    async fn revoke_token(
-        &self,
-        id: &TokenId,
-        reason: &str,
-        now: OffsetDateTime,
-    ) -> Result<Option<TokenRecord>, StoreError>;
-    /// Replaces a token in one transaction and records a [`Change::Token`] for the old one.
-    async fn rotate_token(&self, rotation: &Rotation) -> Result<Rotated, StoreError>;
-
-    /// Ids of every token that is not revoked (loaded once when a gate starts
-    /// reading the change feed).
-    async fn live_token_ids(&self) -> Result<Vec<TokenId>, StoreError>;
-    /// Everything authentication needs about a token id, in one lookup.
-    async fn find_credential(&self, id: &TokenId) -> Result<Option<Credential>, StoreError>;
-    /// Writes a batch of last-use times (never moving one backwards).
-    async fn record_last_used(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError>;
-
-    /// Changes with a sequence number above `after`, oldest first, at most `limit`.
-    async fn changes_after(&self, after: i64, limit: u32)
-    -> Result<Vec<(i64, Change)>, StoreError>;
-    /// The newest change's sequence number (0 if none).
-    async fn latest_change(&self) -> Result<i64, StoreError>;
-    /// Deletes changes older than `before`.
+    /// Deletes changes older than `before`; returns how many.
     async fn prune_changes(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
-
     /// A value from the settings table.
     async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Writes a setting (replacing any previous value).
     async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Writes a setting unless one exists; returns whether this call wrote it.
+    async fn put_setting_if_absent(&self, key: &str, value: &str) -> Result<bool, StoreError>;
 }
 
-/// Timestamps are stored and shown with whole-second precision, in UTC.
-/// `None` if the instant cannot be expressed in UTC (e.g. year 9999 at -05:00).
+/// One write transaction: primitive reads and writes that commit together.
+///
+/// A backend that keeps a change feed for several writers must make the
+/// order of sequence numbers the order of commits (SQLite: one writer at a
+/// time; PostgreSQL: an advisory lock taken at [`AdminStore::begin_write`]).
+#[async_trait]
+pub trait WriteTx: Send {
+    /// One plan.
+    async fn plan(&mut self, name: &str) -> Result<Option<Plan>, StoreError>;
+    /// Creates or replaces a plan.
+    async fn upsert_plan(&mut self, plan: &Plan) -> Result<(), StoreError>;
+    /// One account.
+    async fn account(&mut self, id: &str) -> Result<Option<Account>, StoreError>;
+    /// Creates an account (the id must be new).
+    async fn insert_account(&mut self, account: &Account) -> Result<(), StoreError>;
+    /// Moves an account to another plan.
+    async fn set_account_plan(
+        &mut self,
+        id: &str,
+        plan: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// One token.
+    async fn token(&mut self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError>;
+    /// Inserts a token (its account must exist).
+    async fn insert_token(&mut self, token: &NewToken) -> Result<(), StoreError>;
+    /// Writes a token's expiry and revocation fields.
+    async fn update_token(
+        &mut self,
+        id: &TokenId,
+        update: TokenUpdate<'_>,
+    ) -> Result<(), StoreError>;
+    /// Appends to the change feed.
+    async fn record_change(&mut self, change: &Change, at: OffsetDateTime)
+    -> Result<(), StoreError>;
+    /// Makes every step visible at once.
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// A complete backend: the authentication path, the administration, and the schema.
+///
+/// [`SqliteStore`] (feature `sqlite`, the default) and [`PostgresStore`]
+/// (feature `postgres`) implement it.
+#[async_trait]
+pub trait TokenStore: CredentialStore + AdminStore {
+    /// Applies pending migrations; returns how many were applied.
+    async fn migrate(&self) -> Result<usize, StoreError>;
+    /// Closes connections (at shutdown). The default does nothing.
+    async fn close(&self) {}
+}
+
+/// Timestamps shown to people have whole seconds, in UTC. `None` if the
+/// instant cannot be expressed in UTC (e.g. year 9999 at -05:00).
 pub(crate) fn truncate_to_second(t: OffsetDateTime) -> Option<OffsetDateTime> {
     t.checked_to_offset(time::UtcOffset::UTC)?
         .replace_nanosecond(0)

@@ -1,0 +1,367 @@
+//! Configuration shared by every subcommand: from flags, the environment and `.env`.
+//!
+//! Every check here answers with one line for `error: ...` on stderr (exit 1).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use tokengate::http::AdminAuth;
+use tokengate::{Argon2Params, LimiterFailurePolicy, TokenFormat};
+
+/// Options every subcommand understands. Each flag also reads an environment
+/// variable (shown in `--help`), and `.env` in the working directory is loaded first.
+#[derive(Args)]
+pub(crate) struct Common {
+    /// Database: `sqlite://path/to/file.db` (created if missing) or `postgres://...`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://tokengate.db",
+        global = true
+    )]
+    pub(crate) database_url: String,
+
+    /// Say which database a command opened, and what it changed there.
+    #[arg(short, long, global = true)]
+    pub(crate) verbose: bool,
+
+    /// Prefix of API tokens: 2-16 of a-z, 0-9 and '_', ending with '_'.
+    /// Changing it invalidates every existing token.
+    #[arg(long, env = "TOKEN_PREFIX", default_value = "iit_", global = true, hide = true)]
+    pub(crate) token_prefix: String,
+
+    /// argon2id memory cost in KiB for new hashes (OWASP: 19456).
+    #[arg(
+        long,
+        env = "ARGON2_MEMORY_KIB",
+        default_value_t = 19_456,
+        global = true,
+        hide = true
+    )]
+    pub argon2_memory_kib: u32,
+
+    /// argon2id passes for new hashes (OWASP: 2).
+    #[arg(long, env = "ARGON2_ITERATIONS", default_value_t = 2, global = true, hide = true)]
+    pub argon2_iterations: u32,
+
+    /// argon2id parallelism for new hashes (OWASP: 1).
+    #[arg(long, env = "ARGON2_PARALLELISM", default_value_t = 1, global = true, hide = true)]
+    pub argon2_parallelism: u32,
+
+    /// Log format on stderr (any case).
+    #[arg(long, env = "LOG_FORMAT", value_enum, ignore_case = true, default_value_t = LogFormat::Text, global = true, hide = true)]
+    pub(crate) log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Options of `serve`.
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on: `IP:port` or `host:port` (a host name listens on its
+    /// first IPv4 address, else its first address).
+    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
+    pub(crate) bind_addr: String,
+
+    /// Admin API credential: 16 or more of A-Z a-z 0-9 - . _ ~ + / (then optional =),
+    /// the characters a Bearer header can carry. If unset, one is generated on
+    /// first start, printed once to stderr, and only its SHA-256 is stored.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub(crate) admin_token: Option<String>,
+
+    /// Redis for the shared rate limiter across instances, e.g. `redis://127.0.0.1:6379`.
+    /// Unset: each process limits on its own (correct for a single instance).
+    #[arg(long, env = "REDIS_URL")]
+    pub(crate) redis_url: Option<String>,
+
+    /// Prefix of the Redis keys, so several deployments can share one Redis.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "tokengate")]
+    pub(crate) redis_key_prefix: String,
+
+    /// When Redis is unreachable: `closed` answers 503; `local` falls back to
+    /// this process's own limiter (limits then hold per instance only). Any case.
+    #[arg(long, env = "RATE_LIMIT_FAILURE_POLICY", value_enum, ignore_case = true, default_value_t = FailurePolicy::Closed)]
+    pub(crate) rate_limit_failure_policy: FailurePolicy,
+
+    /// Seconds a verified token is cached before it is revalidated (no argon2).
+    #[arg(long, env = "CACHE_TTL_SECS", default_value_t = 60)]
+    pub(crate) cache_ttl_secs: u64,
+
+    /// Seconds to wait for in-flight requests on SIGTERM/SIGINT.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub(crate) shutdown_grace_secs: u64,
+}
+
+/// `RATE_LIMIT_FAILURE_POLICY` values.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum FailurePolicy {
+    /// 503 while the shared limiter is down.
+    Closed,
+    /// Per-instance limits while the shared limiter is down.
+    Local,
+}
+
+impl From<FailurePolicy> for LimiterFailurePolicy {
+    fn from(policy: FailurePolicy) -> Self {
+        match policy {
+            FailurePolicy::Closed => LimiterFailurePolicy::FailClosed,
+            FailurePolicy::Local => LimiterFailurePolicy::FallBackToLocal,
+        }
+    }
+}
+
+impl ServeArgs {
+    pub(crate) fn cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.cache_ttl_secs)
+    }
+
+    /// `ADMIN_TOKEN`, if set, once it is known that a client can present it.
+    /// The error never repeats the token.
+    pub(crate) fn admin_token(&self) -> Result<Option<&str>, String> {
+        let Some(token) = self.admin_token.as_deref() else {
+            return Ok(None);
+        };
+        AdminAuth::from_token(token).map_err(|e| format!("invalid ADMIN_TOKEN: {e}"))?;
+        Ok(Some(token))
+    }
+
+    /// `BIND_ADDR` as a socket address, resolving a host name such as `localhost`.
+    pub(crate) async fn bind_addr(&self) -> Result<SocketAddr, String> {
+        let text = self.bind_addr.as_str();
+        if let Ok(addr) = text.parse() {
+            return Ok(addr);
+        }
+        let addrs: Vec<SocketAddr> = match tokio::net::lookup_host(text).await {
+            Ok(addrs) => addrs.collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                return Err(format!(
+                    "invalid BIND_ADDR {text:?}: use host:port, e.g. 127.0.0.1:8080 or localhost:8080"
+                ));
+            }
+            Err(e) => return Err(format!("cannot resolve BIND_ADDR {text:?}: {e}")),
+        };
+        // `localhost` often resolves to ::1 first, but clients of `localhost` fall
+        // back to 127.0.0.1 while clients of `127.0.0.1` never try ::1.
+        addrs
+            .iter()
+            .find(|addr| addr.is_ipv4())
+            .or(addrs.first())
+            .copied()
+            .ok_or_else(|| format!("cannot resolve BIND_ADDR {text:?}: no address found"))
+    }
+}
+
+impl Common {
+    pub(crate) fn token_format(&self) -> Result<TokenFormat, String> {
+        TokenFormat::new(self.token_prefix.clone()).map_err(|e| e.to_string())
+    }
+
+    pub(crate) fn argon2_params(&self) -> Argon2Params {
+        Argon2Params {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+        }
+    }
+}
+
+/// Loads `.env` from the working directory, if there is one.
+///
+/// A malformed line is named by its number only: its text may hold a secret.
+pub(crate) fn load_dotenv() -> Result<(), String> {
+    const PATH: &str = ".env";
+    match dotenvy::from_path(PATH) {
+        Ok(()) => Ok(()),
+        Err(e) if e.not_found() => Ok(()),
+        Err(dotenvy::Error::LineParse(text, _)) => {
+            // dotenvy reports the text (the line, or only its value), not its number.
+            let contents = std::fs::read_to_string(PATH).unwrap_or_default();
+            let reported = text.lines().next().unwrap_or_default().trim();
+            let malformed = |line: &str| {
+                !reported.is_empty()
+                    && line.trim_end().ends_with(reported)
+                    && dotenvy::from_read_iter(line.as_bytes()).any(|item| item.is_err())
+            };
+            let line = contents
+                .lines()
+                .position(malformed)
+                .map_or_else(|| "a line".to_owned(), |at| format!("line {}", at + 1));
+            Err(format!(
+                "malformed .env: {line} is not NAME=value (quote a value with spaces)"
+            ))
+        }
+        Err(e) => Err(format!("cannot read .env: {e}")),
+    }
+}
+
+/// Checks a `sqlite:` URL for what SQLite would report badly or not at all: no
+/// file name (each connection would get its own empty temporary database), a
+/// directory, or a missing parent directory (which is not created).
+pub(crate) fn check_sqlite_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let in_memory = path == ":memory:" || query.split('&').any(|pair| pair == "mode=memory");
+    if in_memory {
+        return Ok(());
+    }
+    if path.is_empty() {
+        return Err(format!(
+            "invalid DATABASE_URL {url:?}: no file name; use e.g. sqlite://tokengate.db"
+        ));
+    }
+    let decoded = percent_decode(path);
+    let file = Path::new(&decoded);
+    if decoded.ends_with('/') || file.is_dir() {
+        return Err(format!(
+            "invalid DATABASE_URL {url:?}: {decoded} is a directory; name a file in it, e.g. tokengate.db"
+        ));
+    }
+    let Some(parent) = file
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    else {
+        return Ok(());
+    };
+    match std::fs::metadata(parent) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(format!(
+            "cannot open database {url}: {} is not a directory",
+            parent.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "cannot open database {url}: directory {} does not exist",
+            parent.display()
+        )),
+        // Permissions and the like: SQLite's own error says it when it fails.
+        Err(_) => Ok(()),
+    }
+}
+
+/// The file of a `sqlite:` URL, or `None` for an in-memory database.
+pub(crate) fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" || query.split('&').any(|pair| pair == "mode=memory")
+    {
+        return None;
+    }
+    Some(std::path::PathBuf::from(percent_decode(path)))
+}
+
+/// `%XX` escapes decoded, as sqlx does for SQLite file names.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses a duration like `90s`, `15m`, `1h`, `2d` or a bare number of seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: use e.g. 90s, 15m, 1h, 2d"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("invalid duration unit {unit:?}: use s, m, h or d")),
+    };
+    number
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("duration {text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn sqlite_urls() {
+        for ok in [
+            "sqlite::memory:",
+            "sqlite://:memory:",
+            "sqlite://?mode=memory",
+            "sqlite://tokengate.db",
+            "sqlite:tokengate.db",
+            "sqlite://./tokengate.db?mode=rwc",
+        ] {
+            assert_eq!(check_sqlite_url(ok), Ok(()), "{ok}");
+        }
+        for (bad, expected) in [
+            ("sqlite://", "no file name"),
+            ("sqlite:", "no file name"),
+            ("sqlite://?cache=shared", "no file name"),
+            ("sqlite://.", "is a directory"),
+            ("sqlite://data/", "is a directory"),
+            (
+                "sqlite://./no/such/dir/a.db",
+                "directory ./no/such/dir does not exist",
+            ),
+            (
+                "sqlite://no%2Fsuch/a.db",
+                "directory no/such does not exist",
+            ),
+            ("sqlite://Cargo.toml/a.db", "Cargo.toml is not a directory"),
+        ] {
+            let error = check_sqlite_url(bad).expect_err(bad);
+            assert!(error.contains(expected), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn percent_escapes() {
+        assert_eq!(percent_decode("a%20b%2fc"), "a b/c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+}

@@ -1,0 +1,8 @@
+//! The tokengate server as a library: [`server::app`] builds the router
+//! that `main` serves and the tests drive in process.
+
+pub mod server;
+
+mod demo;
+mod openapi;
+mod request_id;

@@ -1,0 +1,367 @@
+//! `tokengate`: the server and its command line. Thin: configuration, wiring, exit codes.
+
+mod cli;
+mod config;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokengate::http::{AdminAuth, AdminTokenOrigin};
+use tokengate::{SqliteStore, StoreError, TokenGate, TokenStore};
+use tokengate_server::server::{AppState, app};
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+use crate::config::{Common, LogFormat, ServeArgs};
+
+fn main() -> ExitCode {
+    let dotenv = config::load_dotenv();
+    let cli = match (dotenv, cli::parse()) {
+        // Help and version work even with a broken `.env`.
+        (_, Err(e)) if cli::is_help_or_version(&e) => return cli::report_parse_error(&e),
+        (Err(message), _) => return fail(&message),
+        (Ok(()), Err(e)) => return cli::report_parse_error(&e),
+        (Ok(()), Ok(cli)) => cli,
+    };
+    let is_serve = matches!(cli.command, Some(Command::Serve(_)));
+    if let Err(message) = init_tracing(cli.common.log_format, is_serve) {
+        return fail(&message);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(&message),
+    }
+}
+
+/// Prints `error: <message>` (one line) and returns exit status 1.
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+/// Logs on stderr, filtered by `RUST_LOG`: by default `info` for the server, but
+/// only warnings for CLI commands, whose own messages are the output.
+fn init_tracing(format: LogFormat, is_serve: bool) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(&directives)
+            .map_err(|e| format!("invalid RUST_LOG {directives:?}: {e}"))?,
+        _ if is_serve => EnvFilter::new("info,sqlx=warn"),
+        // sqlx warns of slow statements: noise for a one-off command.
+        _ => EnvFilter::new("warn,sqlx=error"),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let common = cli.common;
+    // `cli::parse` adds `serve` when no subcommand is given.
+    let Some(command) = cli.command else {
+        return Err("no command given; try `tokengate --help`".into());
+    };
+    // Refuse bad configuration before touching the database.
+    common.token_format()?;
+    common
+        .argon2_params()
+        .validate()
+        .map_err(|e| e.to_string())?;
+    let shown = redact_url(&common.database_url);
+    match command {
+        Command::Serve(args) => {
+            let bind_addr = args.bind_addr().await?;
+            args.admin_token()?;
+            let store = connect(&common.database_url, Create::Yes).await?;
+            migrate(store.as_ref(), &shown).await?;
+            serve(common, args, bind_addr, store).await
+        }
+        Command::Migrate => {
+            let store = connect(&common.database_url, Create::Yes).await?;
+            let applied = store
+                .migrate()
+                .await
+                .map_err(|e| format!("cannot migrate {shown}: {}", root_cause(&e)));
+            store.close().await;
+            match applied? {
+                0 => eprintln!("database {shown} is up to date: no migrations were pending"),
+                1 => eprintln!("applied 1 migration to {shown}"),
+                n => eprintln!("applied {n} migrations to {shown}"),
+            }
+            Ok(())
+        }
+        other => {
+            // Only commands that set something up may create the database;
+            // the others name the one they looked for instead.
+            let create = if other.creates_database() {
+                Create::Yes
+            } else {
+                Create::No
+            };
+            let store = connect(&common.database_url, create).await?;
+            let applied = migrate(store.as_ref(), &shown).await?;
+            if applied > 0 && create == Create::Yes && common.verbose {
+                eprintln!("database {shown}: applied {applied} migrations");
+            }
+            let gate = build_gate(&common, Arc::clone(&store), None)?;
+            cli::run_management(other, gate, store.as_ref(), &shown, common.verbose).await
+        }
+    }
+}
+
+async fn migrate(store: &dyn TokenStore, shown: &str) -> Result<usize, String> {
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("cannot migrate {shown}: {}", root_cause(&e)))
+}
+
+/// Whether opening a database may create it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Create {
+    Yes,
+    No,
+}
+
+async fn connect(url: &str, create: Create) -> Result<Arc<dyn TokenStore>, String> {
+    let shown = redact_url(url);
+    if url.starts_with("sqlite:") {
+        config::check_sqlite_url(url)?;
+        if create == Create::No
+            && let Some(path) = config::sqlite_file(url)
+            && !path.exists()
+        {
+            let cwd = std::env::current_dir()
+                .map(|dir| format!(" (relative to {})", dir.display()))
+                .unwrap_or_default();
+            return Err(format!(
+                "no database at {}{cwd}: DATABASE_URL is {shown}. Point DATABASE_URL at the \
+                 server's database, or create one with `tokengate migrate`",
+                path.display()
+            ));
+        }
+        let store = SqliteStore::connect(url)
+            .await
+            .map_err(|e| format!("cannot open database {shown}: {}", root_cause(&e)))?;
+        return Ok(Arc::new(store));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
+        {
+            let store = tokengate::PostgresStore::connect(url).await.map_err(|e| {
+                format!(
+                    "cannot connect to {shown}: {} (is PostgreSQL running and DATABASE_URL right?)",
+                    root_cause(&e)
+                )
+            })?;
+            return Ok(Arc::new(store));
+        }
+        #[cfg(not(feature = "postgres"))]
+        return Err("this build has no PostgreSQL support (enable the `postgres` feature)".into());
+    }
+    Err(format!(
+        "unsupported DATABASE_URL {shown}: use sqlite://path/to/file.db or postgres://user@host/db"
+    ))
+}
+
+fn build_gate(
+    common: &Common,
+    store: Arc<dyn TokenStore>,
+    serve: Option<&ServeArgs>,
+) -> Result<TokenGate, String> {
+    let mut builder = TokenGate::builder(store)
+        .with_token_format(common.token_format()?)
+        .with_argon2_params(common.argon2_params());
+    if let Some(args) = serve {
+        builder = builder.with_cache_ttl(args.cache_ttl());
+        #[cfg(feature = "redis")]
+        if let Some(url) = &args.redis_url {
+            let config = tokengate::RedisLimiterConfig {
+                key_prefix: args.redis_key_prefix.clone(),
+                ..Default::default()
+            };
+            let limiter = tokengate::RedisRateLimiter::new(url, config)
+                .map_err(|e| format!("invalid REDIS_URL: {e}"))?;
+            builder = builder
+                .with_redis_limiter(limiter)
+                .with_limiter_failure_policy(args.rate_limit_failure_policy.into());
+        }
+        #[cfg(not(feature = "redis"))]
+        if args.redis_url.is_some() {
+            return Err("this build has no Redis support (enable the `redis` feature)".into());
+        }
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+async fn serve(
+    common: Common,
+    args: ServeArgs,
+    bind_addr: SocketAddr,
+    store: Arc<dyn TokenStore>,
+) -> Result<(), String> {
+    let gate = build_gate(&common, Arc::clone(&store), Some(&args))?;
+    // Listen first: if the port is taken, fail before an admin token is
+    // generated and shown (to a log nobody reads, since the server is not up).
+    let listener = tokio::net::TcpListener::bind(bind_addr)
+        .await
+        .map_err(|e| bind_error(bind_addr, &e))?;
+    let admin = admin_credential(&args, store.as_ref()).await?;
+    // The rate-limit windows saved at the last shutdown: a restart does not
+    // give every token a fresh hour.
+    match gate.restore_rate_windows().await {
+        Ok(Some(tokens)) if tokens > 0 => {
+            tracing::info!(tokens, "restored rate-limit windows")
+        }
+        Ok(_) => {}
+        Err(e) => return Err(format!("cannot read the saved rate-limit windows: {e}")),
+    }
+    let maintenance = gate.spawn_maintenance();
+    let router = app(AppState {
+        gate: gate.clone(),
+        admin: Arc::new(admin),
+    });
+    let local = listener.local_addr().unwrap_or(bind_addr);
+    tracing::info!(address = %local, database = %redact_url(&common.database_url), "tokengate listening on http://{local}");
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        // With the peer address, failed verifications are throttled per client.
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        })
+        .into_future(),
+    );
+    let signal = shutdown_signal().await;
+    tracing::info!(signal, "shutting down: draining in-flight requests");
+    let _ = stop_tx.send(());
+    let grace = Duration::from_secs(args.shutdown_grace_secs);
+    if tokio::time::timeout(grace, server).await.is_err() {
+        tracing::warn!("requests still in flight after {grace:?}; closing anyway");
+    }
+    maintenance.shutdown().await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    };
+    #[cfg(unix)]
+    {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+            "SIGTERM"
+        };
+        tokio::select! {
+            name = ctrl_c => name,
+            name = terminate => name,
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await
+}
+
+/// Why the port could not be bound, and what to do.
+fn bind_error(addr: SocketAddr, e: &std::io::Error) -> String {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "; another process is listening there: stop it, or set BIND_ADDR (e.g. BIND_ADDR=127.0.0.1:8081)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "; ports below 1024 need privileges: set BIND_ADDR to a port above 1024"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "; that address is not on this machine: set BIND_ADDR (e.g. 127.0.0.1:8080 or 0.0.0.0:8080)"
+        }
+        _ => "; set BIND_ADDR to another address",
+    };
+    format!("cannot listen on {addr} (BIND_ADDR): {e}{hint}")
+}
+
+/// The admin credential, and one line saying where it comes from and how to
+/// replace it.
+async fn admin_credential(args: &ServeArgs, store: &dyn TokenStore) -> Result<AdminAuth, String> {
+    if let Some(token) = args.admin_token()? {
+        tracing::info!(
+            "admin credential: ADMIN_TOKEN from the environment (change it there; the stored one, if any, is not used)"
+        );
+        return AdminAuth::from_token(token).map_err(|e| format!("invalid ADMIN_TOKEN: {e}"));
+    }
+    let (auth, origin) = AdminAuth::load_or_generate(store)
+        .await
+        .map_err(|e| format!("cannot read the admin token: {}", root_cause(&e)))?;
+    match origin {
+        AdminTokenOrigin::Generated(token) => {
+            eprintln!(
+                "\n  ADMIN_TOKEN was not set, so an admin token was generated:\n\n      {}\n\n  It is shown only this once; only its SHA-256 is stored. Use it as\n  `Authorization: Bearer <token>` on /admin. Set ADMIN_TOKEN to choose your own,\n  or run `tokengate admin-token reset` to replace it.\n",
+                token.expose_secret()
+            );
+            tracing::info!(
+                "admin credential: generated now and printed above (replace it with `tokengate admin-token reset`, or set ADMIN_TOKEN)"
+            );
+        }
+        AdminTokenOrigin::Stored => tracing::info!(
+            "admin credential: the one generated at an earlier start (only its hash is stored; lost it? run `tokengate admin-token reset`, or set ADMIN_TOKEN)"
+        ),
+        AdminTokenOrigin::GeneratedElsewhere => tracing::warn!(
+            "admin credential: another instance starting at the same time generated it and printed it in its own output (or run `tokengate admin-token reset`, or set ADMIN_TOKEN)"
+        ),
+    }
+    Ok(auth)
+}
+
+/// The innermost cause of an error, on one line.
+fn root_cause(e: &StoreError) -> String {
+    let mut source: &dyn std::error::Error = e;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    source.to_string().replace('\n', " ")
+}
+
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

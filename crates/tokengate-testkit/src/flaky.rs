@@ -1,0 +1,234 @@
+//! A store that fails on demand: the test double for backend faults.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use tokengate::store::{
+    Account, AdminStore, Change, Credential, CredentialStore, FeedEntry, NewToken, Plan,
+    StoreError, TokenRecord, TokenUpdate, WriteTx,
+};
+use tokengate::{SqliteStore, TokenId, TokenStore};
+
+/// Delegates to SQLite, unless `fail(true)`: then every call is `Unavailable`.
+pub struct FlakyStore {
+    inner: SqliteStore,
+    state: Arc<Faults>,
+}
+
+#[derive(Default)]
+struct Faults {
+    failing: AtomicBool,
+    hanging: AtomicBool,
+    credential_lookups: AtomicU64,
+    credential_delay_ms: AtomicU64,
+}
+
+impl Faults {
+    async fn check(&self) -> Result<(), StoreError> {
+        if self.hanging.load(Ordering::SeqCst) {
+            // A partition, not a refusal: never answers.
+            std::future::pending::<()>().await;
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            Err(StoreError::unavailable(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "injected fault",
+            )))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl FlakyStore {
+    /// Wraps `inner`, healthy.
+    pub fn new(inner: SqliteStore) -> Self {
+        Self {
+            inner,
+            state: Arc::default(),
+        }
+    }
+
+    /// Makes every call fail (`true`) or succeed again (`false`).
+    pub fn fail(&self, failing: bool) {
+        self.state.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Makes every call hang forever (`true`), as a partitioned database does.
+    pub fn hang(&self, hanging: bool) {
+        self.state.hanging.store(hanging, Ordering::SeqCst);
+    }
+
+    /// Makes each credential lookup answer this long after it read the row
+    /// (a slow network), so a change can commit while a lookup is in flight.
+    pub fn delay_credential_answers(&self, delay: Duration) {
+        self.state
+            .credential_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// How many times authentication looked a token up.
+    pub fn credential_lookups(&self) -> u64 {
+        self.state.credential_lookups.load(Ordering::SeqCst)
+    }
+
+    /// The SQLite store underneath (no faults).
+    pub fn sqlite(&self) -> &SqliteStore {
+        &self.inner
+    }
+}
+
+#[async_trait]
+impl CredentialStore for FlakyStore {
+    async fn find_credential(&self, id: &TokenId) -> Result<Option<Credential>, StoreError> {
+        self.state.credential_lookups.fetch_add(1, Ordering::SeqCst);
+        self.state.check().await?;
+        let credential = self.inner.find_credential(id).await;
+        let delay = self.state.credential_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        credential
+    }
+    async fn live_tokens(&self) -> Result<Vec<(TokenId, Option<u32>)>, StoreError> {
+        self.state.check().await?;
+        self.inner.live_tokens().await
+    }
+    async fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<FeedEntry>, StoreError> {
+        self.state.check().await?;
+        self.inner.changes_after(after, limit).await
+    }
+    async fn latest_change(&self) -> Result<i64, StoreError> {
+        self.state.check().await?;
+        self.inner.latest_change().await
+    }
+    async fn backfill_secret_tag(&self, id: &TokenId, tag: u32) -> Result<(), StoreError> {
+        self.state.check().await?;
+        self.inner.backfill_secret_tag(id, tag).await
+    }
+    async fn record_last_used(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
+        self.state.check().await?;
+        self.inner.record_last_used(uses).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.state.check().await?;
+        self.inner.ping().await
+    }
+}
+
+#[async_trait]
+impl AdminStore for FlakyStore {
+    async fn begin_write(&self) -> Result<Box<dyn WriteTx>, StoreError> {
+        self.state.check().await?;
+        Ok(Box::new(FlakyTx {
+            inner: self.inner.begin_write().await?,
+            state: Arc::clone(&self.state),
+        }))
+    }
+    async fn list_plans(&self) -> Result<Vec<Plan>, StoreError> {
+        self.state.check().await?;
+        self.inner.list_plans().await
+    }
+    async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        self.state.check().await?;
+        self.inner.get_account(id).await
+    }
+    async fn list_tokens(&self, account_id: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        self.state.check().await?;
+        self.inner.list_tokens(account_id).await
+    }
+    async fn get_token(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        self.state.check().await?;
+        self.inner.get_token(id).await
+    }
+    async fn prune_changes(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        self.state.check().await?;
+        self.inner.prune_changes(before).await
+    }
+    async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.state.check().await?;
+        self.inner.get_setting(key).await
+    }
+    async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.state.check().await?;
+        self.inner.put_setting(key, value).await
+    }
+    async fn put_setting_if_absent(&self, key: &str, value: &str) -> Result<bool, StoreError> {
+        self.state.check().await?;
+        self.inner.put_setting_if_absent(key, value).await
+    }
+}
+
+#[async_trait]
+impl TokenStore for FlakyStore {
+    async fn migrate(&self) -> Result<usize, StoreError> {
+        self.state.check().await?;
+        self.inner.migrate().await
+    }
+}
+
+/// A transaction whose steps and commit fail while the store does.
+struct FlakyTx {
+    inner: Box<dyn WriteTx>,
+    state: Arc<Faults>,
+}
+
+#[async_trait]
+impl WriteTx for FlakyTx {
+    async fn plan(&mut self, name: &str) -> Result<Option<Plan>, StoreError> {
+        self.state.check().await?;
+        self.inner.plan(name).await
+    }
+    async fn upsert_plan(&mut self, plan: &Plan) -> Result<(), StoreError> {
+        self.state.check().await?;
+        self.inner.upsert_plan(plan).await
+    }
+    async fn account(&mut self, id: &str) -> Result<Option<Account>, StoreError> {
+        self.state.check().await?;
+        self.inner.account(id).await
+    }
+    async fn insert_account(&mut self, account: &Account) -> Result<(), StoreError> {
+        self.state.check().await?;
+        self.inner.insert_account(account).await
+    }
+    async fn set_account_plan(
+        &mut self,
+        id: &str,
+        plan: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.state.check().await?;
+        self.inner.set_account_plan(id, plan, now).await
+    }
+    async fn token(&mut self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        self.state.check().await?;
+        self.inner.token(id).await
+    }
+    async fn insert_token(&mut self, token: &NewToken) -> Result<(), StoreError> {
+        self.state.check().await?;
+        self.inner.insert_token(token).await
+    }
+    async fn update_token(
+        &mut self,
+        id: &TokenId,
+        update: TokenUpdate<'_>,
+    ) -> Result<(), StoreError> {
+        self.state.check().await?;
+        self.inner.update_token(id, update).await
+    }
+    async fn record_change(
+        &mut self,
+        change: &Change,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.state.check().await?;
+        self.inner.record_change(change, at).await
+    }
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.state.check().await?;
+        self.inner.commit().await
+    }
+}

@@ -1,0 +1,11 @@
+//! Helpers shared by tokengate's test suites: requests in process and the
+//! contract's bodies, a store that fails on demand, PostgreSQL and Redis for
+//! the scale-out tests, and a TCP proxy that can be cut.
+
+pub mod backends;
+pub mod flaky;
+pub mod http;
+pub mod proxy;
+
+pub use flaky::FlakyStore;
+pub use http::{FORBIDDEN, TestResponse, UNAUTHORIZED, UNAVAILABLE, forge_wrong_secret, send};

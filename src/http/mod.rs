@@ -1,0 +1,63 @@
+//! The HTTP side: the admin API router, the JSON envelope and its error
+//! type, and the OpenAPI pieces. Mount the routers you need in your app; the
+//! standalone server mounts them all.
+//!
+//! Dependencies point one way: `envelope` is a leaf; `openapi` describes the
+//! envelope and the contract; the routers use both and the gate.
+
+mod admin;
+mod admin_auth;
+pub(crate) mod envelope;
+mod openapi;
+
+pub use admin::admin_router;
+pub use admin_auth::{AdminAuth, AdminTokenOrigin, GeneratedAdminToken, InvalidAdminToken};
+pub use envelope::{
+    ApiError, ErrorEnvelope, JsonBody, PathParam, SuccessEnvelope, error_response,
+    success_response,
+};
+pub use openapi::document_gated_routes;
+
+use crate::manage::ManageError;
+
+/// How a management failure is answered over HTTP: what went wrong and
+/// what to do about it, never an internal cause.
+impl From<ManageError> for ApiError {
+    fn from(e: ManageError) -> Self {
+        match e {
+            ManageError::Invalid(message) => ApiError::BadRequest(message),
+            ManageError::UnknownAccount(account) => {
+                ApiError::NotFound(admin::account_not_found(&account))
+            }
+            ManageError::UnknownPlan { plan, closest } => ApiError::BadRequest(match closest {
+                Some(closest) => format!(
+                    "Unknown plan {plan:?}: did you mean {closest:?}? (GET /admin/plans lists them)"
+                ),
+                None => format!("Unknown plan {plan:?} (GET /admin/plans lists them)"),
+            }),
+            ManageError::UnknownToken(_) => ApiError::NotFound("Token not found".into()),
+            ManageError::TokenRevoked(_) => {
+                ApiError::Conflict("Token is revoked and cannot be rotated".into())
+            }
+            ManageError::TokenExpired(_) => {
+                ApiError::Conflict("Token has expired and cannot be rotated".into())
+            }
+            ManageError::TokenAlreadyRotated { successor, .. } => {
+                ApiError::Conflict(match successor {
+                    Some(successor) => format!(
+                        "Token was already rotated; rotate its successor {successor} instead"
+                    ),
+                    None => "Token was already rotated; rotate its successor instead".into(),
+                })
+            }
+            ManageError::Unavailable(cause) => {
+                tracing::error!(error = %cause, "store unavailable");
+                ApiError::Unavailable
+            }
+            ManageError::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
+                ApiError::Internal
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The authenticated principal, and the axum extractor that hands it to handlers.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{Json, Router, routing::get};
+//! use tokengate::Principal;
+//!
+//! async fn whoami(principal: Principal) -> Json<serde_json::Value> {
+//!     Json(serde_json::json!({
+//!         "account": principal.account_id(),
+//!         "plan": principal.plan(),
+//!     }))
+//! }
+//!
+//! // Mount behind `TokenGateLayer`; without it the extractor answers 500
+//! // and names the missing layer.
+//! let app: Router = Router::new().route("/api/v1/whoami", get(whoami));
+//! ```
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::request::Parts;
+
+use crate::http::error_response;
+use crate::response::PolicyHeaders;
+
+use crate::token::TokenId;
+
+const HOUR_SECS: u64 = 3600;
+
+/// Who is calling: the token, its account and its plan. Cheap to clone.
+#[derive(Clone)]
+pub struct Principal(Arc<PrincipalData>);
+
+struct PrincipalData {
+    token_id: TokenId,
+    account_id: String,
+    plan: String,
+    requests_per_hour: u32,
+    headers: PolicyHeaders,
+}
+
+impl Principal {
+    /// A principal for the given token, account and plan.
+    pub(crate) fn new(
+        token_id: TokenId,
+        account_id: String,
+        plan: String,
+        requests_per_hour: u32,
+    ) -> Self {
+        Self(Arc::new(PrincipalData {
+            token_id,
+            account_id,
+            plan,
+            requests_per_hour,
+            headers: PolicyHeaders::new(requests_per_hour, HOUR_SECS),
+        }))
+    }
+
+    /// Prebuilt rate-limit header values for this principal's plan.
+    pub(crate) fn policy_headers(&self) -> &PolicyHeaders {
+        &self.0.headers
+    }
+
+    /// The public id of the token used.
+    pub fn token_id(&self) -> TokenId {
+        self.0.token_id
+    }
+
+    /// The host application's account id.
+    pub fn account_id(&self) -> &str {
+        &self.0.account_id
+    }
+
+    /// The account's plan name.
+    pub fn plan(&self) -> &str {
+        &self.0.plan
+    }
+
+    /// The plan's hourly request limit.
+    pub fn requests_per_hour(&self) -> u32 {
+        self.0.requests_per_hour
+    }
+}
+
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principal")
+            .field("token_id", &self.0.token_id)
+            .field("account_id", &self.0.account_id)
+            .field("plan", &self.0.plan)
+            .field("requests_per_hour", &self.0.requests_per_hour)
+            .finish()
+    }
+}
+
+/// The [`Principal`] extractor was used on a route that `TokenGateLayer` does not guard.
+#[derive(Debug, Clone, Copy)]
+pub struct MissingTokenGateLayer;
+
+impl IntoResponse for MissingTokenGateLayer {
+    fn into_response(self) -> Response {
+        tracing::error!(
+            "the Principal extractor was used on a route without TokenGateLayer; add .layer(gate.layer()) to it"
+        );
+        error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal error: route is missing TokenGateLayer",
+        )
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = MissingTokenGateLayer;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or(MissingTokenGateLayer)
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Principal>().cloned())
+    }
+}

@@ -1,0 +1,695 @@
+//! The SQL of both built-in backends, written once.
+//!
+//! Every statement here runs unchanged on SQLite and PostgreSQL (numbered
+//! `$n` parameters, `ON CONFLICT`, `UPDATE ... FROM (VALUES ...)`). What the
+//! two databases do differently sits behind [`Driver`]: how values are
+//! encoded (SQLite keeps timestamps as fixed-width RFC 3339 text,
+//! PostgreSQL as `TIMESTAMPTZ`), how a write transaction starts (SQLite's
+//! `BEGIN IMMEDIATE`, PostgreSQL's feed lock), and the migrations.
+//! [`SqlStore`] implements the store traits on top of any driver; this
+//! module must not contain a business rule (those are in `manage.rs`).
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::{
+    Account, AdminStore, Change, Credential, CredentialStore, FeedEntry, NewToken, Plan,
+    StoreError, TokenRecord, TokenUpdate, WriteTx,
+};
+use crate::token::TokenId;
+
+/// A value bound to, or read from, a statement.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value {
+    /// A null text or number.
+    Null,
+    /// A null timestamp (PostgreSQL wants nulls typed).
+    NullTime,
+    Bool(bool),
+    Int(i64),
+    Text(String),
+    Time(OffsetDateTime),
+}
+
+impl From<&str> for Value {
+    fn from(text: &str) -> Self {
+        Value::Text(text.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(text: String) -> Self {
+        Value::Text(text)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(n: i64) -> Self {
+        Value::Int(n)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Bool(b)
+    }
+}
+
+impl From<OffsetDateTime> for Value {
+    fn from(t: OffsetDateTime) -> Self {
+        Value::Time(t)
+    }
+}
+
+impl From<&TokenId> for Value {
+    fn from(id: &TokenId) -> Self {
+        Value::Text(id.to_string())
+    }
+}
+
+impl From<Option<&str>> for Value {
+    fn from(value: Option<&str>) -> Self {
+        value.map_or(Value::Null, Into::into)
+    }
+}
+
+impl From<Option<String>> for Value {
+    fn from(value: Option<String>) -> Self {
+        value.map_or(Value::Null, Value::Text)
+    }
+}
+
+impl From<Option<OffsetDateTime>> for Value {
+    fn from(value: Option<OffsetDateTime>) -> Self {
+        value.map_or(Value::NullTime, Value::Time)
+    }
+}
+
+/// One result row, columns in `SELECT` order.
+#[derive(Debug)]
+pub(crate) struct Row(pub(crate) Vec<Value>);
+
+impl Row {
+    fn get(&self, i: usize) -> Result<&Value, StoreError> {
+        self.0
+            .get(i)
+            .ok_or_else(|| StoreError::Corrupt(format!("missing column {i}")))
+    }
+
+    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        match self.get(i)? {
+            Value::Null => Ok(None),
+            Value::Text(text) => Ok(Some(text.clone())),
+            other => Err(StoreError::Corrupt(format!("expected text, got {other:?}"))),
+        }
+    }
+
+    fn text(&self, i: usize) -> Result<String, StoreError> {
+        self.opt_text(i)?
+            .ok_or_else(|| StoreError::Corrupt(format!("column {i} is null")))
+    }
+
+    fn int(&self, i: usize) -> Result<i64, StoreError> {
+        match self.get(i)? {
+            Value::Int(n) => Ok(*n),
+            other => Err(StoreError::Corrupt(format!("expected an integer, got {other:?}"))),
+        }
+    }
+
+    fn u32(&self, i: usize) -> Result<u32, StoreError> {
+        let n = self.int(i)?;
+        u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("{n} is out of range")))
+    }
+
+    fn bool(&self, i: usize) -> Result<bool, StoreError> {
+        match self.get(i)? {
+            Value::Bool(b) => Ok(*b),
+            Value::Int(n) => Ok(*n != 0),
+            other => Err(StoreError::Corrupt(format!("expected a boolean, got {other:?}"))),
+        }
+    }
+
+    fn opt_time(&self, i: usize) -> Result<Option<OffsetDateTime>, StoreError> {
+        match self.get(i)? {
+            Value::Null | Value::NullTime => Ok(None),
+            Value::Time(t) => Ok(Some(*t)),
+            Value::Text(text) => OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .map(Some)
+                .map_err(|_| StoreError::Corrupt(format!("bad timestamp {text:?}"))),
+            other => Err(StoreError::Corrupt(format!("expected a timestamp, got {other:?}"))),
+        }
+    }
+
+    fn time(&self, i: usize) -> Result<OffsetDateTime, StoreError> {
+        self.opt_time(i)?
+            .ok_or_else(|| StoreError::Corrupt(format!("column {i} is null")))
+    }
+
+    fn opt_tag(&self, i: usize) -> Result<Option<u32>, StoreError> {
+        match self.get(i)? {
+            Value::Null => Ok(None),
+            _ => self.u32(i).map(Some),
+        }
+    }
+
+    fn token_id(&self, i: usize) -> Result<TokenId, StoreError> {
+        let text = self.text(i)?;
+        text.parse()
+            .map_err(|_| StoreError::Corrupt(format!("bad token id {text:?}")))
+    }
+}
+
+/// A connection inside a transaction (or a one-statement autocommit one).
+#[async_trait]
+pub(crate) trait Conn: Send {
+    async fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<u64, StoreError>;
+    async fn fetch(&mut self, sql: &str, args: Vec<Value>) -> Result<Vec<Row>, StoreError>;
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// What differs between databases.
+#[async_trait]
+pub(crate) trait Driver: Send + Sync + 'static {
+    /// Runs one statement on the pool and returns its rows.
+    async fn fetch(&self, sql: &str, args: Vec<Value>) -> Result<Vec<Row>, StoreError>;
+    /// Runs one statement on the pool and returns the rows it changed.
+    async fn execute(&self, sql: &str, args: Vec<Value>) -> Result<u64, StoreError>;
+    /// Starts a write transaction that orders the change feed.
+    async fn begin_write(&self) -> Result<Box<dyn Conn>, StoreError>;
+}
+
+/// The store traits, implemented once over any [`Driver`].
+#[derive(Debug, Clone)]
+pub(crate) struct SqlStore<D> {
+    pub(crate) driver: D,
+}
+
+const TOKEN_COLUMNS: &str = "id, account_id, name, hint, created_at, last_used_at, expires_at, \
+                             revoked_at, revoked_reason, replaced_by";
+const PLAN_COLUMNS: &str = "name, api_access, requests_per_hour";
+const ACCOUNT_COLUMNS: &str = "id, plan, created_at, updated_at";
+/// Rows per `UPDATE ... FROM (VALUES ...)` of last-use times.
+const LAST_USED_BATCH: usize = 400;
+
+fn token_from_row(row: &Row) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        id: row.token_id(0)?,
+        account_id: row.text(1)?,
+        name: row.text(2)?,
+        hint: row.text(3)?,
+        created_at: row.time(4)?,
+        last_used_at: row.opt_time(5)?,
+        expires_at: row.opt_time(6)?,
+        revoked_at: row.opt_time(7)?,
+        revoked_reason: row.opt_text(8)?,
+        replaced_by: row
+            .opt_text(9)?
+            .map(|id| {
+                id.parse()
+                    .map_err(|_| StoreError::Corrupt(format!("bad token id {id:?}")))
+            })
+            .transpose()?,
+    })
+}
+
+/// Reads a plan from columns `at..at + 3`.
+fn plan_from_row(row: &Row, at: usize) -> Result<Plan, StoreError> {
+    Ok(Plan {
+        name: row.text(at)?,
+        api_access: row.bool(at + 1)?,
+        requests_per_hour: row.u32(at + 2)?,
+    })
+}
+
+fn account_from_row(row: &Row) -> Result<Account, StoreError> {
+    Ok(Account {
+        id: row.text(0)?,
+        plan: row.text(1)?,
+        created_at: row.time(2)?,
+        updated_at: row.time(3)?,
+    })
+}
+
+fn first<T>(
+    rows: Vec<Row>,
+    read: impl Fn(&Row) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    rows.first().map(read).transpose()
+}
+
+fn all<T>(
+    rows: Vec<Row>,
+    read: impl Fn(&Row) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    rows.iter().map(read).collect()
+}
+
+#[async_trait]
+impl<D: Driver> CredentialStore for SqlStore<D> {
+    async fn find_credential(&self, id: &TokenId) -> Result<Option<Credential>, StoreError> {
+        let rows = self
+            .driver
+            .fetch(
+                "SELECT t.account_id, t.secret_hash, t.secret_tag, t.expires_at, t.revoked_at, \
+                        p.name, p.api_access, p.requests_per_hour \
+                 FROM api_tokens t \
+                 JOIN accounts a ON a.id = t.account_id \
+                 JOIN plans p ON p.name = a.plan \
+                 WHERE t.id = $1",
+                vec![id.into()],
+            )
+            .await?;
+        first(rows, |row| {
+            Ok(Credential {
+                token_id: *id,
+                account_id: row.text(0)?,
+                secret_hash: row.text(1)?,
+                secret_tag: row.opt_tag(2)?,
+                expires_at: row.opt_time(3)?,
+                revoked_at: row.opt_time(4)?,
+                plan: plan_from_row(row, 5)?,
+            })
+        })
+    }
+
+    async fn live_tokens(&self) -> Result<Vec<(TokenId, Option<u32>)>, StoreError> {
+        let rows = self
+            .driver
+            .fetch(
+                "SELECT id, secret_tag FROM api_tokens WHERE revoked_at IS NULL",
+                vec![],
+            )
+            .await?;
+        // An unreadable id cannot authenticate anyway.
+        Ok(rows
+            .iter()
+            .filter_map(|row| Some((row.token_id(0).ok()?, row.opt_tag(1).ok()?)))
+            .collect())
+    }
+
+    async fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<FeedEntry>, StoreError> {
+        let rows = self
+            .driver
+            .fetch(
+                "SELECT c.seq, c.kind, c.subject, t.secret_tag FROM changes c \
+                 LEFT JOIN api_tokens t ON c.kind = 'created' AND t.id = c.subject \
+                 WHERE c.seq > $1 ORDER BY c.seq LIMIT $2",
+                vec![after.into(), i64::from(limit).into()],
+            )
+            .await?;
+        all(rows, |row| {
+            Ok(FeedEntry {
+                seq: row.int(0)?,
+                change: Change::from_row(&row.text(1)?, row.text(2)?),
+                secret_tag: row.opt_tag(3)?,
+            })
+        })
+    }
+
+    async fn backfill_secret_tag(&self, id: &TokenId, tag: u32) -> Result<(), StoreError> {
+        self.driver
+            .execute(
+                "UPDATE api_tokens SET secret_tag = $1 WHERE id = $2 AND secret_tag IS NULL",
+                vec![i64::from(tag).into(), id.into()],
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn latest_change(&self) -> Result<i64, StoreError> {
+        let rows = self
+            .driver
+            .fetch("SELECT COALESCE(MAX(seq), 0) FROM changes", vec![])
+            .await?;
+        first(rows, |row| row.int(0)).map(Option::unwrap_or_default)
+    }
+
+    async fn record_last_used(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
+        // One statement per batch; a time never moves backwards.
+        for batch in uses.chunks(LAST_USED_BATCH) {
+            let placeholders: Vec<String> = (0..batch.len())
+                .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                .collect();
+            let sql = format!(
+                "UPDATE api_tokens SET last_used_at = v.column2 \
+                 FROM (VALUES {}) AS v \
+                 WHERE api_tokens.id = v.column1 \
+                 AND (api_tokens.last_used_at IS NULL OR api_tokens.last_used_at < v.column2)",
+                placeholders.join(", ")
+            );
+            let args = batch
+                .iter()
+                .flat_map(|(id, at)| [Value::from(id), Value::from(*at)])
+                .collect();
+            self.driver.execute(&sql, args).await?;
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        // A real table: `SELECT 1` would succeed on a destroyed database file.
+        self.driver
+            .fetch("SELECT 1 FROM plans LIMIT 1", vec![])
+            .await
+            .map(drop)
+    }
+}
+
+#[async_trait]
+impl<D: Driver> AdminStore for SqlStore<D> {
+    async fn begin_write(&self) -> Result<Box<dyn WriteTx>, StoreError> {
+        Ok(Box::new(SqlTx(self.driver.begin_write().await?)))
+    }
+
+    async fn list_plans(&self) -> Result<Vec<Plan>, StoreError> {
+        let sql = format!("SELECT {PLAN_COLUMNS} FROM plans ORDER BY name");
+        all(self.driver.fetch(&sql, vec![]).await?, |row| {
+            plan_from_row(row, 0)
+        })
+    }
+
+    async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1");
+        first(
+            self.driver.fetch(&sql, vec![id.into()]).await?,
+            account_from_row,
+        )
+    }
+
+    async fn list_tokens(&self, account_id: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE account_id = $1 ORDER BY created_at, id"
+        );
+        all(
+            self.driver.fetch(&sql, vec![account_id.into()]).await?,
+            token_from_row,
+        )
+    }
+
+    async fn get_token(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1");
+        first(self.driver.fetch(&sql, vec![id.into()]).await?, token_from_row)
+    }
+
+    async fn prune_changes(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        self.driver
+            .execute("DELETE FROM changes WHERE at < $1", vec![before.into()])
+            .await
+    }
+
+    async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .driver
+            .fetch("SELECT value FROM settings WHERE key = $1", vec![key.into()])
+            .await?;
+        first(rows, |row| row.text(0))
+    }
+
+    async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.driver
+            .execute(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                vec![key.into(), value.into()],
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn put_setting_if_absent(&self, key: &str, value: &str) -> Result<bool, StoreError> {
+        let written = self
+            .driver
+            .execute(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                vec![key.into(), value.into()],
+            )
+            .await?;
+        Ok(written == 1)
+    }
+}
+
+/// A write transaction over any driver.
+struct SqlTx(Box<dyn Conn>);
+
+#[async_trait]
+impl WriteTx for SqlTx {
+    async fn plan(&mut self, name: &str) -> Result<Option<Plan>, StoreError> {
+        let sql = format!("SELECT {PLAN_COLUMNS} FROM plans WHERE name = $1");
+        first(self.0.fetch(&sql, vec![name.into()]).await?, |row| {
+            plan_from_row(row, 0)
+        })
+    }
+
+    async fn upsert_plan(&mut self, plan: &Plan) -> Result<(), StoreError> {
+        self.0
+            .execute(
+                "INSERT INTO plans (name, api_access, requests_per_hour) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET api_access = excluded.api_access, \
+                 requests_per_hour = excluded.requests_per_hour",
+                vec![
+                    plan.name.as_str().into(),
+                    plan.api_access.into(),
+                    i64::from(plan.requests_per_hour).into(),
+                ],
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn account(&mut self, id: &str) -> Result<Option<Account>, StoreError> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1");
+        first(self.0.fetch(&sql, vec![id.into()]).await?, account_from_row)
+    }
+
+    async fn insert_account(&mut self, account: &Account) -> Result<(), StoreError> {
+        self.0
+            .execute(
+                "INSERT INTO accounts (id, plan, created_at, updated_at) VALUES ($1, $2, $3, $4)",
+                vec![
+                    account.id.as_str().into(),
+                    account.plan.as_str().into(),
+                    account.created_at.into(),
+                    account.updated_at.into(),
+                ],
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn set_account_plan(
+        &mut self,
+        id: &str,
+        plan: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.0
+            .execute(
+                "UPDATE accounts SET plan = $1, updated_at = $2 WHERE id = $3",
+                vec![plan.into(), now.into(), id.into()],
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn token(&mut self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1");
+        first(self.0.fetch(&sql, vec![id.into()]).await?, token_from_row)
+    }
+
+    async fn insert_token(&mut self, token: &NewToken) -> Result<(), StoreError> {
+        self.0
+            .execute(
+                "INSERT INTO api_tokens \
+                 (id, account_id, name, secret_hash, secret_tag, hint, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                vec![
+                    (&token.id).into(),
+                    token.account_id.as_str().into(),
+                    token.name.as_str().into(),
+                    token.secret_hash.as_str().into(),
+                    i64::from(token.secret_tag).into(),
+                    token.hint.as_str().into(),
+                    token.created_at.into(),
+                    token.expires_at.into(),
+                ],
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn update_token(
+        &mut self,
+        id: &TokenId,
+        update: TokenUpdate<'_>,
+    ) -> Result<(), StoreError> {
+        self.0
+            .execute(
+                "UPDATE api_tokens SET expires_at = $1, revoked_at = $2, revoked_reason = $3, \
+                 replaced_by = $4 WHERE id = $5",
+                vec![
+                    update.expires_at.into(),
+                    update.revoked_at.into(),
+                    update.revoked_reason.into(),
+                    update.replaced_by.as_ref().map(TokenId::to_string).into(),
+                    id.into(),
+                ],
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn record_change(
+        &mut self,
+        change: &Change,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.0
+            .execute(
+                "INSERT INTO changes (kind, subject, at) VALUES ($1, $2, $3)",
+                vec![change.kind().into(), change.subject().into(), at.into()],
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.0.commit().await
+    }
+}
+
+/// Applies `migrator`'s pending migrations; returns how many it applied.
+pub(crate) async fn run_migrations<DB>(
+    migrator: &sqlx::migrate::Migrator,
+    pool: &sqlx::Pool<DB>,
+) -> Result<usize, StoreError>
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+{
+    use sqlx::migrate::Migrate;
+    async fn applied<DB>(pool: &sqlx::Pool<DB>) -> Result<usize, StoreError>
+    where
+        DB: sqlx::Database,
+        DB::Connection: Migrate,
+    {
+        let mut connection = pool.acquire().await.map_err(StoreError::unavailable)?;
+        connection
+            .ensure_migrations_table()
+            .await
+            .map_err(StoreError::unavailable)?;
+        let applied = connection
+            .list_applied_migrations()
+            .await
+            .map_err(StoreError::unavailable)?;
+        Ok(applied.len())
+    }
+    let before = applied(pool).await?;
+    migrator.run(pool).await.map_err(StoreError::unavailable)?;
+    Ok(applied(pool).await?.saturating_sub(before))
+}
+
+/// Implements [`CredentialStore`] and [`AdminStore`] for a backend type by
+/// delegating to its `sql: SqlStore<_>` field.
+macro_rules! delegate_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::CredentialStore for $store {
+            async fn find_credential(
+                &self,
+                id: &$crate::TokenId,
+            ) -> Result<Option<$crate::store::Credential>, $crate::store::StoreError> {
+                self.sql.find_credential(id).await
+            }
+            async fn live_tokens(
+                &self,
+            ) -> Result<Vec<($crate::TokenId, Option<u32>)>, $crate::store::StoreError> {
+                self.sql.live_tokens().await
+            }
+            async fn changes_after(
+                &self,
+                after: i64,
+                limit: u32,
+            ) -> Result<Vec<$crate::store::FeedEntry>, $crate::store::StoreError> {
+                self.sql.changes_after(after, limit).await
+            }
+            async fn backfill_secret_tag(
+                &self,
+                id: &$crate::TokenId,
+                tag: u32,
+            ) -> Result<(), $crate::store::StoreError> {
+                self.sql.backfill_secret_tag(id, tag).await
+            }
+            async fn latest_change(&self) -> Result<i64, $crate::store::StoreError> {
+                self.sql.latest_change().await
+            }
+            async fn record_last_used(
+                &self,
+                uses: &[($crate::TokenId, time::OffsetDateTime)],
+            ) -> Result<(), $crate::store::StoreError> {
+                self.sql.record_last_used(uses).await
+            }
+            async fn ping(&self) -> Result<(), $crate::store::StoreError> {
+                self.sql.ping().await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::AdminStore for $store {
+            async fn begin_write(
+                &self,
+            ) -> Result<Box<dyn $crate::store::WriteTx>, $crate::store::StoreError> {
+                self.sql.begin_write().await
+            }
+            async fn list_plans(
+                &self,
+            ) -> Result<Vec<$crate::store::Plan>, $crate::store::StoreError> {
+                self.sql.list_plans().await
+            }
+            async fn get_account(
+                &self,
+                id: &str,
+            ) -> Result<Option<$crate::store::Account>, $crate::store::StoreError> {
+                self.sql.get_account(id).await
+            }
+            async fn list_tokens(
+                &self,
+                account_id: &str,
+            ) -> Result<Vec<$crate::store::TokenRecord>, $crate::store::StoreError> {
+                self.sql.list_tokens(account_id).await
+            }
+            async fn get_token(
+                &self,
+                id: &$crate::TokenId,
+            ) -> Result<Option<$crate::store::TokenRecord>, $crate::store::StoreError> {
+                self.sql.get_token(id).await
+            }
+            async fn prune_changes(
+                &self,
+                before: time::OffsetDateTime,
+            ) -> Result<u64, $crate::store::StoreError> {
+                self.sql.prune_changes(before).await
+            }
+            async fn get_setting(
+                &self,
+                key: &str,
+            ) -> Result<Option<String>, $crate::store::StoreError> {
+                self.sql.get_setting(key).await
+            }
+            async fn put_setting(
+                &self,
+                key: &str,
+                value: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                self.sql.put_setting(key, value).await
+            }
+            async fn put_setting_if_absent(
+                &self,
+                key: &str,
+                value: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                self.sql.put_setting_if_absent(key, value).await
+            }
+        }
+    };
+}
+pub(crate) use delegate_store;

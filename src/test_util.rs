@@ -1,0 +1,76 @@
+//! Hooks for tests, benchmarks and fuzzing (feature `test-util`): the
+//! parsers on their own, and the in-memory limiter. Not for production use;
+//! nothing here is covered by semver.
+
+use http::HeaderMap;
+
+pub use crate::bearer::BearerError;
+use crate::limit::MemoryRateLimiter;
+
+/// The bearer token of a request's only `Authorization` header.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, BearerError> {
+    crate::bearer::bearer_token(headers)
+}
+
+/// Parses one `Authorization` value; `Some(token)` only for `Bearer 1*SP token68`.
+pub fn parse_bearer(value: &[u8]) -> Option<&str> {
+    crate::bearer::parse_bearer(value)
+}
+
+/// The in-process sliding-window limiter, keyed by token id.
+pub struct WindowLimiter(MemoryRateLimiter);
+
+impl WindowLimiter {
+    /// An empty limiter with the given layout.
+    pub fn new(config: crate::WindowConfig) -> Self {
+        Self(MemoryRateLimiter::new(config))
+    }
+
+    /// Checks one request for `token` at `now_ms` (Unix milliseconds).
+    pub fn check_at(&self, token: &crate::TokenId, limit: u32, now_ms: u64) -> crate::Decision {
+        self.0.check_at(token, limit, now_ms)
+    }
+
+    /// Number of tokens with state.
+    pub fn tracked(&self) -> usize {
+        self.0.tracked()
+    }
+}
+
+/// A new random token in `format` (well formed, never stored): its id and text.
+pub fn mint(format: &crate::TokenFormat) -> (crate::TokenId, String) {
+    let minted = format.generate();
+    (minted.id, minted.token.expose_secret().to_owned())
+}
+
+/// A token split into its parts, for oracles that check the parser.
+#[derive(Debug)]
+pub struct TokenParts {
+    /// The public id.
+    pub id: crate::TokenId,
+    /// The id's 15 bytes.
+    pub id_bytes: Vec<u8>,
+    /// The secret's 33 bytes.
+    pub secret: Vec<u8>,
+    /// The parsed token's `Debug` text (which must not show the secret).
+    pub debug: String,
+}
+
+/// Validates `text` offline and splits it, as the gate does.
+pub fn parse_token(
+    format: &crate::TokenFormat,
+    text: &str,
+) -> Result<TokenParts, crate::TokenFormatError> {
+    let parsed = format.parse(text)?;
+    Ok(TokenParts {
+        id: parsed.id(),
+        id_bytes: parsed.id().as_bytes().to_vec(),
+        secret: parsed.secret().expose_secret().to_vec(),
+        debug: format!("{parsed:?}"),
+    })
+}
+
+/// The 15 bytes of a token id.
+pub fn token_id_bytes(id: &crate::TokenId) -> Vec<u8> {
+    id.as_bytes().to_vec()
+}

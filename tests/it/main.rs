@@ -1,0 +1,7 @@
+//! The library's integration tests, one crate: the layer's contract, the
+//! stores against every backend, the Redis limiter, and the fuzz properties.
+
+mod fuzz_equivalent;
+mod layer;
+mod redis_limiter;
+mod store_conformance;
