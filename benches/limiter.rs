@@ -5,6 +5,8 @@
 //! Both are given a limit they never reach, so every check is an admission
 //! that updates state: the common case on the request path.
 
+#![allow(missing_docs)] // criterion_group! generates undocumented functions
+
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -12,14 +14,14 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use governor::clock::QuantaUpkeepClock;
 use governor::{Quota, RateLimiter};
-use tokengate::limit::WindowConfig;
-use tokengate::{MemoryRateLimiter, TokenId};
+use tokengate::test_util::WindowLimiter;
+use tokengate::{TokenId, WindowConfig};
 
 fn bench_limiters(c: &mut Criterion) {
     let keys: Vec<TokenId> = (0..10_000).map(|_| TokenId::random()).collect();
     let hot = keys[0];
 
-    let ours = MemoryRateLimiter::new(WindowConfig::default());
+    let ours = WindowLimiter::new(WindowConfig::default());
     let quota = Quota::per_hour(NonZeroU32::MAX);
     let theirs = RateLimiter::keyed(quota);
     // governor with a coarse clock too (updated every 1 ms), like ours.

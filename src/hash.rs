@@ -244,7 +244,8 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_made_with_other_parameters_still_verify() {
-        let cheap = SecretHasher::with_metrics(Argon2Params::insecure_fast_for_tests(), 1, None).unwrap();
+        let cheap =
+            SecretHasher::with_metrics(Argon2Params::insecure_fast_for_tests(), 1, None).unwrap();
         let minted = TokenFormat::default().generate();
         let phc = cheap.hash(minted.secret.clone()).await.unwrap();
         let other = SecretHasher::with_metrics(
@@ -262,7 +263,8 @@ mod tests {
 
     #[tokio::test]
     async fn corrupt_hash_is_an_error_not_a_mismatch() {
-        let hasher = SecretHasher::with_metrics(Argon2Params::insecure_fast_for_tests(), 1, None).unwrap();
+        let hasher =
+            SecretHasher::with_metrics(Argon2Params::insecure_fast_for_tests(), 1, None).unwrap();
         let minted = TokenFormat::default().generate();
         let result = hasher.verify(minted.secret, "not a phc".into()).await;
         assert!(matches!(result, Err(HashError::CorruptHash)));

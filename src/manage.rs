@@ -156,9 +156,9 @@ pub(crate) fn validate_plan_name(name: &str) -> Result<(), ManageError> {
     if valid {
         Ok(())
     } else {
-        Err(invalid(format!(
-            "plan name {name:?} must be 1 to 64 characters of a-z, 0-9, '_' and '-'"
-        )))
+        Err(invalid(
+            "plan name must be 1 to 64 characters of a-z, 0-9, '_' and '-'",
+        ))
     }
 }
 
@@ -241,7 +241,9 @@ impl TokenGate {
 
     /// Starts a write transaction (rolled back if dropped uncommitted).
     async fn begin(&self) -> Result<Box<dyn WriteTx>, ManageError> {
-        Ok(self.within_store_timeout(self.store().begin_write()).await?)
+        Ok(self
+            .within_store_timeout(self.store().begin_write())
+            .await?)
     }
 
     /// Commits `tx`, then applies `changes` to this process's caches.
@@ -398,6 +400,10 @@ impl TokenGate {
                 closest: closest(plan, plans.iter().map(|p| p.name.as_str())),
             }
         };
+        if plan.chars().count() > 64 {
+            // Not worth a suggestion, nor an echo.
+            return Err(validate_plan_name(plan).unwrap_err());
+        }
         if validate_plan_name(plan).is_err() {
             return Err(unknown_plan().await);
         }
@@ -489,7 +495,9 @@ impl TokenGate {
 
     /// One token, if it exists (never its secret).
     pub async fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>, ManageError> {
-        Ok(self.within_store_timeout(self.store().get_token(id)).await?)
+        Ok(self
+            .within_store_timeout(self.store().get_token(id))
+            .await?)
     }
 }
 
@@ -558,7 +566,10 @@ mod tests {
         let now = datetime!(2026-06-01 12:00:00.750 UTC);
         let grace = time::Duration::seconds(2);
         let update = old_token_stops(&token(None), now, grace);
-        assert_eq!(update.expires_at, Some(datetime!(2026-06-01 12:00:02.750 UTC)));
+        assert_eq!(
+            update.expires_at,
+            Some(datetime!(2026-06-01 12:00:02.750 UTC))
+        );
         assert_eq!(update.revoked_at, None);
         let soon = datetime!(2026-06-01 12:00:01 UTC);
         assert_eq!(

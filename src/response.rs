@@ -77,7 +77,8 @@ pub(crate) const UNAVAILABLE_BODY: &str =
 /// `X-RateLimit-Limit`: requests allowed per hour.
 pub(crate) static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 /// `X-RateLimit-Remaining`: requests left in the current rolling hour.
-pub(crate) static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+pub(crate) static X_RATELIMIT_REMAINING: HeaderName =
+    HeaderName::from_static("x-ratelimit-remaining");
 /// `X-RateLimit-Reset`: Unix second at which `Remaining` next grows.
 pub(crate) static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 /// IETF draft `RateLimit-Policy`: `"hourly";q=<limit>;w=<window seconds>`.
@@ -374,7 +375,10 @@ mod tests {
     fn contract_bodies_are_envelopes_to_the_byte() {
         for (body, message) in [
             (UNAUTHORIZED_BODY, "Invalid or missing API token"),
-            (FORBIDDEN_BODY, "API access not available on your subscription plan"),
+            (
+                FORBIDDEN_BODY,
+                "API access not available on your subscription plan",
+            ),
             (UNAVAILABLE_BODY, "Service temporarily unavailable"),
             (
                 rate_limited_body(7).as_str(),

@@ -74,3 +74,54 @@ pub fn parse_token(
 pub fn token_id_bytes(id: &crate::TokenId) -> Vec<u8> {
     id.as_bytes().to_vec()
 }
+
+/// argon2id on the gate's bounded blocking pool, for the benchmark of its cost.
+pub struct Argon2 {
+    hasher: crate::hash::SecretHasher,
+    secret: crate::token::SecretBytes,
+}
+
+impl Argon2 {
+    /// A hasher with `params` and one concurrent computation, and a random secret.
+    pub fn new(params: crate::Argon2Params) -> Result<Self, crate::InvalidArgon2Params> {
+        Ok(Self {
+            hasher: crate::hash::SecretHasher::with_metrics(params, 1, None)?,
+            secret: crate::TokenFormat::default().generate().secret,
+        })
+    }
+
+    /// The secret's PHC string.
+    pub async fn hash(&self) -> String {
+        self.hasher
+            .hash(self.secret.clone())
+            .await
+            .expect("argon2 hashes")
+    }
+
+    /// Verifies the secret against `phc`.
+    pub async fn verify(&self, phc: &str) -> bool {
+        self.hasher
+            .verify(self.secret.clone(), phc.to_owned())
+            .await
+            .expect("a PHC string we made")
+    }
+}
+
+impl WindowLimiter {
+    /// Checks one request for `token` now (the monotonic clock the gate uses).
+    pub fn check_now(&self, token: &crate::TokenId, limit: u32) -> crate::Decision {
+        self.0.check_now(token, limit)
+    }
+}
+
+impl WindowLimiter {
+    /// Drops the windows idle at `now_ms`; returns how many.
+    pub fn evict_idle_at(&self, now_ms: u64) -> usize {
+        self.0.evict_idle_at(now_ms)
+    }
+}
+
+/// Writes the rate-limit headers of `decision`, as the layer does.
+pub fn write_rate_limit_headers(decision: &crate::Decision, headers: &mut HeaderMap) {
+    crate::response::write_rate_limit_headers(decision, headers);
+}

@@ -57,7 +57,6 @@ impl TokenId {
     pub(crate) fn as_bytes(&self) -> &[u8; ID_BYTES] {
         &self.0
     }
-
 }
 
 impl std::hash::Hash for TokenId {

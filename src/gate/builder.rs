@@ -185,11 +185,7 @@ impl TokenGateBuilder {
                 verifier: super::Verifier::new(hasher, self.negative_ttl),
                 feed: super::Feed::new(monotonic_unix_ms()),
                 last_use: super::LastUse::default(),
-                limiter: LimiterPolicy::new(
-                    self.window,
-                    self.shared_limiter,
-                    self.limiter_failure,
-                ),
+                limiter: LimiterPolicy::new(self.window, self.shared_limiter, self.limiter_failure),
                 metrics,
                 timing: self.timing,
             }),

@@ -183,7 +183,10 @@ impl TokenGate {
         }
         let affected = self.inner.cache.invalidate(changes);
         self.inner.verifier.detach(changes);
-        self.inner.metrics.invalidations.inc_by(changes.len() as u64);
+        self.inner
+            .metrics
+            .invalidations
+            .inc_by(changes.len() as u64);
         tracing::debug!(changes = changes.len(), affected, "cache invalidated");
     }
 
@@ -276,7 +279,10 @@ impl TokenGate {
     /// Refreshes gauges that are computed on demand (for `/metrics`).
     pub fn refresh_gauges(&self) {
         let inner = &self.inner;
-        inner.metrics.limiter_tracked.set(inner.limiter.tracked() as i64);
+        inner
+            .metrics
+            .limiter_tracked
+            .set(inner.limiter.tracked() as i64);
         inner.metrics.cache_entries.set(inner.cache.len() as i64);
     }
 

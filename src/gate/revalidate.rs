@@ -37,19 +37,19 @@ impl TokenGate {
         match credential {
             Ok(Some(credential))
                 if credential.revoked_at.is_none()
-                    && !self.cached_auth(&credential).is_expired_at(inner.clock.now_unix_ms()) =>
+                    && !self
+                        .cached_auth(&credential)
+                        .is_expired_at(inner.clock.now_unix_ms()) =>
             {
                 let fresh = Arc::new(self.cached_auth(&credential));
                 fresh.last_seen_sec.store(
                     entry.last_seen_sec.load(Ordering::Relaxed),
                     Ordering::Relaxed,
                 );
-                if !inner.cache.insert(
-                    digest,
-                    Arc::clone(&fresh),
-                    read_epoch,
-                    monotonic_unix_ms(),
-                ) {
+                if !inner
+                    .cache
+                    .insert(digest, Arc::clone(&fresh), read_epoch, monotonic_unix_ms())
+                {
                     // A racing change: leave the entry marked or removed by it.
                     entry.refreshing.store(false, Ordering::Release);
                 }
@@ -87,7 +87,12 @@ impl TokenGate {
 
     /// Past its TTL, an entry is re-read in the background, one refresh per
     /// entry at a time, while requests keep using it.
-    pub(super) fn refresh_if_stale(&self, digest: TokenDigest, entry: &Arc<CachedAuth>, now_ms: u64) {
+    pub(super) fn refresh_if_stale(
+        &self,
+        digest: TokenDigest,
+        entry: &Arc<CachedAuth>,
+        now_ms: u64,
+    ) {
         if entry.refresh_after_ms > now_ms || entry.refreshing.swap(true, Ordering::AcqRel) {
             return;
         }

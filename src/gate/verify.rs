@@ -26,9 +26,9 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
-use crate::response::Rejection;
 use super::cache::{CachedAuth, TokenDigest};
 use crate::hash::{HashError, SecretHasher};
+use crate::response::Rejection;
 use crate::store::{Change, Credential};
 use crate::token::{ParsedToken, SecretBytes, TokenId};
 
@@ -276,7 +276,11 @@ mod tests {
         Verifier::new(hasher, Duration::from_secs(30))
     }
 
-    async fn credential_for(verifier: &Verifier, token: &ParsedToken, tag: Option<u32>) -> Credential {
+    async fn credential_for(
+        verifier: &Verifier,
+        token: &ParsedToken,
+        tag: Option<u32>,
+    ) -> Credential {
         Credential {
             token_id: token.id(),
             account_id: "acct".into(),
@@ -304,7 +308,9 @@ mod tests {
         assert_eq!(verifier.argon2_verifications(), 1);
 
         // Another secret: refused by the tag alone.
-        let other = format.parse(format.generate().token.expose_secret()).unwrap();
+        let other = format
+            .parse(format.generate().token.expose_secret())
+            .unwrap();
         let check = verifier.check_secret(&other, &credential).await.unwrap();
         assert_eq!(check, SecretCheck::Wrong);
         assert_eq!(verifier.argon2_verifications(), 1);
@@ -324,7 +330,9 @@ mod tests {
                 backfill_tag: Some(minted.secret_tag())
             }
         );
-        let other = format.parse(format.generate().token.expose_secret()).unwrap();
+        let other = format
+            .parse(format.generate().token.expose_secret())
+            .unwrap();
         assert_eq!(
             verifier.check_secret(&other, &credential).await.unwrap(),
             SecretCheck::Wrong

@@ -28,7 +28,9 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
 use super::admin_auth::AdminAuth;
-use super::envelope::{ApiError, JsonBody, PathParam, SuccessEnvelope, error_response, success_response};
+use super::envelope::{
+    ApiError, JsonBody, PathParam, SuccessEnvelope, error_response, success_response,
+};
 use super::openapi::{
     AdminUnauthorized, BadRequest, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable,
 };
@@ -49,14 +51,15 @@ struct AdminState {
 /// description (merge it into your document).
 pub fn admin_router(gate: TokenGate, auth: Arc<AdminAuth>) -> (Router, OpenApi) {
     let state = AdminState { gate, auth };
-    let (router, document) = OpenApiRouter::<AdminState>::with_openapi(super::openapi::shared_components())
-        .routes(or_405(routes!(list_plans)))
-        .routes(or_405(routes!(put_plan)))
-        .routes(or_405(routes!(put_account, get_account)))
-        .routes(or_405(routes!(create_token, list_tokens)))
-        .routes(or_405(routes!(get_token, revoke_token)))
-        .routes(or_405(routes!(rotate_token)))
-        .split_for_parts();
+    let (router, document) =
+        OpenApiRouter::<AdminState>::with_openapi(super::openapi::shared_components())
+            .routes(or_405(routes!(list_plans)))
+            .routes(or_405(routes!(put_plan)))
+            .routes(or_405(routes!(put_account, get_account)))
+            .routes(or_405(routes!(create_token, list_tokens)))
+            .routes(or_405(routes!(get_token, revoke_token)))
+            .routes(or_405(routes!(rotate_token)))
+            .split_for_parts();
     // Wrong methods and unknown paths are answered behind the admin check
     // too, so anything under /admin without the admin token is the same 401.
     // (The routes themselves are public: /openapi.json lists them.)

@@ -105,7 +105,9 @@ impl serde_json::ser::Formatter for Spaced {
 /// Serializes `value` in the envelope's JSON style.
 pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(128);
-    value.serialize(&mut serde_json::Serializer::with_formatter(&mut out, Spaced))?;
+    value.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut out, Spaced,
+    ))?;
     Ok(out)
 }
 

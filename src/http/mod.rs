@@ -13,8 +13,7 @@ mod openapi;
 pub use admin::admin_router;
 pub use admin_auth::{AdminAuth, AdminTokenOrigin, GeneratedAdminToken, InvalidAdminToken};
 pub use envelope::{
-    ApiError, ErrorEnvelope, JsonBody, PathParam, SuccessEnvelope, error_response,
-    success_response,
+    ApiError, ErrorEnvelope, JsonBody, PathParam, SuccessEnvelope, error_response, success_response,
 };
 pub use openapi::document_gated_routes;
 

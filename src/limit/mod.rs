@@ -17,8 +17,8 @@ mod redis;
 pub(crate) mod window;
 
 pub(crate) use memory::MemoryRateLimiter;
-pub(crate) use policy::{LimiterPolicy, Refused};
 pub use policy::LimiterFailurePolicy;
+pub(crate) use policy::{LimiterPolicy, Refused};
 #[cfg(feature = "redis")]
 pub use redis::{RedisLimiterConfig, RedisRateLimiter};
 pub use window::{Decision, InvalidWindow, WindowConfig};

@@ -48,7 +48,11 @@ pub struct InvalidWindow {
 impl WindowConfig {
     /// A window of `window_ms` split into `buckets` equal buckets.
     pub fn new(window_ms: u64, buckets: u32) -> Result<Self, InvalidWindow> {
-        if buckets == 0 || buckets > 3600 || window_ms == 0 || window_ms % u64::from(buckets) != 0 {
+        if buckets == 0
+            || buckets > 3600
+            || window_ms == 0
+            || !window_ms.is_multiple_of(u64::from(buckets))
+        {
             return Err(InvalidWindow { window_ms });
         }
         Ok(Self { window_ms, buckets })

@@ -336,8 +336,11 @@ pub trait WriteTx: Send {
         update: TokenUpdate<'_>,
     ) -> Result<(), StoreError>;
     /// Appends to the change feed.
-    async fn record_change(&mut self, change: &Change, at: OffsetDateTime)
-    -> Result<(), StoreError>;
+    async fn record_change(
+        &mut self,
+        change: &Change,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
     /// Makes every step visible at once.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }

@@ -112,7 +112,9 @@ impl Row {
     fn int(&self, i: usize) -> Result<i64, StoreError> {
         match self.get(i)? {
             Value::Int(n) => Ok(*n),
-            other => Err(StoreError::Corrupt(format!("expected an integer, got {other:?}"))),
+            other => Err(StoreError::Corrupt(format!(
+                "expected an integer, got {other:?}"
+            ))),
         }
     }
 
@@ -125,7 +127,9 @@ impl Row {
         match self.get(i)? {
             Value::Bool(b) => Ok(*b),
             Value::Int(n) => Ok(*n != 0),
-            other => Err(StoreError::Corrupt(format!("expected a boolean, got {other:?}"))),
+            other => Err(StoreError::Corrupt(format!(
+                "expected a boolean, got {other:?}"
+            ))),
         }
     }
 
@@ -133,10 +137,14 @@ impl Row {
         match self.get(i)? {
             Value::Null | Value::NullTime => Ok(None),
             Value::Time(t) => Ok(Some(*t)),
-            Value::Text(text) => OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-                .map(Some)
-                .map_err(|_| StoreError::Corrupt(format!("bad timestamp {text:?}"))),
-            other => Err(StoreError::Corrupt(format!("expected a timestamp, got {other:?}"))),
+            Value::Text(text) => {
+                OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .map(Some)
+                    .map_err(|_| StoreError::Corrupt(format!("bad timestamp {text:?}")))
+            }
+            other => Err(StoreError::Corrupt(format!(
+                "expected a timestamp, got {other:?}"
+            ))),
         }
     }
 
@@ -388,7 +396,10 @@ impl<D: Driver> AdminStore for SqlStore<D> {
 
     async fn get_token(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
         let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1");
-        first(self.driver.fetch(&sql, vec![id.into()]).await?, token_from_row)
+        first(
+            self.driver.fetch(&sql, vec![id.into()]).await?,
+            token_from_row,
+        )
     }
 
     async fn prune_changes(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
@@ -400,7 +411,10 @@ impl<D: Driver> AdminStore for SqlStore<D> {
     async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         let rows = self
             .driver
-            .fetch("SELECT value FROM settings WHERE key = $1", vec![key.into()])
+            .fetch(
+                "SELECT value FROM settings WHERE key = $1",
+                vec![key.into()],
+            )
             .await?;
         first(rows, |row| row.text(0))
     }

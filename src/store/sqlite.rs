@@ -141,7 +141,9 @@ fn decode(row: &SqliteRow) -> Result<Row, StoreError> {
             Value::Null
         } else {
             match raw.type_info().name() {
-                "INTEGER" | "BOOLEAN" => Value::Int(row.try_get(i).map_err(StoreError::unavailable)?),
+                "INTEGER" | "BOOLEAN" => {
+                    Value::Int(row.try_get(i).map_err(StoreError::unavailable)?)
+                }
                 _ => Value::Text(row.try_get(i).map_err(StoreError::unavailable)?),
             }
         };

@@ -1,20 +1,18 @@
 //! The layer's contract, `oneshot` against a tiny Router: exact 401/403 bytes,
 //! cache invalidation, single-flight, flood resistance and backend faults.
 
-
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use tokengate_testkit::{
-    FORBIDDEN, FlakyStore, TestResponse, UNAUTHORIZED, UNAVAILABLE, forge_wrong_secret, send,
-};
 use http::Request;
 use tokengate::{
     Argon2Params, Principal, SqliteStore, TokenGate, TokenGateBuilder, TokenId, TokenStore,
+};
+use tokengate_testkit::{
+    FORBIDDEN, FlakyStore, TestResponse, UNAUTHORIZED, UNAVAILABLE, forge_wrong_secret, send,
 };
 
 struct Tiny {
@@ -540,7 +538,11 @@ async fn wrong_secrets_are_401_from_memory_and_never_lock_the_owner_out() {
         let response = from(address, forge_wrong_secret(&good, i)).await;
         assert_unauthorized(&response, "wrong secret");
     }
-    assert_eq!(app.gate.argon2_verifications(), 0, "no argon2 for wrong secrets");
+    assert_eq!(
+        app.gate.argon2_verifications(),
+        0,
+        "no argon2 for wrong secrets"
+    );
     assert_eq!(app.store.credential_lookups(), 0, "answered from memory");
     // The owner's token was never used, so it is not cached: its first use
     // is verified now, from a guesser's own address even.
@@ -590,7 +592,11 @@ async fn an_untagged_token_gets_its_tag_at_its_first_use() {
     assert!(restarted.poll_changes().await);
     let wrong = forge_wrong_secret(&good, 1);
     assert!(restarted.authenticate_token(&wrong).await.is_err());
-    assert_eq!(restarted.argon2_verifications(), 1, "no tag: argon2 decides");
+    assert_eq!(
+        restarted.argon2_verifications(),
+        1,
+        "no tag: argon2 decides"
+    );
     assert!(restarted.authenticate_token(&good).await.is_ok());
     assert_eq!(restarted.argon2_verifications(), 2);
     eventually("the tag to be stored", async || {
@@ -602,9 +608,18 @@ async fn an_untagged_token_gets_its_tag_at_its_first_use() {
     })
     .await;
     for i in 2..12 {
-        assert!(restarted.authenticate_token(&forge_wrong_secret(&good, i)).await.is_err());
+        assert!(
+            restarted
+                .authenticate_token(&forge_wrong_secret(&good, i))
+                .await
+                .is_err()
+        );
     }
-    assert_eq!(restarted.argon2_verifications(), 2, "the tag refuses them now");
+    assert_eq!(
+        restarted.argon2_verifications(),
+        2,
+        "the tag refuses them now"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,11 @@ async fn changes_after(store: &dyn TokenStore, seq: i64) -> Vec<FeedEntry> {
 }
 
 async fn conformance(store: Arc<dyn TokenStore>) {
-    assert_eq!(store.migrate().await.unwrap(), 0, "migrations are idempotent");
+    assert_eq!(
+        store.migrate().await.unwrap(),
+        0,
+        "migrations are idempotent"
+    );
     store.ping().await.unwrap();
     let gate = gate_on(Arc::clone(&store));
     let latest_before = store.latest_change().await.unwrap();
@@ -38,11 +42,16 @@ async fn conformance(store: Arc<dyn TokenStore>) {
 
     // Accounts: an unknown plan is refused with a suggestion; plan changes recorded.
     match gate.set_account_plan("acct", "Pro").await {
-        Err(ManageError::UnknownPlan { closest, .. }) => assert_eq!(closest.as_deref(), Some("pro")),
+        Err(ManageError::UnknownPlan { closest, .. }) => {
+            assert_eq!(closest.as_deref(), Some("pro"))
+        }
         other => panic!("{other:?}"),
     }
     let account = gate.set_account_plan("acct", "pro").await.unwrap();
-    assert_eq!((account.id.as_str(), account.plan.as_str()), ("acct", "pro"));
+    assert_eq!(
+        (account.id.as_str(), account.plan.as_str()),
+        ("acct", "pro")
+    );
     gate.set_account_plan("acct", "pro").await.unwrap();
     let moved = gate.set_account_plan("acct", "team").await.unwrap();
     assert_eq!(moved.plan, "team");
@@ -159,8 +168,14 @@ async fn conformance(store: Arc<dyn TokenStore>) {
         );
     }
     assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));
-    assert_eq!(store.latest_change().await.unwrap(), feed.last().unwrap().seq);
-    assert_eq!(store.changes_after(latest_before, 2).await.unwrap().len(), 2);
+    assert_eq!(
+        store.latest_change().await.unwrap(),
+        feed.last().unwrap().seq
+    );
+    assert_eq!(
+        store.changes_after(latest_before, 2).await.unwrap().len(),
+        2
+    );
 
     // Last use never moves backwards; tags are backfilled only where missing.
     let t = OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();

@@ -29,7 +29,13 @@ pub(crate) struct Common {
 
     /// Prefix of API tokens: 2-16 of a-z, 0-9 and '_', ending with '_'.
     /// Changing it invalidates every existing token.
-    #[arg(long, env = "TOKEN_PREFIX", default_value = "iit_", global = true, hide = true)]
+    #[arg(
+        long,
+        env = "TOKEN_PREFIX",
+        default_value = "iit_",
+        global = true,
+        hide = true
+    )]
     pub(crate) token_prefix: String,
 
     /// argon2id memory cost in KiB for new hashes (OWASP: 19456).
@@ -43,11 +49,23 @@ pub(crate) struct Common {
     pub argon2_memory_kib: u32,
 
     /// argon2id passes for new hashes (OWASP: 2).
-    #[arg(long, env = "ARGON2_ITERATIONS", default_value_t = 2, global = true, hide = true)]
+    #[arg(
+        long,
+        env = "ARGON2_ITERATIONS",
+        default_value_t = 2,
+        global = true,
+        hide = true
+    )]
     pub argon2_iterations: u32,
 
     /// argon2id parallelism for new hashes (OWASP: 1).
-    #[arg(long, env = "ARGON2_PARALLELISM", default_value_t = 1, global = true, hide = true)]
+    #[arg(
+        long,
+        env = "ARGON2_PARALLELISM",
+        default_value_t = 1,
+        global = true,
+        hide = true
+    )]
     pub argon2_parallelism: u32,
 
     /// Log format on stderr (any case).
@@ -255,8 +273,7 @@ pub(crate) fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path.is_empty() || path == ":memory:" || query.split('&').any(|pair| pair == "mode=memory")
-    {
+    if path.is_empty() || path == ":memory:" || query.split('&').any(|pair| pair == "mode=memory") {
         return None;
     }
     Some(std::path::PathBuf::from(percent_decode(path)))

@@ -130,7 +130,8 @@ mod tests {
     /// The static bodies are exactly what the OpenAPI document describes.
     #[test]
     fn static_bodies_match_their_documented_types() {
-        let providers: SuccessEnvelope<Vec<Provider>> = serde_json::from_str(PROVIDERS_BODY).unwrap();
+        let providers: SuccessEnvelope<Vec<Provider>> =
+            serde_json::from_str(PROVIDERS_BODY).unwrap();
         assert!(providers.success);
         assert_eq!(providers.data[0].id, "github");
         let tests: SuccessEnvelope<Vec<ExternalTest>> =

@@ -1,12 +1,10 @@
 //! Every admin endpoint, success and failure, against the real router in process.
 
-mod common;
-
-use common::{ADMIN_TOKEN, TestApp, UNAUTHORIZED};
+use crate::support::{ADMIN_TOKEN, TestApp, UNAUTHORIZED};
 use http::Method;
 use serde_json::Value;
 
-const TOKEN_FIELDS: [&str; 9] = [
+const TOKEN_FIELDS: [&str; 10] = [
     "id",
     "account_id",
     "name",
@@ -16,9 +14,10 @@ const TOKEN_FIELDS: [&str; 9] = [
     "expires_at",
     "revoked_at",
     "revoked_reason",
+    "replaced_by",
 ];
 
-async fn create(app: &TestApp, account: &str, body: &str) -> common::TestResponse {
+async fn create(app: &TestApp, account: &str, body: &str) -> crate::support::TestResponse {
     app.admin(
         Method::POST,
         &format!("/admin/accounts/{account}/tokens"),
@@ -199,14 +198,27 @@ async fn account_errors() {
     let app = TestApp::new().await;
     app.admin(Method::GET, "/admin/accounts/nobody", None)
         .await
-        .assert_error(404, "Account not found");
+        .assert_error(404, &account_not_found("nobody"));
     app.admin(
         Method::PUT,
         "/admin/accounts/acct_1",
         Some(r#"{"plan": "platinum"}"#),
     )
     .await
-    .assert_error(400, "Unknown plan");
+    .assert_error(
+        400,
+        r#"Unknown plan "platinum" (GET /admin/plans lists them)"#,
+    );
+    app.admin(
+        Method::PUT,
+        "/admin/accounts/acct_1",
+        Some(r#"{"plan": "Pro"}"#),
+    )
+    .await
+    .assert_error(
+        400,
+        r#"Unknown plan "Pro": did you mean "pro"? (GET /admin/plans lists them)"#,
+    );
     for body in [
         "{",
         "{}",
@@ -275,7 +287,7 @@ async fn token_creation_validates_input() {
     app.gate.set_account_plan("acct_1", "pro").await.unwrap();
     create(&app, "nobody", r#"{"name": "CI"}"#)
         .await
-        .assert_error(404, "Account not found");
+        .assert_error(404, &account_not_found("nobody"));
     let ok_name = "n".repeat(200);
     let response = create(&app, "acct_1", &format!(r#"{{"name": "{ok_name}"}}"#)).await;
     assert_eq!(response.status, 201, "{}", response.body);
@@ -325,7 +337,7 @@ async fn token_lookup_errors() {
     let app = TestApp::new().await;
     app.admin(Method::GET, "/admin/accounts/nobody/tokens", None)
         .await
-        .assert_error(404, "Account not found");
+        .assert_error(404, &account_not_found("nobody"));
     let unknown = tokengate::TokenId::random();
     for path in [
         format!("/admin/tokens/{unknown}"),
@@ -491,7 +503,10 @@ async fn rotation_keeps_the_expiry_and_refuses_expired_or_rotated_tokens() {
     assert_eq!(data["expires_at"], "2999-06-01T00:00:00Z");
     rotate(id.clone(), None).await.assert_error(
         409,
-        "Token was already rotated; rotate its successor instead",
+        &format!(
+            "Token was already rotated; rotate its successor {} instead",
+            data["id"].as_str().unwrap()
+        ),
     );
     // An explicit expiry wins.
     let successor = data["id"].as_str().unwrap().to_owned();
@@ -624,4 +639,10 @@ async fn health_and_readiness() {
     app.admin(Method::GET, "/admin/plans", None)
         .await
         .assert_error(503, "Service temporarily unavailable");
+}
+
+fn account_not_found(account: &str) -> String {
+    format!(
+        "Account {account:?} not found; create it with PUT /admin/accounts/{{account_id}} and a body such as {{\"plan\": \"pro\"}}"
+    )
 }

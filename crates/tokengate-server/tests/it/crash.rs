@@ -2,14 +2,12 @@
 //! concurrently, restart it on the same database, and check that every token
 //! whose `201` reached the client still authenticates and the database is intact.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::process::{Server, admin_header, base_env, client};
+use crate::process::{Server, admin_header, base_env, client};
 use serde_json::{Value, json};
 
 const TASKS: usize = 8;

@@ -14,14 +14,12 @@
 //! root. The `-shm` file is overwritten, never truncated: it is mapped into
 //! the server's memory, and truncating it would kill the server with SIGBUS.)
 
-mod common;
-
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
-use common::UNAVAILABLE;
-use common::process::{Server, admin_header, base_env, client};
+use crate::process::{Server, admin_header, base_env, client};
+use crate::support::UNAVAILABLE;
 use serde_json::{Value, json};
 
 /// How the database files are damaged.
@@ -154,8 +152,7 @@ async fn database_destroyed_under_a_running_server(fault: Fault) {
         uncached.push(create_token(&server).await);
     }
     // Well formed, but an id this server has never seen.
-    let unknown = tokengate::TokenFormat::default().generate();
-    let unknown = unknown.token.expose_secret().to_owned();
+    let (_, unknown) = tokengate::test_util::mint(&tokengate::TokenFormat::default());
 
     damage(dir.path(), fault);
 

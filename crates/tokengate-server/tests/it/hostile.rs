@@ -9,15 +9,13 @@
 //! JSON error envelope, the server must keep serving (`GET /health` is 200
 //! after each case), and its log must show no panic.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use common::process::{Server, base_env};
-use common::{ADMIN_TOKEN, UNAUTHORIZED};
+use crate::process::{Server, base_env};
+use crate::support::{ADMIN_TOKEN, UNAUTHORIZED};
 use serde_json::Value;
 
 /// What the server sent back on one connection.
@@ -642,10 +640,12 @@ fn oversized_headers(run: &mut Hostile, token: &str) {
     for (label, bytes) in cases {
         let outcome = run.case("oversized headers", label, &bytes, Expect::Responded);
         // What reached the API is the exact 401, whatever its size.
-        if let Outcome::Reply(reply) = outcome {
-            if reply.status == 401 && label.contains("API") && !label.contains("admin") {
-                assert_eq!(reply.text(), UNAUTHORIZED, "{label}");
-            }
+        if let Outcome::Reply(reply) = outcome
+            && reply.status == 401
+            && label.contains("API")
+            && !label.contains("admin")
+        {
+            assert_eq!(reply.text(), UNAUTHORIZED, "{label}");
         }
     }
 }
@@ -1004,10 +1004,11 @@ fn injection_path_ids(run: &mut Hostile, token_id: &str) {
             );
             let label = format!("{method} {template} with {id:.60?} (raw)");
             let outcome = run.case("injection path ids", &label, &bytes, Expect::Responded);
-            if let Outcome::Reply(reply) = &outcome {
-                if reply.status >= 400 && reply.header("content-length") != Some("0") {
-                    assert!(reply.is_envelope(), "{label}: {reply:?}");
-                }
+            if let Outcome::Reply(reply) = &outcome
+                && reply.status >= 400
+                && reply.header("content-length") != Some("0")
+            {
+                assert!(reply.is_envelope(), "{label}: {reply:?}");
             }
         }
         // The gated API's catch-all, without and with a valid admin token.

@@ -1,10 +1,8 @@
 //! `GET /metrics`: Prometheus/OpenMetrics text that counts what the gate did.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::TestApp;
+use crate::support::TestApp;
 use http::Method;
 
 /// The samples of an OpenMetrics text exposition, `name{labels}` -> value,

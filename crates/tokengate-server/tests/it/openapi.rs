@@ -2,11 +2,9 @@
 //! DESIGN.md, both security schemes, and the error envelope on every error
 //! response; and the documented shapes match what the server actually sends.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{FORBIDDEN, TestApp, UNAUTHORIZED, UNAVAILABLE};
+use crate::support::{FORBIDDEN, TestApp, UNAUTHORIZED, UNAVAILABLE};
 use http::Method;
 use serde_json::Value;
 
@@ -333,44 +331,24 @@ async fn the_api_routes_document_the_gate_contract() {
 async fn documented_shapes_match_real_responses() {
     let app = TestApp::new().await;
     let document = fetch_document(&app).await;
-    let data = |response: common::TestResponse| {
+    let data = |response: crate::support::TestResponse| {
         assert!(response.status.is_success(), "{}", response.body);
         response.json()["data"].clone()
     };
 
-    let plan = data(
-        app.admin(
-            Method::PUT,
-            "/admin/plans/team",
-            Some(r#"{"api_access": true, "requests_per_hour": 500}"#),
-        )
-        .await,
-    );
+    let admin = app.admin_api();
+    let plan = admin.set_plan("team", true, 500).await;
     let schema = success_data_schema(&document, "/admin/plans/{plan}", "put", "200");
     assert_documented(&document, schema, &plan, "PUT plan");
     let plans = data(app.admin(Method::GET, "/admin/plans", None).await);
     let schema = success_data_schema(&document, "/admin/plans", "get", "200");
     assert_documented(&document, schema, &plans, "GET plans");
 
-    let account = data(
-        app.admin(
-            Method::PUT,
-            "/admin/accounts/acct_1",
-            Some(r#"{"plan": "pro"}"#),
-        )
-        .await,
-    );
+    let account = admin.set_account("acct_1", "pro").await;
     let schema = success_data_schema(&document, "/admin/accounts/{account_id}", "put", "200");
     assert_documented(&document, schema, &account, "PUT account");
 
-    let created = data(
-        app.admin(
-            Method::POST,
-            "/admin/accounts/acct_1/tokens",
-            Some(r#"{"name": "CI"}"#),
-        )
-        .await,
-    );
+    let created = admin.create_token("acct_1", "CI").await;
     let schema = success_data_schema(
         &document,
         "/admin/accounts/{account_id}/tokens",
@@ -380,10 +358,7 @@ async fn documented_shapes_match_real_responses() {
     assert_documented(&document, schema, &created, "POST token");
     let id = created["id"].as_str().unwrap();
 
-    let tokens = data(
-        app.admin(Method::GET, "/admin/accounts/acct_1/tokens", None)
-            .await,
-    );
+    let tokens = admin.tokens("acct_1").await;
     let schema = success_data_schema(
         &document,
         "/admin/accounts/{account_id}/tokens",
@@ -392,17 +367,14 @@ async fn documented_shapes_match_real_responses() {
     );
     assert_documented(&document, schema, &tokens, "GET tokens");
 
-    let rotated = data(
-        app.admin(
-            Method::POST,
-            &format!("/admin/tokens/{id}/rotate"),
-            Some(r#"{"grace_seconds": 60}"#),
-        )
-        .await,
-    );
+    let rotated = admin.rotate(id, 60).await;
     let schema = success_data_schema(&document, "/admin/tokens/{token_id}/rotate", "post", "201");
     assert_documented(&document, schema, &rotated, "rotate");
     assert!(rotated["replaces"].is_object());
+
+    let revoked = admin.revoke(rotated["id"].as_str().unwrap()).await;
+    let schema = success_data_schema(&document, "/admin/tokens/{token_id}", "delete", "200");
+    assert_documented(&document, schema, &revoked, "revoke");
 
     let token = created["token"].as_str().unwrap();
     for path in API_PATHS {
@@ -435,15 +407,16 @@ async fn documented_error_headers_are_sent() {
             .map(|headers| headers.keys().map(|name| name.to_lowercase()).collect())
             .unwrap_or_default()
     };
-    let assert_sent = |response: &common::TestResponse, headers: Vec<String>, what: &str| {
-        assert!(!headers.is_empty(), "{what}: no documented headers");
-        for name in headers {
-            assert!(
-                response.headers.contains_key(&name),
-                "{what}: {name} not sent"
-            );
-        }
-    };
+    let assert_sent =
+        |response: &crate::support::TestResponse, headers: Vec<String>, what: &str| {
+            assert!(!headers.is_empty(), "{what}: no documented headers");
+            for name in headers {
+                assert!(
+                    response.headers.contains_key(&name),
+                    "{what}: {name} not sent"
+                );
+            }
+        };
 
     let admin = app.call(Method::GET, "/admin/plans", None, None).await;
     assert_eq!(admin.status, 401);

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::ADMIN_TOKEN;
+use crate::support::ADMIN_TOKEN;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tokengate");
 
@@ -83,10 +83,6 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// Sends a signal (`TERM`, `INT`, `KILL`) and waits for the exit.

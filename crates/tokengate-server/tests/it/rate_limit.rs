@@ -1,10 +1,8 @@
 //! The hourly limit through the whole server app: headers, 429, atomicity.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::TestApp;
+use crate::support::TestApp;
 use http::Method;
 
 fn unix_now() -> u64 {
@@ -127,7 +125,7 @@ async fn simultaneous_requests_admit_exactly_the_remaining_capacity() {
                     .header("authorization", value)
                     .body(axum::body::Body::empty())
                     .unwrap();
-                common::send(&router, request).await.status.as_u16()
+                crate::support::send(&router, request).await.status.as_u16()
             })
         })
         .collect();

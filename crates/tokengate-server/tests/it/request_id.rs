@@ -1,25 +1,18 @@
 //! `x-request-id`: generated or kept, echoed on every response, and recorded
 //! in the request's span (so in JSON logs), never next to a token.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::process::{Server, base_env, client};
-use common::{TestApp, TestResponse, send};
+use crate::process::{Server, base_env, client};
+use crate::support::{TestApp, TestResponse, send};
 use http::{Method, Request};
 
+/// 128 random bits, as 32 lowercase hex digits.
 fn is_generated_id(id: &str) -> bool {
-    // The prefix is base64url, so it may itself contain '-'; the counter does not.
-    let Some((prefix, counter)) = id.rsplit_once('-') else {
-        return false;
-    };
-    prefix.len() == 8
-        && prefix
+    id.len() == 32
+        && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        && !counter.is_empty()
-        && counter.bytes().all(|b| b.is_ascii_digit())
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 async fn get(app: &TestApp, uri: &str, request_id: Option<&str>) -> TestResponse {

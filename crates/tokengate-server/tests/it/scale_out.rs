@@ -2,14 +2,12 @@
 //! tokens, limits and revocations are shared; backend outages degrade as documented.
 #![cfg(all(feature = "postgres", feature = "redis"))]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::process::{Server, admin_header, base_env, client};
-use common::proxy::Proxy;
-use common::{UNAUTHORIZED, UNAVAILABLE};
+use crate::process::{Server, admin_header, base_env, client};
+use crate::support::{UNAUTHORIZED, UNAVAILABLE};
 use serde_json::{Value, json};
+use tokengate_testkit::proxy::Proxy;
 
 fn host_port(url: &str) -> String {
     let rest = url.split("://").nth(1).unwrap();
@@ -80,10 +78,10 @@ async fn call(server: &Server, token: &str) -> reqwest::Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_tokens_limits_and_revocations() {
-    let Some(database) = common::backends::postgres().await else {
+    let Some(database) = tokengate_testkit::backends::postgres().await else {
         return;
     };
-    let Some(redis) = common::backends::redis().await else {
+    let Some(redis) = tokengate_testkit::backends::redis().await else {
         return;
     };
     let postgres = Proxy::start(host_port(&database.url).parse().unwrap()).await;

@@ -1,13 +1,12 @@
 //! Every type that holds a secret, a secret's hash, or the admin credential
 //! prints redacted in `Debug` (and `Display` where it has one).
 
-mod common;
-
 use std::sync::Arc;
 
-use common::TestApp;
-use tokengate::store::{NewToken, Rotation, TokenStore};
-use tokengate::{AdminAuth, TokenId};
+use crate::support::TestApp;
+use tokengate::TokenId;
+use tokengate::http::AdminAuth;
+use tokengate::store::{CredentialStore, NewToken, TokenStore};
 
 fn assert_redacted(shown: &str, secrets: &[&str]) {
     for secret in secrets {
@@ -46,22 +45,13 @@ async fn debug_output_never_contains_secrets_or_hashes() {
         account_id: "acct".into(),
         name: "n".into(),
         secret_hash: hash.clone(),
+        secret_tag: credential.secret_tag.unwrap(),
         hint: "abcd".into(),
         created_at: app.gate.now(),
         expires_at: None,
     };
-    let rotation = Rotation {
-        old_id: id,
-        new_id: TokenId::random(),
-        new_secret_hash: hash.clone(),
-        new_hint: "abcd".into(),
-        new_expires_at: None,
-        now: app.gate.now(),
-        old_stops_at: app.gate.now(),
-    };
     let store: Arc<dyn TokenStore> = app.store.clone();
-    let (_, generated) = AdminAuth::generate(store.as_ref()).await.unwrap();
-    let generated = generated.unwrap();
+    let (_, generated) = AdminAuth::reset(store.as_ref()).await.unwrap();
     let admin_token = generated.expose_secret().to_owned();
 
     let shown = [
@@ -72,7 +62,6 @@ async fn debug_output_never_contains_secrets_or_hashes() {
         format!("{:?}", rotated.token),
         format!("{credential:?}"),
         format!("{new_token:?}"),
-        format!("{rotation:?}"),
         format!("{generated:?}"),
         format!("{:?}", AdminAuth::from_token(&admin_token)),
         format!("{:?}", app.gate),

@@ -1,12 +1,10 @@
 //! The release-shaped binary, started on a free loopback port and spoken to over HTTP.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::process::{Server, admin_header, base_env, cli, client};
-use common::{FORBIDDEN, UNAUTHORIZED};
+use crate::process::{Server, admin_header, base_env, cli, client};
+use crate::support::{FORBIDDEN, UNAUTHORIZED};
 use serde_json::{Value, json};
 
 async fn put_account(server: &Server, account: &str, plan: &str) {
@@ -236,11 +234,12 @@ async fn plaintext_tokens_never_reach_the_database_or_the_trace_log() {
         log.contains("TRACE") || log.contains("DEBUG"),
         "trace level was on"
     );
-    for haystack in [
+    let haystacks: [Vec<u8>; 3] = [
         wal_while_running,
         database_bytes(dir.path()),
         log.into_bytes(),
-    ] {
+    ];
+    for haystack in haystacks {
         assert!(!contains_bytes(&haystack, token.as_bytes()));
         assert!(!contains_bytes(&haystack, secret_part.as_bytes()));
         assert!(!contains_bytes(&haystack, &token.as_bytes()[24..40]));
@@ -334,7 +333,11 @@ fn configuration_errors_exit_nonzero_with_one_line() {
         ("TOKEN_PREFIX", "Bad Prefix".into(), "invalid token prefix"),
         ("ARGON2_MEMORY_KIB", "1".into(), "invalid argon2 parameters"),
         ("BIND_ADDR", "not-an-address".into(), "invalid BIND_ADDR"),
-        ("ADMIN_TOKEN", "short".into(), "ADMIN_TOKEN is too short"),
+        (
+            "ADMIN_TOKEN",
+            "short".into(),
+            "invalid ADMIN_TOKEN: the admin token is too short",
+        ),
     ];
     for (key, value, expected) in cases {
         let mut env = base_env(dir.path());
@@ -370,11 +373,11 @@ fn configuration_errors_exit_nonzero_with_one_line() {
     }
 }
 
-/// The server hands the gate each connection's address: a guesser who knows
-/// a token id is throttled, and the owner, calling from elsewhere with the
-/// right (not yet cached) token, is not.
+/// A guesser who knows a token id gets the documented 401 for every wrong
+/// secret, never a 429, and the owner's first use (not yet cached) is
+/// served at once, from the guesser's address or another.
 #[tokio::test]
-async fn a_guesser_is_throttled_by_address_and_the_owner_is_not() {
+async fn a_guesser_gets_401s_and_never_locks_the_owner_out() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &base_env(dir.path()));
     put_account(&server, "acct_1", "pro").await;
@@ -384,8 +387,8 @@ async fn a_guesser_is_throttled_by_address_and_the_owner_is_not() {
         .build()
         .unwrap();
     let mut statuses = Vec::new();
-    for i in 0..12 {
-        let forged = common::forge_wrong_secret(&token, i);
+    for i in 0..100 {
+        let forged = tokengate_testkit::forge_wrong_secret(&token, i);
         let response = guesser
             .get(server.url("/api/v1/external_tests/providers"))
             .header("authorization", format!("Bearer {forged}"))
@@ -394,9 +397,8 @@ async fn a_guesser_is_throttled_by_address_and_the_owner_is_not() {
             .unwrap();
         statuses.push(response.status().as_u16());
     }
-    assert_eq!(&statuses[..10], &[401; 10], "{statuses:?}");
-    assert_eq!(&statuses[10..], &[429; 2], "{statuses:?}");
-    // The owner, from 127.0.0.1, with the right token: verified, not throttled.
+    assert!(statuses.iter().all(|&s| s == 401), "{statuses:?}");
+    // The owner, from 127.0.0.1, with the right token: verified at once.
     let response = api(&server, &token).await;
     assert_eq!(response.status(), 200);
     server.assert_no_panic();

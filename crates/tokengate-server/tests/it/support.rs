@@ -1,84 +1,27 @@
-//! Shared test helpers: an in-process app on a temporary SQLite file, a store
-//! that fails on demand, and a real server process spoken to over HTTP.
-#![allow(dead_code)]
-
-#[cfg(all(feature = "postgres", feature = "redis"))]
-pub mod backends;
-pub mod flaky;
-pub mod process;
-pub mod proxy;
+//! The whole server app in process on a temporary SQLite file, and a typed
+//! admin client for it.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::BodyExt;
+use http::{Method, Request};
+use serde_json::json;
 use tempfile::TempDir;
-use tokengate::server::{AppState, app};
-use tokengate::{AdminAuth, Argon2Params, SqliteStore, TokenGate, TokenGateBuilder, TokenStore};
-use tower::ServiceExt;
-
-pub use flaky::FlakyStore;
+use tokengate::http::AdminAuth;
+use tokengate::{Argon2Params, SqliteStore, TokenGate, TokenGateBuilder, TokenStore};
+use tokengate_server::server::{AppState, app};
+pub use tokengate_testkit::{FORBIDDEN, FlakyStore, TestResponse, UNAUTHORIZED, UNAVAILABLE, send};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
-pub const UNAUTHORIZED: &str = r#"{"success": false, "error": "Invalid or missing API token"}"#;
-pub const FORBIDDEN: &str =
-    r#"{"success": false, "error": "API access not available on your subscription plan"}"#;
-pub const UNAVAILABLE: &str = r#"{"success": false, "error": "Service temporarily unavailable"}"#;
-
-/// A response, fully read.
-#[derive(Debug)]
-pub struct TestResponse {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: String,
-}
-
-impl TestResponse {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
-    }
-
-    pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .unwrap_or_else(|| panic!("missing header {name}: {:?}", self.headers))
-            .to_str()
-            .unwrap()
-    }
-
-    pub fn header_u64(&self, name: &str) -> u64 {
-        self.header(name).parse().unwrap()
-    }
-
-    /// Asserts the error envelope with exactly this message.
-    pub fn assert_error(&self, status: u16, message: &str) {
-        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
-        assert_eq!(self.header("content-type"), "application/json");
-        let json = self.json();
-        assert_eq!(json["success"], false, "{}", self.body);
-        assert_eq!(json["error"], message, "{}", self.body);
-        assert_eq!(json.as_object().unwrap().len(), 2, "{}", self.body);
-    }
-
-    /// Asserts an error envelope with any message.
-    pub fn assert_envelope(&self, status: u16) {
-        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
-        assert_eq!(self.header("content-type"), "application/json");
-        let json = self.json();
-        assert_eq!(json["success"], false, "{}", self.body);
-        assert!(json["error"].is_string(), "{}", self.body);
-    }
-}
 
 /// The whole server app, in process, on a temporary SQLite file.
 pub struct TestApp {
     pub gate: TokenGate,
     pub router: Router,
     pub store: Arc<FlakyStore>,
-    pub dir: TempDir,
+    /// Holds the database file for the app's lifetime.
+    _dir: TempDir,
 }
 
 impl TestApp {
@@ -98,13 +41,13 @@ impl TestApp {
         let gate = configure(builder).build().unwrap();
         let router = app(AppState {
             gate: gate.clone(),
-            admin: Arc::new(AdminAuth::from_token(ADMIN_TOKEN)),
+            admin: Arc::new(AdminAuth::from_token(ADMIN_TOKEN).unwrap()),
         });
         Self {
             gate,
             router,
             store,
-            dir,
+            _dir: dir,
         }
     }
 
@@ -130,6 +73,11 @@ impl TestApp {
             .await
     }
 
+    /// The typed admin client.
+    pub fn admin_api(&self) -> AdminClient<'_> {
+        AdminClient { app: self }
+    }
+
     pub async fn api(&self, token: &str) -> TestResponse {
         self.call(
             Method::GET,
@@ -153,27 +101,85 @@ impl TestApp {
     }
 }
 
-/// A well-formed token for `good`'s id (default `iit_` prefix) with another
-/// secret, made from `seed`, and a correct checksum: it passes every check
-/// but argon2.
-pub fn forge_wrong_secret(good: &str, seed: impl std::fmt::Display) -> String {
-    use base64::Engine;
-    let text = format!("iit_{}{:W>44}", &good[4..24], seed);
-    let checksum = crc32fast::hash(text.as_bytes()).to_be_bytes();
-    format!(
-        "{text}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(checksum)
-    )
+/// The admin API, one method per route, each asserting success and
+/// returning `data`.
+pub struct AdminClient<'a> {
+    app: &'a TestApp,
 }
 
-pub async fn send(router: &Router, request: Request<Body>) -> TestResponse {
-    let response = router.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    TestResponse {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
+impl AdminClient<'_> {
+    async fn ok(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let body = body.map(|b| b.to_string());
+        let response = self.app.admin(method.clone(), uri, body.as_deref()).await;
+        assert!(
+            response.status.is_success(),
+            "{method} {uri}: {} {}",
+            response.status,
+            response.body
+        );
+        let json = response.json();
+        assert_eq!(json["success"], true, "{}", response.body);
+        json["data"].clone()
+    }
+
+    pub async fn set_plan(
+        &self,
+        name: &str,
+        api_access: bool,
+        requests_per_hour: u32,
+    ) -> serde_json::Value {
+        self.ok(
+            Method::PUT,
+            &format!("/admin/plans/{name}"),
+            Some(json!({"api_access": api_access, "requests_per_hour": requests_per_hour})),
+        )
+        .await
+    }
+
+    pub async fn set_account(&self, account: &str, plan: &str) -> serde_json::Value {
+        self.ok(
+            Method::PUT,
+            &format!("/admin/accounts/{account}"),
+            Some(json!({"plan": plan})),
+        )
+        .await
+    }
+
+    /// Creates a token; returns `data` (with the plaintext in `data.token`).
+    pub async fn create_token(&self, account: &str, name: &str) -> serde_json::Value {
+        self.ok(
+            Method::POST,
+            &format!("/admin/accounts/{account}/tokens"),
+            Some(json!({"name": name})),
+        )
+        .await
+    }
+
+    pub async fn tokens(&self, account: &str) -> serde_json::Value {
+        self.ok(
+            Method::GET,
+            &format!("/admin/accounts/{account}/tokens"),
+            None,
+        )
+        .await
+    }
+
+    pub async fn revoke(&self, token_id: &str) -> serde_json::Value {
+        self.ok(Method::DELETE, &format!("/admin/tokens/{token_id}"), None)
+            .await
+    }
+
+    pub async fn rotate(&self, token_id: &str, grace_seconds: u64) -> serde_json::Value {
+        self.ok(
+            Method::POST,
+            &format!("/admin/tokens/{token_id}/rotate"),
+            Some(json!({"grace_seconds": grace_seconds})),
+        )
+        .await
     }
 }

@@ -1,0 +1,20 @@
+//! The server's integration tests, one crate: the admin API, the CLI, the
+//! release binary over HTTP, hostile input, crashes and file faults, the
+//! OpenAPI document, metrics, request ids and scale-out.
+#![allow(unreachable_pub)] // helpers are `pub` for their sibling modules
+
+mod process;
+mod support;
+
+mod admin_api;
+mod cli;
+mod crash;
+mod file_faults;
+mod hostile;
+mod metrics;
+mod openapi;
+mod rate_limit;
+mod request_id;
+mod scale_out;
+mod secrets;
+mod server_e2e;
