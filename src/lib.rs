@@ -53,7 +53,7 @@ mod manage;
 mod metrics;
 mod principal;
 mod response;
-pub mod store;
+mod store;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util;
@@ -76,5 +76,8 @@ pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use store::SqliteStore;
-pub use store::{Account, Plan, StoreError, TokenRecord, TokenStore};
+pub use store::{
+    Account, AdminStore, Change, Credential, CredentialStore, FeedEntry, NewToken, Plan,
+    StoreError, TokenRecord, TokenStore, TokenUpdate, WriteTx,
+};
 pub use token::{InvalidPrefix, PlaintextToken, TokenFormat, TokenFormatError, TokenId};

@@ -25,8 +25,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
-use crate::http::error_response;
-use crate::response::PolicyHeaders;
+use crate::response::{PolicyHeaders, fixed};
 
 use crate::token::TokenId;
 
@@ -107,9 +106,9 @@ impl IntoResponse for MissingTokenGateLayer {
         tracing::error!(
             "the Principal extractor was used on a route without TokenGateLayer; add .layer(gate.layer()) to it"
         );
-        error_response(
+        fixed(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "Internal error: route is missing TokenGateLayer",
+            r#"{"success": false, "error": "Internal error: route is missing TokenGateLayer"}"#,
         )
     }
 }

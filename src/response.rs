@@ -92,7 +92,8 @@ const CHALLENGE_MISSING: HeaderValue = HeaderValue::from_static(r#"Bearer realm=
 const CHALLENGE_INVALID: HeaderValue =
     HeaderValue::from_static(r#"Bearer realm="api", error="invalid_token""#);
 
-fn fixed(status: StatusCode, body: &'static str) -> Response {
+/// A response with a fixed JSON body.
+pub(crate) fn fixed(status: StatusCode, body: &'static str) -> Response {
     let mut response = Response::new(Body::from(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, JSON);

@@ -28,6 +28,10 @@ use time::OffsetDateTime;
 
 use crate::token::TokenId;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod delegate;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod driver;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -347,7 +351,7 @@ pub trait WriteTx: Send {
 
 /// A complete backend: the authentication path, the administration, and the schema.
 ///
-/// [`SqliteStore`] (feature `sqlite`, the default) and [`PostgresStore`]
+/// `SqliteStore` (feature `sqlite`, the default) and `PostgresStore`
 /// (feature `postgres`) implement it.
 #[async_trait]
 pub trait TokenStore: CredentialStore + AdminStore {

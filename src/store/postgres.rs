@@ -16,7 +16,8 @@ use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Arguments, Column, Postgres, Row as _, Transaction, TypeInfo, ValueRef};
 use time::OffsetDateTime;
 
-use super::sql::{Conn, Driver, Row, SqlStore, Value};
+use super::driver::{Conn, Driver, Row, Value};
+use super::sql::SqlStore;
 use super::{StoreError, TokenStore};
 
 /// The embedded PostgreSQL migrations (`migrations/postgres/`).
@@ -64,12 +65,12 @@ impl PostgresStore {
     }
 }
 
-crate::store::sql::delegate_store!(PostgresStore);
+crate::store::delegate::delegate_store!(PostgresStore);
 
 #[async_trait]
 impl TokenStore for PostgresStore {
     async fn migrate(&self) -> Result<usize, StoreError> {
-        crate::store::sql::run_migrations(&MIGRATOR, self.pool()).await
+        crate::store::delegate::run_migrations(&MIGRATOR, self.pool()).await
     }
 
     async fn close(&self) {

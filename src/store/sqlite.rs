@@ -18,7 +18,8 @@ use time::OffsetDateTime;
 use time::format_description::FormatItem;
 use time::macros::format_description;
 
-use super::sql::{Conn, Driver, Row, SqlStore, Value};
+use super::driver::{Conn, Driver, Row, Value};
+use super::sql::SqlStore;
 use super::{StoreError, TokenStore};
 
 /// The embedded SQLite migrations (`migrations/`).
@@ -98,12 +99,12 @@ impl SqliteStore {
     }
 }
 
-crate::store::sql::delegate_store!(SqliteStore);
+crate::store::delegate::delegate_store!(SqliteStore);
 
 #[async_trait]
 impl TokenStore for SqliteStore {
     async fn migrate(&self) -> Result<usize, StoreError> {
-        crate::store::sql::run_migrations(&MIGRATOR, self.pool()).await
+        crate::store::delegate::run_migrations(&MIGRATOR, self.pool()).await
     }
 
     async fn close(&self) {

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
-use tokengate::store::{Change, FeedEntry};
 use tokengate::{Argon2Params, ManageError, SqliteStore, TokenGate, TokenId, TokenStore};
+use tokengate::{Change, FeedEntry};
 
 fn gate_on(store: Arc<dyn TokenStore>) -> TokenGate {
     TokenGate::builder(store)

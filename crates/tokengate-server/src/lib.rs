@@ -5,4 +5,6 @@ pub mod server;
 
 mod demo;
 mod openapi;
+mod ops;
 mod request_id;
+mod state;

@@ -7,9 +7,8 @@ use axum::body::Bytes;
 use axum::response::{IntoResponse, Response};
 use http::HeaderValue;
 use http::header::CONTENT_TYPE;
-use utoipa::openapi::response::Response as ResponseObject;
-use utoipa::openapi::{OpenApi, Ref, RefOr};
-use utoipa::{OpenApi as _, ToResponse};
+use utoipa::OpenApi as _;
+use utoipa::openapi::OpenApi;
 
 /// Routes under this prefix are behind the gate and get its contract.
 const GATED_PREFIX: &str = "/api/v1/";
@@ -29,9 +28,9 @@ const GATED_PREFIX: &str = "/api/v1/";
             `{\"success\": false, \"error\": \"<message>\"}` with `Content-Type: application/json`.",
     ),
     paths(
-        crate::server::health,
-        crate::server::ready,
-        crate::server::metrics,
+        crate::ops::health,
+        crate::ops::ready,
+        crate::ops::metrics,
         openapi_document,
     ),
     tags(
@@ -51,18 +50,6 @@ pub(crate) fn document(admin: OpenApi) -> Bytes {
     document.merge(admin);
     tokengate::http::document_gated_routes(&mut document, GATED_PREFIX);
     Bytes::from(document.to_pretty_json().unwrap_or_else(|_| "{}".into()))
-}
-
-/// A reference to the library's shared 503 response component.
-pub(crate) struct ServiceUnavailable;
-
-impl<'s> ToResponse<'s> for ServiceUnavailable {
-    fn response() -> (&'s str, RefOr<ResponseObject>) {
-        (
-            "ServiceUnavailable",
-            RefOr::Ref(Ref::from_response_name("ServiceUnavailable")),
-        )
-    }
 }
 
 /// This OpenAPI 3.1 document.

@@ -14,15 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
-use bytes::Bytes;
+use http::StatusCode;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderValue, StatusCode};
-use serde::{Deserialize, Serialize};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -30,36 +27,15 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use tokengate::TokenGate;
-use tokengate::http::{AdminAuth, ApiError, SuccessEnvelope, admin_router, error_response};
+use tokengate::http::{admin_router, error_response};
 
-use crate::openapi::ServiceUnavailable;
+pub use crate::state::AppState;
+
+use crate::ops::{health, metrics, ready};
 use crate::request_id::{RequestIdLayer, X_REQUEST_ID};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-const HEALTH_BODY: &str = r#"{"success": true, "data": {"status": "ok"}}"#;
-const READY_BODY: &str = r#"{"success": true, "data": {"status": "ready"}}"#;
-
-/// What the server's routes need.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// The token engine.
-    pub gate: TokenGate,
-    /// The admin credential.
-    pub admin: Arc<AdminAuth>,
-}
-
-fn static_json(body: &'static str) -> Response {
-    let mut response = Response::new(Body::from(Bytes::from_static(body.as_bytes())));
-    // Room for the rate-limit headers and hyper's own, without regrowing.
-    *response.headers_mut() = http::HeaderMap::with_capacity(12);
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
 
 /// The whole server: `/health`, `/ready`, `/metrics`, `/openapi.json`,
 /// `/admin/...` and the demo API under `/api/v1`.
@@ -126,69 +102,6 @@ fn request_span(request: &Request) -> tracing::Span {
     )
 }
 
-/// The body of `/health` and `/ready`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ServerStatus {
-    /// `ok` (health) or `ready` (readiness).
-    #[schema(example = "ok")]
-    status: String,
-}
-
-/// Liveness: answers without any I/O.
-#[utoipa::path(
-    get,
-    path = "/health",
-    tag = "operations",
-    responses((status = 200, description = "The process is serving", body = SuccessEnvelope<ServerStatus>,
-        example = json!({"success": true, "data": {"status": "ok"}}))),
-)]
-pub(crate) async fn health() -> Response {
-    static_json(HEALTH_BODY)
-}
-
-/// Readiness: pings the database.
-#[utoipa::path(
-    get,
-    path = "/ready",
-    tag = "operations",
-    responses(
-        (status = 200, description = "The database answers", body = SuccessEnvelope<ServerStatus>,
-            example = json!({"success": true, "data": {"status": "ready"}})),
-        (status = 503, response = ServiceUnavailable),
-    ),
-)]
-pub(crate) async fn ready(State(state): State<AppState>) -> Response {
-    match state.gate.ping().await {
-        Ok(()) => static_json(READY_BODY),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            ApiError::Unavailable.into_response()
-        }
-    }
-}
-
-/// Prometheus metrics in the OpenMetrics text format.
-///
-/// Requests through the gate by outcome, cache hits and misses, argon2
-/// verifications and their duration, rate-limiter state, admin operations.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "operations",
-    responses((status = 200, description = "The metrics", body = String,
-        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")),
-)]
-pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    state.gate.refresh_gauges();
-    let mut response = state.gate.metrics().render().into_response();
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    response
-}
-
 /// Safety net: any error response that is not already JSON (from a tower
 /// layer, a timeout, a body limit) is rewritten into the error envelope.
 async fn envelope_errors(request: Request, next: Next) -> Response {
@@ -222,19 +135,4 @@ async fn envelope_errors(request: Request, next: Next) -> Response {
         }
     }
     envelope
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The static bodies are exactly what the OpenAPI document describes.
-    #[test]
-    fn static_bodies_match_their_documented_types() {
-        for (body, status) in [(HEALTH_BODY, "ok"), (READY_BODY, "ready")] {
-            let parsed: SuccessEnvelope<ServerStatus> = serde_json::from_str(body).unwrap();
-            assert!(parsed.success);
-            assert_eq!(parsed.data.status, status);
-        }
-    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
-use tokengate::store::{
+use tokengate::{
     Account, AdminStore, Change, Credential, CredentialStore, FeedEntry, NewToken, Plan,
     StoreError, TokenRecord, TokenUpdate, WriteTx,
 };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::support::TestApp;
 use tokengate::TokenId;
 use tokengate::http::AdminAuth;
-use tokengate::store::{CredentialStore, NewToken, TokenStore};
+use tokengate::{CredentialStore, NewToken, TokenStore};
 
 fn assert_redacted(shown: &str, secrets: &[&str]) {
     for secret in secrets {
