@@ -26,7 +26,9 @@ fn setup(rt: &tokio::runtime::Runtime) -> (TokenGate, String) {
             .build()
             .unwrap();
         // A limit that never runs out, so every iteration takes the admit path.
-        gate.set_plan("bench", true, u32::MAX).await.unwrap();
+        gate.set_plan(&tokengate::Plan::new("bench", true, u32::MAX))
+            .await
+            .unwrap();
         gate.set_account_plan("acct", "bench").await.unwrap();
         let token = gate.create_token("acct", "bench", None).await.unwrap();
         let token = token.token.expose_secret().to_owned();

@@ -108,7 +108,7 @@ where
         match gate.check_now(single_authorization(request.headers())) {
             Quick::Admitted(principal, decision) => {
                 gate.metrics().record_outcome(Outcome::Ok);
-                let policy = principal.policy_headers().clone();
+                let policy = principal.policy_headers(&decision).clone();
                 request.extensions_mut().insert(principal);
                 ResponseFuture::new(State::Inner {
                     future: self.inner.call(request),
@@ -153,7 +153,7 @@ impl<S> TokenGateService<S> {
                 Err(rejection) => return Ok(reject(&gate, rejection)),
             };
             gate.metrics().record_outcome(Outcome::Ok);
-            let policy = principal.policy_headers().clone();
+            let policy = principal.policy_headers(&decision).clone();
             request.extensions_mut().insert(principal);
             let mut response = inner.call(request).await?;
             response::write_rate_limit_headers_with(&decision, &policy, response.headers_mut());

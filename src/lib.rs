@@ -53,6 +53,7 @@ mod manage;
 mod metrics;
 mod principal;
 mod response;
+mod scope;
 mod store;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
@@ -66,10 +67,11 @@ pub use limit::{Decision, InvalidWindow, LimitError, LimiterFailurePolicy, Windo
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use limit::{RedisLimiterConfig, RedisRateLimiter};
-pub use manage::{CreatedToken, MAX_GRACE, ManageError, RotatedToken};
+pub use manage::{CreatedToken, MAX_GRACE, ManageError, RotatedToken, TokenSpec};
 pub use metrics::Metrics;
 pub use principal::{MissingTokenGateLayer, Principal};
 pub use response::Rejection;
+pub use scope::{RequireScope, RequireScopeLayer, require_scope};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use store::PostgresStore;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::gate::TokenGate;
+use crate::scope::Scopes;
 use crate::store::{
     Account, Change, NewToken, Plan, StoreError, TokenRecord, TokenUpdate, WriteTx,
     truncate_to_second,
@@ -63,6 +64,39 @@ impl std::fmt::Debug for RotatedToken {
     }
 }
 
+/// A token to create: its label, and optionally an expiry and scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSpec {
+    name: String,
+    expires_at: Option<OffsetDateTime>,
+    scopes: Option<Vec<String>>,
+}
+
+impl TokenSpec {
+    /// A token labelled `name`, without expiry, with every scope.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            expires_at: None,
+            scopes: None,
+        }
+    }
+
+    /// Expires at `at` (`None`: never).
+    pub fn expires_at(mut self, at: Option<OffsetDateTime>) -> Self {
+        self.expires_at = at;
+        self
+    }
+
+    /// Carries only these scopes (each must be declared with
+    /// [`TokenGateBuilder::with_scopes`](crate::TokenGateBuilder::with_scopes));
+    /// `None`, the default, is every scope.
+    pub fn scopes<S: Into<String>>(mut self, scopes: Option<impl IntoIterator<Item = S>>) -> Self {
+        self.scopes = scopes.map(|scopes| scopes.into_iter().map(Into::into).collect());
+        self
+    }
+}
+
 /// Why a management operation failed. Each variant carries what a message
 /// needs to say what to do; every boundary (admin API, settings page, CLI)
 /// words it for its audience.
@@ -91,6 +125,17 @@ pub enum ManageError {
     /// An expired token cannot be rotated.
     #[error("token {0} has expired")]
     TokenExpired(TokenId),
+    /// The requested scopes are refused; the message names the scope.
+    #[error("{0}")]
+    Scope(String),
+    /// The account holds as many live tokens as its plan allows.
+    #[error("the account already has {max} live tokens, the most its plan {plan:?} allows")]
+    TooManyTokens {
+        /// The account's plan.
+        plan: String,
+        /// The plan's cap.
+        max: u32,
+    },
     /// A token in the grace period of an earlier rotation: rotate its successor.
     #[error("token {id} was already rotated")]
     TokenAlreadyRotated {
@@ -253,17 +298,38 @@ impl TokenGate {
         Ok(())
     }
 
-    /// Creates a token for an existing account. The plaintext is in the result, once.
+    /// Creates a token with every scope for an existing account. The
+    /// plaintext is in the result, once.
     pub async fn create_token(
         &self,
         account_id: &str,
         name: &str,
         expires_at: Option<OffsetDateTime>,
     ) -> Result<CreatedToken, ManageError> {
+        self.create_token_with(account_id, TokenSpec::new(name).expires_at(expires_at))
+            .await
+    }
+
+    /// Creates a token as `spec` says for an existing account. The plaintext
+    /// is in the result, once. Beyond the plan's token cap it is refused
+    /// ([`ManageError::TooManyTokens`]).
+    pub async fn create_token_with(
+        &self,
+        account_id: &str,
+        spec: TokenSpec,
+    ) -> Result<CreatedToken, ManageError> {
+        let TokenSpec {
+            name,
+            expires_at,
+            scopes,
+        } = spec;
+        let name = name.as_str();
         validate_account_id(account_id)?;
         validate_token_name(name)?;
         let now = self.now();
         let expires_at = validate_expiry(expires_at, now)?;
+        let scopes = Scopes::requested(scopes.as_deref(), self.scopes())
+            .map_err(|e| ManageError::Scope(e.to_string()))?;
         // Fail fast before spending argon2 on an account that does not exist.
         if self.account(account_id).await?.is_none() {
             return Err(ManageError::UnknownAccount(account_id.to_owned()));
@@ -282,10 +348,20 @@ impl TokenGate {
             hint: minted.token.hint(),
             created_at: now,
             expires_at,
+            scopes: scopes.names(),
         };
         let mut tx = self.begin().await?;
-        if tx.account(account_id).await?.is_none() {
+        let Some(account) = tx.account(account_id).await? else {
             return Err(ManageError::UnknownAccount(account_id.to_owned()));
+        };
+        let plan = tx.plan(&account.plan).await?;
+        if let Some(max) = plan.as_ref().and_then(|plan| plan.max_tokens)
+            && tx.count_live_tokens(account_id, self.clock().now()).await? >= max
+        {
+            return Err(ManageError::TooManyTokens {
+                plan: account.plan,
+                max,
+            });
         }
         tx.insert_token(&token).await?;
         tx.record_change(&Change::Created(token.id), now).await?;
@@ -362,6 +438,7 @@ impl TokenGate {
             hint: minted.token.hint(),
             created_at: now,
             expires_at: new_expires_at.or(old.expires_at),
+            scopes: old.scopes.clone(),
         };
         tx.insert_token(&new).await?;
         let stops = TokenUpdate {
@@ -441,25 +518,24 @@ impl TokenGate {
         Ok(account)
     }
 
-    /// Creates or edits a plan; takes effect on the next request of every token on it.
-    pub async fn set_plan(
-        &self,
-        name: &str,
-        api_access: bool,
-        requests_per_hour: u32,
-    ) -> Result<Plan, ManageError> {
+    /// Creates or replaces a plan; takes effect on the next request of every
+    /// token on it.
+    pub async fn set_plan(&self, plan: &Plan) -> Result<Plan, ManageError> {
+        let name = plan.name.as_str();
         validate_plan_name(name)?;
-        if api_access && requests_per_hour == 0 {
-            // Every request would be a 429 whose "try again in N seconds" never comes true.
+        // With a limit of 0 every request would be a 429 whose "try again
+        // in N seconds" never comes true.
+        if plan.api_access && plan.requests_per_hour == 0 {
             return Err(invalid(
                 "requests_per_hour must be at least 1 for a plan with API access",
             ));
         }
-        let plan = Plan {
-            name: name.to_owned(),
-            api_access,
-            requests_per_hour,
-        };
+        if plan.api_access && plan.account_requests_per_hour == Some(0) {
+            return Err(invalid(
+                "account_requests_per_hour must be at least 1 (or null for no ceiling) for a plan with API access",
+            ));
+        }
+        let plan = plan.clone();
         let now = self.now();
         let mut tx = self.begin().await?;
         tx.upsert_plan(&plan).await?;
@@ -467,7 +543,14 @@ impl TokenGate {
         tx.record_change(&change, now).await?;
         self.commit(tx, &[change]).await?;
         self.metrics().record_admin("set_plan");
-        tracing::info!(plan = name, api_access, requests_per_hour, "plan set");
+        tracing::info!(
+            plan = name,
+            api_access = plan.api_access,
+            requests_per_hour = plan.requests_per_hour,
+            account_requests_per_hour = plan.account_requests_per_hour,
+            max_tokens = plan.max_tokens,
+            "plan set"
+        );
         Ok(plan)
     }
 
@@ -558,6 +641,7 @@ mod tests {
             revoked_at: None,
             revoked_reason: None,
             replaced_by: None,
+            scopes: vec!["*".into()],
         }
     }
 

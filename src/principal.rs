@@ -25,13 +25,16 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
+use crate::limit::Decision;
 use crate::response::{PolicyHeaders, fixed};
-
+use crate::scope::Scopes;
+use crate::store::Credential;
 use crate::token::TokenId;
 
 const HOUR_SECS: u64 = 3600;
 
-/// Who is calling: the token, its account and its plan. Cheap to clone.
+/// Who is calling: the token, its account, its plan's limits and its
+/// scopes. Cheap to clone.
 #[derive(Clone)]
 pub struct Principal(Arc<PrincipalData>);
 
@@ -40,29 +43,37 @@ struct PrincipalData {
     account_id: String,
     plan: String,
     requests_per_hour: u32,
-    headers: PolicyHeaders,
+    account_requests_per_hour: Option<u32>,
+    scopes: Scopes,
+    /// Header values for the token's limit, and for the account's.
+    headers: (PolicyHeaders, Option<PolicyHeaders>),
 }
 
 impl Principal {
-    /// A principal for the given token, account and plan.
-    pub(crate) fn new(
-        token_id: TokenId,
-        account_id: String,
-        plan: String,
-        requests_per_hour: u32,
-    ) -> Self {
+    /// The principal of a verified credential.
+    pub(crate) fn of(credential: &Credential) -> Self {
+        let plan = &credential.plan;
         Self(Arc::new(PrincipalData {
-            token_id,
-            account_id,
-            plan,
-            requests_per_hour,
-            headers: PolicyHeaders::new(requests_per_hour, HOUR_SECS),
+            token_id: credential.token_id,
+            account_id: credential.account_id.clone(),
+            plan: plan.name.clone(),
+            requests_per_hour: plan.requests_per_hour,
+            account_requests_per_hour: plan.account_requests_per_hour,
+            scopes: Scopes::from_names(&credential.scopes),
+            headers: (
+                PolicyHeaders::new(plan.requests_per_hour, HOUR_SECS),
+                plan.account_requests_per_hour
+                    .map(|limit| PolicyHeaders::new(limit, HOUR_SECS)),
+            ),
         }))
     }
 
-    /// Prebuilt rate-limit header values for this principal's plan.
-    pub(crate) fn policy_headers(&self) -> &PolicyHeaders {
-        &self.0.headers
+    /// Prebuilt rate-limit header values for the window a decision describes.
+    pub(crate) fn policy_headers(&self, decision: &Decision) -> &PolicyHeaders {
+        match &self.0.headers {
+            (_, Some(account)) if account.describes(decision) => account,
+            (token, _) => token,
+        }
     }
 
     /// The public id of the token used.
@@ -80,9 +91,24 @@ impl Principal {
         &self.0.plan
     }
 
-    /// The plan's hourly request limit.
+    /// The plan's hourly request limit per token.
     pub fn requests_per_hour(&self) -> u32 {
         self.0.requests_per_hour
+    }
+
+    /// The plan's hourly ceiling for all of the account's tokens together, if it has one.
+    pub fn account_requests_per_hour(&self) -> Option<u32> {
+        self.0.account_requests_per_hour
+    }
+
+    /// Whether the token may use `scope` (a token created without scopes has every scope).
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.0.scopes.allows(scope)
+    }
+
+    /// The token's scopes; `["*"]` means every scope.
+    pub fn scopes(&self) -> Vec<String> {
+        self.0.scopes.names()
     }
 }
 
@@ -93,6 +119,11 @@ impl std::fmt::Debug for Principal {
             .field("account_id", &self.0.account_id)
             .field("plan", &self.0.plan)
             .field("requests_per_hour", &self.0.requests_per_hour)
+            .field(
+                "account_requests_per_hour",
+                &self.0.account_requests_per_hour,
+            )
+            .field("scopes", &self.0.scopes)
             .finish()
     }
 }

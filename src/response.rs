@@ -206,7 +206,8 @@ impl PolicyHeaders {
         }
     }
 
-    fn matches(&self, decision: &Decision) -> bool {
+    /// Whether these values are the ones for `decision`'s window.
+    pub(crate) fn describes(&self, decision: &Decision) -> bool {
         self.limit == decision.limit && self.window_secs == decision.window_secs
     }
 }
@@ -251,7 +252,7 @@ pub(crate) fn write_rate_limit_headers_with(
     headers: &mut HeaderMap,
 ) {
     let fresh;
-    let policy = if policy.matches(decision) {
+    let policy = if policy.describes(decision) {
         policy
     } else {
         fresh = PolicyHeaders::new(decision.limit, decision.window_secs);

@@ -314,15 +314,9 @@ impl TokenGate {
 
     /// A cache entry for a credential read now.
     pub(super) fn cached_auth(&self, credential: &Credential) -> CachedAuth {
-        let plan = &credential.plan;
         CachedAuth {
-            principal: Principal::new(
-                credential.token_id,
-                credential.account_id.clone(),
-                plan.name.clone(),
-                plan.requests_per_hour,
-            ),
-            api_access: plan.api_access,
+            principal: Principal::of(credential),
+            api_access: credential.plan.api_access,
             expires_at_ms: credential.expires_at.map(unix_ms),
             refresh_after_ms: monotonic_unix_ms()
                 .saturating_add(self.inner.timing.cache_ttl.as_millis() as u64),

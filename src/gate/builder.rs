@@ -17,6 +17,11 @@ pub enum BuildError {
     /// argon2 refused the parameters.
     #[error(transparent)]
     Argon2(#[from] InvalidArgon2Params),
+    /// A declared scope is not a valid name.
+    #[error(
+        "scope {0:?} is not a valid name: use 1 to 64 characters of a-z, 0-9, '_', '.', ':' and '-'"
+    )]
+    InvalidScope(String),
 }
 
 /// Configures a [`TokenGate`]. Every knob has a production default.
@@ -32,6 +37,7 @@ pub struct TokenGateBuilder {
     limiter_failure: LimiterFailurePolicy,
     window: WindowConfig,
     metrics: Option<Arc<Metrics>>,
+    scopes: Vec<String>,
     timing: Timing,
 }
 
@@ -58,6 +64,7 @@ impl TokenGateBuilder {
             limiter_failure: LimiterFailurePolicy::default(),
             window: WindowConfig::default(),
             metrics: None,
+            scopes: Vec::new(),
             timing: Timing {
                 cache_ttl: Duration::from_secs(60),
                 stale_if_error: Duration::from_secs(15 * 60),
@@ -161,6 +168,14 @@ impl TokenGateBuilder {
         self
     }
 
+    /// The scopes your API knows (e.g. `tests:read`): tokens may be
+    /// created with any of them, and an unknown one is refused by name.
+    /// Default: none (tokens then carry every scope, `*`).
+    pub fn with_scopes<S: Into<String>>(mut self, scopes: impl IntoIterator<Item = S>) -> Self {
+        self.scopes.extend(scopes.into_iter().map(Into::into));
+        self
+    }
+
     /// Metrics registry to count into. Default: a fresh one, see [`TokenGate::metrics`].
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
@@ -169,7 +184,12 @@ impl TokenGateBuilder {
 
     /// Builds the gate. Starts no task and no thread: see
     /// [`TokenGate::spawn_maintenance`].
-    pub fn build(self) -> Result<TokenGate, BuildError> {
+    pub fn build(mut self) -> Result<TokenGate, BuildError> {
+        if let Some(bad) = self.scopes.iter().find(|s| !crate::scope::is_valid_name(s)) {
+            return Err(BuildError::InvalidScope(bad.clone()));
+        }
+        self.scopes.sort();
+        self.scopes.dedup();
         let metrics = self.metrics.unwrap_or_default();
         let hasher = SecretHasher::with_metrics(
             self.argon2,
@@ -187,6 +207,7 @@ impl TokenGateBuilder {
                 last_use: super::LastUse::default(),
                 limiter: LimiterPolicy::new(self.window, self.shared_limiter, self.limiter_failure),
                 metrics,
+                scopes: self.scopes,
                 timing: self.timing,
             }),
         })

@@ -237,7 +237,16 @@ mod tests {
 
     fn entry(account: &str, plan: &str) -> Arc<CachedAuth> {
         Arc::new(CachedAuth {
-            principal: Principal::new(TokenId::random(), account.into(), plan.into(), 10),
+            principal: Principal::of(&crate::store::Credential {
+                token_id: TokenId::random(),
+                account_id: account.into(),
+                secret_hash: String::new(),
+                secret_tag: None,
+                expires_at: None,
+                revoked_at: None,
+                scopes: vec!["*".into()],
+                plan: crate::store::Plan::new(plan, true, 10),
+            }),
             api_access: true,
             expires_at_ms: None,
             refresh_after_ms: u64::MAX,

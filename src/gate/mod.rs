@@ -91,6 +91,8 @@ struct Inner {
     last_use: LastUse,
     limiter: LimiterPolicy,
     metrics: Arc<Metrics>,
+    /// The scopes tokens may be created with, sorted.
+    scopes: Vec<String>,
     timing: Timing,
 }
 
@@ -132,6 +134,12 @@ impl TokenGate {
     /// The metrics this gate counts into (render them at `/metrics`).
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    /// The scopes tokens may be created with (declared with
+    /// [`TokenGateBuilder::with_scopes`]), sorted.
+    pub fn scopes(&self) -> &[String] {
+        &self.inner.scopes
     }
 
     /// The token format.

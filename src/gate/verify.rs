@@ -288,11 +288,8 @@ mod tests {
             secret_tag: tag,
             expires_at: None,
             revoked_at: None,
-            plan: Plan {
-                name: "pro".into(),
-                api_access: true,
-                requests_per_hour: 10,
-            },
+            scopes: vec!["*".into()],
+            plan: Plan::new("pro", true, 10),
         }
     }
 

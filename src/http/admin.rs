@@ -36,7 +36,7 @@ use super::openapi::{
 };
 use crate::bearer::bearer_token;
 use crate::gate::TokenGate;
-use crate::manage::{CreatedToken, RotatedToken};
+use crate::manage::{CreatedToken, RotatedToken, TokenSpec};
 use crate::store::{Account, Plan, TokenRecord};
 use crate::token::TokenId;
 
@@ -53,6 +53,7 @@ pub fn admin_router(gate: TokenGate, auth: Arc<AdminAuth>) -> (Router, OpenApi) 
     let state = AdminState { gate, auth };
     let (router, document) =
         OpenApiRouter::<AdminState>::with_openapi(super::openapi::shared_components())
+            .routes(or_405(routes!(list_scopes)))
             .routes(or_405(routes!(list_plans)))
             .routes(or_405(routes!(put_plan)))
             .routes(or_405(routes!(put_account, get_account)))
@@ -97,6 +98,15 @@ pub(crate) struct PlanBody {
     /// Requests per token in any rolling hour.
     #[schema(example = 1000)]
     requests_per_hour: u32,
+    /// Requests for all of an account's tokens together in any rolling
+    /// hour; null or absent: no account-wide ceiling.
+    #[serde(default)]
+    #[schema(example = 5000)]
+    account_requests_per_hour: Option<u32>,
+    /// Most live tokens per account; null or absent: no cap.
+    #[serde(default)]
+    #[schema(example = 10)]
+    max_tokens: Option<u32>,
 }
 
 /// `PUT /admin/accounts/{account_id}` body.
@@ -119,6 +129,11 @@ pub(crate) struct CreateTokenBody {
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<OffsetDateTime>,
+    /// What the token may do: scope names (see `GET /admin/scopes`); absent
+    /// or null, every scope (`["*"]`).
+    #[serde(default)]
+    #[schema(example = json!(["tests:read"]))]
+    scopes: Option<Vec<String>>,
 }
 
 /// `POST /admin/tokens/{token_id}/rotate` body (optional).
@@ -162,6 +177,9 @@ pub(crate) struct CreatedTokenView {
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<OffsetDateTime>,
+    /// What the token may do: `["*"]` (every scope) or scope names.
+    #[schema(example = json!(["tests:read"]))]
+    scopes: Vec<String>,
     /// For a rotation: the replaced token, with its new expiry or revocation.
     #[serde(skip_serializing_if = "Option::is_none")]
     replaces: Option<TokenRecord>,
@@ -182,6 +200,7 @@ impl CreatedTokenView {
             hint: record.hint,
             created_at: record.created_at,
             expires_at: record.expires_at,
+            scopes: record.scopes,
             replaces,
         }
     }
@@ -200,6 +219,25 @@ pub(crate) fn parse_token_id(gate: &TokenGate, text: &str) -> Result<TokenId, Ap
         )));
     }
     Err(ApiError::NotFound("Token not found".into()))
+}
+
+/// List the scopes tokens may be created with.
+///
+/// Declared by the application (`TokenGateBuilder::with_scopes`); a token
+/// created without `scopes` has every scope, shown as `["*"]`.
+#[utoipa::path(
+    get,
+    path = "/admin/scopes",
+    tag = "tokens",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The known scopes, sorted", body = SuccessEnvelope<Vec<String>>,
+            example = json!({"success": true, "data": ["providers:read", "tests:read"]})),
+        (status = 401, response = AdminUnauthorized),
+    )
+)]
+async fn list_scopes(State(state): State<AdminState>) -> Response {
+    success_response(StatusCode::OK, &state.gate.scopes())
 }
 
 /// List plans.
@@ -242,10 +280,10 @@ async fn put_plan(
     PathParam(name): PathParam,
     JsonBody(body): JsonBody<PlanBody>,
 ) -> Result<Response, ApiError> {
-    let plan = state
-        .gate
-        .set_plan(&name, body.api_access, body.requests_per_hour)
-        .await?;
+    let plan = Plan::new(name, body.api_access, body.requests_per_hour)
+        .with_account_requests_per_hour(body.account_requests_per_hour)
+        .with_max_tokens(body.max_tokens);
+    let plan = state.gate.set_plan(&plan).await?;
     Ok(success_response(StatusCode::OK, &plan))
 }
 
@@ -327,10 +365,10 @@ async fn create_token(
     PathParam(account_id): PathParam,
     JsonBody(body): JsonBody<CreateTokenBody>,
 ) -> Result<Response, ApiError> {
-    let CreatedToken { record, token } = state
-        .gate
-        .create_token(&account_id, &body.name, body.expires_at)
-        .await?;
+    let spec = TokenSpec::new(body.name)
+        .expires_at(body.expires_at)
+        .scopes(body.scopes);
+    let CreatedToken { record, token } = state.gate.create_token_with(&account_id, spec).await?;
     let view = CreatedTokenView::new(record, &token, None);
     Ok(success_response(StatusCode::CREATED, &view))
 }

@@ -41,6 +41,10 @@ impl From<ManageError> for ApiError {
             ManageError::TokenExpired(_) => {
                 ApiError::Conflict("Token has expired and cannot be rotated".into())
             }
+            ManageError::Scope(message) => ApiError::BadRequest(message),
+            ManageError::TooManyTokens { plan, max } => ApiError::Conflict(format!(
+                "This account already has {max} active tokens, the most its plan ({plan}) allows; revoke one (or let one expire) to create another"
+            )),
             ManageError::TokenAlreadyRotated { successor, .. } => {
                 ApiError::Conflict(match successor {
                     Some(successor) => format!(

@@ -312,10 +312,76 @@ response_component! {
     }
 }
 
+/// The scopes an operation declares it needs (`security(("api_token" = [...]))`).
+fn required_scopes(operation: &Operation) -> Vec<String> {
+    let Some(requirements) = &operation.security else {
+        return Vec::new();
+    };
+    serde_json::to_value(requirements)
+        .ok()
+        .and_then(|value| {
+            value
+                .get(0)?
+                .get(API_TOKEN_SCHEME)?
+                .as_array()
+                .map(|scopes| {
+                    scopes
+                        .iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
+        })
+        .unwrap_or_default()
+}
+
+/// The 403 of an operation that needs scopes: no API access, or a token
+/// without the scope (that one carries the rate-limit headers: the request
+/// was counted).
+fn forbidden_with_scopes(scopes: &[String]) -> ResponseObject {
+    let mut examples = vec![(
+        "no_api_access".to_owned(),
+        utoipa::openapi::example::ExampleBuilder::new()
+            .summary("The plan has no API access")
+            .value(Some(contract_example(FORBIDDEN_BODY)))
+            .build(),
+    )];
+    for scope in scopes {
+        examples.push((
+            format!("missing_scope_{scope}"),
+            utoipa::openapi::example::ExampleBuilder::new()
+                .summary(format!("The token lacks the scope {scope}"))
+                .value(Some(serde_json::json!({
+                    "success": false,
+                    "error": format!("Token is missing the required scope: {scope}"),
+                })))
+                .build(),
+        ));
+    }
+    let mut response = ResponseBuilder::new()
+        .description(format!(
+            "The plan has no API access (the contract's 403), or the token lacks the scope \
+             this route needs ({}): `Token is missing the required scope: SCOPE`, counted \
+             and with the rate-limit headers.",
+            scopes.join(", ")
+        ))
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                .examples_from_iter(examples)
+                .build(),
+        );
+    for (name, header) in rate_limit_headers() {
+        response = response.header(name, header);
+    }
+    response.build()
+}
+
 fn add_gate_contract(operation: &mut Operation) {
+    let scopes = required_scopes(operation);
     operation.security = Some(vec![SecurityRequirement::new(
         API_TOKEN_SCHEME,
-        Vec::<String>::new(),
+        scopes.clone(),
     )]);
     let responses = &mut operation.responses.responses;
     for (status, response) in responses.iter_mut() {
@@ -335,6 +401,9 @@ fn add_gate_contract(operation: &mut Operation) {
         ("503", response_name::<ServiceUnavailable>()),
     ] {
         responses.insert(status.to_owned(), RefOr::Ref(Ref::from_response_name(name)));
+    }
+    if !scopes.is_empty() {
+        responses.insert("403".to_owned(), RefOr::T(forbidden_with_scopes(&scopes)));
     }
 }
 

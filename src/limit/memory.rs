@@ -3,19 +3,23 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::window::{Decision, WindowConfig, WindowState};
-use super::{LimitError, RateLimitStore};
-use crate::clock::monotonic_unix_ms;
+use super::window::{Decision, WindowConfig, WindowState, check_both};
 use crate::token::{RandomIdState, TokenId};
 
 const SHARDS: usize = 32;
 
 /// First word of a saved snapshot (and its format version).
 const SNAPSHOT_HEADER: &str = "tokengate-windows v1";
+/// The key prefix of an account's window in a snapshot.
+const ACCOUNT_KEY: &str = "account:";
 
 type Shard = Mutex<HashMap<TokenId, WindowState, RandomIdState>>;
+// Account ids come from the database, but they are the host's strings: keep
+// std's keyed SipHash for them.
+type AccountShard = Mutex<HashMap<Box<str>, WindowState>>;
 
 /// Sliding windows for one process, in 32 mutex-guarded shards.
 ///
@@ -27,6 +31,7 @@ type Shard = Mutex<HashMap<TokenId, WindowState, RandomIdState>>;
 pub(crate) struct MemoryRateLimiter {
     config: WindowConfig,
     shards: Box<[Shard]>,
+    accounts: Box<[AccountShard]>,
 }
 
 impl std::fmt::Debug for MemoryRateLimiter {
@@ -50,24 +55,61 @@ impl MemoryRateLimiter {
         Self {
             config,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            accounts: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
 
     /// Checks one request for `token` now.
+    #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn check_now(&self, token: &TokenId, limit: u32) -> Decision {
-        self.check_at(token, limit, monotonic_unix_ms())
+        self.check_at(token, limit, crate::clock::monotonic_unix_ms())
     }
 
     /// Checks one request for `token` at `now_ms` (Unix milliseconds).
+    #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn check_at(&self, token: &TokenId, limit: u32, now_ms: u64) -> Decision {
-        let mut shard = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
-        shard
-            .entry(*token)
-            .or_insert_with(|| WindowState::new(&self.config))
-            .check(&self.config, limit, now_ms)
+        self.check_both_at(token, limit, None, now_ms)
     }
 
-    /// Number of tokens with state.
+    /// Checks one request for `token` against `limit` and, with
+    /// `Some((account, ceiling))`, against the account's shared ceiling too:
+    /// admitted only if both windows have room, counted in both or neither.
+    /// Both locks are held together, always the token's first, so the pair
+    /// is atomic against every other check.
+    pub(crate) fn check_both_at(
+        &self,
+        token: &TokenId,
+        limit: u32,
+        account: Option<(&str, u32)>,
+        now_ms: u64,
+    ) -> Decision {
+        let config = &self.config;
+        let mut tokens = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
+        let token_window = tokens
+            .entry(*token)
+            .or_insert_with(|| WindowState::new(config));
+        let Some((account, ceiling)) = account else {
+            return token_window.check(config, limit, now_ms);
+        };
+        let mut accounts = self
+            .account_shard(account)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let account_window = match accounts.get_mut(account) {
+            Some(window) => window,
+            None => accounts
+                .entry(account.into())
+                .or_insert_with(|| WindowState::new(config)),
+        };
+        check_both(
+            config,
+            (token_window, limit),
+            Some((account_window, ceiling)),
+            now_ms,
+        )
+    }
+
+    /// Number of tokens with state (accounts not counted).
     pub(crate) fn tracked(&self) -> usize {
         self.shards
             .iter()
@@ -75,48 +117,73 @@ impl MemoryRateLimiter {
             .sum()
     }
 
-    /// Drops the state of tokens idle at `now_ms`; returns how many were dropped.
+    /// Drops the state of tokens and accounts idle at `now_ms`; returns how
+    /// many windows were dropped.
     pub(crate) fn evict_idle_at(&self, now_ms: u64) -> usize {
-        let mut dropped = 0;
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            let before = shard.len();
-            shard.retain(|_, state| !state.is_idle(&self.config, now_ms));
-            dropped += before - shard.len();
-            if shard.capacity() > 64 && shard.capacity() > 4 * shard.len() {
-                shard.shrink_to_fit();
+        fn evict<K: Eq + std::hash::Hash, S: std::hash::BuildHasher>(
+            shards: &[Mutex<HashMap<K, WindowState, S>>],
+            config: &WindowConfig,
+            now_ms: u64,
+        ) -> usize {
+            let mut dropped = 0;
+            for shard in shards {
+                let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+                let before = shard.len();
+                shard.retain(|_, state| !state.is_idle(config, now_ms));
+                dropped += before - shard.len();
+                if shard.capacity() > 64 && shard.capacity() > 4 * shard.len() {
+                    shard.shrink_to_fit();
+                }
             }
+            dropped
         }
-        dropped
+        evict(&self.shards, &self.config, now_ms) + evict(&self.accounts, &self.config, now_ms)
     }
 
     /// Every window that is not idle at `now_ms`, as text that
     /// [`restore_snapshot`](Self::restore_snapshot) reads back: a header line
-    /// `tokengate-windows v1 <bucket ms>`, then one line per token,
-    /// `<token id> <bucket>:<count> ...` (absolute bucket numbers, so the
-    /// windows move on while the process is down).
+    /// `tokengate-windows v1 <bucket ms>`, then one line per window,
+    /// `<key> <bucket>:<count> ...` (absolute bucket numbers, so the windows
+    /// move on while the process is down). A key is a token id, or
+    /// `account:` and the base64url of an account id.
     pub(crate) fn snapshot_at(&self, now_ms: u64) -> String {
         let mut text = format!("{SNAPSHOT_HEADER} {}\n", self.config.bucket_ms());
+        let mut line = |key: String, state: &WindowState| {
+            if state.is_idle(&self.config, now_ms) {
+                return;
+            }
+            text.push_str(&key);
+            for (bucket, count) in state.export(&self.config) {
+                text.push_str(&format!(" {bucket}:{count}"));
+            }
+            text.push('\n');
+        };
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             for (token, state) in shard.iter() {
-                if state.is_idle(&self.config, now_ms) {
-                    continue;
-                }
-                text.push_str(&token.to_string());
-                for (bucket, count) in state.export(&self.config) {
-                    text.push_str(&format!(" {bucket}:{count}"));
-                }
-                text.push('\n');
+                line(token.to_string(), state);
+            }
+        }
+        for shard in self.accounts.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for (account, state) in shard.iter() {
+                line(
+                    format!(
+                        "{ACCOUNT_KEY}{}",
+                        URL_SAFE_NO_PAD.encode(account.as_bytes())
+                    ),
+                    state,
+                );
             }
         }
         text
     }
 
     /// Loads windows saved by [`snapshot_at`](Self::snapshot_at), adding to
-    /// any a token already has (so a restore can only make the limiter
-    /// stricter). Returns how many tokens were restored; unreadable lines, a
-    /// different bucket width and windows already idle at `now_ms` are skipped.
+    /// any a token or account already has (so a restore can only make the
+    /// limiter stricter). Returns how many windows were restored; unreadable
+    /// lines, a different bucket width and windows already idle at `now_ms`
+    /// are skipped.
     pub(crate) fn restore_snapshot(&self, text: &str, now_ms: u64) -> usize {
         let mut lines = text.lines();
         let header = format!("{SNAPSHOT_HEADER} {}", self.config.bucket_ms());
@@ -126,7 +193,7 @@ impl MemoryRateLimiter {
         let mut restored = 0;
         for line in lines {
             let mut fields = line.split(' ');
-            let Some(Ok(token)) = fields.next().map(str::parse::<TokenId>) else {
+            let Some(key) = fields.next() else {
                 continue;
             };
             let buckets: Option<Vec<(u64, u32)>> = fields
@@ -135,45 +202,55 @@ impl MemoryRateLimiter {
                     Some((bucket.parse().ok()?, count.parse().ok()?))
                 })
                 .collect();
-            let Some(mut buckets) = buckets else {
+            let Some(buckets) = buckets else {
                 continue;
             };
-            let saved = WindowState::restore(&self.config, &buckets);
-            if saved.is_idle(&self.config, now_ms) {
+            if WindowState::restore(&self.config, &buckets).is_idle(&self.config, now_ms) {
                 continue;
             }
-            let mut shard = self.shard(&token).lock().unwrap_or_else(|e| e.into_inner());
-            let state = match shard.get(&token) {
-                Some(current) => {
-                    buckets.extend(current.export(&self.config));
-                    WindowState::restore(&self.config, &buckets)
-                }
-                None => saved,
+            let merged = |current: Option<&WindowState>| {
+                let mut all = buckets.clone();
+                all.extend(current.map(|c| c.export(&self.config)).unwrap_or_default());
+                WindowState::restore(&self.config, &all)
             };
-            shard.insert(token, state);
+            if let Some(encoded) = key.strip_prefix(ACCOUNT_KEY) {
+                let Some(account) = URL_SAFE_NO_PAD
+                    .decode(encoded)
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                else {
+                    continue;
+                };
+                let mut shard = self
+                    .account_shard(&account)
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let state = merged(shard.get(account.as_str()));
+                shard.insert(account.into(), state);
+            } else {
+                let Ok(token) = key.parse::<TokenId>() else {
+                    continue;
+                };
+                let mut shard = self.shard(&token).lock().unwrap_or_else(|e| e.into_inner());
+                let state = merged(shard.get(&token));
+                shard.insert(token, state);
+            }
             restored += 1;
         }
         restored
     }
 
+    fn account_shard(&self, account: &str) -> &AccountShard {
+        use std::hash::BuildHasher;
+        static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+            std::sync::OnceLock::new();
+        let hash = SEED.get_or_init(Default::default).hash_one(account);
+        &self.accounts[hash as usize % SHARDS]
+    }
+
     fn shard(&self, token: &TokenId) -> &Shard {
         // Byte 8 is random and independent of the bytes the map hashes.
         &self.shards[token.as_bytes()[8] as usize % SHARDS]
-    }
-}
-
-#[async_trait]
-impl RateLimitStore for MemoryRateLimiter {
-    async fn check(&self, token: &TokenId, limit: u32) -> Result<Decision, LimitError> {
-        Ok(self.check_now(token, limit))
-    }
-
-    fn tracked_tokens(&self) -> Option<usize> {
-        Some(self.tracked())
-    }
-
-    fn evict_idle(&self) {
-        self.evict_idle_at(monotonic_unix_ms());
     }
 }
 
@@ -266,5 +343,44 @@ mod tests {
             .collect();
         let admitted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
         assert_eq!(admitted, 700);
+    }
+
+    /// Two tokens of one account race: token limit 10, account ceiling 15,
+    /// 40 requests at once → exactly 15 admitted, neither token over 10.
+    #[test]
+    fn the_account_ceiling_is_exact_under_concurrency() {
+        let limiter = Arc::new(MemoryRateLimiter::default());
+        let tokens = [TokenId::random(), TokenId::random()];
+        let now = 7 * HOUR_MS;
+        let threads: Vec<_> = (0..40)
+            .map(|i| {
+                let limiter = Arc::clone(&limiter);
+                let token = tokens[i % 2];
+                std::thread::spawn(move || {
+                    let decision = limiter.check_both_at(&token, 10, Some(("acct", 15)), now);
+                    (i % 2, decision.allowed)
+                })
+            })
+            .collect();
+        let mut admitted = [0, 0];
+        for thread in threads {
+            let (which, allowed) = thread.join().unwrap();
+            admitted[which] += usize::from(allowed);
+        }
+        assert_eq!(admitted[0] + admitted[1], 15, "{admitted:?}");
+        assert!(admitted.iter().all(|&n| n <= 10), "{admitted:?}");
+        // The account's window also survives a restart.
+        let restarted = MemoryRateLimiter::default();
+        restarted.restore_snapshot(&limiter.snapshot_at(now), now);
+        assert!(
+            !restarted
+                .check_both_at(&TokenId::random(), 10, Some(("acct", 15)), now)
+                .allowed
+        );
+        assert!(
+            restarted
+                .check_both_at(&TokenId::random(), 10, Some(("other acct", 15)), now)
+                .allowed
+        );
     }
 }

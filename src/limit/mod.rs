@@ -14,6 +14,8 @@ mod memory;
 mod policy;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(test)]
+mod two_windows;
 pub(crate) mod window;
 
 pub(crate) use memory::MemoryRateLimiter;
@@ -32,8 +34,16 @@ pub struct LimitError(#[source] pub(crate) Box<dyn std::error::Error + Send + Sy
 /// concurrent checks on one token never admit more than the limit.
 #[async_trait]
 pub(crate) trait RateLimitStore: Send + Sync + 'static {
-    /// Checks (and, if admitted, counts) one request for `token` against `limit` per window.
-    async fn check(&self, token: &TokenId, limit: u32) -> Result<Decision, LimitError>;
+    /// Checks (and, if admitted, counts) one request for `token` against
+    /// `limit` per window and, with `Some((account, ceiling))`, against the
+    /// account's shared window: admitted only if both have room, counted in
+    /// both or neither. The decision describes the binding window.
+    async fn check(
+        &self,
+        token: &TokenId,
+        limit: u32,
+        account: Option<(&str, u32)>,
+    ) -> Result<Decision, LimitError>;
 
     /// Tokens with live state in this process, if the backend knows (for metrics).
     fn tracked_tokens(&self) -> Option<usize> {

@@ -43,6 +43,19 @@ pub(crate) enum LimiterPolicy {
     },
 }
 
+/// The principal's token window and, if its plan has one, its account's.
+fn check_local(local: &MemoryRateLimiter, principal: &Principal) -> Decision {
+    let account = principal
+        .account_requests_per_hour()
+        .map(|ceiling| (principal.account_id(), ceiling));
+    local.check_both_at(
+        &principal.token_id(),
+        principal.requests_per_hour(),
+        account,
+        monotonic_unix_ms(),
+    )
+}
+
 fn verdict(decision: Decision) -> Result<Decision, Refused> {
     if decision.allowed {
         Ok(decision)
@@ -71,9 +84,7 @@ impl LimiterPolicy {
     /// in-memory limiter always can). `None`: call [`check`](Self::check).
     pub(crate) fn check_now(&self, principal: &Principal) -> Option<Result<Decision, Refused>> {
         match self {
-            LimiterPolicy::Local(local) => Some(verdict(
-                local.check_now(&principal.token_id(), principal.requests_per_hour()),
-            )),
+            LimiterPolicy::Local(local) => Some(verdict(check_local(local, principal))),
             LimiterPolicy::Shared { .. } => None,
         }
     }
@@ -85,22 +96,27 @@ impl LimiterPolicy {
         metrics: &Metrics,
     ) -> Result<Decision, Refused> {
         let (id, limit) = (principal.token_id(), principal.requests_per_hour());
+        let account = principal
+            .account_requests_per_hour()
+            .map(|ceiling| (principal.account_id(), ceiling));
         match self {
-            LimiterPolicy::Local(local) => verdict(local.check_now(&id, limit)),
-            LimiterPolicy::Shared { shared, fallback } => match shared.check(&id, limit).await {
-                Ok(decision) => verdict(decision),
-                Err(e) => {
-                    metrics.limiter_backend_errors.inc();
-                    // The backend logs its own transitions; per request, debug only.
-                    let Some(local) = fallback else {
-                        tracing::debug!(error = %e, "rate-limit backend down: failing closed (503)");
-                        return Err(Refused::Unavailable);
-                    };
-                    tracing::debug!(error = %e, "rate-limit backend down: using the local limiter");
-                    metrics.limiter_fallbacks.inc();
-                    verdict(local.check_now(&id, limit))
+            LimiterPolicy::Local(local) => verdict(check_local(local, principal)),
+            LimiterPolicy::Shared { shared, fallback } => {
+                match shared.check(&id, limit, account).await {
+                    Ok(decision) => verdict(decision),
+                    Err(e) => {
+                        metrics.limiter_backend_errors.inc();
+                        // The backend logs its own transitions; per request, debug only.
+                        let Some(local) = fallback else {
+                            tracing::debug!(error = %e, "rate-limit backend down: failing closed (503)");
+                            return Err(Refused::Unavailable);
+                        };
+                        tracing::debug!(error = %e, "rate-limit backend down: using the local limiter");
+                        metrics.limiter_fallbacks.inc();
+                        verdict(check_local(local, principal))
+                    }
                 }
-            },
+            }
         }
     }
 

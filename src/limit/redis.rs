@@ -18,63 +18,97 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::window::{Decision, WindowConfig};
+use super::window::{Decision, WindowConfig, binding};
 use super::{LimitError, RateLimitStore};
 use crate::token::TokenId;
 
 const SCRIPT: &str = r#"
--- KEYS[1]: the token's buckets (hash: bucket number -> count)
--- ARGV: limit, bucket width in ms, buckets per window (B)
-local limit = tonumber(ARGV[1])
+-- KEYS[1]: the token's buckets (hash: bucket number -> count);
+-- KEYS[2], optional: the account's buckets, a second window shared by all
+-- of the account's tokens.
+-- ARGV: token limit, bucket width in ms, buckets per window (B), account limit
 local bucket_ms = tonumber(ARGV[2])
 local buckets = tonumber(ARGV[3])
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local current = math.floor(now_ms / bucket_ms)
 local first = current - buckets
-local fields = redis.call('HGETALL', KEYS[1])
-local counts, order, stale, sum = {}, {}, {}, 0
-for i = 1, #fields, 2 do
-  local bucket = tonumber(fields[i])
-  local count = tonumber(fields[i + 1])
-  if bucket < first then
-    stale[#stale + 1] = fields[i]
-  else
-    counts[bucket] = count
-    order[#order + 1] = bucket
-    sum = sum + count
-  end
-end
-if #stale > 0 then
-  redis.call('HDEL', KEYS[1], unpack(stale))
-end
-local allowed = 0
-if sum < limit then
-  redis.call('HINCRBY', KEYS[1], current, 1)
-  if counts[current] == nil then
-    counts[current] = 0
-    order[#order + 1] = current
-  end
-  counts[current] = counts[current] + 1
-  sum = sum + 1
-  allowed = 1
-  redis.call('PEXPIRE', KEYS[1], (buckets + 1) * bucket_ms)
-end
-local reset_ms = now_ms + buckets * bucket_ms
-if sum > 0 and limit > 0 then
-  table.sort(order)
-  local leaving = 0
-  for _, bucket in ipairs(order) do
-    leaving = leaving + counts[bucket]
-    if sum < limit or sum - leaving < limit then
-      reset_ms = (bucket + buckets + 1) * bucket_ms
-      break
+
+-- A window as it stands now: its counted buckets and their sum.
+local function load(key)
+  local fields = redis.call('HGETALL', key)
+  local w = {counts = {}, order = {}, sum = 0}
+  local stale = {}
+  for i = 1, #fields, 2 do
+    local bucket = tonumber(fields[i])
+    local count = tonumber(fields[i + 1])
+    if bucket < first then
+      stale[#stale + 1] = fields[i]
+    else
+      w.counts[bucket] = count
+      w.order[#w.order + 1] = bucket
+      w.sum = w.sum + count
     end
   end
+  if #stale > 0 then
+    redis.call('HDEL', key, unpack(stale))
+  end
+  return w
 end
-local remaining = limit - sum
-if remaining < 0 then remaining = 0 end
-return {allowed, remaining, reset_ms, now_ms}
+
+local function count_one(key, w)
+  redis.call('HINCRBY', key, current, 1)
+  if w.counts[current] == nil then
+    w.counts[current] = 0
+    w.order[#w.order + 1] = current
+  end
+  w.counts[current] = w.counts[current] + 1
+  w.sum = w.sum + 1
+  redis.call('PEXPIRE', key, (buckets + 1) * bucket_ms)
+end
+
+-- When `Remaining` next grows: as WindowState::decision computes it.
+local function reset(w, limit)
+  local reset_ms = now_ms + buckets * bucket_ms
+  if w.sum > 0 and limit > 0 then
+    table.sort(w.order)
+    local leaving = 0
+    for _, bucket in ipairs(w.order) do
+      leaving = leaving + w.counts[bucket]
+      if w.sum < limit or w.sum - leaving < limit then
+        reset_ms = (bucket + buckets + 1) * bucket_ms
+        break
+      end
+    end
+  end
+  return reset_ms
+end
+
+local function remaining(w, limit)
+  local left = limit - w.sum
+  if left < 0 then left = 0 end
+  return left
+end
+
+local token_limit = tonumber(ARGV[1])
+local token = load(KEYS[1])
+local allowed = token.sum < token_limit
+local account, account_limit
+if #KEYS > 1 then
+  account_limit = tonumber(ARGV[4])
+  account = load(KEYS[2])
+  allowed = allowed and account.sum < account_limit
+end
+if allowed then
+  count_one(KEYS[1], token)
+  if account then count_one(KEYS[2], account) end
+end
+local answer = {allowed and 1 or 0, remaining(token, token_limit), reset(token, token_limit), now_ms}
+if account then
+  answer[5] = remaining(account, account_limit)
+  answer[6] = reset(account, account_limit)
+end
+return answer
 "#;
 
 /// After a failed check, how long other requests fail at once while one
@@ -198,45 +232,79 @@ impl RedisRateLimiter {
         Ok(connection)
     }
 
-    async fn invoke(&self, token: &TokenId, limit: u32) -> Result<Decision, LimitError> {
+    async fn invoke(
+        &self,
+        token: &TokenId,
+        limit: u32,
+        account: Option<(&str, u32)>,
+    ) -> Result<Decision, LimitError> {
         let mut connection = self.connection().await?;
         let window = self.config.window;
-        let key = format!("{}:rl:{}", self.config.key_prefix, token);
+        let prefix = &self.config.key_prefix;
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let mut invocation = self.script.key(key);
+        let mut invocation = self.script.key(format!("{prefix}:rl:{token}"));
+        if let Some((account, _)) = account {
+            invocation.key(format!("{prefix}:rla:{account}"));
+        }
         invocation
             .arg(limit)
             .arg(window.bucket_ms())
             .arg(window.buckets());
-        let (allowed, remaining, reset_at_ms, now_ms): (u8, u32, u64, u64) = tokio::time::timeout(
+        if let Some((_, ceiling)) = account {
+            invocation.arg(ceiling);
+        }
+        let answer: Vec<u64> = tokio::time::timeout(
             self.config.timeout,
             invocation.invoke_async(&mut connection),
         )
         .await
         .map_err(|_| LimitError("Redis did not answer in time".into()))?
         .map_err(|e| LimitError(Box::new(e)))?;
-        Ok(Decision {
-            allowed: allowed == 1,
+        let decision = |limit: u32, remaining: u64, reset_at_ms: u64| Decision {
+            allowed: answer[0] == 1,
             limit,
-            remaining,
+            remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
             reset_at_ms,
-            now_ms,
+            now_ms: answer[3],
             window_secs: window.window_ms() / 1000,
-        })
+        };
+        match (account, answer.as_slice()) {
+            (None, [_, remaining, reset, _]) => Ok(decision(limit, *remaining, *reset)),
+            (Some((_, ceiling)), [_, remaining, reset, _, account_remaining, account_reset]) => {
+                Ok(binding(
+                    decision(limit, *remaining, *reset),
+                    decision(ceiling, *account_remaining, *account_reset),
+                ))
+            }
+            _ => Err(LimitError(
+                "unexpected answer from the rate-limit script".into(),
+            )),
+        }
     }
 }
 
 #[async_trait]
 impl RateLimitStore for RedisRateLimiter {
-    async fn check(&self, token: &TokenId, limit: u32) -> Result<Decision, LimitError> {
-        RedisRateLimiter::check(self, token, limit).await
+    async fn check(
+        &self,
+        token: &TokenId,
+        limit: u32,
+        account: Option<(&str, u32)>,
+    ) -> Result<Decision, LimitError> {
+        RedisRateLimiter::check(self, token, limit, account).await
     }
 }
 
 impl RedisRateLimiter {
     /// Checks (and, if admitted, counts) one request for `token` against
-    /// `limit` per window, in one round trip.
-    pub async fn check(&self, token: &TokenId, limit: u32) -> Result<Decision, LimitError> {
+    /// `limit` per window and, with `Some((account, ceiling))`, against the
+    /// account's shared window (both or neither count), in one round trip.
+    pub async fn check(
+        &self,
+        token: &TokenId,
+        limit: u32,
+        account: Option<(&str, u32)>,
+    ) -> Result<Decision, LimitError> {
         // Circuit breaker: after a failure, requests fail at once and one
         // request per `RETRY_AFTER_FAILURE` probes Redis, so an outage (even
         // a black hole that never refuses) costs requests nothing but the
@@ -261,7 +329,7 @@ impl RedisRateLimiter {
                 return Err(LimitError("Redis unreachable (waiting to retry)".into()));
             }
         }
-        let result = self.invoke(token, limit).await;
+        let result = self.invoke(token, limit, account).await;
         match &result {
             Ok(_) => self.down_until_ms.store(0, Ordering::Release),
             Err(_) => self

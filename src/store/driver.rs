@@ -16,6 +16,8 @@ pub(crate) enum Value {
     Null,
     /// A null timestamp (PostgreSQL wants nulls typed).
     NullTime,
+    /// A null integer.
+    NullInt,
     Bool(bool),
     Int(i64),
     Text(String),
@@ -55,6 +57,12 @@ impl From<OffsetDateTime> for Value {
 impl From<&TokenId> for Value {
     fn from(id: &TokenId) -> Self {
         Value::Text(id.to_string())
+    }
+}
+
+impl From<Option<i64>> for Value {
+    fn from(value: Option<i64>) -> Self {
+        value.map_or(Value::NullInt, Value::Int)
     }
 }
 
@@ -144,9 +152,9 @@ impl Row {
             .ok_or_else(|| StoreError::Corrupt(format!("column {i} is null")))
     }
 
-    pub(super) fn opt_tag(&self, i: usize) -> Result<Option<u32>, StoreError> {
+    pub(super) fn opt_u32(&self, i: usize) -> Result<Option<u32>, StoreError> {
         match self.get(i)? {
-            Value::Null => Ok(None),
+            Value::Null | Value::NullInt => Ok(None),
             _ => self.u32(i).map(Some),
         }
     }

@@ -44,7 +44,8 @@ pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
-/// A subscription plan: whether it may call the API, and how often.
+/// A subscription plan: whether it may call the API, how often, and how
+/// much an account may use together.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Plan {
     /// Plan name, e.g. `pro`.
@@ -53,6 +54,36 @@ pub struct Plan {
     pub api_access: bool,
     /// Requests admitted per token in any rolling hour.
     pub requests_per_hour: u32,
+    /// Requests admitted for all of an account's tokens together in any
+    /// rolling hour, if the plan sets such a ceiling.
+    pub account_requests_per_hour: Option<u32>,
+    /// Most live (unrevoked, unexpired) tokens an account may hold, if capped.
+    pub max_tokens: Option<u32>,
+}
+
+impl Plan {
+    /// A plan with per-token limits only (no account ceiling, no token cap).
+    pub fn new(name: impl Into<String>, api_access: bool, requests_per_hour: u32) -> Self {
+        Self {
+            name: name.into(),
+            api_access,
+            requests_per_hour,
+            account_requests_per_hour: None,
+            max_tokens: None,
+        }
+    }
+
+    /// With a ceiling for all of an account's tokens together.
+    pub fn with_account_requests_per_hour(mut self, ceiling: Option<u32>) -> Self {
+        self.account_requests_per_hour = ceiling;
+        self
+    }
+
+    /// With a cap on an account's live tokens.
+    pub fn with_max_tokens(mut self, cap: Option<u32>) -> Self {
+        self.max_tokens = cap;
+        self
+    }
 }
 
 /// An account of the host application, and its plan.
@@ -107,6 +138,9 @@ pub struct TokenRecord {
     /// For a rotated token: the id of the token that replaced it.
     #[schema(value_type = Option<String>)]
     pub replaced_by: Option<TokenId>,
+    /// What the token may do: `["*"]` (every scope) or scope names.
+    #[schema(example = json!(["tests:read"]))]
+    pub scopes: Vec<String>,
 }
 
 /// A token row to insert. `secret_hash` is an argon2id PHC string.
@@ -128,6 +162,8 @@ pub struct NewToken {
     pub created_at: OffsetDateTime,
     /// Optional expiry.
     pub expires_at: Option<OffsetDateTime>,
+    /// `["*"]` or the scope names, sorted.
+    pub scopes: Vec<String>,
 }
 
 impl std::fmt::Debug for NewToken {
@@ -168,6 +204,8 @@ pub struct Credential {
     pub expires_at: Option<OffsetDateTime>,
     /// Revocation time, if revoked.
     pub revoked_at: Option<OffsetDateTime>,
+    /// `["*"]` or the scope names.
+    pub scopes: Vec<String>,
     /// The account's current plan.
     pub plan: Plan,
 }
@@ -333,6 +371,13 @@ pub trait WriteTx: Send {
     async fn token(&mut self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError>;
     /// Inserts a token (its account must exist).
     async fn insert_token(&mut self, token: &NewToken) -> Result<(), StoreError>;
+    /// The account's tokens that count against a cap at `now`: not
+    /// revoked, not expired, and not replaced by a rotation.
+    async fn count_live_tokens(
+        &mut self,
+        account_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<u32, StoreError>;
     /// Writes a token's expiry and revocation fields.
     async fn update_token(
         &mut self,

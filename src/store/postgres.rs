@@ -84,6 +84,7 @@ fn bind(args: Vec<Value>) -> Result<PgArguments, StoreError> {
         let added = match value {
             Value::Null => bound.add(None::<String>),
             Value::NullTime => bound.add(None::<OffsetDateTime>),
+            Value::NullInt => bound.add(None::<i64>),
             Value::Bool(b) => bound.add(b),
             Value::Int(n) => bound.add(n),
             Value::Text(text) => bound.add(text),

@@ -26,8 +26,9 @@ pub(crate) struct SqlStore<D> {
 }
 
 const TOKEN_COLUMNS: &str = "id, account_id, name, hint, created_at, last_used_at, expires_at, \
-                             revoked_at, revoked_reason, replaced_by";
-const PLAN_COLUMNS: &str = "name, api_access, requests_per_hour";
+                             revoked_at, revoked_reason, replaced_by, scopes";
+const PLAN_COLUMNS: &str =
+    "name, api_access, requests_per_hour, account_requests_per_hour, max_tokens";
 const ACCOUNT_COLUMNS: &str = "id, plan, created_at, updated_at";
 /// Rows per `UPDATE ... FROM (VALUES ...)` of last-use times.
 const LAST_USED_BATCH: usize = 400;
@@ -50,15 +51,30 @@ fn token_from_row(row: &Row) -> Result<TokenRecord, StoreError> {
                     .map_err(|_| StoreError::Corrupt(format!("bad token id {id:?}")))
             })
             .transpose()?,
+        scopes: scopes_from_column(&row.text(10)?),
     })
 }
 
-/// Reads a plan from columns `at..at + 3`.
+/// Scopes are stored as names separated by single spaces (`*` for every scope).
+fn scopes_column(scopes: &[String]) -> String {
+    scopes.join(" ")
+}
+
+fn scopes_from_column(text: &str) -> Vec<String> {
+    text.split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Reads a plan from columns `at..at + 5`.
 fn plan_from_row(row: &Row, at: usize) -> Result<Plan, StoreError> {
     Ok(Plan {
         name: row.text(at)?,
         api_access: row.bool(at + 1)?,
         requests_per_hour: row.u32(at + 2)?,
+        account_requests_per_hour: row.opt_u32(at + 3)?,
+        max_tokens: row.opt_u32(at + 4)?,
     })
 }
 
@@ -92,7 +108,8 @@ impl<D: Driver> CredentialStore for SqlStore<D> {
             .driver
             .fetch(
                 "SELECT t.account_id, t.secret_hash, t.secret_tag, t.expires_at, t.revoked_at, \
-                        p.name, p.api_access, p.requests_per_hour \
+                        t.scopes, p.name, p.api_access, p.requests_per_hour, \
+                        p.account_requests_per_hour, p.max_tokens \
                  FROM api_tokens t \
                  JOIN accounts a ON a.id = t.account_id \
                  JOIN plans p ON p.name = a.plan \
@@ -105,10 +122,11 @@ impl<D: Driver> CredentialStore for SqlStore<D> {
                 token_id: *id,
                 account_id: row.text(0)?,
                 secret_hash: row.text(1)?,
-                secret_tag: row.opt_tag(2)?,
+                secret_tag: row.opt_u32(2)?,
                 expires_at: row.opt_time(3)?,
                 revoked_at: row.opt_time(4)?,
-                plan: plan_from_row(row, 5)?,
+                scopes: scopes_from_column(&row.text(5)?),
+                plan: plan_from_row(row, 6)?,
             })
         })
     }
@@ -124,7 +142,7 @@ impl<D: Driver> CredentialStore for SqlStore<D> {
         // An unreadable id cannot authenticate anyway.
         Ok(rows
             .iter()
-            .filter_map(|row| Some((row.token_id(0).ok()?, row.opt_tag(1).ok()?)))
+            .filter_map(|row| Some((row.token_id(0).ok()?, row.opt_u32(1).ok()?)))
             .collect())
     }
 
@@ -142,7 +160,7 @@ impl<D: Driver> CredentialStore for SqlStore<D> {
             Ok(FeedEntry {
                 seq: row.int(0)?,
                 change: Change::from_row(&row.text(1)?, row.text(2)?),
-                secret_tag: row.opt_tag(3)?,
+                secret_tag: row.opt_u32(3)?,
             })
         })
     }
@@ -290,13 +308,19 @@ impl WriteTx for SqlTx {
     async fn upsert_plan(&mut self, plan: &Plan) -> Result<(), StoreError> {
         self.0
             .execute(
-                "INSERT INTO plans (name, api_access, requests_per_hour) VALUES ($1, $2, $3) \
+                "INSERT INTO plans \
+                 (name, api_access, requests_per_hour, account_requests_per_hour, max_tokens) \
+                 VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (name) DO UPDATE SET api_access = excluded.api_access, \
-                 requests_per_hour = excluded.requests_per_hour",
+                 requests_per_hour = excluded.requests_per_hour, \
+                 account_requests_per_hour = excluded.account_requests_per_hour, \
+                 max_tokens = excluded.max_tokens",
                 vec![
                     plan.name.as_str().into(),
                     plan.api_access.into(),
                     i64::from(plan.requests_per_hour).into(),
+                    plan.account_requests_per_hour.map(i64::from).into(),
+                    plan.max_tokens.map(i64::from).into(),
                 ],
             )
             .await
@@ -347,8 +371,8 @@ impl WriteTx for SqlTx {
         self.0
             .execute(
                 "INSERT INTO api_tokens \
-                 (id, account_id, name, secret_hash, secret_tag, hint, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 (id, account_id, name, secret_hash, secret_tag, hint, created_at, expires_at, \
+                 scopes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 vec![
                     (&token.id).into(),
                     token.account_id.as_str().into(),
@@ -358,10 +382,27 @@ impl WriteTx for SqlTx {
                     token.hint.as_str().into(),
                     token.created_at.into(),
                     token.expires_at.into(),
+                    scopes_column(&token.scopes).into(),
                 ],
             )
             .await
             .map(drop)
+    }
+
+    async fn count_live_tokens(
+        &mut self,
+        account_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<u32, StoreError> {
+        let rows = self
+            .0
+            .fetch(
+                "SELECT COUNT(*) FROM api_tokens WHERE account_id = $1 AND revoked_at IS NULL \
+                 AND revoked_reason IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+                vec![account_id.into(), now.into()],
+            )
+            .await?;
+        first(rows, |row| row.u32(0)).map(Option::unwrap_or_default)
     }
 
     async fn update_token(

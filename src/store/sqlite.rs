@@ -116,7 +116,7 @@ fn bind(args: Vec<Value>) -> Result<SqliteArguments<'static>, StoreError> {
     let mut bound = SqliteArguments::default();
     for value in args {
         let added = match value {
-            Value::Null | Value::NullTime => bound.add(None::<String>),
+            Value::Null | Value::NullTime | Value::NullInt => bound.add(None::<String>),
             Value::Bool(b) => bound.add(b),
             Value::Int(n) => bound.add(n),
             Value::Text(text) => bound.add(text),
@@ -229,5 +229,65 @@ mod tests {
         assert_eq!(b, "2026-01-02T03:04:05.500Z");
         assert_eq!(c, a);
         assert!(a < b);
+    }
+
+    /// A database made by the first release keeps working: its tokens get
+    /// every scope and no secret tag (checked by argon2 until first use),
+    /// and its timestamps gain milliseconds without changing.
+    #[tokio::test]
+    async fn the_first_releases_database_is_migrated_in_place() {
+        use crate::store::{AdminStore, CredentialStore};
+
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("first-release");
+        std::fs::create_dir(&first).unwrap();
+        std::fs::copy(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/20261126000001_initial.sql"
+            ),
+            first.join("20261126000001_initial.sql"),
+        )
+        .unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.db").display());
+        let store = SqliteStore::connect(&url).await.unwrap();
+        sqlx::migrate::Migrator::new(first.as_path())
+            .await
+            .unwrap()
+            .run(store.pool())
+            .await
+            .unwrap();
+        for statement in [
+            "INSERT INTO accounts VALUES ('acct', 'pro', '2026-11-26T10:00:00Z', '2026-11-26T10:00:00Z')",
+            "INSERT INTO api_tokens (id, account_id, name, secret_hash, hint, created_at, expires_at) \
+             VALUES ('AAAAAAAAAAAAAAAAAAAA', 'acct', 'old', '$argon2id$x', 'abcd', \
+             '2026-11-26T10:00:01Z', '2030-01-01T00:00:00Z')",
+            "INSERT INTO changes (kind, subject, at) VALUES ('created', 'AAAAAAAAAAAAAAAAAAAA', '2026-11-26T10:00:01Z')",
+        ] {
+            sqlx::query(statement).execute(store.pool()).await.unwrap();
+        }
+        assert!(store.migrate().await.unwrap() >= 2);
+
+        let id = "AAAAAAAAAAAAAAAAAAAA".parse().unwrap();
+        let credential = store.find_credential(&id).await.unwrap().unwrap();
+        assert_eq!(credential.scopes, ["*"]);
+        assert_eq!(credential.secret_tag, None);
+        assert_eq!(credential.plan.account_requests_per_hour, None);
+        assert_eq!(credential.plan.max_tokens, None);
+        let token = store.get_token(&id).await.unwrap().unwrap();
+        assert_eq!(
+            token.created_at,
+            time::macros::datetime!(2026-11-26 10:00:01 UTC)
+        );
+        assert_eq!(
+            token.expires_at,
+            Some(time::macros::datetime!(2030-01-01 0:00 UTC))
+        );
+        let stored: String = sqlx::query_scalar("SELECT created_at FROM api_tokens")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(stored, "2026-11-26T10:00:01.000Z");
+        assert_eq!(store.latest_change().await.unwrap(), 1);
     }
 }

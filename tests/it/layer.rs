@@ -313,11 +313,20 @@ async fn the_next_request_sees_revocation_and_plan_changes() {
     assert_eq!(response.header("x-ratelimit-limit"), "10000");
 
     // Plan edits: the limit, then access.
-    app.gate.set_plan("pro", true, 1234).await.unwrap();
+    app.gate
+        .set_plan(&tokengate::Plan::new("pro", true, 1234))
+        .await
+        .unwrap();
     assert_eq!(app.bearer(&other).await.header("x-ratelimit-limit"), "1234");
-    app.gate.set_plan("pro", false, 1234).await.unwrap();
+    app.gate
+        .set_plan(&tokengate::Plan::new("pro", false, 1234))
+        .await
+        .unwrap();
     assert_eq!(app.bearer(&other).await.body, FORBIDDEN);
-    app.gate.set_plan("pro", true, 1000).await.unwrap();
+    app.gate
+        .set_plan(&tokengate::Plan::new("pro", true, 1000))
+        .await
+        .unwrap();
     assert_eq!(app.bearer(&other).await.status, 200);
 
     // Revocation.

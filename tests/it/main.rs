@@ -5,4 +5,5 @@
 mod fuzz_equivalent;
 mod layer;
 mod redis_limiter;
+mod scopes_and_limits;
 mod store_conformance;

@@ -26,7 +26,7 @@ async fn admits_exactly_the_limit_with_consistent_numbers() {
     let token = TokenId::random();
     let mut resets = Vec::new();
     for expected in (0..5).rev() {
-        let d = limiter.check(&token, 5).await.unwrap();
+        let d = limiter.check(&token, 5, None).await.unwrap();
         assert!(d.allowed);
         assert_eq!(d.remaining, expected);
         assert_eq!(d.limit, 5);
@@ -34,7 +34,7 @@ async fn admits_exactly_the_limit_with_consistent_numbers() {
         assert!(d.reset_at_ms > d.now_ms + 3_540_000 && d.reset_at_ms <= d.now_ms + 3_660_000);
         resets.push(d.reset_at_ms);
     }
-    let rejected = limiter.check(&token, 5).await.unwrap();
+    let rejected = limiter.check(&token, 5, None).await.unwrap();
     assert!(!rejected.allowed);
     assert_eq!(rejected.remaining, 0);
     assert_eq!(
@@ -44,12 +44,18 @@ async fn admits_exactly_the_limit_with_consistent_numbers() {
     assert!(rejected.retry_after_secs() >= 1);
     // Rejections do not count; another token is independent.
     assert_eq!(
-        limiter.check(&token, 5).await.unwrap().reset_at_ms,
+        limiter.check(&token, 5, None).await.unwrap().reset_at_ms,
         resets[0]
     );
-    assert!(limiter.check(&TokenId::random(), 5).await.unwrap().allowed);
+    assert!(
+        limiter
+            .check(&TokenId::random(), 5, None)
+            .await
+            .unwrap()
+            .allowed
+    );
     // A higher limit (plan upgrade) applies at once.
-    let upgraded = limiter.check(&token, 7).await.unwrap();
+    let upgraded = limiter.check(&token, 7, None).await.unwrap();
     assert!(upgraded.allowed);
     assert_eq!(upgraded.remaining, 1);
     assert_eq!(limiter.round_trips(), 9, "one round trip per check");
@@ -63,7 +69,7 @@ async fn keys_expire_on_their_own() {
     let prefix = unique_prefix();
     let limiter = RedisRateLimiter::new(&url, config(&prefix)).unwrap();
     let token = TokenId::random();
-    limiter.check(&token, 10).await.unwrap();
+    limiter.check(&token, 10, None).await.unwrap();
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
     let ttl: i64 = redis::cmd("PTTL")
@@ -91,7 +97,7 @@ async fn instances_share_one_window_atomically() {
             } else {
                 Arc::clone(&b)
             };
-            tokio::spawn(async move { limiter.check(&token, 1000).await.unwrap().allowed })
+            tokio::spawn(async move { limiter.check(&token, 1000, None).await.unwrap().allowed })
         })
         .collect();
     let mut admitted = 0;
@@ -117,11 +123,11 @@ async fn an_unreachable_redis_fails_fast_and_recovers() {
         RedisRateLimiter::new(&format!("redis://{}", proxy.addr), config(&unique_prefix()))
             .unwrap();
     let token = TokenId::random();
-    assert!(limiter.check(&token, 10).await.unwrap().allowed);
+    assert!(limiter.check(&token, 10, None).await.unwrap().allowed);
     proxy.cut();
     let started = Instant::now();
-    assert!(limiter.check(&token, 10).await.is_err());
-    assert!(limiter.check(&token, 10).await.is_err());
+    assert!(limiter.check(&token, 10, None).await.is_err());
+    assert!(limiter.check(&token, 10, None).await.is_err());
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",
@@ -131,7 +137,7 @@ async fn an_unreachable_redis_fails_fast_and_recovers() {
     // sent for them (one probe at a time retries, twice a second).
     let sent = limiter.round_trips();
     for _ in 0..20 {
-        assert!(limiter.check(&token, 10).await.is_err());
+        assert!(limiter.check(&token, 10, None).await.is_err());
     }
     assert_eq!(
         limiter.round_trips(),
@@ -141,7 +147,7 @@ async fn an_unreachable_redis_fails_fast_and_recovers() {
     proxy.restore();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Ok(decision) = limiter.check(&token, 10).await {
+        if let Ok(decision) = limiter.check(&token, 10, None).await {
             assert!(decision.allowed);
             assert!(
                 decision.remaining < 9,

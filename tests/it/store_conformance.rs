@@ -37,7 +37,10 @@ async fn conformance(store: Arc<dyn TokenStore>) {
     let pro = plans.iter().find(|p| p.name == "pro").unwrap();
     assert!(pro.api_access);
     assert_eq!(pro.requests_per_hour, 1000);
-    let team = gate.set_plan("team", true, 50).await.unwrap();
+    let team = gate
+        .set_plan(&tokengate::Plan::new("team", true, 50))
+        .await
+        .unwrap();
     assert!(gate.plans().await.unwrap().contains(&team));
 
     // Accounts: an unknown plan is refused with a suggestion; plan changes recorded.
@@ -210,6 +213,37 @@ async fn conformance(store: Arc<dyn TokenStore>) {
         .unwrap();
     assert_eq!(pruned, total);
     assert!(store.changes_after(0, 10).await.unwrap().is_empty());
+
+    // Plans with account-wide limits; the live-token count behind the cap
+    // skips revoked, expired and rotated tokens.
+    let capped = tokengate::Plan::new("capped", true, 10)
+        .with_account_requests_per_hour(Some(25))
+        .with_max_tokens(Some(3));
+    gate.set_plan(&capped).await.unwrap();
+    assert!(gate.plans().await.unwrap().contains(&capped));
+    gate.set_account_plan("capped_acct", "capped")
+        .await
+        .unwrap();
+    let soon = gate.now() + Duration::seconds(2);
+    gate.create_token("capped_acct", "a", None).await.unwrap();
+    gate.create_token("capped_acct", "b", Some(soon))
+        .await
+        .unwrap();
+    let c = gate.create_token("capped_acct", "c", None).await.unwrap();
+    assert!(matches!(
+        gate.create_token("capped_acct", "d", None).await,
+        Err(ManageError::TooManyTokens { max: 3, .. })
+    ));
+    gate.rotate_token(&c.record.id, std::time::Duration::from_secs(60), None)
+        .await
+        .unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    let later = OffsetDateTime::now_utc() + Duration::seconds(3);
+    assert_eq!(tx.count_live_tokens("capped_acct", later).await.unwrap(), 2);
+    drop(tx);
+    let credential = store.find_credential(&c.record.id).await.unwrap().unwrap();
+    assert_eq!(credential.plan, capped);
+    assert_eq!(credential.scopes, ["*"]);
 
     // Settings, and insert-if-absent (the admin token race).
     assert_eq!(store.get_setting("k").await.unwrap(), None);

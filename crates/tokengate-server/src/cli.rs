@@ -9,7 +9,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokengate::http::AdminAuth;
-use tokengate::{MAX_GRACE, ManageError, TokenGate, TokenId, TokenRecord, TokenStore};
+use tokengate::{
+    MAX_GRACE, ManageError, Plan, TokenGate, TokenId, TokenRecord, TokenSpec, TokenStore,
+};
 
 use crate::config::{Common, ServeArgs, parse_duration};
 
@@ -63,6 +65,8 @@ pub(crate) enum Command {
     /// Create, list, revoke and rotate API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// List the scopes tokens may be created with.
+    Scopes,
     /// The stored admin credential.
     #[command(subcommand)]
     AdminToken(AdminTokenCommand),
@@ -105,6 +109,13 @@ pub(crate) enum PlanCommand {
         /// Requests per token in any rolling hour.
         #[arg(long)]
         requests_per_hour: u32,
+        /// Requests for all of an account's tokens together in any rolling hour
+        /// (default: no account-wide ceiling).
+        #[arg(long)]
+        account_requests_per_hour: Option<u32>,
+        /// Most live tokens per account (default: no cap).
+        #[arg(long)]
+        max_tokens: Option<u32>,
     },
     /// List plans.
     List,
@@ -140,6 +151,10 @@ pub(crate) enum TokenCommand {
         /// Expiry, RFC 3339 (e.g. 2027-01-01T00:00:00Z).
         #[arg(long, value_parser = parse_rfc3339)]
         expires_at: Option<OffsetDateTime>,
+        /// A scope the token may use (repeatable; default: every scope).
+        /// `tokengate scopes` lists them.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
     },
     /// List an account's tokens (never the secret).
     List {
@@ -356,6 +371,11 @@ fn status(token: &TokenRecord, now: OffsetDateTime) -> String {
     }
 }
 
+/// An optional limit: the number, or `-` for none.
+fn optional(limit: Option<u32>) -> String {
+    limit.map_or_else(|| "-".to_owned(), |n| n.to_string())
+}
+
 /// A management error, in the CLI's words: what went wrong and what to run.
 fn describe(e: ManageError, database: &str) -> String {
     match e {
@@ -379,6 +399,9 @@ fn describe(e: ManageError, database: &str) -> String {
             ),
             None => format!("token {id} was already rotated; rotate its successor instead"),
         },
+        ManageError::TooManyTokens { plan, max } => format!(
+            "the account already has {max} active tokens, the most plan {plan:?} allows: revoke one first (tokengate token revoke <id>)"
+        ),
         ManageError::Unavailable(cause) => format!("database {database} unavailable: {cause}"),
         other => other.to_string(),
     }
@@ -403,25 +426,44 @@ pub(crate) async fn run_management(
             name,
             api_access,
             requests_per_hour,
+            account_requests_per_hour,
+            max_tokens,
         }) => {
-            let plan = gate
-                .set_plan(&name, api_access, requests_per_hour)
-                .await
-                .map_err(describe)?;
+            let plan = Plan::new(name, api_access, requests_per_hour)
+                .with_account_requests_per_hour(account_requests_per_hour)
+                .with_max_tokens(max_tokens);
+            let plan = gate.set_plan(&plan).await.map_err(describe)?;
             eprintln!(
-                "plan {}: api_access={} requests_per_hour={}",
-                plan.name, plan.api_access, plan.requests_per_hour
+                "plan {}: api_access={} requests_per_hour={} account_requests_per_hour={} max_tokens={}",
+                plan.name,
+                plan.api_access,
+                plan.requests_per_hour,
+                optional(plan.account_requests_per_hour),
+                optional(plan.max_tokens)
             );
+        }
+        Command::Scopes => {
+            for scope in gate.scopes() {
+                let _ = writeln!(out, "{scope}");
+            }
         }
         Command::Plan(PlanCommand::List) => {
             let plans = gate.plans().await.map_err(describe)?;
-            let _ = writeln!(out, "{:<16} {:<10} {:>17}", "NAME", "API", "REQUESTS/HOUR");
+            let _ = writeln!(
+                out,
+                "{:<16} {:<5} {:>15} {:>23} {:>10}",
+                "NAME", "API", "REQUESTS/HOUR", "ACCOUNT REQUESTS/HOUR", "MAX TOKENS"
+            );
             for plan in plans {
                 let access = if plan.api_access { "yes" } else { "no" };
                 let _ = writeln!(
                     out,
-                    "{:<16} {:<10} {:>17}",
-                    plan.name, access, plan.requests_per_hour
+                    "{:<16} {:<5} {:>15} {:>23} {:>10}",
+                    plan.name,
+                    access,
+                    plan.requests_per_hour,
+                    optional(plan.account_requests_per_hour),
+                    optional(plan.max_tokens)
                 );
             }
         }
@@ -451,9 +493,13 @@ pub(crate) async fn run_management(
             account_id,
             name,
             expires_at,
+            scopes,
         }) => {
+            let spec = TokenSpec::new(name)
+                .expires_at(expires_at)
+                .scopes((!scopes.is_empty()).then_some(scopes));
             let created = gate
-                .create_token(&account_id, &name, expires_at)
+                .create_token_with(&account_id, spec)
                 .await
                 .map_err(describe)?;
             let _ = writeln!(out, "{}", created.token.expose_secret());
@@ -498,11 +544,12 @@ pub(crate) async fn run_management(
                 .ok_or_else(|| describe(ManageError::UnknownToken(id)))?;
             let _ = writeln!(
                 out,
-                "id: {}\naccount_id: {}\nname: {}\nhint: {}\nstatus: {}\ncreated_at: {}\nlast_used_at: {}\nexpires_at: {}\nrevoked_at: {}",
+                "id: {}\naccount_id: {}\nname: {}\nhint: {}\nscopes: {}\nstatus: {}\ncreated_at: {}\nlast_used_at: {}\nexpires_at: {}\nrevoked_at: {}",
                 token.id,
                 token.account_id,
                 token.name,
                 token.hint,
+                token.scopes.join(" "),
                 status(&token, gate.now()),
                 rfc3339(Some(token.created_at)),
                 rfc3339(token.last_used_at),

@@ -2,7 +2,8 @@
 //! `GET /api/v1/external_tests/providers`, so the documented `curl` calls
 //! work verbatim against a local server. Everything under `/api/v1`,
 //! unknown paths and wrong methods included, is behind the gate: without a
-//! valid token nobody learns which routes exist.
+//! valid token nobody learns which routes exist. Each route needs a scope
+//! ([`SCOPES`]): a token created with other scopes gets the 403 that names it.
 
 use axum::Router;
 use axum::body::Body;
@@ -12,9 +13,12 @@ use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
-use tokengate::TokenGate;
 use tokengate::http::{SuccessEnvelope, error_response};
+use tokengate::{TokenGate, require_scope};
 use utoipa::OpenApi;
+
+/// The scopes of the demo API, declared to the gate.
+pub const SCOPES: [&str; 2] = ["providers:read", "tests:read"];
 
 const PROVIDERS_BODY: &str = r#"{"success": true, "data": [{"id": "github", "name": "GitHub Actions"}, {"id": "gitlab", "name": "GitLab CI"}, {"id": "circleci", "name": "CircleCI"}]}"#;
 const EXTERNAL_TESTS_BODY: &str = r#"{"success": true, "data": [{"id": "et_001", "provider": "github", "name": "checkout flow", "status": "passed"}, {"id": "et_002", "provider": "gitlab", "name": "login flow", "status": "failed"}]}"#;
@@ -27,11 +31,15 @@ pub(crate) fn router(gate: &TokenGate) -> Router {
         // A wrong method is answered behind the gate too, like an unknown path.
         .route(
             "/api/v1/external_tests/providers",
-            get(providers).fallback(method_not_allowed),
+            get(providers)
+                .route_layer(require_scope("providers:read"))
+                .fallback(method_not_allowed),
         )
         .route(
             "/api/v1/external_tests",
-            get(external_tests).fallback(method_not_allowed),
+            get(external_tests)
+                .route_layer(require_scope("tests:read"))
+                .fallback(method_not_allowed),
         )
         .route(
             "/api/v1/{*rest}",
@@ -104,6 +112,7 @@ pub(crate) struct ExternalTest {
     get,
     path = "/api/v1/external_tests/providers",
     tag = "demo api",
+    security(("api_token" = ["providers:read"])),
     responses((status = 200, description = "The providers", body = SuccessEnvelope<Vec<Provider>>)),
 )]
 async fn providers() -> Response {
@@ -117,6 +126,7 @@ async fn providers() -> Response {
     get,
     path = "/api/v1/external_tests",
     tag = "demo api",
+    security(("api_token" = ["tests:read"])),
     responses((status = 200, description = "The test runs", body = SuccessEnvelope<Vec<ExternalTest>>)),
 )]
 async fn external_tests() -> Response {

@@ -3,7 +3,7 @@
 
 pub mod server;
 
-mod demo;
+pub mod demo;
 mod openapi;
 mod ops;
 mod request_id;

@@ -147,6 +147,8 @@ async fn connect(url: &str, create: Create) -> Result<Arc<dyn TokenStore>, Strin
             && !path.exists()
         {
             let cwd = std::env::current_dir()
+                .ok()
+                .filter(|_| path.is_relative())
                 .map(|dir| format!(" (relative to {})", dir.display()))
                 .unwrap_or_default();
             return Err(format!(
@@ -186,7 +188,8 @@ fn build_gate(
 ) -> Result<TokenGate, String> {
     let mut builder = TokenGate::builder(store)
         .with_token_format(common.token_format()?)
-        .with_argon2_params(common.argon2_params());
+        .with_argon2_params(common.argon2_params())
+        .with_scopes(tokengate_server::demo::SCOPES);
     if let Some(args) = serve {
         builder = builder.with_cache_ttl(args.cache_ttl());
         #[cfg(feature = "redis")]

@@ -211,6 +211,14 @@ impl WriteTx for FlakyTx {
         self.state.check().await?;
         self.inner.insert_token(token).await
     }
+    async fn count_live_tokens(
+        &mut self,
+        account_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<u32, StoreError> {
+        self.state.check().await?;
+        self.inner.count_live_tokens(account_id, now).await
+    }
     async fn update_token(
         &mut self,
         id: &TokenId,

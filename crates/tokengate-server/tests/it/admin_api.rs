@@ -4,7 +4,7 @@ use crate::support::{ADMIN_TOKEN, TestApp, UNAUTHORIZED};
 use http::Method;
 use serde_json::Value;
 
-const TOKEN_FIELDS: [&str; 10] = [
+const TOKEN_FIELDS: [&str; 11] = [
     "id",
     "account_id",
     "name",
@@ -15,6 +15,7 @@ const TOKEN_FIELDS: [&str; 10] = [
     "revoked_at",
     "revoked_reason",
     "replaced_by",
+    "scopes",
 ];
 
 async fn create(app: &TestApp, account: &str, body: &str) -> crate::support::TestResponse {
@@ -68,9 +69,12 @@ async fn plans_are_seeded_listed_and_upserted() {
     assert_eq!(
         response.json(),
         serde_json::json!({"success": true, "data": [
-            {"name": "enterprise", "api_access": true, "requests_per_hour": 10000},
-            {"name": "free", "api_access": false, "requests_per_hour": 0},
-            {"name": "pro", "api_access": true, "requests_per_hour": 1000},
+            {"name": "enterprise", "api_access": true, "requests_per_hour": 10000,
+             "account_requests_per_hour": null, "max_tokens": null},
+            {"name": "free", "api_access": false, "requests_per_hour": 0,
+             "account_requests_per_hour": null, "max_tokens": null},
+            {"name": "pro", "api_access": true, "requests_per_hour": 1000,
+             "account_requests_per_hour": null, "max_tokens": null},
         ]})
     );
 
@@ -84,7 +88,8 @@ async fn plans_are_seeded_listed_and_upserted() {
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(
         response.json()["data"],
-        serde_json::json!({"name": "team", "api_access": true, "requests_per_hour": 5000})
+        serde_json::json!({"name": "team", "api_access": true, "requests_per_hour": 5000,
+                           "account_requests_per_hour": null, "max_tokens": null})
     );
     let response = app
         .admin(
@@ -515,7 +520,8 @@ async fn rotation_keeps_the_expiry_and_refuses_expired_or_rotated_tokens() {
 
     let expiring = create(&app, "acct_1", r#"{"name": "short"}"#).await;
     let expiring_id = expiring.json()["data"]["id"].as_str().unwrap().to_owned();
-    let soon = (time::OffsetDateTime::now_utc() + time::Duration::seconds(1))
+    // Two seconds: time enough to create it on a loaded machine.
+    let soon = (time::OffsetDateTime::now_utc() + time::Duration::seconds(2))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
     let short = create(
@@ -526,7 +532,7 @@ async fn rotation_keeps_the_expiry_and_refuses_expired_or_rotated_tokens() {
     .await;
     assert_eq!(short.status, 201, "{}", short.body);
     let short_id = short.json()["data"]["id"].as_str().unwrap().to_owned();
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     rotate(short_id, None)
         .await
         .assert_error(409, "Token has expired and cannot be rotated");
@@ -645,4 +651,85 @@ fn account_not_found(account: &str) -> String {
     format!(
         "Account {account:?} not found; create it with PUT /admin/accounts/{{account_id}} and a body such as {{\"plan\": \"pro\"}}"
     )
+}
+
+/// Scopes and account-wide limits through the admin API and the demo API.
+#[tokio::test]
+async fn scopes_ceilings_and_caps_through_the_admin_api() {
+    let app = TestApp::new().await;
+    let admin = app.admin_api();
+    let scopes = app.admin(Method::GET, "/admin/scopes", None).await;
+    assert_eq!(
+        scopes.json(),
+        serde_json::json!({"success": true, "data": ["providers:read", "tests:read"]})
+    );
+
+    let plan = admin.set_plan("small", true, 100).await;
+    assert_eq!(plan["max_tokens"], serde_json::Value::Null);
+    let capped = app
+        .admin(
+            Method::PUT,
+            "/admin/plans/small",
+            Some(r#"{"api_access": true, "requests_per_hour": 100, "account_requests_per_hour": 150, "max_tokens": 2}"#),
+        )
+        .await;
+    assert_eq!(capped.json()["data"]["account_requests_per_hour"], 150);
+    assert_eq!(capped.json()["data"]["max_tokens"], 2);
+    admin.set_account("acct_1", "small").await;
+
+    // A token for one scope: its route 200, the other 403, counted.
+    let created = app
+        .admin(
+            Method::POST,
+            "/admin/accounts/acct_1/tokens",
+            Some(r#"{"name": "providers only", "scopes": ["providers:read"]}"#),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(
+        created.json()["data"]["scopes"],
+        serde_json::json!(["providers:read"])
+    );
+    let token = created.json()["data"]["token"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {token}");
+    let allowed = app
+        .call(
+            Method::GET,
+            "/api/v1/external_tests/providers",
+            Some(&bearer),
+            None,
+        )
+        .await;
+    assert_eq!(allowed.status, 200);
+    let denied = app.api(&token).await;
+    denied.assert_error(403, "Token is missing the required scope: tests:read");
+    // Both windows are in play (token 100/h, account 150/h): the token's binds.
+    assert_eq!(denied.header("x-ratelimit-limit"), "100");
+    assert_eq!(denied.header("x-ratelimit-remaining"), "98");
+
+    // Unknown scopes are named; the cap is a 409 that says how to free a slot.
+    app.admin(
+        Method::POST,
+        "/admin/accounts/acct_1/tokens",
+        Some(r#"{"name": "x", "scopes": ["tests:write"]}"#),
+    )
+    .await
+    .assert_error(
+        400,
+        r#"unknown scope "tests:write"; known scopes: providers:read, tests:read"#,
+    );
+    admin.create_token("acct_1", "second").await;
+    app.admin(
+        Method::POST,
+        "/admin/accounts/acct_1/tokens",
+        Some(r#"{"name": "third"}"#),
+    )
+    .await
+    .assert_error(
+        409,
+        "This account already has 2 active tokens, the most its plan (small) allows; revoke one (or let one expire) to create another",
+    );
+    let listed = admin.tokens("acct_1").await;
+    admin.revoke(listed[0]["id"].as_str().unwrap()).await;
+    admin.create_token("acct_1", "third").await;
 }

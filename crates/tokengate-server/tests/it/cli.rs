@@ -184,17 +184,34 @@ fn secret_of(token: &str) -> &str {
     &token[24..68]
 }
 
-/// `plan list` rows as (name, api, requests per hour).
-fn plans(cli: &Cli) -> Vec<(String, String, String)> {
+/// `plan list` rows as (name, api, requests per hour, account requests per hour, max tokens).
+fn plans(cli: &Cli) -> Vec<(String, String, String, String, String)> {
     let (stdout, _) = cli.ok(&["plan", "list"]);
     let mut lines = stdout.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "API", "REQUESTS/HOUR"]);
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "API",
+            "REQUESTS/HOUR",
+            "ACCOUNT",
+            "REQUESTS/HOUR",
+            "MAX",
+            "TOKENS"
+        ]
+    );
     lines
         .map(|line| {
             let cells: Vec<&str> = line.split_whitespace().collect();
-            assert_eq!(cells.len(), 3, "{line}");
-            (cells[0].into(), cells[1].into(), cells[2].into())
+            assert_eq!(cells.len(), 5, "{line}");
+            (
+                cells[0].into(),
+                cells[1].into(),
+                cells[2].into(),
+                cells[3].into(),
+                cells[4].into(),
+            )
         })
         .collect()
 }
@@ -202,7 +219,7 @@ fn plans(cli: &Cli) -> Vec<(String, String, String)> {
 fn has_plan(cli: &Cli, name: &str, api: &str, per_hour: &str) -> bool {
     plans(cli)
         .iter()
-        .any(|(n, a, r)| n == name && a == api && r == per_hour)
+        .any(|(n, a, r, _, _)| n == name && a == api && r == per_hour)
 }
 
 #[test]
@@ -233,6 +250,29 @@ fn plans_accounts_and_tokens_round_trip() {
     assert!(has_plan(&cli, "team", "yes", "50"));
     set_team("false", "60");
     assert!(has_plan(&cli, "team", "no", "60"));
+    // Account-wide limits: a ceiling for all tokens together, a token cap.
+    cli.ok(&[
+        "plan",
+        "set",
+        "team",
+        "--api-access",
+        "true",
+        "--requests-per-hour",
+        "50",
+        "--account-requests-per-hour",
+        "120",
+        "--max-tokens",
+        "3",
+    ]);
+    let team = plans(&cli).into_iter().find(|p| p.0 == "team").unwrap();
+    assert_eq!((team.3.as_str(), team.4.as_str()), ("120", "3"));
+    set_team("false", "60");
+    let team = plans(&cli).into_iter().find(|p| p.0 == "team").unwrap();
+    assert_eq!(
+        (team.3.as_str(), team.4.as_str()),
+        ("-", "-"),
+        "set replaces"
+    );
 
     // Accounts.
     cli.ok(&["account", "set", "acct_1", "--plan", "team"]);
@@ -268,6 +308,7 @@ fn plans_accounts_and_tokens_round_trip() {
             "account_id",
             "name",
             "hint",
+            "scopes",
             "status",
             "created_at",
             "last_used_at",
@@ -806,4 +847,56 @@ fn a_malformed_env_file_is_an_error_without_echoing_it() {
     // A well-formed one is read: its bad value is reported by name.
     std::fs::write(cli.path().join(".env"), "LOG_FORMAT=yaml\n").unwrap();
     cli.fails(&["migrate"], r#"invalid LOG_FORMAT "yaml""#);
+}
+
+#[test]
+fn tokens_can_be_limited_to_scopes_and_plans_capped() {
+    let cli = Cli::new();
+    cli.ok(&["migrate"]);
+    let (scopes, _) = cli.ok(&["scopes"]);
+    assert_eq!(scopes, "providers:read\ntests:read\n");
+    cli.ok(&["account", "set", "acct_1", "--plan", "pro"]);
+    let (token, _) = cli.new_token(&[
+        "token",
+        "create",
+        "acct_1",
+        "--name",
+        "reader",
+        "--scope",
+        "tests:read",
+    ]);
+    assert_eq!(cli.token_field(token_id(&token), "scopes"), "tests:read");
+    let (all, _) = cli.new_token(&["token", "create", "acct_1", "--name", "all"]);
+    assert_eq!(cli.token_field(token_id(&all), "scopes"), "*");
+    cli.fails_with(
+        &[],
+        &[
+            "token",
+            "create",
+            "acct_1",
+            "--name",
+            "x",
+            "--scope",
+            "tests:write",
+        ],
+        r#"unknown scope "tests:write"; known scopes: providers:read, tests:read"#,
+    );
+    cli.ok(&[
+        "plan",
+        "set",
+        "capped",
+        "--api-access",
+        "true",
+        "--requests-per-hour",
+        "10",
+        "--max-tokens",
+        "1",
+    ]);
+    cli.ok(&["account", "set", "acct_2", "--plan", "capped"]);
+    cli.new_token(&["token", "create", "acct_2", "--name", "one"]);
+    cli.fails_with(
+        &[],
+        &["token", "create", "acct_2", "--name", "two"],
+        r#"the account already has 1 active tokens, the most plan "capped" allows: revoke one first"#,
+    );
 }

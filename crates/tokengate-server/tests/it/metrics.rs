@@ -100,7 +100,10 @@ async fn metrics_are_openmetrics_text_and_count_every_outcome() {
     assert_eq!(app.api(&free).await.status, 403);
 
     // rate limited: a plan of one request per hour.
-    app.gate.set_plan("tiny", true, 1).await.unwrap();
+    app.gate
+        .set_plan(&tokengate::Plan::new("tiny", true, 1))
+        .await
+        .unwrap();
     let tiny = app.token_for("acct_tiny", "tiny").await;
     assert_eq!(app.api(&tiny).await.status, 200);
     assert_eq!(app.api(&tiny).await.status, 429);

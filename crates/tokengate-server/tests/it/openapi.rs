@@ -269,9 +269,16 @@ async fn every_error_response_is_the_error_envelope() {
                 content["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorEnvelope",
                 "{method} {path} {status}"
             );
-            let example = &content["application/json"]["example"];
-            assert_eq!(example["success"], false, "{method} {path} {status}");
-            assert!(example["error"].is_string(), "{method} {path} {status}");
+            // One example, or several (a route's 403 for two reasons).
+            let media = &content["application/json"];
+            let examples: Vec<&Value> = match media["examples"].as_object() {
+                Some(examples) => examples.values().map(|e| &e["value"]).collect(),
+                None => vec![&media["example"]],
+            };
+            for example in examples {
+                assert_eq!(example["success"], false, "{method} {path} {status}");
+                assert!(example["error"].is_string(), "{method} {path} {status}");
+            }
         }
     }
     assert!(
@@ -295,7 +302,29 @@ async fn the_api_routes_document_the_gate_contract() {
             resolve(&document, &responses[status])["content"]["application/json"]["example"].clone()
         };
         assert_eq!(example("401"), exact(UNAUTHORIZED), "{path}");
-        assert_eq!(example("403"), exact(FORBIDDEN), "{path}");
+        // The 403: no API access, or the token lacks the route's scope.
+        let scope = if path.ends_with("providers") {
+            "providers:read"
+        } else {
+            "tests:read"
+        };
+        assert_eq!(
+            operation["security"][0]["api_token"],
+            serde_json::json!([scope]),
+            "{path}"
+        );
+        let forbidden =
+            &resolve(&document, &responses["403"])["content"]["application/json"]["examples"];
+        assert_eq!(
+            forbidden["no_api_access"]["value"],
+            exact(FORBIDDEN),
+            "{path}"
+        );
+        assert_eq!(
+            forbidden[format!("missing_scope_{scope}")]["value"]["error"],
+            format!("Token is missing the required scope: {scope}"),
+            "{path}"
+        );
         assert_eq!(example("503"), exact(UNAVAILABLE), "{path}");
         let message = example("429")["error"].as_str().unwrap().to_owned();
         assert!(

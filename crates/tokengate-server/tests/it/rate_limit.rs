@@ -95,7 +95,10 @@ async fn enterprise_limit_is_10000_and_plan_edits_apply_to_the_next_request() {
 #[tokio::test]
 async fn tokens_of_one_account_have_separate_windows() {
     let app = TestApp::new().await;
-    app.gate.set_plan("tiny", true, 1).await.unwrap();
+    app.gate
+        .set_plan(&tokengate::Plan::new("tiny", true, 1))
+        .await
+        .unwrap();
     let a = app.token_for("acct_1", "tiny").await;
     let b = app
         .gate

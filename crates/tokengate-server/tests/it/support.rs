@@ -37,7 +37,8 @@ impl TestApp {
         sqlite.migrate().await.unwrap();
         let store = Arc::new(FlakyStore::new(sqlite));
         let builder = TokenGate::builder(store.clone())
-            .with_argon2_params(Argon2Params::insecure_fast_for_tests());
+            .with_argon2_params(Argon2Params::insecure_fast_for_tests())
+            .with_scopes(tokengate_server::demo::SCOPES);
         let gate = configure(builder).build().unwrap();
         let router = app(AppState {
             gate: gate.clone(),

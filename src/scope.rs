@@ -1,0 +1,324 @@
+//! Scopes: what a token may do, and the route layer that requires one.
+//!
+//! A token carries a set of scopes chosen at creation (names of
+//! `[a-z0-9_.:-]`, 1–64 characters, at most 32 per token), or every scope
+//! (`*`, the default, and what tokens made before scopes existed have). A
+//! route says which scope it needs in one line:
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use tokengate::require_scope;
+//!
+//! # fn gate_layer() -> tower::layer::util::Identity { tower::layer::util::Identity::new() }
+//! let app: Router = Router::new()
+//!     .route("/api/v1/reports", get(|| async { "reports" }).route_layer(require_scope("reports:read")))
+//!     // The gate runs first (outermost), then the scope check.
+//!     .layer(gate_layer());
+//! # let _ = app;
+//! ```
+//!
+//! A token without the scope gets `403` with exactly
+//! `{"success": false, "error": "Token is missing the required scope: SCOPE"}`;
+//! the request was admitted by the rate limiter, so it counts and carries the
+//! `X-RateLimit-*` headers. Handlers can also ask
+//! [`Principal::has_scope`](crate::Principal::has_scope). The scopes are part
+//! of the cached principal: checking one costs no I/O.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::future::{Either, Ready, ready};
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Request, StatusCode};
+use tower::{Layer, Service};
+
+use crate::principal::Principal;
+
+/// The scope that stands for every scope.
+pub(crate) const ALL: &str = "*";
+/// Most scopes one token may carry.
+pub(crate) const MAX_SCOPES: usize = 32;
+/// Longest scope name.
+const MAX_SCOPE_CHARS: usize = 64;
+
+/// A token's scopes: every scope, or a sorted set of names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Scopes {
+    All,
+    Only(Arc<[Box<str>]>),
+}
+
+/// Why a requested set of scopes is refused; the message names the scope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ScopeError {
+    #[error(
+        "scope {0:?} is not a valid name: use 1 to 64 characters of a-z, 0-9, '_', '.', ':' and '-'"
+    )]
+    Malformed(String),
+    #[error("unknown scope {scope:?}; known scopes: {known}")]
+    Unknown { scope: String, known: String },
+    #[error("a token can carry at most {MAX_SCOPES} scopes")]
+    TooMany,
+    #[error("scopes must not be empty: leave them out for a token with every scope")]
+    Empty,
+    #[error("\"*\" (every scope) cannot be combined with other scopes")]
+    AllAndMore,
+}
+
+/// Whether `name` is a well-formed scope name.
+pub(crate) fn is_valid_name(name: &str) -> bool {
+    (1..=MAX_SCOPE_CHARS).contains(&name.len())
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b':' | b'-')
+        })
+}
+
+impl Scopes {
+    /// The scopes a new token asks for: `None` is every scope; otherwise
+    /// each must be well formed and one of `known`.
+    pub(crate) fn requested(
+        requested: Option<&[String]>,
+        known: &[String],
+    ) -> Result<Self, ScopeError> {
+        let Some(requested) = requested else {
+            return Ok(Scopes::All);
+        };
+        match requested {
+            [] => return Err(ScopeError::Empty),
+            [only] if only == ALL => return Ok(Scopes::All),
+            _ if requested.iter().any(|s| s == ALL) => return Err(ScopeError::AllAndMore),
+            _ => {}
+        }
+        let mut names: Vec<Box<str>> = Vec::with_capacity(requested.len());
+        for scope in requested {
+            if !is_valid_name(scope) {
+                let shown: String = scope.chars().take(MAX_SCOPE_CHARS + 1).collect();
+                return Err(ScopeError::Malformed(shown));
+            }
+            if !known.iter().any(|k| k == scope) {
+                let known = if known.is_empty() {
+                    "none are declared".to_owned()
+                } else {
+                    known.join(", ")
+                };
+                return Err(ScopeError::Unknown {
+                    scope: scope.clone(),
+                    known,
+                });
+            }
+            names.push(scope.as_str().into());
+        }
+        names.sort();
+        names.dedup();
+        if names.len() > MAX_SCOPES {
+            return Err(ScopeError::TooMany);
+        }
+        Ok(Scopes::Only(names.into()))
+    }
+
+    /// Scopes as stored (`["*"]` or the names); anything unreadable grants nothing.
+    pub(crate) fn from_names(names: &[String]) -> Self {
+        if names.iter().any(|n| n == ALL) {
+            return Scopes::All;
+        }
+        let mut names: Vec<Box<str>> = names
+            .iter()
+            .filter(|n| is_valid_name(n))
+            .map(|n| n.as_str().into())
+            .collect();
+        names.sort();
+        names.dedup();
+        Scopes::Only(names.into())
+    }
+
+    /// The names, `["*"]` for every scope.
+    pub(crate) fn names(&self) -> Vec<String> {
+        match self {
+            Scopes::All => vec![ALL.to_owned()],
+            Scopes::Only(names) => names.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    /// Whether these scopes include `scope`.
+    pub(crate) fn allows(&self, scope: &str) -> bool {
+        match self {
+            Scopes::All => true,
+            Scopes::Only(names) => names.binary_search_by(|n| (**n).cmp(scope)).is_ok(),
+        }
+    }
+}
+
+/// A route layer that lets a request through only if its token has `scope`.
+///
+/// Put it on routes behind [`TokenGateLayer`](crate::TokenGateLayer) (the
+/// gate must run first: `route_layer` inside, `layer(gate.layer())` outside).
+/// Without a principal in the request (no gate in front) the answer is a
+/// 500 that names the missing layer.
+///
+/// # Panics
+///
+/// If `scope` is not a valid scope name: a typo in a route is a bug to see
+/// at start-up, not a silent 403 in production.
+pub fn require_scope(scope: &str) -> RequireScopeLayer {
+    assert!(
+        is_valid_name(scope),
+        "require_scope({scope:?}): scope names are 1 to 64 characters of a-z, 0-9, '_', '.', ':' and '-'"
+    );
+    let body =
+        format!(r#"{{"success": false, "error": "Token is missing the required scope: {scope}"}}"#);
+    RequireScopeLayer {
+        scope: scope.into(),
+        body: Bytes::from(body),
+    }
+}
+
+/// The layer made by [`require_scope`].
+#[derive(Clone, Debug)]
+pub struct RequireScopeLayer {
+    scope: Arc<str>,
+    body: Bytes,
+}
+
+impl<S> Layer<S> for RequireScopeLayer {
+    type Service = RequireScope<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireScope {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`RequireScopeLayer`].
+#[derive(Clone, Debug)]
+pub struct RequireScope<S> {
+    inner: S,
+    layer: RequireScopeLayer,
+}
+
+impl<S, B> Service<Request<B>> for RequireScope<S>
+where
+    S: Service<Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<S::Future, Ready<Result<Response, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        match request.extensions().get::<Principal>() {
+            Some(principal) if principal.has_scope(&self.layer.scope) => {
+                Either::Left(self.inner.call(request))
+            }
+            Some(_) => Either::Right(ready(Ok(json(
+                StatusCode::FORBIDDEN,
+                self.layer.body.clone(),
+            )))),
+            None => {
+                tracing::error!(
+                    scope = %self.layer.scope,
+                    "require_scope on a route without TokenGateLayer in front; add .layer(gate.layer()) outside it"
+                );
+                Either::Right(ready(Ok(json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Bytes::from_static(
+                        br#"{"success": false, "error": "Internal error: route is missing TokenGateLayer"}"#,
+                    ),
+                ))))
+            }
+        }
+    }
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known() -> Vec<String> {
+        vec!["providers:read".into(), "tests:read".into()]
+    }
+
+    #[test]
+    fn requested_scopes_are_checked_sorted_and_deduplicated() {
+        assert_eq!(Scopes::requested(None, &known()), Ok(Scopes::All));
+        assert_eq!(
+            Scopes::requested(Some(&["*".into()]), &known()),
+            Ok(Scopes::All)
+        );
+        let scopes = Scopes::requested(
+            Some(&[
+                "tests:read".into(),
+                "providers:read".into(),
+                "tests:read".into(),
+            ]),
+            &known(),
+        )
+        .unwrap();
+        assert_eq!(scopes.names(), ["providers:read", "tests:read"]);
+        assert!(scopes.allows("tests:read") && !scopes.allows("tests:write"));
+        assert!(Scopes::All.allows("anything"));
+        for (bad, expected) in [
+            (vec![], ScopeError::Empty),
+            (
+                vec!["*".into(), "tests:read".into()],
+                ScopeError::AllAndMore,
+            ),
+            (vec!["Tests".into()], ScopeError::Malformed("Tests".into())),
+            (
+                vec!["tests:write".into()],
+                ScopeError::Unknown {
+                    scope: "tests:write".into(),
+                    known: "providers:read, tests:read".into(),
+                },
+            ),
+        ] {
+            assert_eq!(Scopes::requested(Some(&bad), &known()), Err(expected));
+        }
+        let many: Vec<String> = (0..33).map(|i| format!("s{i}")).collect();
+        assert_eq!(
+            Scopes::requested(Some(&many), &many),
+            Err(ScopeError::TooMany)
+        );
+        assert!(Scopes::requested(Some(&many[..32]), &many).is_ok());
+    }
+
+    #[test]
+    fn names_are_bounded_to_the_documented_alphabet() {
+        assert!(is_valid_name("a") && is_valid_name("x.y:z-1_2"));
+        assert!(is_valid_name(&"a".repeat(64)) && !is_valid_name(&"a".repeat(65)));
+        for bad in ["", "A", "a b", "a/b", "é", "*"] {
+            assert!(!is_valid_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn stored_names_round_trip_and_garbage_grants_nothing() {
+        let scopes = Scopes::from_names(&["b".into(), "a".into()]);
+        assert_eq!(scopes.names(), ["a", "b"]);
+        assert_eq!(Scopes::from_names(&["*".into()]), Scopes::All);
+        let junk = Scopes::from_names(&["NOT VALID".into()]);
+        assert!(!junk.allows("NOT VALID"));
+    }
+
+    #[test]
+    #[should_panic(expected = "scope names are")]
+    fn a_malformed_required_scope_is_a_bug_seen_at_start_up() {
+        let _ = require_scope("Reports Read");
+    }
+}

@@ -1,0 +1,343 @@
+//! Issue 13: scopes per token, the account-wide ceiling shared by an
+//! account's tokens, and the cap on live tokens.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use http::Request;
+use tokengate::{
+    Argon2Params, BuildError, ManageError, Plan, Principal, SqliteStore, TokenGate,
+    TokenGateBuilder, TokenSpec, TokenStore, require_scope,
+};
+use tokengate_testkit::{TestResponse, send};
+
+const SCOPES: [&str; 2] = ["reports:read", "reports:write"];
+
+struct App {
+    gate: TokenGate,
+    router: Router,
+    _dir: tempfile::TempDir,
+}
+
+async fn app_with(configure: impl FnOnce(TokenGateBuilder) -> TokenGateBuilder) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("scopes.db").display());
+    let store = SqliteStore::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let gate = configure(
+        TokenGate::builder(Arc::new(store))
+            .with_argon2_params(Argon2Params::insecure_fast_for_tests())
+            .with_scopes(SCOPES),
+    )
+    .build()
+    .unwrap();
+    App {
+        router: router(&gate),
+        gate,
+        _dir: dir,
+    }
+}
+
+fn router(gate: &TokenGate) -> Router {
+    async fn whoami(principal: Principal) -> String {
+        format!(
+            "{} {}",
+            principal.account_id(),
+            principal.scopes().join(",")
+        )
+    }
+    Router::new()
+        .route(
+            "/reports",
+            get(whoami).route_layer(require_scope("reports:read")),
+        )
+        .route(
+            "/reports/new",
+            get(whoami).route_layer(require_scope("reports:write")),
+        )
+        .route("/open", get(whoami))
+        .layer(gate.layer())
+}
+
+async fn get_with(router: &Router, path: &str, token: &str) -> TestResponse {
+    let request = Request::builder()
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    send(router, request).await
+}
+
+async fn token(gate: &TokenGate, account: &str, scopes: Option<&[&str]>) -> String {
+    let spec = TokenSpec::new("t").scopes(scopes.map(|s| s.to_vec()));
+    gate.create_token_with(account, spec)
+        .await
+        .unwrap()
+        .token
+        .expose_secret()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_missing_scope_is_the_exact_403_counted_and_with_rate_limit_headers() {
+    let app = app_with(|b| b).await;
+    app.gate.set_account_plan("acct", "pro").await.unwrap();
+    let reader = token(&app.gate, "acct", Some(&["reports:read"])).await;
+
+    let ok = get_with(&app.router, "/reports", &reader).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.body, "acct reports:read");
+    assert_eq!(ok.header("x-ratelimit-remaining"), "999");
+
+    let denied = get_with(&app.router, "/reports/new", &reader).await;
+    assert_eq!(denied.status, 403);
+    assert_eq!(
+        denied.body,
+        r#"{"success": false, "error": "Token is missing the required scope: reports:write"}"#
+    );
+    assert_eq!(denied.header("content-type"), "application/json");
+    // It reached the limiter: counted, with the headers.
+    assert_eq!(denied.header("x-ratelimit-limit"), "1000");
+    assert_eq!(denied.header("x-ratelimit-remaining"), "998");
+    assert!(denied.header_u64("x-ratelimit-reset") > 0);
+
+    // Routes without a scope are open to every token of the account.
+    assert_eq!(get_with(&app.router, "/open", &reader).await.status, 200);
+}
+
+#[tokio::test]
+async fn tokens_have_every_scope_by_default_and_keep_their_scopes_when_rotated() {
+    let app = app_with(|b| b).await;
+    app.gate.set_account_plan("acct", "pro").await.unwrap();
+    let everything = token(&app.gate, "acct", None).await;
+    let response = get_with(&app.router, "/reports/new", &everything).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body, "acct *");
+
+    let reader = app
+        .gate
+        .create_token_with("acct", TokenSpec::new("r").scopes(Some(["reports:read"])))
+        .await
+        .unwrap();
+    assert_eq!(reader.record.scopes, ["reports:read"]);
+    let rotated = app
+        .gate
+        .rotate_token(&reader.record.id, Duration::ZERO, None)
+        .await
+        .unwrap();
+    assert_eq!(rotated.record.scopes, ["reports:read"]);
+    let new = rotated.token.expose_secret();
+    assert_eq!(get_with(&app.router, "/reports", new).await.status, 200);
+    assert_eq!(get_with(&app.router, "/reports/new", new).await.status, 403);
+}
+
+#[tokio::test]
+async fn unknown_or_malformed_scopes_are_refused_by_name() {
+    let app = app_with(|b| b).await;
+    app.gate.set_account_plan("acct", "pro").await.unwrap();
+    for (scopes, expected) in [
+        (
+            vec!["reports:delete"],
+            "unknown scope \"reports:delete\"; known scopes: reports:read, reports:write",
+        ),
+        (vec!["Reports"], "scope \"Reports\" is not a valid name"),
+        (vec![], "scopes must not be empty"),
+    ] {
+        let result = app
+            .gate
+            .create_token_with("acct", TokenSpec::new("t").scopes(Some(scopes)))
+            .await;
+        match result {
+            Err(ManageError::Scope(message)) => {
+                assert!(message.starts_with(expected), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let built = TokenGate::builder(Arc::new(
+        SqliteStore::connect("sqlite::memory:").await.unwrap(),
+    ))
+    .with_scopes(["Bad Scope"])
+    .build();
+    assert!(matches!(built, Err(BuildError::InvalidScope(s)) if s == "Bad Scope"));
+}
+
+/// Issue 13's scenario: token limit 10, account ceiling 15, two tokens,
+/// 40 requests at once → exactly 15 admitted, neither token over 10.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_account_ceiling_holds_across_tokens_under_concurrency() {
+    let app = app_with(|b| b).await;
+    let plan = Plan::new("shared", true, 10).with_account_requests_per_hour(Some(15));
+    app.gate.set_plan(&plan).await.unwrap();
+    app.gate.set_account_plan("acct", "shared").await.unwrap();
+    let tokens = [
+        token(&app.gate, "acct", None).await,
+        token(&app.gate, "acct", None).await,
+    ];
+    for token in &tokens {
+        // Verified and cached first, so the race is on the limiter alone.
+        assert!(app.gate.authenticate_token(token).await.is_ok());
+    }
+    let requests: Vec<_> = (0..40)
+        .map(|i| {
+            let router = app.router.clone();
+            let token = tokens[i % 2].clone();
+            tokio::spawn(async move { (i % 2, get_with(&router, "/open", &token).await) })
+        })
+        .collect();
+    let mut admitted = [0, 0];
+    for request in requests {
+        let (which, response) = request.await.unwrap();
+        match response.status.as_u16() {
+            200 => admitted[which] += 1,
+            429 => {
+                let retry_after = response.header_u64("retry-after");
+                assert!(
+                    response
+                        .body
+                        .contains(&format!("Try again in {retry_after} seconds."))
+                );
+            }
+            other => panic!("{other}: {}", response.body),
+        }
+    }
+    assert_eq!(admitted[0] + admitted[1], 15, "{admitted:?}");
+    assert!(admitted.iter().all(|&n| n <= 10), "{admitted:?}");
+}
+
+#[tokio::test]
+async fn the_headers_describe_the_window_with_fewer_requests_left() {
+    let app = app_with(|b| b).await;
+    let plan = Plan::new("shared", true, 10).with_account_requests_per_hour(Some(4));
+    app.gate.set_plan(&plan).await.unwrap();
+    app.gate.set_account_plan("acct", "shared").await.unwrap();
+    let (a, b) = (
+        token(&app.gate, "acct", None).await,
+        token(&app.gate, "acct", None).await,
+    );
+    let first = get_with(&app.router, "/open", &a).await;
+    assert_eq!(
+        (
+            first.header("x-ratelimit-limit"),
+            first.header("x-ratelimit-remaining")
+        ),
+        ("4", "3"),
+        "the account's window binds"
+    );
+    for _ in 0..3 {
+        assert_eq!(get_with(&app.router, "/open", &b).await.status, 200);
+    }
+    let refused = get_with(&app.router, "/open", &a).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.header("x-ratelimit-limit"), "4");
+    assert_eq!(refused.header("x-ratelimit-remaining"), "0");
+    assert_eq!(
+        refused.header_u64("retry-after"),
+        refused
+            .header_u64("x-ratelimit-reset")
+            .saturating_sub(time::OffsetDateTime::now_utc().unix_timestamp() as u64)
+            .clamp(1, 3660)
+    );
+    // The plan drops the ceiling: the token's own window is the one shown.
+    app.gate
+        .set_plan(&Plan::new("shared", true, 10))
+        .await
+        .unwrap();
+    let freed = get_with(&app.router, "/open", &a).await;
+    assert_eq!(freed.status, 200, "{}", freed.body);
+    assert_eq!(
+        (
+            freed.header("x-ratelimit-limit"),
+            freed.header("x-ratelimit-remaining")
+        ),
+        ("10", "8")
+    );
+}
+
+#[tokio::test]
+async fn the_token_cap_is_409_until_a_slot_is_freed_and_rotation_does_not_count_twice() {
+    let app = app_with(|b| b).await;
+    app.gate
+        .set_plan(&Plan::new("capped", true, 100).with_max_tokens(Some(2)))
+        .await
+        .unwrap();
+    app.gate.set_account_plan("acct", "capped").await.unwrap();
+    let first = app.gate.create_token("acct", "one", None).await.unwrap();
+    app.gate.create_token("acct", "two", None).await.unwrap();
+    match app.gate.create_token("acct", "three", None).await {
+        Err(ManageError::TooManyTokens { plan, max }) => {
+            assert_eq!((plan.as_str(), max), ("capped", 2))
+        }
+        other => panic!("{other:?}"),
+    }
+    // A rotation with a grace period replaces one with one.
+    let rotated = app
+        .gate
+        .rotate_token(&first.record.id, Duration::from_secs(3600), None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        app.gate.create_token("acct", "three", None).await,
+        Err(ManageError::TooManyTokens { .. })
+    ));
+    // Revoking frees a slot.
+    app.gate.revoke_token(&rotated.record.id).await.unwrap();
+    app.gate.create_token("acct", "three", None).await.unwrap();
+    // Other accounts are not affected.
+    app.gate.set_account_plan("other", "capped").await.unwrap();
+    app.gate.create_token("other", "one", None).await.unwrap();
+}
+
+/// Two instances (two gates, each with its own Redis limiter) share one
+/// account ceiling: the scenario above, across instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_account_ceiling_holds_across_two_instances_with_redis() {
+    let Some(url) = tokengate_testkit::backends::redis().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("two.db").display());
+    let store = SqliteStore::connect(&db).await.unwrap();
+    store.migrate().await.unwrap();
+    let prefix = format!("tgtest-{}", tokengate::TokenId::random());
+    let instance = |store: SqliteStore| {
+        let config = tokengate::RedisLimiterConfig {
+            key_prefix: prefix.clone(),
+            ..Default::default()
+        };
+        TokenGate::builder(Arc::new(store))
+            .with_argon2_params(Argon2Params::insecure_fast_for_tests())
+            .with_redis_limiter(tokengate::RedisRateLimiter::new(&url, config).unwrap())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (instance(store.clone()), instance(store));
+    a.set_plan(&Plan::new("shared", true, 10).with_account_requests_per_hour(Some(15)))
+        .await
+        .unwrap();
+    a.set_account_plan("acct", "shared").await.unwrap();
+    let tokens = [token(&a, "acct", None).await, token(&a, "acct", None).await];
+    let routers = [router(&a), router(&b)];
+    for (router, token) in routers.iter().zip(&tokens) {
+        assert_eq!(get_with(router, "/open", token).await.status, 200);
+    }
+    let requests: Vec<_> = (0..40)
+        .map(|i| {
+            let router = routers[i % 2].clone();
+            let token = tokens[(i / 2) % 2].clone();
+            tokio::spawn(
+                async move { ((i / 2) % 2, get_with(&router, "/open", &token).await.status) },
+            )
+        })
+        .collect();
+    let mut admitted = [1, 1];
+    for request in requests {
+        let (which, status) = request.await.unwrap();
+        admitted[which] += usize::from(status == 200);
+    }
+    assert_eq!(admitted[0] + admitted[1], 15, "{admitted:?}");
+    assert!(admitted.iter().all(|&n| n <= 10), "{admitted:?}");
+}
