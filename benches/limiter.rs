@@ -14,14 +14,14 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use governor::clock::QuantaUpkeepClock;
 use governor::{Quota, RateLimiter};
+use tokengate::TokenId;
 use tokengate::test_util::WindowLimiter;
-use tokengate::{TokenId, WindowConfig};
 
 fn bench_limiters(c: &mut Criterion) {
     let keys: Vec<TokenId> = (0..10_000).map(|_| TokenId::random()).collect();
     let hot = keys[0];
 
-    let ours = WindowLimiter::new(WindowConfig::default());
+    let ours = WindowLimiter::new();
     let quota = Quota::per_hour(NonZeroU32::MAX);
     let theirs = RateLimiter::keyed(quota);
     // governor with a coarse clock too (updated every 1 ms), like ours.

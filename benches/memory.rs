@@ -15,8 +15,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use tokengate::TokenId;
 use tokengate::test_util::WindowLimiter;
-use tokengate::{TokenId, WindowConfig};
 
 struct Counting;
 
@@ -58,7 +58,7 @@ fn main() {
     const TOKENS: usize = 1_000_000;
     let ids: Vec<TokenId> = (0..TOKENS).map(|_| TokenId::random()).collect();
     let (live_before, rss_before) = (LIVE.load(Ordering::Relaxed), resident_bytes());
-    let limiter = WindowLimiter::new(WindowConfig::default());
+    let limiter = WindowLimiter::new();
     let now_ms = 1_800_000_000_000;
     for id in &ids {
         std::hint::black_box(limiter.check_at(id, 1000, now_ms));

@@ -63,11 +63,14 @@ mod token;
 pub use gate::{BuildError, Maintenance, TokenGate, TokenGateBuilder};
 pub use hash::{Argon2Params, InvalidArgon2Params};
 pub use layer::{ResponseFuture, TokenGateLayer, TokenGateService};
-pub use limit::{Decision, InvalidWindow, LimitError, LimiterFailurePolicy, WindowConfig};
+pub use limit::{Decision, LimitError, LimiterFailurePolicy};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use limit::{RedisLimiterConfig, RedisRateLimiter};
-pub use manage::{CreatedToken, MAX_GRACE, ManageError, RotatedToken, TokenSpec};
+pub use manage::{
+    Actor, CreatedToken, LeakOutcome, LeakReport, MAX_GRACE, ManageError, Management, RotatedToken,
+    TokenSpec,
+};
 pub use metrics::Metrics;
 pub use principal::{MissingTokenGateLayer, Principal};
 pub use response::Rejection;
@@ -79,7 +82,8 @@ pub use store::PostgresStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use store::SqliteStore;
 pub use store::{
-    Account, AdminStore, Change, Credential, CredentialStore, FeedEntry, NewToken, Plan,
-    StoreError, TokenRecord, TokenStore, TokenUpdate, WriteTx,
+    Account, AdminStore, AuditEvent, AuditQuery, Change, Credential, CredentialStore, FeedEntry,
+    NewToken, Plan, StoreError, TokenRecord, TokenStore, TokenUpdate, UsageDelta, UsageHour,
+    WriteTx,
 };
 pub use token::{InvalidPrefix, PlaintextToken, TokenFormat, TokenFormatError, TokenId};

@@ -18,12 +18,13 @@ pub fn parse_bearer(value: &[u8]) -> Option<&str> {
 }
 
 /// The in-process sliding-window limiter, keyed by token id.
+#[derive(Default)]
 pub struct WindowLimiter(MemoryRateLimiter);
 
 impl WindowLimiter {
-    /// An empty limiter with the given layout.
-    pub fn new(config: crate::WindowConfig) -> Self {
-        Self(MemoryRateLimiter::new(config))
+    /// An empty limiter: one hour in 60 one-minute buckets.
+    pub fn new() -> Self {
+        Self(MemoryRateLimiter::new(crate::limit::WindowConfig::default()))
     }
 
     /// Checks one request for `token` at `now_ms` (Unix milliseconds).

@@ -66,6 +66,7 @@ impl TokenGateBuilder {
             metrics: None,
             scopes: Vec::new(),
             timing: Timing {
+                audit_retention: Duration::from_secs(400 * 24 * 3600),
                 cache_ttl: Duration::from_secs(60),
                 stale_if_error: Duration::from_secs(15 * 60),
                 store_timeout: Duration::from_secs(5),
@@ -149,12 +150,6 @@ impl TokenGateBuilder {
         self
     }
 
-    /// The in-memory limiter's window layout. Default: one hour in 60 one-minute buckets.
-    pub fn with_window(mut self, window: WindowConfig) -> Self {
-        self.window = window;
-        self
-    }
-
     /// How often the change feed is polled for revocations and plan changes made
     /// by other processes (the CLI, other instances). Default 250 ms.
     pub fn with_change_poll_interval(mut self, interval: Duration) -> Self {
@@ -162,7 +157,14 @@ impl TokenGateBuilder {
         self
     }
 
-    /// How often batched `last_used_at` times are written. Default 10 s.
+    /// How long audit events are kept. Default 400 days (a year and a bit,
+    /// for yearly reviews). Pruning runs in small batches in the background.
+    pub fn with_audit_retention(mut self, retention: Duration) -> Self {
+        self.timing.audit_retention = retention;
+        self
+    }
+
+    /// How often batched `last_used_at` times and usage counts are written. Default 10 s.
     pub fn with_last_used_flush_interval(mut self, interval: Duration) -> Self {
         self.timing.last_used_flush_interval = interval;
         self
@@ -205,6 +207,7 @@ impl TokenGateBuilder {
                 verifier: super::Verifier::new(hasher, self.negative_ttl),
                 feed: super::Feed::new(monotonic_unix_ms()),
                 last_use: super::LastUse::default(),
+                usage: super::PendingUsage::default(),
                 limiter: LimiterPolicy::new(self.window, self.shared_limiter, self.limiter_failure),
                 metrics,
                 scopes: self.scopes,

@@ -45,7 +45,7 @@ pub use maintenance::Maintenance;
 
 use cache::VerifiedCache;
 use feed::{Feed, Outage};
-use usage::LastUse;
+use usage::{LastUse, PendingUsage};
 use verify::Verifier;
 
 /// The token engine: authenticates requests, rate-limits them, and applies
@@ -89,6 +89,7 @@ struct Inner {
     verifier: Verifier,
     feed: Feed,
     last_use: LastUse,
+    usage: PendingUsage,
     limiter: LimiterPolicy,
     metrics: Arc<Metrics>,
     /// The scopes tokens may be created with, sorted.
@@ -99,6 +100,7 @@ struct Inner {
 /// The durations the gate runs by.
 #[derive(Debug, Clone, Copy)]
 struct Timing {
+    audit_retention: Duration,
     cache_ttl: Duration,
     stale_if_error: Duration,
     store_timeout: Duration,
@@ -174,6 +176,20 @@ impl TokenGate {
         secret: crate::token::SecretBytes,
     ) -> Result<String, crate::hash::HashError> {
         self.inner.verifier.hash(secret).await
+    }
+
+    /// Whether a parsed token's secret is the stored credential's (the tag,
+    /// then argon2 for tokens made before tags).
+    pub(crate) async fn secret_matches(
+        &self,
+        token: &crate::token::ParsedToken,
+        credential: &crate::store::Credential,
+    ) -> Result<bool, crate::ManageError> {
+        match self.inner.verifier.check_secret(token, credential).await {
+            Ok(verify::SecretCheck::Right { .. }) => Ok(true),
+            Ok(verify::SecretCheck::Wrong) => Ok(false),
+            Err(e) => Err(crate::ManageError::Internal(e.to_string())),
+        }
     }
 
     /// A token this process just created: known at once, without a poll.
@@ -258,29 +274,54 @@ impl TokenGate {
         Maintenance::spawn(self.clone())
     }
 
-    /// Writes pending `last_used_at` times; on failure they are kept for the next try.
+    /// Writes pending `last_used_at` times and usage counts; on failure
+    /// they are kept for the next try.
     pub(crate) async fn flush_last_used(&self) -> Result<usize, crate::StoreError> {
         let inner = &self.inner;
-        feed::within(
-            inner.timing.store_timeout,
-            inner.last_use.flush(inner.store.as_ref()),
-        )
-        .await
+        let timeout = inner.timing.store_timeout;
+        let store = inner.store.as_ref();
+        let used = feed::within(timeout, inner.last_use.flush(store)).await;
+        let taken = inner.limiter.take_usage();
+        let counted =
+            feed::within(timeout, inner.usage.flush(taken, inner.clock.now(), store)).await;
+        counted?;
+        used
     }
 
     /// Periodic cleanup: idle rate-limit windows, expired negative entries,
-    /// old change rows; refreshes the gauges.
+    /// old change rows, audit events past their retention and usage older
+    /// than 90 days (in bounded batches); refreshes the gauges.
     pub(crate) async fn housekeeping(&self, change_retention: Duration) {
+        const BATCH: u32 = 1000;
+        const USAGE_RETENTION: time::Duration = time::Duration::days(90);
         let inner = &self.inner;
         inner.limiter.evict_idle();
         inner.verifier.sweep(monotonic_unix_ms());
         self.refresh_gauges();
-        let cutoff = inner.clock.now() - change_retention;
-        let pruned = self
-            .within_store_timeout(inner.store.prune_changes(cutoff))
-            .await;
+        let now = inner.clock.now();
+        let store = inner.store.as_ref();
+        let audit_cutoff = now - inner.timing.audit_retention;
+        let pruned = async {
+            self.within_store_timeout(store.prune_changes(now - change_retention))
+                .await?;
+            // At most ten batches a run: a backlog is worked off over several
+            // runs without holding the database for long.
+            for _ in 0..10 {
+                let audit = self
+                    .within_store_timeout(store.prune_audit(audit_cutoff, BATCH))
+                    .await?;
+                let usage = self
+                    .within_store_timeout(store.prune_usage(now - USAGE_RETENTION, BATCH))
+                    .await?;
+                if audit < u64::from(BATCH) && usage < u64::from(BATCH) {
+                    break;
+                }
+            }
+            Ok::<_, crate::StoreError>(())
+        }
+        .await;
         if let Err(e) = pruned {
-            tracing::debug!(error = %e, "could not prune the change feed");
+            tracing::debug!(error = %e, "could not prune old changes, audit events or usage");
         }
     }
 

@@ -1,7 +1,12 @@
-//! Last-use tracking: the request path notes `(token id, second)` in memory,
-//! at most once per token per second; the maintenance task writes the batch
-//! every `last_used_flush_interval`, and shutdown writes the rest. The hot
-//! path never writes to the database.
+//! Last use and usage: the request path notes `(token id, second)` in
+//! memory, at most once per token per second, and the limiter counts each
+//! token's admitted and refused requests as it decides; the maintenance task
+//! writes both every `last_used_flush_interval` (10 s), and shutdown writes
+//! the rest. The hot path never writes to the database.
+//!
+//! Usage counts are added to the hour in which they are flushed (so a
+//! request at 10:59:58 may count in the 11:00 hour), and instances add
+//! theirs to the same rows: the stored numbers are totals.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,7 +14,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use time::OffsetDateTime;
 
-use crate::store::{CredentialStore, StoreError};
+use crate::limit::Tally;
+use crate::store::{CredentialStore, StoreError, UsageDelta};
 use crate::token::{RandomIdState, TokenId};
 
 /// Pending last-use times, by token.
@@ -54,6 +60,56 @@ impl LastUse {
                 for (id, secs) in pending {
                     let slot = current.entry(id).or_insert(secs);
                     *slot = (*slot).max(secs);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Usage counts taken from the limiter but not yet written (kept across a
+/// failed flush).
+#[derive(Default)]
+pub(super) struct PendingUsage {
+    pending: Mutex<HashMap<TokenId, Tally, RandomIdState>>,
+}
+
+impl PendingUsage {
+    /// Writes `taken` (and whatever a failed flush left) to the hour of `now`.
+    pub(super) async fn flush(
+        &self,
+        taken: Vec<(TokenId, Tally)>,
+        now: OffsetDateTime,
+        store: &dyn CredentialStore,
+    ) -> Result<usize, StoreError> {
+        let mut batch =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        for (token, tally) in taken {
+            let slot = batch.entry(token).or_default();
+            slot.admitted += tally.admitted;
+            slot.limited += tally.limited;
+        }
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let hour = crate::manage::hour_of(now);
+        let deltas: Vec<UsageDelta> = batch
+            .iter()
+            .map(|(token, tally)| UsageDelta {
+                token_id: *token,
+                hour,
+                admitted: tally.admitted,
+                limited: tally.limited,
+            })
+            .collect();
+        match store.record_usage(&deltas).await {
+            Ok(()) => Ok(deltas.len()),
+            Err(e) => {
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                for (token, tally) in batch {
+                    let slot = pending.entry(token).or_default();
+                    slot.admitted += tally.admitted;
+                    slot.limited += tally.limited;
                 }
                 Err(e)
             }

@@ -8,13 +8,24 @@
 mod admin;
 mod admin_auth;
 pub(crate) mod envelope;
+#[cfg(feature = "github-leaks")]
+mod github;
+#[cfg(feature = "github-leaks")]
+mod leaks;
 mod openapi;
+mod origin;
 
 pub use admin::admin_router;
 pub use admin_auth::{AdminAuth, AdminTokenOrigin, GeneratedAdminToken, InvalidAdminToken};
 pub use envelope::{
     ApiError, ErrorEnvelope, JsonBody, PathParam, SuccessEnvelope, error_response, success_response,
 };
+#[cfg(feature = "github-leaks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "github-leaks")))]
+pub use github::{GithubKeys, KeyFileError};
+#[cfg(feature = "github-leaks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "github-leaks")))]
+pub use leaks::github_leak_router;
 pub use openapi::document_gated_routes;
 
 use crate::manage::ManageError;

@@ -16,7 +16,34 @@ const SNAPSHOT_HEADER: &str = "tokengate-windows v1";
 /// The key prefix of an account's window in a snapshot.
 const ACCOUNT_KEY: &str = "account:";
 
-type Shard = Mutex<HashMap<TokenId, WindowState, RandomIdState>>;
+type Shard = Mutex<HashMap<TokenId, TokenEntry, RandomIdState>>;
+
+/// A token's window, and what it counted since the last usage flush.
+struct TokenEntry {
+    window: WindowState,
+    usage: Tally,
+}
+
+/// Requests admitted and refused by the limit, not yet flushed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    pub(crate) admitted: u64,
+    pub(crate) limited: u64,
+}
+
+impl Tally {
+    pub(crate) fn count(&mut self, allowed: bool) {
+        if allowed {
+            self.admitted += 1;
+        } else {
+            self.limited += 1;
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.admitted == 0 && self.limited == 0
+    }
+}
 // Account ids come from the database, but they are the host's strings: keep
 // std's keyed SipHash for them.
 type AccountShard = Mutex<HashMap<Box<str>, WindowState>>;
@@ -85,11 +112,14 @@ impl MemoryRateLimiter {
     ) -> Decision {
         let config = &self.config;
         let mut tokens = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
-        let token_window = tokens
-            .entry(*token)
-            .or_insert_with(|| WindowState::new(config));
+        let entry = tokens.entry(*token).or_insert_with(|| TokenEntry {
+            window: WindowState::new(config),
+            usage: Tally::default(),
+        });
         let Some((account, ceiling)) = account else {
-            return token_window.check(config, limit, now_ms);
+            let decision = entry.window.check(config, limit, now_ms);
+            entry.usage.count(decision.allowed);
+            return decision;
         };
         let mut accounts = self
             .account_shard(account)
@@ -101,12 +131,28 @@ impl MemoryRateLimiter {
                 .entry(account.into())
                 .or_insert_with(|| WindowState::new(config)),
         };
-        check_both(
+        let decision = check_both(
             config,
-            (token_window, limit),
+            (&mut entry.window, limit),
             Some((account_window, ceiling)),
             now_ms,
-        )
+        );
+        entry.usage.count(decision.allowed);
+        decision
+    }
+
+    /// Takes the requests counted per token since the last call.
+    pub(crate) fn take_usage(&self) -> Vec<(TokenId, Tally)> {
+        let mut taken = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for (token, entry) in shard.iter_mut() {
+                if !entry.usage.is_empty() {
+                    taken.push((*token, std::mem::take(&mut entry.usage)));
+                }
+            }
+        }
+        taken
     }
 
     /// Number of tokens with state (accounts not counted).
@@ -117,19 +163,19 @@ impl MemoryRateLimiter {
             .sum()
     }
 
-    /// Drops the state of tokens and accounts idle at `now_ms`; returns how
-    /// many windows were dropped.
+    /// Drops the state of tokens and accounts idle at `now_ms` (a token's
+    /// uncounted usage is kept until flushed); returns how many windows were
+    /// dropped.
     pub(crate) fn evict_idle_at(&self, now_ms: u64) -> usize {
-        fn evict<K: Eq + std::hash::Hash, S: std::hash::BuildHasher>(
-            shards: &[Mutex<HashMap<K, WindowState, S>>],
-            config: &WindowConfig,
-            now_ms: u64,
+        fn evict<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
+            shards: &[Mutex<HashMap<K, V, S>>],
+            idle: impl Fn(&V) -> bool,
         ) -> usize {
             let mut dropped = 0;
             for shard in shards {
                 let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
                 let before = shard.len();
-                shard.retain(|_, state| !state.is_idle(config, now_ms));
+                shard.retain(|_, value| !idle(value));
                 dropped += before - shard.len();
                 if shard.capacity() > 64 && shard.capacity() > 4 * shard.len() {
                     shard.shrink_to_fit();
@@ -137,7 +183,12 @@ impl MemoryRateLimiter {
             }
             dropped
         }
-        evict(&self.shards, &self.config, now_ms) + evict(&self.accounts, &self.config, now_ms)
+        let config = &self.config;
+        evict(&self.shards, |entry: &TokenEntry| {
+            entry.usage.is_empty() && entry.window.is_idle(config, now_ms)
+        }) + evict(&self.accounts, |window: &WindowState| {
+            window.is_idle(config, now_ms)
+        })
     }
 
     /// Every window that is not idle at `now_ms`, as text that
@@ -160,8 +211,8 @@ impl MemoryRateLimiter {
         };
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            for (token, state) in shard.iter() {
-                line(token.to_string(), state);
+            for (token, entry) in shard.iter() {
+                line(token.to_string(), &entry.window);
             }
         }
         for shard in self.accounts.iter() {
@@ -232,8 +283,12 @@ impl MemoryRateLimiter {
                     continue;
                 };
                 let mut shard = self.shard(&token).lock().unwrap_or_else(|e| e.into_inner());
-                let state = merged(shard.get(&token));
-                shard.insert(token, state);
+                let window = merged(shard.get(&token).map(|entry| &entry.window));
+                let entry = shard.entry(token).or_insert_with(|| TokenEntry {
+                    window: WindowState::new(&self.config),
+                    usage: Tally::default(),
+                });
+                entry.window = window;
             }
             restored += 1;
         }
@@ -318,6 +373,9 @@ mod tests {
         let active = TokenId::random();
         limiter.check_at(&active, 10, HOUR_MS + 30 * 60_000);
         assert_eq!(limiter.evict_idle_at(HOUR_MS + 30 * 60_000), 0);
+        // Usage not yet flushed keeps a window; flushed, it goes.
+        assert_eq!(limiter.evict_idle_at(HOUR_MS + 61 * 60_000), 0);
+        assert_eq!(limiter.take_usage().len(), 101);
         assert_eq!(limiter.evict_idle_at(HOUR_MS + 61 * 60_000), 100);
         assert_eq!(limiter.tracked(), 1);
     }

@@ -18,12 +18,13 @@ mod redis;
 mod two_windows;
 pub(crate) mod window;
 
-pub(crate) use memory::MemoryRateLimiter;
+pub(crate) use memory::{MemoryRateLimiter, Tally};
 pub use policy::LimiterFailurePolicy;
 pub(crate) use policy::{LimiterPolicy, Refused};
 #[cfg(feature = "redis")]
 pub use redis::{RedisLimiterConfig, RedisRateLimiter};
-pub use window::{Decision, InvalidWindow, WindowConfig};
+pub use window::Decision;
+pub(crate) use window::WindowConfig;
 
 /// The shared rate-limit backend could not answer.
 #[derive(Debug, thiserror::Error)]

@@ -4,12 +4,15 @@
 //! The in-memory limiter answers synchronously, so the layer's fast path
 //! needs no future at all; a shared backend is asked asynchronously.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
+use super::memory::Tally;
 use super::{Decision, MemoryRateLimiter, RateLimitStore, WindowConfig};
 use crate::clock::monotonic_unix_ms;
 use crate::metrics::Metrics;
 use crate::principal::Principal;
+use crate::token::{RandomIdState, TokenId};
 
 /// What to do when a shared rate-limit backend (Redis) cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,13 +37,40 @@ pub(crate) enum Refused {
 
 /// The limiter in use.
 pub(crate) enum LimiterPolicy {
-    /// One process: windows in memory.
+    /// One process: windows in memory (which also count usage).
     Local(MemoryRateLimiter),
-    /// Several instances: a shared backend, maybe with a local fallback.
+    /// Several instances: a shared backend, maybe with a local fallback,
+    /// and this process's usage counts.
     Shared {
         shared: Arc<dyn RateLimitStore>,
         fallback: Option<MemoryRateLimiter>,
+        tally: Box<UsageTally>,
     },
+}
+
+/// Requests per token counted by this process when the windows are shared.
+#[derive(Default)]
+pub(crate) struct UsageTally {
+    shards: [Mutex<HashMap<TokenId, Tally, RandomIdState>>; 8],
+}
+
+impl UsageTally {
+    fn count(&self, token: TokenId, allowed: bool) {
+        let shard = &self.shards[token.as_bytes()[9] as usize % 8];
+        shard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(token)
+            .or_default()
+            .count(allowed);
+    }
+
+    fn take(&self) -> Vec<(TokenId, Tally)> {
+        self.shards
+            .iter()
+            .flat_map(|shard| std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner())))
+            .collect()
+    }
 }
 
 /// The principal's token window and, if its plan has one, its account's.
@@ -76,6 +106,7 @@ impl LimiterPolicy {
                 shared,
                 fallback: (on_failure == LimiterFailurePolicy::FallBackToLocal)
                     .then(|| MemoryRateLimiter::new(window)),
+                tally: Box::default(),
             },
         }
     }
@@ -101,9 +132,16 @@ impl LimiterPolicy {
             .map(|ceiling| (principal.account_id(), ceiling));
         match self {
             LimiterPolicy::Local(local) => verdict(check_local(local, principal)),
-            LimiterPolicy::Shared { shared, fallback } => {
+            LimiterPolicy::Shared {
+                shared,
+                fallback,
+                tally,
+            } => {
                 match shared.check(&id, limit, account).await {
-                    Ok(decision) => verdict(decision),
+                    Ok(decision) => {
+                        tally.count(id, decision.allowed);
+                        verdict(decision)
+                    }
                     Err(e) => {
                         metrics.limiter_backend_errors.inc();
                         // The backend logs its own transitions; per request, debug only.
@@ -128,12 +166,30 @@ impl LimiterPolicy {
                 local.evict_idle_at(now_ms);
                 local.tracked()
             }
-            LimiterPolicy::Shared { shared, fallback } => {
+            LimiterPolicy::Shared {
+                shared, fallback, ..
+            } => {
                 shared.evict_idle();
                 if let Some(local) = fallback {
                     local.evict_idle_at(now_ms);
                 }
                 shared.tracked_tokens().unwrap_or(0)
+            }
+        }
+    }
+
+    /// Takes the requests counted per token since the last call (usage).
+    pub(crate) fn take_usage(&self) -> Vec<(TokenId, Tally)> {
+        match self {
+            LimiterPolicy::Local(local) => local.take_usage(),
+            LimiterPolicy::Shared {
+                fallback, tally, ..
+            } => {
+                let mut taken = tally.take();
+                if let Some(local) = fallback {
+                    taken.extend(local.take_usage());
+                }
+                taken
             }
         }
     }

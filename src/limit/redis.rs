@@ -123,8 +123,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct RedisLimiterConfig {
     /// Prefix of every key (`<prefix>:rl:<token id>`). Default `tokengate`.
     pub key_prefix: String,
-    /// Window layout; must match across instances. Default: an hour in 60 buckets.
-    pub window: WindowConfig,
     /// Longest wait for one check before it counts as a failure. Default 250 ms.
     pub timeout: Duration,
 }
@@ -133,7 +131,6 @@ impl Default for RedisLimiterConfig {
     fn default() -> Self {
         Self {
             key_prefix: "tokengate".into(),
-            window: WindowConfig::default(),
             timeout: Duration::from_millis(250),
         }
     }
@@ -239,7 +236,7 @@ impl RedisRateLimiter {
         account: Option<(&str, u32)>,
     ) -> Result<Decision, LimitError> {
         let mut connection = self.connection().await?;
-        let window = self.config.window;
+        let window = WindowConfig::default();
         let prefix = &self.config.key_prefix;
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let mut invocation = self.script.key(format!("{prefix}:rl:{token}"));

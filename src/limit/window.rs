@@ -23,7 +23,7 @@ pub(crate) const HOUR_MS: u64 = 3_600_000;
 
 /// Bucket layout of a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WindowConfig {
+pub(crate) struct WindowConfig {
     window_ms: u64,
     buckets: u32,
 }
@@ -39,15 +39,17 @@ impl Default for WindowConfig {
 }
 
 /// A window that cannot be split evenly into buckets.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the window ({window_ms} ms) must split into 1..=3600 buckets of whole milliseconds")]
-pub struct InvalidWindow {
+pub(crate) struct InvalidWindow {
     window_ms: u64,
 }
 
 impl WindowConfig {
     /// A window of `window_ms` split into `buckets` equal buckets.
-    pub fn new(window_ms: u64, buckets: u32) -> Result<Self, InvalidWindow> {
+    #[cfg(test)]
+    pub(crate) fn new(window_ms: u64, buckets: u32) -> Result<Self, InvalidWindow> {
         if buckets == 0
             || buckets > 3600
             || window_ms == 0
@@ -59,17 +61,19 @@ impl WindowConfig {
     }
 
     /// The window length in milliseconds.
-    pub fn window_ms(&self) -> u64 {
+    #[cfg(any(test, feature = "redis"))]
+    pub(crate) fn window_ms(&self) -> u64 {
         self.window_ms
     }
 
     /// The number of buckets `B` in a window.
-    pub fn buckets(&self) -> u32 {
+    #[cfg(any(test, feature = "redis"))]
+    pub(crate) fn buckets(&self) -> u32 {
         self.buckets
     }
 
     /// The bucket width `g` in milliseconds.
-    pub fn bucket_ms(&self) -> u64 {
+    pub(crate) fn bucket_ms(&self) -> u64 {
         self.window_ms / u64::from(self.buckets)
     }
 

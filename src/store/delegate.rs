@@ -75,6 +75,12 @@ macro_rules! delegate_store {
             ) -> Result<(), $crate::store::StoreError> {
                 self.sql.record_last_used(uses).await
             }
+            async fn record_usage(
+                &self,
+                deltas: &[$crate::store::UsageDelta],
+            ) -> Result<(), $crate::store::StoreError> {
+                self.sql.record_usage(deltas).await
+            }
             async fn ping(&self) -> Result<(), $crate::store::StoreError> {
                 self.sql.ping().await
             }
@@ -115,6 +121,40 @@ macro_rules! delegate_store {
                 before: time::OffsetDateTime,
             ) -> Result<u64, $crate::store::StoreError> {
                 self.sql.prune_changes(before).await
+            }
+            async fn audit_events(
+                &self,
+                query: &$crate::store::AuditQuery,
+            ) -> Result<Vec<$crate::store::AuditEvent>, $crate::store::StoreError> {
+                self.sql.audit_events(query).await
+            }
+            async fn prune_audit(
+                &self,
+                before: time::OffsetDateTime,
+                max: u32,
+            ) -> Result<u64, $crate::store::StoreError> {
+                self.sql.prune_audit(before, max).await
+            }
+            async fn usage_series(
+                &self,
+                token_id: &$crate::TokenId,
+                since: time::OffsetDateTime,
+            ) -> Result<Vec<$crate::store::UsageHour>, $crate::store::StoreError> {
+                self.sql.usage_series(token_id, since).await
+            }
+            async fn usage_totals(
+                &self,
+                token_ids: &[$crate::TokenId],
+                since: time::OffsetDateTime,
+            ) -> Result<Vec<($crate::TokenId, u64)>, $crate::store::StoreError> {
+                self.sql.usage_totals(token_ids, since).await
+            }
+            async fn prune_usage(
+                &self,
+                before: time::OffsetDateTime,
+                max: u32,
+            ) -> Result<u64, $crate::store::StoreError> {
+                self.sql.prune_usage(before, max).await
             }
             async fn get_setting(
                 &self,

@@ -269,6 +269,81 @@ impl Change {
     }
 }
 
+/// One recorded change: who did what to which account or token, when, and
+/// from where. Never a secret, never a hash.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct AuditEvent {
+    /// Its number, increasing; the paging cursor.
+    pub id: i64,
+    /// When it happened (RFC 3339, UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+    /// What happened: `token.created`, `token.revoked`, `token.rotated`,
+    /// `token.leaked`, `account.created`, `account.plan_changed`,
+    /// `plan.created`, `plan.updated`.
+    #[schema(example = "token.created")]
+    pub action: String,
+    /// Who did it: `admin`, `cli`, `settings:<account>`, `leak-report:github`, `app`.
+    #[schema(example = "admin")]
+    pub actor: String,
+    /// The account concerned, if any.
+    pub account_id: Option<String>,
+    /// The token concerned, if any.
+    #[schema(value_type = Option<String>)]
+    pub token_id: Option<TokenId>,
+    /// The client address of the request that made the change, if there was one.
+    pub source_ip: Option<String>,
+    /// The request id (`x-request-id`) of that request.
+    pub request_id: Option<String>,
+    /// Plain facts about the change (old and new plan, grace period, a leak's URL...).
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+/// Which audit events to read: newest first, at most `limit`, before the
+/// cursor `before` (an event id) when paging.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only this account's events.
+    pub account_id: Option<String>,
+    /// Only this token's events.
+    pub token_id: Option<TokenId>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only events older than this id.
+    pub before: Option<i64>,
+    /// At most this many (1 to 500).
+    pub limit: u32,
+}
+
+/// A token's requests in one hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct UsageHour {
+    /// The hour's start (RFC 3339, UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub hour: OffsetDateTime,
+    /// Requests admitted.
+    pub admitted: u64,
+    /// Requests refused by the rate limit (429).
+    pub limited: u64,
+}
+
+/// Requests counted by one process since its last flush, to add to the
+/// stored totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageDelta {
+    /// The token.
+    pub token_id: TokenId,
+    /// The hour they fall in.
+    pub hour: OffsetDateTime,
+    /// Requests admitted.
+    pub admitted: u64,
+    /// Requests refused by the rate limit.
+    pub limited: u64,
+}
+
 /// One row of the change feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedEntry {
@@ -317,6 +392,8 @@ pub trait CredentialStore: Send + Sync + 'static {
     async fn latest_change(&self) -> Result<i64, StoreError>;
     /// Writes a batch of last-use times (never moving one backwards).
     async fn record_last_used(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError>;
+    /// Adds a batch of request counts to the hourly totals.
+    async fn record_usage(&self, deltas: &[UsageDelta]) -> Result<(), StoreError>;
     /// Checks that the database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -337,6 +414,24 @@ pub trait AdminStore: Send + Sync + 'static {
     async fn get_token(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError>;
     /// Deletes changes older than `before`; returns how many.
     async fn prune_changes(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+    /// Audit events matching `query`, newest first.
+    async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Deletes at most `max` audit events older than `before`; returns how many.
+    async fn prune_audit(&self, before: OffsetDateTime, max: u32) -> Result<u64, StoreError>;
+    /// A token's hourly counts since `since`, oldest first (hours without requests absent).
+    async fn usage_series(
+        &self,
+        token_id: &TokenId,
+        since: OffsetDateTime,
+    ) -> Result<Vec<UsageHour>, StoreError>;
+    /// Admitted requests since `since` of each of `token_ids` that has any.
+    async fn usage_totals(
+        &self,
+        token_ids: &[TokenId],
+        since: OffsetDateTime,
+    ) -> Result<Vec<(TokenId, u64)>, StoreError>;
+    /// Deletes at most `max` usage rows older than `before`; returns how many.
+    async fn prune_usage(&self, before: OffsetDateTime, max: u32) -> Result<u64, StoreError>;
     /// A value from the settings table.
     async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Writes a setting (replacing any previous value).
@@ -390,6 +485,8 @@ pub trait WriteTx: Send {
         change: &Change,
         at: OffsetDateTime,
     ) -> Result<(), StoreError>;
+    /// Appends to the audit log (the event's `id` is assigned by the store).
+    async fn record_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError>;
     /// Makes every step visible at once.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }

@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 
 use super::driver::{Conn, Driver, Row, Value};
 use super::{
-    Account, AdminStore, Change, Credential, CredentialStore, FeedEntry, NewToken, Plan,
-    StoreError, TokenRecord, TokenUpdate, WriteTx,
+    Account, AdminStore, AuditEvent, AuditQuery, Change, Credential, CredentialStore, FeedEntry,
+    NewToken, Plan, StoreError, TokenRecord, TokenUpdate, UsageDelta, UsageHour, WriteTx,
 };
 use crate::token::TokenId;
 
@@ -32,6 +32,40 @@ const PLAN_COLUMNS: &str =
 const ACCOUNT_COLUMNS: &str = "id, plan, created_at, updated_at";
 /// Rows per `UPDATE ... FROM (VALUES ...)` of last-use times.
 const LAST_USED_BATCH: usize = 400;
+/// Rows per multi-row `INSERT` of usage counts.
+const USAGE_BATCH: usize = 200;
+const AUDIT_COLUMNS: &str =
+    "id, at, action, actor, account_id, token_id, source_ip, request_id, details";
+
+fn audit_from_row(row: &Row) -> Result<AuditEvent, StoreError> {
+    let details = row.text(8)?;
+    Ok(AuditEvent {
+        id: row.int(0)?,
+        at: row.time(1)?,
+        action: row.text(2)?,
+        actor: row.text(3)?,
+        account_id: row.opt_text(4)?,
+        token_id: row
+            .opt_text(5)?
+            .map(|id| {
+                id.parse()
+                    .map_err(|_| StoreError::Corrupt(format!("bad token id {id:?}")))
+            })
+            .transpose()?,
+        source_ip: row.opt_text(6)?,
+        request_id: row.opt_text(7)?,
+        details: serde_json::from_str(&details)
+            .map_err(|_| StoreError::Corrupt("audit details are not JSON".into()))?,
+    })
+}
+
+/// `$n, $n+1, ...` placeholders for `count` values starting at `first`.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 fn token_from_row(row: &Row) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
@@ -205,6 +239,35 @@ impl<D: Driver> CredentialStore for SqlStore<D> {
         Ok(())
     }
 
+    async fn record_usage(&self, deltas: &[UsageDelta]) -> Result<(), StoreError> {
+        // Instances add their counts: the stored rows are totals.
+        for batch in deltas.chunks(USAGE_BATCH) {
+            let rows: Vec<String> = (0..batch.len())
+                .map(|i| format!("({})", placeholders(4 * i + 1, 4)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO token_usage (token_id, hour, admitted, limited) VALUES {} \
+                 ON CONFLICT (token_id, hour) DO UPDATE SET \
+                 admitted = token_usage.admitted + excluded.admitted, \
+                 limited = token_usage.limited + excluded.limited",
+                rows.join(", ")
+            );
+            let args = batch
+                .iter()
+                .flat_map(|delta| {
+                    [
+                        Value::from(&delta.token_id),
+                        Value::from(delta.hour),
+                        Value::from(i64::try_from(delta.admitted).unwrap_or(i64::MAX)),
+                        Value::from(i64::try_from(delta.limited).unwrap_or(i64::MAX)),
+                    ]
+                })
+                .collect();
+            self.driver.execute(&sql, args).await?;
+        }
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         // A real table: `SELECT 1` would succeed on a destroyed database file.
         self.driver
@@ -256,6 +319,102 @@ impl<D: Driver> AdminStore for SqlStore<D> {
     async fn prune_changes(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         self.driver
             .execute("DELETE FROM changes WHERE at < $1", vec![before.into()])
+            .await
+    }
+
+    async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut conditions = Vec::new();
+        let mut args: Vec<Value> = Vec::new();
+        let mut bind = |condition: &str, value: Value| {
+            args.push(value);
+            conditions.push(format!("{condition} ${}", args.len()));
+        };
+        if let Some(account) = &query.account_id {
+            bind("account_id =", account.as_str().into());
+        }
+        if let Some(token) = &query.token_id {
+            bind("token_id =", token.into());
+        }
+        if let Some(action) = &query.action {
+            bind("action =", action.as_str().into());
+        }
+        if let Some(before) = query.before {
+            bind("id <", before.into());
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        args.push(i64::from(query.limit).into());
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events {filter} ORDER BY id DESC LIMIT ${}",
+            args.len()
+        );
+        all(self.driver.fetch(&sql, args).await?, audit_from_row)
+    }
+
+    async fn prune_audit(&self, before: OffsetDateTime, max: u32) -> Result<u64, StoreError> {
+        self.driver
+            .execute(
+                "DELETE FROM audit_events WHERE id IN \
+                 (SELECT id FROM audit_events WHERE at < $1 ORDER BY id LIMIT $2)",
+                vec![before.into(), i64::from(max).into()],
+            )
+            .await
+    }
+
+    async fn usage_series(
+        &self,
+        token_id: &TokenId,
+        since: OffsetDateTime,
+    ) -> Result<Vec<UsageHour>, StoreError> {
+        let rows = self
+            .driver
+            .fetch(
+                "SELECT hour, admitted, limited FROM token_usage \
+                 WHERE token_id = $1 AND hour >= $2 ORDER BY hour",
+                vec![token_id.into(), since.into()],
+            )
+            .await?;
+        all(rows, |row| {
+            Ok(UsageHour {
+                hour: row.time(0)?,
+                admitted: row.int(1)?.max(0) as u64,
+                limited: row.int(2)?.max(0) as u64,
+            })
+        })
+    }
+
+    async fn usage_totals(
+        &self,
+        token_ids: &[TokenId],
+        since: OffsetDateTime,
+    ) -> Result<Vec<(TokenId, u64)>, StoreError> {
+        let mut totals = Vec::new();
+        for batch in token_ids.chunks(USAGE_BATCH) {
+            let sql = format!(
+                "SELECT token_id, SUM(admitted) FROM token_usage \
+                 WHERE hour >= $1 AND token_id IN ({}) GROUP BY token_id",
+                placeholders(2, batch.len())
+            );
+            let mut args = vec![Value::from(since)];
+            args.extend(batch.iter().map(Value::from));
+            let rows = self.driver.fetch(&sql, args).await?;
+            totals.extend(all(rows, |row| {
+                Ok((row.token_id(0)?, row.int(1)?.max(0) as u64))
+            })?);
+        }
+        Ok(totals)
+    }
+
+    async fn prune_usage(&self, before: OffsetDateTime, max: u32) -> Result<u64, StoreError> {
+        self.driver
+            .execute(
+                "DELETE FROM token_usage WHERE (token_id, hour) IN \
+                 (SELECT token_id, hour FROM token_usage WHERE hour < $1 LIMIT $2)",
+                vec![before.into(), i64::from(max).into()],
+            )
             .await
     }
 
@@ -435,6 +594,27 @@ impl WriteTx for SqlTx {
             .execute(
                 "INSERT INTO changes (kind, subject, at) VALUES ($1, $2, $3)",
                 vec![change.kind().into(), change.subject().into(), at.into()],
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn record_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.0
+            .execute(
+                "INSERT INTO audit_events \
+                 (at, action, actor, account_id, token_id, source_ip, request_id, details) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                vec![
+                    event.at.into(),
+                    event.action.as_str().into(),
+                    event.actor.as_str().into(),
+                    event.account_id.clone().into(),
+                    event.token_id.as_ref().map(TokenId::to_string).into(),
+                    event.source_ip.clone().into(),
+                    event.request_id.clone().into(),
+                    event.details.to_string().into(),
+                ],
             )
             .await
             .map(drop)

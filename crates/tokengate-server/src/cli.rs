@@ -10,7 +10,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokengate::http::AdminAuth;
 use tokengate::{
-    MAX_GRACE, ManageError, Plan, TokenGate, TokenId, TokenRecord, TokenSpec, TokenStore,
+    Actor, AuditQuery, MAX_GRACE, ManageError, Plan, TokenGate, TokenId, TokenRecord, TokenSpec,
+    TokenStore,
 };
 
 use crate::config::{Common, ServeArgs, parse_duration};
@@ -67,6 +68,24 @@ pub(crate) enum Command {
     Token(TokenCommand),
     /// List the scopes tokens may be created with.
     Scopes,
+    /// Read the audit log, newest first: who changed which token or plan, when, from where.
+    Audit {
+        /// Only this account's events.
+        #[arg(long)]
+        account: Option<String>,
+        /// Only this token's events.
+        #[arg(long, allow_hyphen_values = true)]
+        token: Option<String>,
+        /// Only this action, e.g. token.revoked.
+        #[arg(long)]
+        action: Option<String>,
+        /// At most this many (1 to 500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The stored admin credential.
     #[command(subcommand)]
     AdminToken(AdminTokenCommand),
@@ -417,6 +436,8 @@ pub(crate) async fn run_management(
 ) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     let describe = |e: ManageError| describe(e, database);
+    // Changes are recorded in the audit log as made by `cli`.
+    let acting = gate.acting_as(Actor::new("cli"));
     if verbose {
         eprintln!("database: {database}");
     }
@@ -432,7 +453,7 @@ pub(crate) async fn run_management(
             let plan = Plan::new(name, api_access, requests_per_hour)
                 .with_account_requests_per_hour(account_requests_per_hour)
                 .with_max_tokens(max_tokens);
-            let plan = gate.set_plan(&plan).await.map_err(describe)?;
+            let plan = acting.set_plan(&plan).await.map_err(describe)?;
             eprintln!(
                 "plan {}: api_access={} requests_per_hour={} account_requests_per_hour={} max_tokens={}",
                 plan.name,
@@ -441,6 +462,49 @@ pub(crate) async fn run_management(
                 optional(plan.account_requests_per_hour),
                 optional(plan.max_tokens)
             );
+        }
+        Command::Audit {
+            account,
+            token,
+            action,
+            limit,
+            json,
+        } => {
+            let token_id = token.as_deref().map(parse_token_id).transpose()?;
+            let query = AuditQuery {
+                account_id: account,
+                token_id,
+                action,
+                before: None,
+                limit,
+            };
+            let events = gate.audit_events(&query).await.map_err(describe)?;
+            if json {
+                for event in &events {
+                    let line = serde_json::to_string(event).map_err(|e| e.to_string())?;
+                    let _ = writeln!(out, "{line}");
+                }
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{:<24}  {:<22}  {:<20}  {:<16}  {:<20}  DETAILS",
+                    "AT", "ACTION", "ACTOR", "ACCOUNT", "TOKEN"
+                );
+                for event in &events {
+                    let _ = writeln!(
+                        out,
+                        "{:<24}  {:<22}  {:<20}  {:<16}  {:<20}  {}",
+                        rfc3339(Some(event.at)),
+                        event.action,
+                        event.actor,
+                        event.account_id.as_deref().unwrap_or("-"),
+                        event
+                            .token_id
+                            .map_or_else(|| "-".to_owned(), |id| id.to_string()),
+                        event.details
+                    );
+                }
+            }
         }
         Command::Scopes => {
             for scope in gate.scopes() {
@@ -468,7 +532,7 @@ pub(crate) async fn run_management(
             }
         }
         Command::Account(AccountCommand::Set { account_id, plan }) => {
-            let account = gate
+            let account = acting
                 .set_account_plan(&account_id, &plan)
                 .await
                 .map_err(describe)?;
@@ -498,7 +562,7 @@ pub(crate) async fn run_management(
             let spec = TokenSpec::new(name)
                 .expires_at(expires_at)
                 .scopes((!scopes.is_empty()).then_some(scopes));
-            let created = gate
+            let created = acting
                 .create_token_with(&account_id, spec)
                 .await
                 .map_err(describe)?;
@@ -559,7 +623,7 @@ pub(crate) async fn run_management(
         }
         Command::Token(TokenCommand::Revoke { token_id }) => {
             let id = parse_token_id(&token_id)?;
-            let token = gate.revoke_token(&id).await.map_err(describe)?;
+            let token = acting.revoke_token(&id).await.map_err(describe)?;
             eprintln!(
                 "token {} revoked at {}",
                 token.id,
@@ -576,7 +640,7 @@ pub(crate) async fn run_management(
                 return Err(format!("--grace must be at most {days}d"));
             }
             let id = parse_token_id(&token_id)?;
-            let rotated = gate
+            let rotated = acting
                 .rotate_token(&id, grace, expires_at)
                 .await
                 .map_err(describe)?;

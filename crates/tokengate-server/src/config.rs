@@ -114,6 +114,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CACHE_TTL_SECS", default_value_t = 60)]
     pub(crate) cache_ttl_secs: u64,
 
+    /// Days audit events are kept (pruned in small batches in the background).
+    #[arg(long, env = "AUDIT_RETENTION_DAYS", default_value_t = 400, value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub(crate) audit_retention_days: u64,
+
+    /// GitHub's secret scanning keys, a JSON file in the format of
+    /// https://api.github.com/meta/public_keys/secret_scanning: enables
+    /// POST /leaks/github (GitHub's secret scanning partner program).
+    #[arg(long, env = "GITHUB_SECRET_SCANNING_KEYS")]
+    pub(crate) github_secret_scanning_keys: Option<std::path::PathBuf>,
+
     /// Seconds to wait for in-flight requests on SIGTERM/SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub(crate) shutdown_grace_secs: u64,
@@ -277,6 +287,22 @@ pub(crate) fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
         return None;
     }
     Some(std::path::PathBuf::from(percent_decode(path)))
+}
+
+/// GitHub's secret scanning keys from `path`; errors name the file and the key.
+pub(crate) fn load_github_keys(path: &Path) -> Result<tokengate::http::GithubKeys, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read GITHUB_SECRET_SCANNING_KEYS {}: {e}",
+            path.display()
+        )
+    })?;
+    tokengate::http::GithubKeys::from_json(&text).map_err(|e| {
+        format!(
+            "invalid GITHUB_SECRET_SCANNING_KEYS {}: {e} (download it from https://api.github.com/meta/public_keys/secret_scanning)",
+            path.display()
+        )
+    })
 }
 
 /// `%XX` escapes decoded, as sqlx does for SQLite file names.

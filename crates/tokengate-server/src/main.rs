@@ -87,6 +87,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Serve(args) => {
             let bind_addr = args.bind_addr().await?;
             args.admin_token()?;
+            if let Some(path) = &args.github_secret_scanning_keys {
+                // Refuse a bad key file before touching the database.
+                config::load_github_keys(path)?;
+            }
             let store = connect(&common.database_url, Create::Yes).await?;
             migrate(store.as_ref(), &shown).await?;
             serve(common, args, bind_addr, store).await
@@ -191,7 +195,9 @@ fn build_gate(
         .with_argon2_params(common.argon2_params())
         .with_scopes(tokengate_server::demo::SCOPES);
     if let Some(args) = serve {
-        builder = builder.with_cache_ttl(args.cache_ttl());
+        builder = builder
+            .with_cache_ttl(args.cache_ttl())
+            .with_audit_retention(Duration::from_secs(args.audit_retention_days * 86_400));
         #[cfg(feature = "redis")]
         if let Some(url) = &args.redis_url {
             let config = tokengate::RedisLimiterConfig {
@@ -235,10 +241,14 @@ async fn serve(
         Err(e) => return Err(format!("cannot read the saved rate-limit windows: {e}")),
     }
     let maintenance = gate.spawn_maintenance();
-    let router = app(AppState {
-        gate: gate.clone(),
-        admin: Arc::new(admin),
-    });
+    let mut state = AppState::new(gate.clone(), admin);
+    if let Some(path) = &args.github_secret_scanning_keys {
+        let keys = config::load_github_keys(path)?;
+        let ids: Vec<&str> = keys.key_identifiers().map(|(id, _)| id).collect();
+        tracing::info!(file = %path.display(), keys = ids.len(), "POST /leaks/github enabled (GitHub secret scanning)");
+        state = state.with_github_keys(keys, Some(path.clone()));
+    }
+    let router = app(state);
     let local = listener.local_addr().unwrap_or(bind_addr);
     tracing::info!(address = %local, database = %redact_url(&common.database_url), "tokengate listening on http://{local}");
 

@@ -37,6 +37,7 @@ const GATED_PREFIX: &str = "/api/v1/";
         (name = "plans", description = "Plans: API access and requests per rolling hour"),
         (name = "accounts", description = "The host application's accounts and their plans"),
         (name = "tokens", description = "API tokens: shown once at creation, listed without secrets"),
+        (name = "audit", description = "The audit log, and leaked-token reports"),
         (name = "demo api", description = "The protected API, behind the gate"),
         (name = "operations", description = "Health, readiness, metrics and this document (no auth)"),
     ),
@@ -44,10 +45,12 @@ const GATED_PREFIX: &str = "/api/v1/";
 struct ServerDoc;
 
 /// The whole document, serialized once.
-pub(crate) fn document(admin: OpenApi) -> Bytes {
+pub(crate) fn document(routers: Vec<OpenApi>) -> Bytes {
     let mut document = ServerDoc::openapi();
     document.merge(crate::demo::DemoDoc::openapi());
-    document.merge(admin);
+    for router in routers {
+        document.merge(router);
+    }
     tokengate::http::document_gated_routes(&mut document, GATED_PREFIX);
     Bytes::from(document.to_pretty_json().unwrap_or_else(|_| "{}".into()))
 }

@@ -27,7 +27,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use tokengate::http::{admin_router, error_response};
+use tokengate::http::{admin_router, error_response, github_leak_router};
 
 pub use crate::state::AppState;
 
@@ -41,7 +41,13 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// `/admin/...` and the demo API under `/api/v1`.
 pub fn app(state: AppState) -> Router {
     let (admin_api, admin_doc) = admin_router(state.gate.clone(), Arc::clone(&state.admin));
-    let document = crate::openapi::document(admin_doc);
+    let mut documents = vec![admin_doc];
+    let leaks_api = state.github_keys.clone().map(|(keys, file)| {
+        let (router, document) = github_leak_router(state.gate.clone(), keys, file);
+        documents.push(document);
+        router
+    });
+    let document = crate::openapi::document(documents);
     let demo_api = crate::demo::router(&state.gate);
 
     Router::new()
@@ -55,6 +61,7 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
         .merge(admin_api)
         .merge(demo_api)
+        .merge(leaks_api.unwrap_or_default())
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "Not found") })
         .method_not_allowed_fallback(|| async {
             error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")

@@ -1,9 +1,10 @@
 //! The state the server's routes share.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokengate::TokenGate;
-use tokengate::http::AdminAuth;
+use tokengate::http::{AdminAuth, GithubKeys};
 
 /// What the server's routes need.
 #[derive(Clone, Debug)]
@@ -12,4 +13,24 @@ pub struct AppState {
     pub gate: TokenGate,
     /// The admin credential.
     pub admin: Arc<AdminAuth>,
+    /// GitHub's secret scanning keys (and the file to re-read them from):
+    /// `POST /leaks/github` exists only with them.
+    pub github_keys: Option<(GithubKeys, Option<PathBuf>)>,
+}
+
+impl AppState {
+    /// The state of a server with `gate` and the admin credential `admin`.
+    pub fn new(gate: TokenGate, admin: AdminAuth) -> Self {
+        Self {
+            gate,
+            admin: Arc::new(admin),
+            github_keys: None,
+        }
+    }
+
+    /// With `POST /leaks/github`, checking signatures with `keys`.
+    pub fn with_github_keys(mut self, keys: GithubKeys, file: Option<PathBuf>) -> Self {
+        self.github_keys = Some((keys, file));
+        self
+    }
 }

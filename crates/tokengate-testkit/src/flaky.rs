@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokengate::{
-    Account, AdminStore, Change, Credential, CredentialStore, FeedEntry, NewToken, Plan,
-    StoreError, TokenRecord, TokenUpdate, WriteTx,
+    Account, AdminStore, AuditEvent, AuditQuery, Change, Credential, CredentialStore, FeedEntry,
+    NewToken, Plan, StoreError, TokenRecord, TokenUpdate, UsageDelta, UsageHour, WriteTx,
 };
 use tokengate::{SqliteStore, TokenId, TokenStore};
 
@@ -21,6 +21,7 @@ pub struct FlakyStore {
 #[derive(Default)]
 struct Faults {
     failing: AtomicBool,
+    failing_audit: AtomicBool,
     hanging: AtomicBool,
     credential_lookups: AtomicU64,
     credential_delay_ms: AtomicU64,
@@ -55,6 +56,12 @@ impl FlakyStore {
     /// Makes every call fail (`true`) or succeed again (`false`).
     pub fn fail(&self, failing: bool) {
         self.state.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Makes writing audit events fail (`true`): every change then fails
+    /// as a whole, since a change commits only with its event.
+    pub fn fail_audit(&self, failing: bool) {
+        self.state.failing_audit.store(failing, Ordering::SeqCst);
     }
 
     /// Makes every call hang forever (`true`), as a partitioned database does.
@@ -113,6 +120,10 @@ impl CredentialStore for FlakyStore {
         self.state.check().await?;
         self.inner.record_last_used(uses).await
     }
+    async fn record_usage(&self, deltas: &[UsageDelta]) -> Result<(), StoreError> {
+        self.state.check().await?;
+        self.inner.record_usage(deltas).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.state.check().await?;
         self.inner.ping().await
@@ -147,6 +158,34 @@ impl AdminStore for FlakyStore {
     async fn prune_changes(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         self.state.check().await?;
         self.inner.prune_changes(before).await
+    }
+    async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        self.state.check().await?;
+        self.inner.audit_events(query).await
+    }
+    async fn prune_audit(&self, before: OffsetDateTime, max: u32) -> Result<u64, StoreError> {
+        self.state.check().await?;
+        self.inner.prune_audit(before, max).await
+    }
+    async fn usage_series(
+        &self,
+        token_id: &TokenId,
+        since: OffsetDateTime,
+    ) -> Result<Vec<UsageHour>, StoreError> {
+        self.state.check().await?;
+        self.inner.usage_series(token_id, since).await
+    }
+    async fn usage_totals(
+        &self,
+        token_ids: &[TokenId],
+        since: OffsetDateTime,
+    ) -> Result<Vec<(TokenId, u64)>, StoreError> {
+        self.state.check().await?;
+        self.inner.usage_totals(token_ids, since).await
+    }
+    async fn prune_usage(&self, before: OffsetDateTime, max: u32) -> Result<u64, StoreError> {
+        self.state.check().await?;
+        self.inner.prune_usage(before, max).await
     }
     async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.state.check().await?;
@@ -234,6 +273,15 @@ impl WriteTx for FlakyTx {
     ) -> Result<(), StoreError> {
         self.state.check().await?;
         self.inner.record_change(change, at).await
+    }
+    async fn record_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.state.check().await?;
+        if self.state.failing_audit.load(Ordering::SeqCst) {
+            return Err(StoreError::unavailable(std::io::Error::other(
+                "injected fault writing the audit event",
+            )));
+        }
+        self.inner.record_audit(event).await
     }
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
         self.state.check().await?;

@@ -4,7 +4,7 @@ use crate::support::{ADMIN_TOKEN, TestApp, UNAUTHORIZED};
 use http::Method;
 use serde_json::Value;
 
-const TOKEN_FIELDS: [&str; 11] = [
+const TOKEN_FIELDS: [&str; 12] = [
     "id",
     "account_id",
     "name",
@@ -16,6 +16,7 @@ const TOKEN_FIELDS: [&str; 11] = [
     "revoked_reason",
     "replaced_by",
     "scopes",
+    "requests_24h",
 ];
 
 async fn create(app: &TestApp, account: &str, body: &str) -> crate::support::TestResponse {

@@ -108,16 +108,29 @@ fn assert_documented(document: &Value, schema: &Value, value: &Value, what: &str
     let object = value
         .as_object()
         .unwrap_or_else(|| panic!("{what}: not an object: {value}"));
-    let properties = schema["properties"]
-        .as_object()
-        .unwrap_or_else(|| panic!("{what}: schema without properties: {schema}"));
+    // An `allOf` (a flattened struct) documents the union of its parts.
+    let parts: Vec<&Value> = match schema["allOf"].as_array() {
+        Some(parts) => parts.iter().map(|part| resolve(document, part)).collect(),
+        None => vec![schema],
+    };
+    let mut properties = serde_json::Map::new();
+    let mut required = Vec::new();
+    for part in parts {
+        properties.extend(
+            part["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{what}: schema without properties: {part}"))
+                .clone(),
+        );
+        required.extend(part["required"].as_array().into_iter().flatten().cloned());
+    }
     for key in object.keys() {
         assert!(
             properties.contains_key(key),
             "{what}: undocumented field {key}"
         );
     }
-    for required in schema["required"].as_array().into_iter().flatten() {
+    for required in required {
         let required = required.as_str().unwrap();
         assert!(
             object.contains_key(required),

@@ -40,10 +40,10 @@ impl TestApp {
             .with_argon2_params(Argon2Params::insecure_fast_for_tests())
             .with_scopes(tokengate_server::demo::SCOPES);
         let gate = configure(builder).build().unwrap();
-        let router = app(AppState {
-            gate: gate.clone(),
-            admin: Arc::new(AdminAuth::from_token(ADMIN_TOKEN).unwrap()),
-        });
+        let router = app(AppState::new(
+            gate.clone(),
+            AdminAuth::from_token(ADMIN_TOKEN).unwrap(),
+        ));
         Self {
             gate,
             router,

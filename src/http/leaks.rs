@@ -1,0 +1,187 @@
+//! `POST /leaks/github`: GitHub's secret scanning partner endpoint.
+//!
+//! GitHub finds a token of ours in public code and POSTs it here, signed
+//! with one of its published keys (`github.rs` checks the signature over
+//! the raw body). Each well-formed token of ours that is still live is
+//! revoked at once, with a `token.leaked` audit event naming the URL; the
+//! answer is GitHub's feedback array, one entry per reported string:
+//! `true_positive` for a token of ours (live or already revoked),
+//! `false_positive` for anything else. A missing header, unknown key or bad
+//! signature is 401 and changes nothing.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::Response;
+use http::{HeaderMap, StatusCode};
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::envelope::{ApiError, to_json};
+use super::github::{
+    GithubKeys, KEY_IDENTIFIER_HEADER, Label, SIGNATURE_HEADER, VerifyError, parse_report,
+};
+use super::openapi::{BadRequest, PayloadTooLarge, ServiceUnavailable};
+use super::origin::RequestOrigin;
+use crate::gate::TokenGate;
+use crate::manage::LeakReport;
+
+/// A key file is read again at most this often, when a request names a key
+/// it does not know (GitHub rotated its keys).
+const RELOAD_AT_MOST_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+struct LeakState {
+    gate: TokenGate,
+    keys: Arc<RwLock<GithubKeys>>,
+    key_file: Option<PathBuf>,
+    last_reload: Arc<Mutex<Option<Instant>>>,
+}
+
+/// The route `POST /leaks/github` for GitHub's secret scanning partner
+/// program, checking signatures with `keys` (re-read from `key_file`, if
+/// given, when a request names an unknown key), and its OpenAPI description.
+///
+/// Mount it without the gate and without admin auth: the signature is the
+/// authentication.
+pub fn github_leak_router(
+    gate: TokenGate,
+    keys: GithubKeys,
+    key_file: Option<PathBuf>,
+) -> (Router, OpenApi) {
+    let state = LeakState {
+        gate,
+        keys: Arc::new(RwLock::new(keys)),
+        key_file,
+        last_reload: Arc::default(),
+    };
+    let (router, document) =
+        OpenApiRouter::<LeakState>::with_openapi(super::openapi::shared_components())
+            .routes(routes!(github_report))
+            .split_for_parts();
+    (router.with_state(state), document)
+}
+
+impl LeakState {
+    fn verify(&self, key_id: &str, signature: &str, body: &[u8]) -> Result<(), VerifyError> {
+        let verified = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .verify(key_id, signature, body);
+        match verified {
+            Err(VerifyError::UnknownKey) if self.reload() => self
+                .keys
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .verify(key_id, signature, body),
+            other => other,
+        }
+    }
+
+    /// Reads the key file again, at most once a minute; whether it did.
+    fn reload(&self) -> bool {
+        let Some(path) = &self.key_file else {
+            return false;
+        };
+        {
+            let mut last = self.last_reload.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < RELOAD_AT_MOST_EVERY) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        let loaded = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| GithubKeys::from_json(&text).map_err(|e| e.to_string()));
+        match loaded {
+            Ok(keys) => {
+                *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+                tracing::info!(file = %path.display(), "reloaded GitHub's secret scanning keys");
+                true
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "cannot reload GitHub's secret scanning keys; keeping the old ones");
+                false
+            }
+        }
+    }
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// A leak report from GitHub's secret scanning partner program.
+///
+/// The body is a JSON array of `{"token", "type", "url", "source"}`, signed
+/// by GitHub (`Github-Public-Key-Identifier`, `Github-Public-Key-Signature`:
+/// ECDSA P-256 / SHA-256 over the raw body). Each live token of ours is
+/// revoked at once. The answer is the protocol's feedback array (not the
+/// usual envelope), one entry per reported string, in order.
+#[utoipa::path(
+    post,
+    path = "/leaks/github",
+    tag = "audit",
+    request_body(content = String, content_type = "application/json",
+        description = "`[{\"token\": \"...\", \"type\": \"...\", \"url\": \"...\", \"source\": \"content\"}]`"),
+    responses(
+        (status = 200, description = "Feedback: `[{\"token_hash\": \"<hex SHA-256>\", \"token_type\": \"...\", \"label\": \"true_positive\" | \"false_positive\"}]`",
+            body = Object, content_type = "application/json"),
+        (status = 400, response = BadRequest),
+        (status = 401, description = "A missing or unknown key id, or a bad signature; nothing changed",
+            body = super::envelope::ErrorEnvelope,
+            example = json!({"success": false, "error": "Invalid or missing GitHub signature"})),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
+async fn github_report(
+    State(state): State<LeakState>,
+    origin: RequestOrigin,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let key_id = header(&headers, KEY_IDENTIFIER_HEADER);
+    let signature = header(&headers, SIGNATURE_HEADER);
+    if let Err(e) = state.verify(key_id, signature, &body) {
+        tracing::warn!(error = %e, "refused a leak report: not signed by GitHub");
+        return Err(ApiError::NotSignedIn(
+            "Invalid or missing GitHub signature".into(),
+        ));
+    }
+    let reported = parse_report(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let management = state.gate.acting_as(origin.actor("leak-report:github"));
+    let mut feedback = Vec::with_capacity(reported.len());
+    for leak in &reported {
+        let report = LeakReport {
+            token: leak.expose_token(),
+            url: leak.url(),
+            source: leak.source(),
+            kind: leak.token_type(),
+        };
+        let outcome = management.revoke_leaked(report).await?;
+        let label = if outcome.is_ours() {
+            Label::TruePositive
+        } else {
+            Label::FalsePositive
+        };
+        feedback.push(leak.feedback(label));
+    }
+    let body = to_json(&feedback).map_err(|_| ApiError::Internal)?;
+    let mut response = Response::new(axum::body::Body::from(body));
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}

@@ -1,0 +1,368 @@
+//! Token lifecycle: create (shown once), revoke, rotate, leaks, plans and
+//! accounts, with an audit event for each change.
+//!
+//! The admin API, the settings page, leak reports and the CLI all go
+//! through here, so every rule lives once (`rules.rs`, plain functions):
+//! validation, which states allow which operation, what a rotation does to
+//! the old token, and which [`Change`](crate::store::Change) each operation
+//! records. Each operation (`operations.rs`) runs in one store
+//! transaction with its audit event, then applies its changes to this
+//! process's caches; other processes see them through the change feed.
+//! Changes are made by an [`Actor`]: `gate.acting_as(actor)` names who is
+//! acting for the audit log; `gate.create_token(...)` and friends act as
+//! `app` (your code).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::gate::TokenGate;
+use crate::store::{
+    Account, AuditEvent, AuditQuery, Plan, StoreError, TokenRecord, UsageHour, truncate_to_second,
+};
+use crate::token::{PlaintextToken, TokenId};
+
+mod leaks;
+mod operations;
+mod rules;
+
+pub(crate) use leaks::token_hash;
+pub use leaks::{LeakOutcome, LeakReport};
+pub use operations::Management;
+
+/// Longest rotation grace period: 30 days.
+pub const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Most audit events one read returns.
+pub(crate) const MAX_AUDIT_PAGE: u32 = 500;
+/// Longest usage series one read returns: 90 days, the retention.
+pub(crate) const MAX_USAGE_HOURS: u32 = 90 * 24;
+
+/// Who makes a change, for the audit log: a name (`admin`, `cli`,
+/// `settings:<account>`, `leak-report:github`, ...) and, when the change
+/// comes from a request, its client address and request id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    name: String,
+    source_ip: Option<IpAddr>,
+    request_id: Option<String>,
+}
+
+impl Actor {
+    /// An actor with this name.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            source_ip: None,
+            request_id: None,
+        }
+    }
+
+    /// Acting through a request from `ip`.
+    pub fn from_ip(mut self, ip: Option<IpAddr>) -> Self {
+        self.source_ip = ip;
+        self
+    }
+
+    /// Acting through the request with this id (`x-request-id`).
+    pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
+        self.request_id = request_id;
+        self
+    }
+
+    /// The actor's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A newly created token. `token` is the plaintext: show it once, then drop it.
+pub struct CreatedToken {
+    /// The stored token (no secret).
+    pub record: TokenRecord,
+    /// The plaintext token.
+    pub token: PlaintextToken,
+}
+
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("record", &self.record)
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+/// A rotation's outcome: the old token (now expiring or revoked) and the new one.
+pub struct RotatedToken {
+    /// The old token, with its new `expires_at` or `revoked_at`.
+    pub old: TokenRecord,
+    /// The new token (no secret).
+    pub record: TokenRecord,
+    /// The new plaintext token.
+    pub token: PlaintextToken,
+}
+
+impl std::fmt::Debug for RotatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatedToken")
+            .field("old", &self.old)
+            .field("record", &self.record)
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+/// A token to create: its label, and optionally an expiry and scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSpec {
+    name: String,
+    expires_at: Option<OffsetDateTime>,
+    scopes: Option<Vec<String>>,
+}
+
+impl TokenSpec {
+    /// A token labelled `name`, without expiry, with every scope.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            expires_at: None,
+            scopes: None,
+        }
+    }
+
+    /// Expires at `at` (`None`: never).
+    pub fn expires_at(mut self, at: Option<OffsetDateTime>) -> Self {
+        self.expires_at = at;
+        self
+    }
+
+    /// Carries only these scopes (each must be declared with
+    /// [`TokenGateBuilder::with_scopes`](crate::TokenGateBuilder::with_scopes));
+    /// `None`, the default, is every scope.
+    pub fn scopes<S: Into<String>>(mut self, scopes: Option<impl IntoIterator<Item = S>>) -> Self {
+        self.scopes = scopes.map(|scopes| scopes.into_iter().map(Into::into).collect());
+        self
+    }
+}
+
+/// Why a management operation failed. Each variant carries what a message
+/// needs to say what to do; every boundary (admin API, settings page, CLI)
+/// words it for its audience.
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    /// The input is invalid; the message says how.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such account.
+    #[error("account {0:?} not found")]
+    UnknownAccount(String),
+    /// No such plan; `closest` is an existing plan it may have meant.
+    #[error("unknown plan {plan:?}{}", closest.as_ref().map(|c| format!(" (did you mean {c:?}?)")).unwrap_or_default())]
+    UnknownPlan {
+        /// The plan asked for.
+        plan: String,
+        /// The existing plan nearest to it, if one is near.
+        closest: Option<String>,
+    },
+    /// No such token.
+    #[error("token {0} not found")]
+    UnknownToken(TokenId),
+    /// A revoked token cannot be rotated.
+    #[error("token {0} is revoked")]
+    TokenRevoked(TokenId),
+    /// An expired token cannot be rotated.
+    #[error("token {0} has expired")]
+    TokenExpired(TokenId),
+    /// The requested scopes are refused; the message names the scope.
+    #[error("{0}")]
+    Scope(String),
+    /// The account holds as many live tokens as its plan allows.
+    #[error("the account already has {max} live tokens, the most its plan {plan:?} allows")]
+    TooManyTokens {
+        /// The account's plan.
+        plan: String,
+        /// The plan's cap.
+        max: u32,
+    },
+    /// A token in the grace period of an earlier rotation: rotate its successor.
+    #[error("token {id} was already rotated")]
+    TokenAlreadyRotated {
+        /// The token asked for.
+        id: TokenId,
+        /// The token that replaced it.
+        successor: Option<TokenId>,
+    },
+    /// The store is unavailable.
+    #[error("Service temporarily unavailable")]
+    Unavailable(#[source] StoreError),
+    /// Hashing failed (should not happen).
+    #[error("Internal error")]
+    Internal(String),
+}
+
+impl From<StoreError> for ManageError {
+    fn from(e: StoreError) -> Self {
+        ManageError::Unavailable(e)
+    }
+}
+
+impl TokenGate {
+    /// The current time, UTC, whole seconds (the gate's wall clock).
+    pub fn now(&self) -> OffsetDateTime {
+        truncate_to_second(self.clock().now()).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+
+    /// Changes on behalf of `actor`, who is named in the audit log.
+    pub fn acting_as(&self, actor: Actor) -> Management<'_> {
+        Management::new(self, actor)
+    }
+
+    fn as_app(&self) -> Management<'_> {
+        self.acting_as(Actor::new("app"))
+    }
+
+    /// Creates a token with every scope for an existing account, as `app`.
+    /// The plaintext is in the result, once.
+    pub async fn create_token(
+        &self,
+        account_id: &str,
+        name: &str,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<CreatedToken, ManageError> {
+        self.as_app()
+            .create_token(account_id, name, expires_at)
+            .await
+    }
+
+    /// Creates a token as `spec` says, as `app` (see [`Management::create_token_with`]).
+    pub async fn create_token_with(
+        &self,
+        account_id: &str,
+        spec: TokenSpec,
+    ) -> Result<CreatedToken, ManageError> {
+        self.as_app().create_token_with(account_id, spec).await
+    }
+
+    /// Revokes a token, as `app` (see [`Management::revoke_token`]).
+    pub async fn revoke_token(&self, id: &TokenId) -> Result<TokenRecord, ManageError> {
+        self.as_app().revoke_token(id).await
+    }
+
+    /// Rotates a token, as `app` (see [`Management::rotate_token`]).
+    pub async fn rotate_token(
+        &self,
+        id: &TokenId,
+        grace: Duration,
+        new_expires_at: Option<OffsetDateTime>,
+    ) -> Result<RotatedToken, ManageError> {
+        self.as_app().rotate_token(id, grace, new_expires_at).await
+    }
+
+    /// Creates an account or moves it to another plan, as `app`.
+    pub async fn set_account_plan(
+        &self,
+        account_id: &str,
+        plan: &str,
+    ) -> Result<Account, ManageError> {
+        self.as_app().set_account_plan(account_id, plan).await
+    }
+
+    /// Creates or replaces a plan, as `app`.
+    pub async fn set_plan(&self, plan: &Plan) -> Result<Plan, ManageError> {
+        self.as_app().set_plan(plan).await
+    }
+
+    /// Every plan, by name.
+    pub async fn plans(&self) -> Result<Vec<Plan>, ManageError> {
+        Ok(self.within_store_timeout(self.store().list_plans()).await?)
+    }
+
+    /// One account, if it exists.
+    pub async fn account(&self, account_id: &str) -> Result<Option<Account>, ManageError> {
+        Ok(self
+            .within_store_timeout(self.store().get_account(account_id))
+            .await?)
+    }
+
+    /// An account's tokens, oldest first, revoked and expired ones included.
+    pub async fn tokens(&self, account_id: &str) -> Result<Vec<TokenRecord>, ManageError> {
+        if self.account(account_id).await?.is_none() {
+            return Err(ManageError::UnknownAccount(account_id.to_owned()));
+        }
+        Ok(self
+            .within_store_timeout(self.store().list_tokens(account_id))
+            .await?)
+    }
+
+    /// One token, if it exists (never its secret).
+    pub async fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>, ManageError> {
+        Ok(self
+            .within_store_timeout(self.store().get_token(id))
+            .await?)
+    }
+
+    /// Audit events matching `query`, newest first (at most 500 at a time;
+    /// page with `before` set to the last event's id).
+    pub async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, ManageError> {
+        if !(1..=MAX_AUDIT_PAGE).contains(&query.limit) {
+            return Err(rules::invalid(format!(
+                "limit must be 1 to {MAX_AUDIT_PAGE}"
+            )));
+        }
+        Ok(self
+            .within_store_timeout(self.store().audit_events(query))
+            .await?)
+    }
+
+    /// A token's requests per hour over the last `hours` hours (1 to 2160),
+    /// oldest first, one entry per hour (zeros included). Counts reach the
+    /// store every last-use flush interval (10 s by default).
+    pub async fn token_usage(
+        &self,
+        id: &TokenId,
+        hours: u32,
+    ) -> Result<Vec<UsageHour>, ManageError> {
+        if !(1..=MAX_USAGE_HOURS).contains(&hours) {
+            return Err(rules::invalid(format!(
+                "hours must be 1 to {MAX_USAGE_HOURS}"
+            )));
+        }
+        let current = hour_of(self.clock().now());
+        let first = current - time::Duration::hours(i64::from(hours) - 1);
+        let rows = self
+            .within_store_timeout(self.store().usage_series(id, first))
+            .await?;
+        Ok((0..i64::from(hours))
+            .map(|i| {
+                let hour = first + time::Duration::hours(i);
+                rows.iter()
+                    .find(|row| row.hour == hour)
+                    .copied()
+                    .unwrap_or(UsageHour {
+                        hour,
+                        admitted: 0,
+                        limited: 0,
+                    })
+            })
+            .collect())
+    }
+
+    /// Admitted requests in the last 24 hours of each of `ids`.
+    pub(crate) async fn requests_24h(
+        &self,
+        ids: &[TokenId],
+    ) -> Result<std::collections::HashMap<TokenId, u64>, ManageError> {
+        let since = hour_of(self.clock().now()) - time::Duration::hours(23);
+        let totals = self
+            .within_store_timeout(self.store().usage_totals(ids, since))
+            .await?;
+        Ok(totals.into_iter().collect())
+    }
+}
+
+/// The start of the hour `t` falls in.
+pub(crate) fn hour_of(t: OffsetDateTime) -> OffsetDateTime {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    t.replace_time(time::Time::from_hms(t.hour(), 0, 0).unwrap_or(time::Time::MIDNIGHT))
+}

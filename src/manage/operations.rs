@@ -1,0 +1,398 @@
+//! The changes, each in one store transaction with its audit event: a
+//! change and its event commit together or not at all.
+
+use std::time::Duration;
+
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::rules::{
+    check_rotatable, closest, inserted, invalid, old_token_stops, validate_account_id,
+    validate_expiry, validate_plan_name, validate_token_name,
+};
+use super::{Actor, CreatedToken, MAX_GRACE, ManageError, RotatedToken, TokenSpec};
+use crate::gate::TokenGate;
+use crate::scope::Scopes;
+use crate::store::{
+    Account, AuditEvent, Change, NewToken, Plan, StoreError, TokenRecord, TokenUpdate, WriteTx,
+};
+use crate::token::TokenId;
+
+/// Changes made on behalf of an [`Actor`], who is named in the audit log.
+/// Made by [`TokenGate::acting_as`].
+#[derive(Debug, Clone)]
+pub struct Management<'g> {
+    gate: &'g TokenGate,
+    actor: Actor,
+}
+
+impl<'g> Management<'g> {
+    pub(super) fn new(gate: &'g TokenGate, actor: Actor) -> Self {
+        Self { gate, actor }
+    }
+
+    /// Starts a write transaction (rolled back if dropped uncommitted).
+    async fn begin(&self) -> Result<Box<dyn WriteTx>, ManageError> {
+        let gate = self.gate;
+        Ok(gate
+            .within_store_timeout(gate.store().begin_write())
+            .await?)
+    }
+
+    /// Commits `tx`, then applies `changes` to this process's caches.
+    async fn commit(&self, tx: Box<dyn WriteTx>, changes: &[Change]) -> Result<(), ManageError> {
+        self.gate.within_store_timeout(tx.commit()).await?;
+        self.gate.invalidate_all(changes);
+        Ok(())
+    }
+
+    /// An audit event by this actor, at `at`.
+    pub(super) fn event(
+        &self,
+        at: OffsetDateTime,
+        action: &str,
+        account_id: Option<&str>,
+        token_id: Option<TokenId>,
+        details: serde_json::Value,
+    ) -> AuditEvent {
+        AuditEvent {
+            id: 0,
+            at,
+            action: action.to_owned(),
+            actor: self.actor.name.clone(),
+            account_id: account_id.map(str::to_owned),
+            token_id,
+            source_ip: self.actor.source_ip.map(|ip| ip.to_string()),
+            request_id: self.actor.request_id.clone(),
+            details,
+        }
+    }
+
+    pub(super) fn gate(&self) -> &TokenGate {
+        self.gate
+    }
+
+    /// Creates a token as `spec` says for an existing account. The
+    /// plaintext is in the result, once. Beyond the plan's token cap it is
+    /// refused ([`ManageError::TooManyTokens`]).
+    pub async fn create_token_with(
+        &self,
+        account_id: &str,
+        spec: TokenSpec,
+    ) -> Result<CreatedToken, ManageError> {
+        let gate = self.gate;
+        let TokenSpec {
+            name,
+            expires_at,
+            scopes,
+        } = spec;
+        validate_account_id(account_id)?;
+        validate_token_name(&name)?;
+        let now = gate.now();
+        let expires_at = validate_expiry(expires_at, now)?;
+        let scopes = Scopes::requested(scopes.as_deref(), gate.scopes())
+            .map_err(|e| ManageError::Scope(e.to_string()))?;
+        // Fail fast before spending argon2 on an account that does not exist.
+        if gate.account(account_id).await?.is_none() {
+            return Err(ManageError::UnknownAccount(account_id.to_owned()));
+        }
+        let minted = gate.format().generate();
+        let secret_hash = gate
+            .hash_secret(minted.secret.clone())
+            .await
+            .map_err(|e| ManageError::Internal(e.to_string()))?;
+        let token = NewToken {
+            id: minted.id,
+            account_id: account_id.to_owned(),
+            name,
+            secret_hash,
+            secret_tag: minted.secret_tag(),
+            hint: minted.token.hint(),
+            created_at: now,
+            expires_at,
+            scopes: scopes.names(),
+        };
+        let mut tx = self.begin().await?;
+        let Some(account) = tx.account(account_id).await? else {
+            return Err(ManageError::UnknownAccount(account_id.to_owned()));
+        };
+        let plan = tx.plan(&account.plan).await?;
+        if let Some(max) = plan.as_ref().and_then(|plan| plan.max_tokens)
+            && tx.count_live_tokens(account_id, gate.clock().now()).await? >= max
+        {
+            return Err(ManageError::TooManyTokens {
+                plan: account.plan,
+                max,
+            });
+        }
+        tx.insert_token(&token).await?;
+        tx.record_change(&Change::Created(token.id), now).await?;
+        let details = json!({
+            "name": token.name,
+            "scopes": token.scopes,
+            "expires_at": expires_at.map(rfc3339),
+        });
+        let event = self.event(
+            now,
+            "token.created",
+            Some(account_id),
+            Some(token.id),
+            details,
+        );
+        tx.record_audit(&event).await?;
+        let record = inserted(tx.token(&token.id).await?)?;
+        self.commit(tx, &[]).await?;
+        gate.learn_token(record.id, token.secret_tag);
+        gate.metrics().record_admin("create_token");
+        tracing::info!(token_id = %record.id, account_id, actor = %self.actor.name, "token created");
+        Ok(CreatedToken {
+            record,
+            token: minted.token,
+        })
+    }
+
+    /// Creates a token with every scope (see [`create_token_with`](Self::create_token_with)).
+    pub async fn create_token(
+        &self,
+        account_id: &str,
+        name: &str,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<CreatedToken, ManageError> {
+        self.create_token_with(account_id, TokenSpec::new(name).expires_at(expires_at))
+            .await
+    }
+
+    /// Revokes a token (idempotent: the first revocation time is kept). The
+    /// next request with it gets 401.
+    pub async fn revoke_token(&self, id: &TokenId) -> Result<TokenRecord, ManageError> {
+        let record = self
+            .revoke(id, "revoked", "token.revoked", json!({}))
+            .await?;
+        tracing::info!(token_id = %id, actor = %self.actor.name, "token revoked");
+        Ok(record)
+    }
+
+    /// Revokes `id` for `reason`, recording `action` with `details`; a token
+    /// already revoked is returned as it is, and nothing is recorded.
+    pub(super) async fn revoke(
+        &self,
+        id: &TokenId,
+        reason: &str,
+        action: &str,
+        details: serde_json::Value,
+    ) -> Result<TokenRecord, ManageError> {
+        let now = self.gate.clock().now();
+        let mut tx = self.begin().await?;
+        let token = tx.token(id).await?.ok_or(ManageError::UnknownToken(*id))?;
+        if token.revoked_at.is_some() {
+            return Ok(token);
+        }
+        let update = TokenUpdate {
+            expires_at: token.expires_at,
+            revoked_at: Some(now),
+            revoked_reason: Some(reason),
+            replaced_by: token.replaced_by,
+        };
+        tx.update_token(id, update).await?;
+        let change = Change::Token(*id);
+        tx.record_change(&change, now).await?;
+        let event = self.event(now, action, Some(&token.account_id), Some(*id), details);
+        tx.record_audit(&event).await?;
+        let record = tx.token(id).await?.ok_or(ManageError::UnknownToken(*id))?;
+        self.commit(tx, &[change]).await?;
+        self.gate.metrics().record_admin("revoke_token");
+        Ok(record)
+    }
+
+    /// Replaces a token with a new one (same account, name and scopes). The
+    /// old one keeps working for `grace`, and stops at once when `grace` is
+    /// zero. The new token keeps the old one's expiry unless
+    /// `new_expires_at` says otherwise.
+    pub async fn rotate_token(
+        &self,
+        id: &TokenId,
+        grace: Duration,
+        new_expires_at: Option<OffsetDateTime>,
+    ) -> Result<RotatedToken, ManageError> {
+        let gate = self.gate;
+        let too_long = || invalid("grace_seconds must be at most 2592000 (30 days)");
+        if grace > MAX_GRACE {
+            return Err(too_long());
+        }
+        let grace = time::Duration::try_from(grace).map_err(|_| too_long())?;
+        // The grace period ends when it says, to the millisecond; the new
+        // token's creation time is shown in whole seconds.
+        let precise_now = gate.clock().now();
+        let now = gate.now();
+        let new_expires_at = validate_expiry(new_expires_at, now)?;
+        let minted = gate.format().generate();
+        let new_secret_hash = gate
+            .hash_secret(minted.secret.clone())
+            .await
+            .map_err(|e| ManageError::Internal(e.to_string()))?;
+        let secret_tag = minted.secret_tag();
+        let mut tx = self.begin().await?;
+        let old = tx.token(id).await?.ok_or(ManageError::UnknownToken(*id))?;
+        check_rotatable(&old, precise_now)?;
+        let new = NewToken {
+            id: minted.id,
+            account_id: old.account_id.clone(),
+            name: old.name.clone(),
+            secret_hash: new_secret_hash,
+            secret_tag,
+            hint: minted.token.hint(),
+            created_at: now,
+            expires_at: new_expires_at.or(old.expires_at),
+            scopes: old.scopes.clone(),
+        };
+        tx.insert_token(&new).await?;
+        let stops = TokenUpdate {
+            replaced_by: Some(new.id),
+            ..old_token_stops(&old, precise_now, grace)
+        };
+        tx.update_token(id, stops).await?;
+        let change = Change::Token(*id);
+        tx.record_change(&Change::Created(new.id), now).await?;
+        tx.record_change(&change, now).await?;
+        let old = tx.token(id).await?.ok_or(ManageError::UnknownToken(*id))?;
+        let details = json!({
+            "new_token_id": new.id.to_string(),
+            "grace_seconds": grace.whole_seconds(),
+            "old_token_stops_at": old.revoked_at.or(old.expires_at).map(rfc3339),
+        });
+        let event = self.event(
+            now,
+            "token.rotated",
+            Some(&old.account_id),
+            Some(*id),
+            details,
+        );
+        tx.record_audit(&event).await?;
+        let new = inserted(tx.token(&new.id).await?)?;
+        self.commit(tx, &[change]).await?;
+        gate.learn_token(new.id, secret_tag);
+        gate.metrics().record_admin("rotate_token");
+        tracing::info!(old_token_id = %id, new_token_id = %new.id, grace_secs = grace.whole_seconds(), actor = %self.actor.name, "token rotated");
+        Ok(RotatedToken {
+            old,
+            record: new,
+            token: minted.token,
+        })
+    }
+
+    /// Creates an account or moves it to another plan; takes effect on the next request.
+    pub async fn set_account_plan(
+        &self,
+        account_id: &str,
+        plan: &str,
+    ) -> Result<Account, ManageError> {
+        let gate = self.gate;
+        validate_account_id(account_id)?;
+        let now = gate.now();
+        let unknown_plan = async || {
+            let plans = gate.plans().await.unwrap_or_default();
+            ManageError::UnknownPlan {
+                plan: plan.to_owned(),
+                closest: closest(plan, plans.iter().map(|p| p.name.as_str())),
+            }
+        };
+        if plan.chars().count() > 64 {
+            // Not worth a suggestion, nor an echo.
+            return Err(validate_plan_name(plan).unwrap_err());
+        }
+        if validate_plan_name(plan).is_err() {
+            return Err(unknown_plan().await);
+        }
+        let mut tx = self.begin().await?;
+        if tx.plan(plan).await?.is_none() {
+            drop(tx);
+            return Err(unknown_plan().await);
+        }
+        let changes = match tx.account(account_id).await? {
+            None => {
+                let account = Account {
+                    id: account_id.to_owned(),
+                    plan: plan.to_owned(),
+                    created_at: now,
+                    updated_at: now,
+                };
+                tx.insert_account(&account).await?;
+                let details = json!({ "plan": plan });
+                let event = self.event(now, "account.created", Some(account_id), None, details);
+                tx.record_audit(&event).await?;
+                vec![]
+            }
+            Some(old) if old.plan != plan => {
+                tx.set_account_plan(account_id, plan, now).await?;
+                let change = Change::Account(account_id.to_owned());
+                tx.record_change(&change, now).await?;
+                let details = json!({ "from": old.plan, "to": plan });
+                let event =
+                    self.event(now, "account.plan_changed", Some(account_id), None, details);
+                tx.record_audit(&event).await?;
+                vec![change]
+            }
+            Some(_) => vec![],
+        };
+        let account = tx
+            .account(account_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("an upserted account vanished".into()))?;
+        self.commit(tx, &changes).await?;
+        gate.metrics().record_admin("set_account_plan");
+        tracing::info!(account_id, plan, actor = %self.actor.name, "account plan set");
+        Ok(account)
+    }
+
+    /// Creates or replaces a plan; takes effect on the next request of every
+    /// token on it.
+    pub async fn set_plan(&self, plan: &Plan) -> Result<Plan, ManageError> {
+        let name = plan.name.as_str();
+        validate_plan_name(name)?;
+        // With a limit of 0 every request would be a 429 whose "try again
+        // in N seconds" never comes true.
+        if plan.api_access && plan.requests_per_hour == 0 {
+            return Err(invalid(
+                "requests_per_hour must be at least 1 for a plan with API access",
+            ));
+        }
+        if plan.api_access && plan.account_requests_per_hour == Some(0) {
+            return Err(invalid(
+                "account_requests_per_hour must be at least 1 (or null for no ceiling) for a plan with API access",
+            ));
+        }
+        let now = self.gate.now();
+        let mut tx = self.begin().await?;
+        let previous = tx.plan(name).await?;
+        if previous.as_ref() == Some(plan) {
+            return Ok(plan.clone());
+        }
+        tx.upsert_plan(plan).await?;
+        let change = Change::Plan(name.to_owned());
+        tx.record_change(&change, now).await?;
+        let (action, details) = match previous {
+            None => ("plan.created", json!({ "plan": plan })),
+            Some(previous) => ("plan.updated", json!({ "from": previous, "to": plan })),
+        };
+        tx.record_audit(&self.event(now, action, None, None, details))
+            .await?;
+        self.commit(tx, &[change]).await?;
+        self.gate.metrics().record_admin("set_plan");
+        tracing::info!(
+            plan = name,
+            api_access = plan.api_access,
+            requests_per_hour = plan.requests_per_hour,
+            account_requests_per_hour = plan.account_requests_per_hour,
+            max_tokens = plan.max_tokens,
+            actor = %self.actor.name,
+            "plan set"
+        );
+        Ok(plan.clone())
+    }
+}
+
+/// RFC 3339 text of a time, for audit details.
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
