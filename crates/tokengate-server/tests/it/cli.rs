@@ -816,13 +816,22 @@ fn top_level_help_names_every_environment_variable() {
         "RATE_LIMIT_FAILURE_POLICY",
         "CACHE_TTL_SECS",
         "SHUTDOWN_GRACE_SECS",
+        "AUDIT_RETENTION_DAYS",
+        "GITHUB_SECRET_SCANNING_KEYS",
         "RUST_LOG",
         "tokengate serve --help",
     ] {
         assert!(help.contains(variable), "{variable} not in:\n{help}");
     }
     let (help, _) = cli.ok(&["serve", "--help"]);
-    for variable in ["BIND_ADDR", "ADMIN_TOKEN", "CACHE_TTL_SECS", "RUST_LOG"] {
+    for variable in [
+        "BIND_ADDR",
+        "ADMIN_TOKEN",
+        "CACHE_TTL_SECS",
+        "AUDIT_RETENTION_DAYS",
+        "GITHUB_SECRET_SCANNING_KEYS",
+        "RUST_LOG",
+    ] {
         assert!(help.contains(variable), "{variable} not in:\n{help}");
     }
 }
@@ -899,4 +908,94 @@ fn tokens_can_be_limited_to_scopes_and_plans_capped() {
         &["token", "create", "acct_2", "--name", "two"],
         r#"the account already has 1 active tokens, the most plan "capped" allows: revoke one first"#,
     );
+}
+
+#[test]
+fn the_audit_log_names_the_cli_and_never_a_secret() {
+    let cli = Cli::new();
+    cli.ok(&["account", "set", "acct_1", "--plan", "pro"]);
+    cli.ok(&["account", "set", "acct_2", "--plan", "pro"]);
+    let (token, _) = cli.new_token(&["token", "create", "acct_1", "--name", "ci"]);
+    let id = token_id(&token);
+    cli.ok(&["token", "revoke", id]);
+    cli.new_token(&["token", "create", "acct_2", "--name", "other"]);
+
+    let (table, _) = cli.ok(&["audit", "--account", "acct_1"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("AT "), "a header line: {table}");
+    let actions: Vec<&str> = lines[1..]
+        .iter()
+        .map(|line| line.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["token.revoked", "token.created", "account.created"]
+    );
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|line| line.split_whitespace().nth(2) == Some("cli"))
+    );
+
+    let (json, _) = cli.ok(&["audit", "--token", id, "--json"]);
+    let events: Vec<serde_json::Value> = json
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["token_id"] == id && e["actor"] == "cli")
+    );
+    let (everything, _) = cli.ok(&["audit", "--json", "--limit", "500"]);
+    assert_eq!(everything.lines().count(), 5);
+    assert!(!everything.contains(secret_of(&token)));
+
+    let (revocations, _) = cli.ok(&["audit", "--action", "token.revoked", "--json"]);
+    assert_eq!(revocations.lines().count(), 1);
+    cli.fails(&["audit", "--token", "nope"], "not a token id");
+    cli.fails(&["audit", "--limit", "0"], "limit must be 1 to 500");
+}
+
+/// `.env.example` names every variable the server reads, and nothing else.
+#[test]
+fn env_example_matches_the_variables_the_server_reads() {
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.env.example"))
+            .unwrap();
+    let mut documented: Vec<&str> = example
+        .lines()
+        .map(|line| line.trim_start_matches("# ").trim())
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, _)| name)
+        .filter(|name| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .collect();
+    documented.sort_unstable();
+    documented.dedup();
+    let cli = Cli::new();
+    let (serve_help, _) = cli.ok(&["serve", "--help"]);
+    let (top_help, _) = cli.ok(&["--help"]);
+    // Every variable name either help mentions: `[env: NAME=...]` and the
+    // names in the Environment paragraph.
+    let mut read: Vec<String> = format!("{serve_help}{top_help}")
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| {
+            word.contains('_')
+                && word.len() > 3
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .map(str::to_owned)
+        .collect();
+    read.push("RUST_LOG".into());
+    read.sort_unstable();
+    read.dedup();
+    assert_eq!(documented, read);
 }

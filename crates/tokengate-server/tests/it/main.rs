@@ -7,6 +7,7 @@ mod process;
 mod support;
 
 mod admin_api;
+mod audit_and_leaks;
 mod cli;
 mod crash;
 mod file_faults;
