@@ -1,8 +1,10 @@
 //! The library's integration tests, one crate: the layer's contract, the
-//! stores against every backend, the Redis limiter, and the fuzz properties.
+//! stores against every backend, the Redis limiter, the settings router,
+//! and the fuzz properties.
 #![allow(unreachable_pub)] // helpers are `pub` for their sibling modules
 
 mod fuzz_equivalent;
 mod layer;
 mod redis_limiter;
+mod settings;
 mod store_conformance;
