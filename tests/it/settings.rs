@@ -121,7 +121,7 @@ impl Call {
         self
     }
 
-    fn from_peer(mut self, peer: Option<&'static str>) -> Self {
+    fn via_peer(mut self, peer: Option<&'static str>) -> Self {
         self.peer = peer;
         self
     }
@@ -485,7 +485,7 @@ async fn a_sign_in_header_from_an_untrusted_peer_is_401() {
             Call::get("/account"),
             Call::post("/tokens", json!({"name": "x"})),
         ] {
-            let response = call.by("acct_a").from_peer(peer).send(&app).await;
+            let response = call.by("acct_a").via_peer(peer).send(&app).await;
             assert_eq!(response.status, 401, "{peer:?}: {}", response.body);
             assert_eq!(response.body, NOT_SIGNED_IN);
         }
