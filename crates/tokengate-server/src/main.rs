@@ -87,6 +87,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Serve(args) => {
             let bind_addr = args.bind_addr().await?;
             args.admin_token()?;
+            args.settings_sign_in()?;
             let store = connect(&common.database_url, Create::Yes).await?;
             migrate(store.as_ref(), &shown).await?;
             serve(common, args, bind_addr, store).await
@@ -232,12 +233,21 @@ async fn serve(
         Err(e) => return Err(format!("cannot read the saved rate-limit windows: {e}")),
     }
     let maintenance = gate.spawn_maintenance();
+    let settings = args.settings_sign_in()?;
     let router = app(AppState {
         gate: gate.clone(),
         admin: Arc::new(admin),
+        settings: settings.clone(),
     });
     let local = listener.local_addr().unwrap_or(bind_addr);
     tracing::info!(address = %local, database = %redact_url(&common.database_url), "tokengate listening on http://{local}");
+    if let Some(sign_in) = settings {
+        tracing::info!(
+            "settings page at /settings/api-tokens, signed in by the {} header from {}",
+            sign_in.header(),
+            sign_in.trusted_proxies()
+        );
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(

@@ -23,7 +23,9 @@ const GATED_PREFIX: &str = "/api/v1/";
             `/admin` manages plans, accounts and tokens with `Authorization: Bearer $ADMIN_TOKEN`. \
             `/api/v1` is the demo protected API: every request carries `Authorization: Bearer <token>`, \
             is rate limited per token over any rolling hour, and every authenticated response carries \
-            `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`.\n\n\
+            `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. \
+            With `SETTINGS_AUTH_HEADER` set, `/settings/api-tokens` serves the Settings > API Tokens \
+            page and its API for the account an authenticating proxy signed in.\n\n\
             Every success body is `{\"success\": true, \"data\": ...}` and every error body is \
             `{\"success\": false, \"error\": \"<message>\"}` with `Content-Type: application/json`.",
     ),
@@ -43,11 +45,14 @@ const GATED_PREFIX: &str = "/api/v1/";
 )]
 struct ServerDoc;
 
-/// The whole document, serialized once.
-pub(crate) fn document(admin: OpenApi) -> Bytes {
+/// The whole document, serialized once; `settings` when the page is served.
+pub(crate) fn document(admin: OpenApi, settings: Option<OpenApi>) -> Bytes {
     let mut document = ServerDoc::openapi();
     document.merge(crate::demo::DemoDoc::openapi());
     document.merge(admin);
+    if let Some(settings) = settings {
+        document.merge(settings);
+    }
     tokengate::http::document_gated_routes(&mut document, GATED_PREFIX);
     Bytes::from(document.to_pretty_json().unwrap_or_else(|_| "{}".into()))
 }

@@ -27,7 +27,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use tokengate::http::{admin_router, error_response};
+use tokengate::http::{SettingsConfig, admin_router, error_response, settings_router};
 
 pub use crate::state::AppState;
 
@@ -38,10 +38,21 @@ use crate::request_id::{RequestIdLayer, X_REQUEST_ID};
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The whole server: `/health`, `/ready`, `/metrics`, `/openapi.json`,
-/// `/admin/...` and the demo API under `/api/v1`.
+/// `/admin/...`, the demo API under `/api/v1`, and the Settings > API Tokens
+/// page and API under `/settings/api-tokens` when `state.settings` is set.
 pub fn app(state: AppState) -> Router {
     let (admin_api, admin_doc) = admin_router(state.gate.clone(), Arc::clone(&state.admin));
-    let document = crate::openapi::document(admin_doc);
+    let (settings_page, settings_doc) = match &state.settings {
+        Some(sign_in) => {
+            // The auth proxy is the reverse proxy whose X-Forwarded-Host/-Proto count.
+            let config =
+                SettingsConfig::default().with_trusted_proxies(sign_in.trusted_proxies().clone());
+            let (router, doc) = settings_router(state.gate.clone(), sign_in.clone(), config);
+            (router, Some(doc))
+        }
+        None => (Router::new(), None),
+    };
+    let document = crate::openapi::document(admin_doc, settings_doc);
     let demo_api = crate::demo::router(&state.gate);
 
     Router::new()
@@ -55,6 +66,7 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
         .merge(admin_api)
         .merge(demo_api)
+        .merge(settings_page)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "Not found") })
         .method_not_allowed_fallback(|| async {
             error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tokengate::TokenGate;
-use tokengate::http::AdminAuth;
+use tokengate::http::{AdminAuth, ProxyHeaderSignIn};
 
 /// What the server's routes need.
 #[derive(Clone, Debug)]
@@ -12,4 +12,7 @@ pub struct AppState {
     pub gate: TokenGate,
     /// The admin credential.
     pub admin: Arc<AdminAuth>,
+    /// The Settings > API Tokens page's sign-in (`SETTINGS_AUTH_HEADER`);
+    /// `None`: the page and its API are not served.
+    pub settings: Option<ProxyHeaderSignIn>,
 }

@@ -42,6 +42,7 @@ impl TestApp {
         let router = app(AppState {
             gate: gate.clone(),
             admin: Arc::new(AdminAuth::from_token(ADMIN_TOKEN).unwrap()),
+            settings: None,
         });
         Self {
             gate,

@@ -34,6 +34,7 @@
     sessionExpired: false,
     auditNext: null,
     auditLoading: false,
+    auditUnavailable: false, // the server keeps no security log (its /audit is 404)
     auditGen: 0,
     refreshGen: 0,
     scopesBuilt: false,
@@ -475,7 +476,7 @@
   // more=false reloads the first page (after every change); an older reload
   // that answers late is ignored.
   function loadAudit(more) {
-    if (more && state.auditLoading) { return Promise.resolve(); }
+    if (state.auditUnavailable || (more && state.auditLoading)) { return Promise.resolve(); }
     var gen = more ? state.auditGen : ++state.auditGen;
     state.auditLoading = true;
     var path = '/audit?limit=' + AUDIT_PAGE_SIZE;
@@ -499,6 +500,12 @@
       if (gen !== state.auditGen) { return; }
       // The log is secondary: report its failure in place, not in the page alert.
       $('tg-audit-loading').hidden = true;
+      if (err && err.status === 404) {
+        // This server keeps no security log: the section goes away.
+        state.auditUnavailable = true;
+        $('tg-audit-section').hidden = true;
+        return;
+      }
       var box = $('tg-audit-error');
       box.textContent = 'The security log could not be loaded: ' + err.message;
       box.hidden = false;
