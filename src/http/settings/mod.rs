@@ -1,65 +1,10 @@
 //! Settings > API Tokens: the page where signed-in users manage their own
-//! tokens, and the JSON API behind it.
+//! tokens, and the JSON API behind it; [`settings_router`] documents both.
 //!
-//! [`settings_router`] serves, under a prefix (default `/settings/api-tokens`):
-//!
-//! | method & path | does |
-//! | --- | --- |
-//! | `GET {prefix}` | the page (HTML; its script and styles under `{prefix}/assets/`) |
-//! | `GET {prefix}/account` | the signed-in account: plan, API access, requests per hour |
-//! | `GET {prefix}/tokens` | its tokens, never a secret |
-//! | `POST {prefix}/tokens` | `{"name", "expires_at" or "expires_in_days"}`: `201`, the token shown once |
-//! | `DELETE {prefix}/tokens/{id}` | revoke |
-//! | `POST {prefix}/tokens/{id}/rotate` | `{"grace_seconds"}`: `201`, the new token shown once |
-//!
-//! Who is signed in is the host's to say, through [`SignIn`] (for an
-//! authenticating reverse proxy, [`ProxyHeaderSignIn`]). A token of another
-//! account is `404`, as if it did not exist. A plan without API access
-//! cannot create or rotate tokens (`403`, the contract's body). State
-//! changes from another site are `403` and must be JSON (`415`); every
-//! response carries a strict Content-Security-Policy, `Referrer-Policy:
-//! no-referrer` and `Cache-Control: no-store` (see the `guard` module).
-//!
-//! # Example
-//!
-//! ```
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use std::sync::Arc;
-//! use axum::Router;
-//! use http::request::Parts;
-//! use tokengate::http::{SettingsConfig, SignIn, settings_router};
-//! use tokengate::{SqliteStore, TokenGate, TokenStore};
-//!
-//! /// Your session, as your auth middleware left it in the request.
-//! #[derive(Clone)]
-//! struct CurrentUser {
-//!     account_id: String,
-//! }
-//!
-//! struct MySession;
-//!
-//! impl SignIn for MySession {
-//!     async fn account_id(&self, parts: &mut Parts) -> Option<String> {
-//!         let user = parts.extensions.get::<CurrentUser>()?;
-//!         Some(user.account_id.clone())
-//!     }
-//! }
-//!
-//! let store = SqliteStore::connect("sqlite::memory:").await?;
-//! store.migrate().await?;
-//! let gate = TokenGate::new(Arc::new(store))?;
-//!
-//! let (settings, openapi) = settings_router(gate.clone(), MySession, SettingsConfig::default());
-//! let app: Router = Router::new()
-//!     // .route("/login", ...) and the rest of your app
-//!     .merge(settings); // the page at /settings/api-tokens
-//! # let _ = (app, openapi);
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! `examples/settings.rs` is a whole host application with a session login.
+//! `api` holds the handlers (the signed-in account's own tokens only),
+//! `guard` the browser safety (same-origin state changes, JSON only,
+//! security headers), `page` the embedded page, `sign_in` the host's
+//! [`SignIn`] and the proxy-header one, `proxies` the trusted CIDR blocks.
 
 mod api;
 mod guard;
@@ -201,11 +146,76 @@ fn validate_prefix(prefix: &str) -> Result<(), &'static str> {
 )]
 struct SettingsDoc;
 
-/// The settings page and its JSON API, for the account that `sign_in`
-/// names, and their OpenAPI description (merge it into your document).
+/// The Settings > API Tokens page and its JSON API, for the account that
+/// `sign_in` names, and their OpenAPI description (merge it into your
+/// document). Merge the router into your app; under `config.prefix()`
+/// (default `/settings/api-tokens`) it serves:
 ///
-/// Merge the router into your app; the page is at `config.prefix()`. See
-/// the [module documentation](self) for the routes and an example.
+/// | method & path | does |
+/// | --- | --- |
+/// | `GET {prefix}` | the page (HTML; its script and styles under `{prefix}/assets/`) |
+/// | `GET {prefix}/account` | the signed-in account: plan, API access, requests per hour |
+/// | `GET {prefix}/tokens` | its tokens, never a secret |
+/// | `POST {prefix}/tokens` | `{"name", "expires_at" or "expires_in_days"}`: `201`, the token shown once |
+/// | `DELETE {prefix}/tokens/{id}` | revoke |
+/// | `POST {prefix}/tokens/{id}/rotate` | `{"grace_seconds"}`: `201`, the new token shown once |
+///
+/// Who is signed in is the host's to say, through [`SignIn`] (for an
+/// authenticating reverse proxy, [`ProxyHeaderSignIn`]). A token of another
+/// account is `404`, as if it did not exist. A plan without API access
+/// cannot create or rotate tokens (`403`, the contract's body). State
+/// changes from another site are `403` and must be JSON (`415`); every
+/// response carries a strict Content-Security-Policy, `Referrer-Policy:
+/// no-referrer` and `Cache-Control: no-store`.
+///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use axum::{Router, routing::get};
+/// use http::request::Parts;
+/// use tokengate::http::{SettingsConfig, SignIn, settings_router};
+/// use tokengate::{Principal, SqliteStore, TokenGate, TokenStore};
+///
+/// /// The signed-in user, as your own auth middleware left it in the request.
+/// #[derive(Clone)]
+/// struct CurrentUser {
+///     account_id: String,
+/// }
+///
+/// /// Tells the settings page who is signed in.
+/// struct MySignIn;
+///
+/// impl SignIn for MySignIn {
+///     async fn account_id(&self, parts: &mut Parts) -> Option<String> {
+///         let user = parts.extensions.get::<CurrentUser>()?;
+///         Some(user.account_id.clone())
+///     }
+/// }
+///
+/// async fn hello(principal: Principal) -> String {
+///     format!("hello, {}", principal.account_id())
+/// }
+///
+/// let store = SqliteStore::connect("sqlite::memory:").await?;
+/// store.migrate().await?;
+/// let gate = TokenGate::new(Arc::new(store))?;
+///
+/// let (settings, openapi) = settings_router(gate.clone(), MySignIn, SettingsConfig::default());
+/// let app: Router = Router::new()
+///     .route("/api/v1/hello", get(hello))
+///     .layer(gate.layer()) // your API, behind the gate
+///     .merge(settings); // the page at /settings/api-tokens, behind your sign-in
+/// # let _ = (app, openapi);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// `examples/settings.rs` is a whole host application with a session login
+/// (`tower-sessions`); for an authenticating reverse proxy use
+/// [`ProxyHeaderSignIn`] with [`SettingsConfig::with_trusted_proxies`].
 pub fn settings_router<A: SignIn>(
     gate: TokenGate,
     sign_in: A,
