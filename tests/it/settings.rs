@@ -443,6 +443,10 @@ async fn every_answer_carries_the_security_headers() {
         assert_eq!(response.header("referrer-policy"), "no-referrer");
         assert_eq!(response.header("x-content-type-options"), "nosniff");
         assert_eq!(response.header("x-frame-options"), "DENY");
+        assert_eq!(
+            response.header("cross-origin-resource-policy"),
+            "same-origin"
+        );
     }
     assert_eq!(responses[0].header("cache-control"), "no-store");
     assert_eq!(responses[1].header("cache-control"), "no-cache");

@@ -37,6 +37,8 @@ pub(crate) const CONTENT_SECURITY_POLICY_VALUE: &str = "default-src 'none'; scri
 /// The answer to a state change from another site.
 pub(crate) const CROSS_SITE_MESSAGE: &str = "Cross-site request refused";
 
+static CROSS_ORIGIN_RESOURCE_POLICY: HeaderName =
+    HeaderName::from_static("cross-origin-resource-policy");
 static SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -78,6 +80,11 @@ pub(super) async fn security_headers(request: Request, next: Next) -> Response {
         (X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
         // For browsers that predate `frame-ancestors`.
         (X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        // No other site may even embed these responses (`<script src>`, `<img src>`).
+        (
+            CROSS_ORIGIN_RESOURCE_POLICY.clone(),
+            HeaderValue::from_static("same-origin"),
+        ),
         (CACHE_CONTROL, HeaderValue::from_static("no-store")),
     ] {
         headers.entry(name).or_insert(value);
