@@ -1,6 +1,7 @@
-//! The HTTP side: the admin API router, the JSON envelope and its error
-//! type, and the OpenAPI pieces. Mount the routers you need in your app; the
-//! standalone server mounts them all.
+//! The HTTP side: the admin API router, the Settings > API Tokens router
+//! (page and API), the JSON envelope and its error type, and the OpenAPI
+//! pieces. Mount the routers you need in your app; the standalone server
+//! mounts them all.
 //!
 //! Dependencies point one way: `envelope` is a leaf; `openapi` describes the
 //! envelope and the contract; the routers use both and the gate.
@@ -14,6 +15,8 @@ mod github;
 mod leaks;
 mod openapi;
 mod origin;
+#[cfg(feature = "settings")]
+mod settings;
 
 pub use admin::admin_router;
 pub use admin_auth::{AdminAuth, AdminTokenOrigin, GeneratedAdminToken, InvalidAdminToken};
@@ -27,6 +30,12 @@ pub use github::{GithubKeys, KeyFileError};
 #[cfg_attr(docsrs, doc(cfg(feature = "github-leaks")))]
 pub use leaks::github_leak_router;
 pub use openapi::document_gated_routes;
+#[cfg(feature = "settings")]
+#[cfg_attr(docsrs, doc(cfg(feature = "settings")))]
+pub use settings::{
+    DEFAULT_SETTINGS_PREFIX, InvalidSettingsPrefix, InvalidTrustedProxies, ProxyHeaderSignIn,
+    SettingsConfig, SignIn, TrustedProxies, settings_router,
+};
 
 use crate::manage::ManageError;
 

@@ -122,7 +122,7 @@ impl Modify for AdminScheme {
 }
 
 /// An error response whose body is the [`ErrorEnvelope`], with `example` as its message.
-fn error_response(description: &str, example: &str) -> ResponseBuilder {
+pub(crate) fn error_response(description: &str, example: &str) -> ResponseBuilder {
     error_response_with_body(
         description,
         serde_json::json!({"success": false, "error": example}),

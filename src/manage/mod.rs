@@ -30,6 +30,7 @@ mod rules;
 pub(crate) use leaks::token_hash;
 pub use leaks::{LeakOutcome, LeakReport};
 pub use operations::Management;
+pub(crate) use rules::validate_account_id;
 
 /// Longest rotation grace period: 30 days.
 pub const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);

@@ -1,5 +1,6 @@
 //! The library's integration tests, one crate: the layer's contract, the
-//! stores against every backend, the Redis limiter, and the fuzz properties.
+//! stores against every backend, the Redis limiter, the settings router,
+//! and the fuzz properties.
 #![allow(unreachable_pub)] // helpers are `pub` for their sibling modules
 
 mod audit_and_usage;
@@ -7,4 +8,5 @@ mod fuzz_equivalent;
 mod layer;
 mod redis_limiter;
 mod scopes_and_limits;
+mod settings;
 mod store_conformance;

@@ -25,8 +25,9 @@ Environment:
   ARGON2_ITERATIONS (2), ARGON2_PARALLELISM (1), LOG_FORMAT (text|json).
   `serve` (the default command) also reads BIND_ADDR, ADMIN_TOKEN, REDIS_URL,
   REDIS_KEY_PREFIX, RATE_LIMIT_FAILURE_POLICY, CACHE_TTL_SECS, SHUTDOWN_GRACE_SECS,
-  AUDIT_RETENTION_DAYS (400) and GITHUB_SECRET_SCANNING_KEYS (a key file; enables
-  POST /leaks/github): see `tokengate serve --help`.
+  AUDIT_RETENTION_DAYS (400), GITHUB_SECRET_SCANNING_KEYS (a key file; enables
+  POST /leaks/github), SETTINGS_AUTH_HEADER and SETTINGS_TRUSTED_PROXIES (the
+  Settings > API Tokens page behind an auth proxy): see `tokengate serve --help`.
   RUST_LOG sets the log filter (default: info for serve, warn for other commands;
   per-request lines are at debug).";
 
@@ -53,7 +54,8 @@ pub(crate) struct Cli {
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
-    /// Run the server: admin API, demo API, health, metrics (the default).
+    /// Run the server: admin API, demo API, health, metrics, and the Settings >
+    /// API Tokens page behind an auth proxy (the default).
     #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use tokengate::http::AdminAuth;
+use http::HeaderName;
+use tokengate::http::{AdminAuth, ProxyHeaderSignIn, TrustedProxies};
 use tokengate::{Argon2Params, LimiterFailurePolicy, TokenFormat};
 
 /// Options every subcommand understands. Each flag also reads an environment
@@ -127,6 +128,23 @@ pub(crate) struct ServeArgs {
     /// Seconds to wait for in-flight requests on SIGTERM/SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub(crate) shutdown_grace_secs: u64,
+
+    /// Serve the Settings > API Tokens page and its API at /settings/api-tokens,
+    /// signed in by an authenticating reverse proxy (oauth2-proxy, nginx
+    /// auth_request) that puts the account id in this header, e.g.
+    /// X-Forwarded-User. Unset: those routes do not exist.
+    #[arg(long, env = "SETTINGS_AUTH_HEADER")]
+    pub(crate) settings_auth_header: Option<String>,
+
+    /// The proxies (comma-separated CIDR blocks) whose SETTINGS_AUTH_HEADER and
+    /// X-Forwarded-Host/-Proto are believed; from any other peer the settings
+    /// API answers 401.
+    #[arg(
+        long,
+        env = "SETTINGS_TRUSTED_PROXIES",
+        default_value = "127.0.0.0/8,::1/128"
+    )]
+    pub(crate) settings_trusted_proxies: String,
 }
 
 /// `RATE_LIMIT_FAILURE_POLICY` values.
@@ -160,6 +178,36 @@ impl ServeArgs {
         };
         AdminAuth::from_token(token).map_err(|e| format!("invalid ADMIN_TOKEN: {e}"))?;
         Ok(Some(token))
+    }
+
+    /// The settings page's sign-in, when `SETTINGS_AUTH_HEADER` is set (an
+    /// empty value counts as unset).
+    pub(crate) fn settings_sign_in(&self) -> Result<Option<ProxyHeaderSignIn>, String> {
+        let trusted: TrustedProxies = self
+            .settings_trusted_proxies
+            .parse()
+            .map_err(|e| format!("invalid SETTINGS_TRUSTED_PROXIES: {e}"))?;
+        let Some(name) = self
+            .settings_auth_header
+            .as_deref()
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+        else {
+            return Ok(None);
+        };
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            format!(
+                "invalid SETTINGS_AUTH_HEADER {name:?}: not a header name (e.g. X-Forwarded-User)"
+            )
+        })?;
+        if trusted.is_empty() {
+            return Err(
+                "SETTINGS_TRUSTED_PROXIES is empty, so SETTINGS_AUTH_HEADER would never be believed: \
+                 name the auth proxy's addresses (default 127.0.0.0/8,::1/128)"
+                    .into(),
+            );
+        }
+        Ok(Some(ProxyHeaderSignIn::new(header, trusted)))
     }
 
     /// `BIND_ADDR` as a socket address, resolving a host name such as `localhost`.

@@ -91,6 +91,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 // Refuse a bad key file before touching the database.
                 config::load_github_keys(path)?;
             }
+            args.settings_sign_in()?;
             let store = connect(&common.database_url, Create::Yes).await?;
             migrate(store.as_ref(), &shown).await?;
             serve(common, args, bind_addr, store).await
@@ -248,9 +249,20 @@ async fn serve(
         tracing::info!(file = %path.display(), keys = ids.len(), "POST /leaks/github enabled (GitHub secret scanning)");
         state = state.with_github_keys(keys, Some(path.clone()));
     }
+    let settings = args.settings_sign_in()?;
+    if let Some(sign_in) = &settings {
+        state = state.with_settings(sign_in.clone());
+    }
     let router = app(state);
     let local = listener.local_addr().unwrap_or(bind_addr);
     tracing::info!(address = %local, database = %redact_url(&common.database_url), "tokengate listening on http://{local}");
+    if let Some(sign_in) = settings {
+        tracing::info!(
+            "settings page at /settings/api-tokens, signed in by the {} header from {}",
+            sign_in.header(),
+            sign_in.trusted_proxies()
+        );
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(

@@ -23,7 +23,9 @@ const GATED_PREFIX: &str = "/api/v1/";
             `/admin` manages plans, accounts and tokens with `Authorization: Bearer $ADMIN_TOKEN`. \
             `/api/v1` is the demo protected API: every request carries `Authorization: Bearer <token>`, \
             is rate limited per token over any rolling hour, and every authenticated response carries \
-            `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`.\n\n\
+            `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`. \
+            With `SETTINGS_AUTH_HEADER` set, `/settings/api-tokens` serves the Settings > API Tokens \
+            page and its API for the account an authenticating proxy signed in.\n\n\
             Every success body is `{\"success\": true, \"data\": ...}` and every error body is \
             `{\"success\": false, \"error\": \"<message>\"}` with `Content-Type: application/json`.",
     ),

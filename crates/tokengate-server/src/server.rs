@@ -27,7 +27,9 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use tokengate::http::{admin_router, error_response, github_leak_router};
+use tokengate::http::{
+    SettingsConfig, admin_router, error_response, github_leak_router, settings_router,
+};
 
 pub use crate::state::AppState;
 
@@ -38,7 +40,8 @@ use crate::request_id::{RequestIdLayer, X_REQUEST_ID};
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The whole server: `/health`, `/ready`, `/metrics`, `/openapi.json`,
-/// `/admin/...` and the demo API under `/api/v1`.
+/// `/admin/...`, the demo API under `/api/v1`, and the Settings > API Tokens
+/// page and API under `/settings/api-tokens` when `state.settings` is set.
 pub fn app(state: AppState) -> Router {
     let (admin_api, admin_doc) = admin_router(state.gate.clone(), Arc::clone(&state.admin));
     let mut documents = vec![admin_doc];
@@ -47,6 +50,15 @@ pub fn app(state: AppState) -> Router {
         documents.push(document);
         router
     });
+    let mut settings_page = Router::new();
+    if let Some(sign_in) = &state.settings {
+        // The auth proxy is the reverse proxy whose X-Forwarded-Host/-Proto count.
+        let config =
+            SettingsConfig::default().with_trusted_proxies(sign_in.trusted_proxies().clone());
+        let (router, document) = settings_router(state.gate.clone(), sign_in.clone(), config);
+        documents.push(document);
+        settings_page = router;
+    }
     let document = crate::openapi::document(documents);
     let demo_api = crate::demo::router(&state.gate);
 
@@ -62,6 +74,7 @@ pub fn app(state: AppState) -> Router {
         .merge(admin_api)
         .merge(demo_api)
         .merge(leaks_api.unwrap_or_default())
+        .merge(settings_page)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "Not found") })
         .method_not_allowed_fallback(|| async {
             error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokengate::TokenGate;
-use tokengate::http::{AdminAuth, GithubKeys};
+use tokengate::http::{AdminAuth, GithubKeys, ProxyHeaderSignIn};
 
 /// What the server's routes need.
 #[derive(Clone, Debug)]
@@ -16,6 +16,9 @@ pub struct AppState {
     /// GitHub's secret scanning keys (and the file to re-read them from):
     /// `POST /leaks/github` exists only with them.
     pub github_keys: Option<(GithubKeys, Option<PathBuf>)>,
+    /// The Settings > API Tokens page's sign-in (`SETTINGS_AUTH_HEADER`);
+    /// `None`: the page and its API are not served.
+    pub settings: Option<ProxyHeaderSignIn>,
 }
 
 impl AppState {
@@ -25,12 +28,19 @@ impl AppState {
             gate,
             admin: Arc::new(admin),
             github_keys: None,
+            settings: None,
         }
     }
 
     /// With `POST /leaks/github`, checking signatures with `keys`.
     pub fn with_github_keys(mut self, keys: GithubKeys, file: Option<PathBuf>) -> Self {
         self.github_keys = Some((keys, file));
+        self
+    }
+
+    /// With the Settings > API Tokens page, signed in by `sign_in`.
+    pub fn with_settings(mut self, sign_in: ProxyHeaderSignIn) -> Self {
+        self.settings = Some(sign_in);
         self
     }
 }

@@ -48,6 +48,8 @@ mod reports;
 mod tokens;
 
 use reports::{__path_audit, __path_report_leaks, audit, report_leaks};
+pub(crate) use reports::{AuditPage, audit_page, audit_query};
+pub(crate) use tokens::parse_token_id;
 use tokens::{
     __path_create_token, __path_get_token, __path_list_tokens, __path_revoke_token,
     __path_rotate_token, __path_token_usage, create_token, get_token, list_tokens, revoke_token,

@@ -799,6 +799,33 @@ fn cli_commands_are_quiet_unless_rust_log_says_otherwise() {
 }
 
 #[test]
+fn bad_settings_configuration_is_one_line_before_serving() {
+    let cli = Cli::new();
+    for (extra, expected) in [
+        (
+            &[("SETTINGS_AUTH_HEADER", "X Forwarded User")][..],
+            "invalid SETTINGS_AUTH_HEADER \"X Forwarded User\": not a header name",
+        ),
+        (
+            &[("SETTINGS_TRUSTED_PROXIES", "10.0.0.0/33")][..],
+            "invalid SETTINGS_TRUSTED_PROXIES: invalid trusted proxy \"10.0.0.0/33\"",
+        ),
+        (
+            &[
+                ("SETTINGS_AUTH_HEADER", "X-Forwarded-User"),
+                ("SETTINGS_TRUSTED_PROXIES", ""),
+            ][..],
+            "SETTINGS_TRUSTED_PROXIES is empty",
+        ),
+    ] {
+        let mut extra = extra.to_vec();
+        extra.push(("BIND_ADDR", "127.0.0.1:0"));
+        cli.fails_with(&extra, &["serve"], expected);
+    }
+    assert!(!cli.path().join("tokengate.db").exists());
+}
+
+#[test]
 fn top_level_help_names_every_environment_variable() {
     let cli = Cli::new();
     let (help, _) = cli.ok(&["--help"]);
@@ -818,6 +845,8 @@ fn top_level_help_names_every_environment_variable() {
         "SHUTDOWN_GRACE_SECS",
         "AUDIT_RETENTION_DAYS",
         "GITHUB_SECRET_SCANNING_KEYS",
+        "SETTINGS_AUTH_HEADER",
+        "SETTINGS_TRUSTED_PROXIES",
         "RUST_LOG",
         "tokengate serve --help",
     ] {
@@ -830,6 +859,8 @@ fn top_level_help_names_every_environment_variable() {
         "CACHE_TTL_SECS",
         "AUDIT_RETENTION_DAYS",
         "GITHUB_SECRET_SCANNING_KEYS",
+        "SETTINGS_AUTH_HEADER",
+        "SETTINGS_TRUSTED_PROXIES",
         "RUST_LOG",
     ] {
         assert!(help.contains(variable), "{variable} not in:\n{help}");

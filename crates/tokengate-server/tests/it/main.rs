@@ -1,8 +1,11 @@
 //! The server's integration tests, one crate: the admin API, the CLI, the
 //! release binary over HTTP, hostile input, crashes and file faults, the
-//! OpenAPI document, metrics, request ids and scale-out.
+//! OpenAPI document, metrics, request ids, scale-out, and the Settings > API
+//! Tokens page in headless Chromium.
 #![allow(unreachable_pub)] // helpers are `pub` for their sibling modules
 
+mod auth_proxy;
+mod browser;
 mod process;
 mod support;
 
@@ -19,3 +22,4 @@ mod request_id;
 mod scale_out;
 mod secrets;
 mod server_e2e;
+mod settings_page;
