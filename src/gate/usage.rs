@@ -33,9 +33,17 @@ impl LastUse {
         }
     }
 
-    /// Writes pending times; on failure they are kept for the next try.
+    /// Writes pending times. They stay pending until written: a failed
+    /// flush, or one cut short (a timeout, shutdown) by dropping this future,
+    /// leaves them for the next try.
     pub(super) async fn flush(&self, store: &dyn CredentialStore) -> Result<usize, StoreError> {
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let pending: Vec<(TokenId, i64)> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, secs)| (*id, *secs))
+            .collect();
         if pending.is_empty() {
             return Ok(0);
         }
@@ -47,16 +55,14 @@ impl LastUse {
                     .map(|at| (*id, at))
             })
             .collect();
-        match store.record_last_used(&batch).await {
-            Ok(()) => Ok(batch.len()),
-            Err(e) => {
-                let mut current = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                for (id, secs) in pending {
-                    let slot = current.entry(id).or_insert(secs);
-                    *slot = (*slot).max(secs);
-                }
-                Err(e)
+        store.record_last_used(&batch).await?;
+        // Forget what was written, unless a later use was noted meanwhile.
+        let mut current = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, secs) in &pending {
+            if current.get(id) == Some(secs) {
+                current.remove(id);
             }
         }
+        Ok(batch.len())
     }
 }
