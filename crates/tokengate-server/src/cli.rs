@@ -21,8 +21,9 @@ Environment:
   Also read by every command: TOKEN_PREFIX (default iit_), ARGON2_MEMORY_KIB (19456),
   ARGON2_ITERATIONS (2), ARGON2_PARALLELISM (1), LOG_FORMAT (text|json).
   `serve` (the default command) also reads BIND_ADDR, ADMIN_TOKEN, REDIS_URL,
-  REDIS_KEY_PREFIX, RATE_LIMIT_FAILURE_POLICY, CACHE_TTL_SECS and
-  SHUTDOWN_GRACE_SECS: see `tokengate serve --help`.
+  REDIS_KEY_PREFIX, RATE_LIMIT_FAILURE_POLICY, CACHE_TTL_SECS, SHUTDOWN_GRACE_SECS,
+  HEADER_READ_TIMEOUT_SECS, IDLE_TIMEOUT_SECS, MAX_CONNECTIONS and CREATE_DB:
+  see `tokengate serve --help`.
   RUST_LOG sets the log filter (default: info for serve, warn for other commands;
   per-request lines are at debug).";
 

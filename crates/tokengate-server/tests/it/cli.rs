@@ -554,6 +554,25 @@ fn bad_configuration_values_exit_1_with_one_line_naming_the_variable() {
             r#"invalid SHUTDOWN_GRACE_SECS "-1""#,
         ),
         (
+            "HEADER_READ_TIMEOUT_SECS",
+            "0",
+            serve,
+            r#"invalid HEADER_READ_TIMEOUT_SECS "0""#,
+        ),
+        (
+            "IDLE_TIMEOUT_SECS",
+            "1m",
+            serve,
+            r#"invalid IDLE_TIMEOUT_SECS "1m""#,
+        ),
+        (
+            "MAX_CONNECTIONS",
+            "0",
+            serve,
+            r#"invalid MAX_CONNECTIONS "0""#,
+        ),
+        ("CREATE_DB", "maybe", serve, r#"invalid CREATE_DB "maybe""#),
+        (
             "RATE_LIMIT_FAILURE_POLICY",
             "open",
             serve,
@@ -775,13 +794,30 @@ fn top_level_help_names_every_environment_variable() {
         "RATE_LIMIT_FAILURE_POLICY",
         "CACHE_TTL_SECS",
         "SHUTDOWN_GRACE_SECS",
+        "HEADER_READ_TIMEOUT_SECS",
+        "IDLE_TIMEOUT_SECS",
+        "MAX_CONNECTIONS",
+        "CREATE_DB",
         "RUST_LOG",
         "tokengate serve --help",
     ] {
         assert!(help.contains(variable), "{variable} not in:\n{help}");
     }
     let (help, _) = cli.ok(&["serve", "--help"]);
-    for variable in ["BIND_ADDR", "ADMIN_TOKEN", "CACHE_TTL_SECS", "RUST_LOG"] {
+    for variable in [
+        "BIND_ADDR",
+        "ADMIN_TOKEN",
+        "REDIS_URL",
+        "REDIS_KEY_PREFIX",
+        "RATE_LIMIT_FAILURE_POLICY",
+        "CACHE_TTL_SECS",
+        "SHUTDOWN_GRACE_SECS",
+        "HEADER_READ_TIMEOUT_SECS",
+        "IDLE_TIMEOUT_SECS",
+        "MAX_CONNECTIONS",
+        "CREATE_DB",
+        "RUST_LOG",
+    ] {
         assert!(help.contains(variable), "{variable} not in:\n{help}");
     }
 }
