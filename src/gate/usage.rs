@@ -39,9 +39,17 @@ impl LastUse {
         }
     }
 
-    /// Writes pending times; on failure they are kept for the next try.
+    /// Writes pending times. They stay pending until written: a failed
+    /// flush, or one cut short (a timeout, shutdown) by dropping this future,
+    /// leaves them for the next try.
     pub(super) async fn flush(&self, store: &dyn CredentialStore) -> Result<usize, StoreError> {
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let pending: Vec<(TokenId, i64)> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, secs)| (*id, *secs))
+            .collect();
         if pending.is_empty() {
             return Ok(0);
         }
@@ -53,17 +61,15 @@ impl LastUse {
                     .map(|at| (*id, at))
             })
             .collect();
-        match store.record_last_used(&batch).await {
-            Ok(()) => Ok(batch.len()),
-            Err(e) => {
-                let mut current = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                for (id, secs) in pending {
-                    let slot = current.entry(id).or_insert(secs);
-                    *slot = (*slot).max(secs);
-                }
-                Err(e)
+        store.record_last_used(&batch).await?;
+        // Forget what was written, unless a later use was noted meanwhile.
+        let mut current = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, secs) in &pending {
+            if current.get(id) == Some(secs) {
+                current.remove(id);
             }
         }
+        Ok(batch.len())
     }
 }
 
@@ -75,7 +81,11 @@ pub(super) struct PendingUsage {
 }
 
 impl PendingUsage {
-    /// Writes `taken` (and whatever a failed flush left) to the hour of `now`.
+    /// Writes `taken` (and whatever an earlier flush left) to the hour of
+    /// `now`. Counts stay pending until written: a failed flush, or one cut
+    /// short by dropping this future (the store timeout, shutdown), leaves
+    /// them for the next try. (A write that committed just as it was cut is
+    /// counted again: at least once, never lost.)
     pub(super) async fn flush(
         &self,
         taken: Vec<(TokenId, Tally)>,
@@ -102,17 +112,35 @@ impl PendingUsage {
                 limited: tally.limited,
             })
             .collect();
-        match store.record_usage(&deltas).await {
-            Ok(()) => Ok(deltas.len()),
-            Err(e) => {
-                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                for (token, tally) in batch {
-                    let slot = pending.entry(token).or_default();
-                    slot.admitted += tally.admitted;
-                    slot.limited += tally.limited;
-                }
-                Err(e)
-            }
+        let mut unwritten = Unwritten {
+            into: self,
+            batch: Some(batch),
+        };
+        store.record_usage(&deltas).await?;
+        unwritten.batch = None;
+        Ok(deltas.len())
+    }
+
+    fn restore(&self, batch: HashMap<TokenId, Tally, RandomIdState>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for (token, tally) in batch {
+            let slot = pending.entry(token).or_default();
+            slot.admitted += tally.admitted;
+            slot.limited += tally.limited;
+        }
+    }
+}
+
+/// A batch being written: put back if the write fails or is dropped.
+struct Unwritten<'a> {
+    into: &'a PendingUsage,
+    batch: Option<HashMap<TokenId, Tally, RandomIdState>>,
+}
+
+impl Drop for Unwritten<'_> {
+    fn drop(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            self.into.restore(batch);
         }
     }
 }

@@ -183,4 +183,9 @@ pub(crate) trait Driver: Send + Sync + 'static {
     async fn execute(&self, sql: &str, args: Vec<Value>) -> Result<u64, StoreError>;
     /// Starts a write transaction that orders the change feed.
     async fn begin_write(&self) -> Result<Box<dyn Conn>, StoreError>;
+    /// Checks that the database is still the one this driver opened (a file
+    /// can be deleted or replaced underneath it); readiness calls it.
+    fn check_database(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -269,6 +269,7 @@ impl<D: Driver> CredentialStore for SqlStore<D> {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        self.driver.check_database()?;
         // A real table: `SELECT 1` would succeed on a destroyed database file.
         self.driver
             .fetch("SELECT 1 FROM plans LIMIT 1", vec![])

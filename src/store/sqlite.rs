@@ -3,9 +3,14 @@
 //! Only what is particular to SQLite lives here: connection options, value
 //! encoding (timestamps are fixed-width RFC 3339 text with milliseconds,
 //! `2026-11-26T23:44:59.000Z`, so they sort and compare as text), and
-//! `BEGIN IMMEDIATE` for write transactions. The statements are in `sql.rs`.
+//! `BEGIN IMMEDIATE` for write transactions, and noticing a database file
+//! deleted or replaced while in use. The statements are in `sql.rs`.
 
+use std::io;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,6 +39,14 @@ const TIMESTAMP: &[FormatItem<'static>] =
 /// Connections use WAL journaling (readers never block the writer), foreign
 /// keys, a 5 s busy timeout and `synchronous = FULL`, so a committed token
 /// survives a power cut, not only a crash: a `201` means the row is on disk.
+///
+/// A database file deleted, or replaced by another one (renamed over it),
+/// while the store has it open is noticed: open connections would go on
+/// reading and writing the old file, which nobody will open again, so from
+/// then on every write (before it commits) and [`ping`](crate::CredentialStore::ping)
+/// fail as unavailable, and one error line is logged. Reads, and with them
+/// authentication, go on from the old file. The check is one `stat` of the
+/// path, compared with the (device, inode) seen at connect; Unix only.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     sql: SqlStore<SqliteDriver>,
@@ -42,6 +55,7 @@ pub struct SqliteStore {
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteDriver {
     pool: SqlitePool,
+    file: Option<Arc<DatabaseFile>>,
 }
 
 impl SqliteStore {
@@ -81,14 +95,28 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(StoreError::unavailable)?;
-        Ok(Self::from_pool(pool))
+        // Connected: the file exists now.
+        let file = if in_memory {
+            None
+        } else {
+            DatabaseFile::of(pool.connect_options().get_filename())
+        };
+        Ok(Self::with_file(pool, file))
     }
 
     /// Wraps an existing pool (its connections should have foreign keys on).
     pub fn from_pool(pool: SqlitePool) -> Self {
+        let file = DatabaseFile::of(pool.connect_options().get_filename());
+        Self::with_file(pool, file)
+    }
+
+    fn with_file(pool: SqlitePool, file: Option<DatabaseFile>) -> Self {
         Self {
             sql: SqlStore {
-                driver: SqliteDriver { pool },
+                driver: SqliteDriver {
+                    pool,
+                    file: file.map(Arc::new),
+                },
             },
         }
     }
@@ -110,6 +138,77 @@ impl TokenStore for SqliteStore {
     async fn close(&self) {
         self.pool().close().await;
     }
+}
+
+/// The database file as the store found it at connect.
+#[derive(Debug)]
+struct DatabaseFile {
+    path: PathBuf,
+    identity: FileIdentity,
+    /// The change was logged already (once per store).
+    reported: AtomicBool,
+}
+
+/// What tells two files apart: device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
+}
+
+impl FileIdentity {
+    #[cfg(unix)]
+    fn of(path: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path)?;
+        Ok(Self {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn of(_path: &Path) -> io::Result<Self> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+impl DatabaseFile {
+    /// The file at `path` (made absolute, so a later change of the working
+    /// directory does not matter), or `None` if there is none to watch.
+    fn of(path: &Path) -> Option<Self> {
+        let path = std::path::absolute(path).ok()?;
+        let identity = FileIdentity::of(&path).ok()?;
+        Some(Self {
+            path,
+            identity,
+            reported: AtomicBool::new(false),
+        })
+    }
+
+    /// Fails if the path no longer names the file opened at connect.
+    fn check(&self) -> Result<(), StoreError> {
+        let problem = match FileIdentity::of(&self.path) {
+            Ok(now) if now == self.identity => return Ok(()),
+            Ok(_) => "was replaced by another file",
+            Err(e) if e.kind() == io::ErrorKind::NotFound => "was deleted",
+            // Cannot tell (permissions, I/O): SQLite reports what it cannot do.
+            Err(_) => return Ok(()),
+        };
+        let message = format!(
+            "the database file {} {problem} while in use: writes are refused, since they \
+             would go to the old file; restore the file and restart the server",
+            self.path.display()
+        );
+        if !self.reported.swap(true, Ordering::Relaxed) {
+            tracing::error!("{message}");
+        }
+        Err(StoreError::unavailable(io::Error::other(message)))
+    }
+}
+
+fn check_file(file: Option<&Arc<DatabaseFile>>) -> Result<(), StoreError> {
+    file.map_or(Ok(()), |file| file.check())
 }
 
 fn bind(args: Vec<Value>) -> Result<SqliteArguments<'static>, StoreError> {
@@ -184,6 +283,8 @@ impl Driver for SqliteDriver {
     }
 
     async fn execute(&self, sql: &str, args: Vec<Value>) -> Result<u64, StoreError> {
+        // Only writes come here; each commits on its own.
+        check_file(self.file.as_ref())?;
         execute_with(&self.pool, sql, args).await
     }
 
@@ -195,24 +296,36 @@ impl Driver for SqliteDriver {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(StoreError::unavailable)?;
-        Ok(Box::new(SqliteTx(tx)))
+        Ok(Box::new(SqliteTx {
+            tx,
+            file: self.file.clone(),
+        }))
+    }
+
+    fn check_database(&self) -> Result<(), StoreError> {
+        check_file(self.file.as_ref())
     }
 }
 
-struct SqliteTx(Transaction<'static, Sqlite>);
+struct SqliteTx {
+    tx: Transaction<'static, Sqlite>,
+    file: Option<Arc<DatabaseFile>>,
+}
 
 #[async_trait]
 impl Conn for SqliteTx {
     async fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<u64, StoreError> {
-        execute_with(&mut *self.0, sql, args).await
+        execute_with(&mut *self.tx, sql, args).await
     }
 
     async fn fetch(&mut self, sql: &str, args: Vec<Value>) -> Result<Vec<Row>, StoreError> {
-        fetch_with(&mut *self.0, sql, args).await
+        fetch_with(&mut *self.tx, sql, args).await
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        self.0.commit().await.map_err(StoreError::unavailable)
+        // Dropped uncommitted on failure: rolled back.
+        check_file(self.file.as_ref())?;
+        self.tx.commit().await.map_err(StoreError::unavailable)
     }
 }
 
@@ -289,5 +402,43 @@ mod tests {
             .unwrap();
         assert_eq!(stored, "2026-11-26T10:00:01.000Z");
         assert_eq!(store.latest_change().await.unwrap(), 1);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_deleted_or_replaced_file_fails_writes_and_ping_not_reads() {
+        use crate::{AdminStore, CredentialStore, TokenStore};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store.ping().await.unwrap();
+        store.put_setting("k", "1").await.unwrap();
+        let pending = store.begin_write().await.unwrap();
+
+        std::fs::remove_file(&path).unwrap();
+        let error = store.ping().await.unwrap_err();
+        assert!(error.to_string().contains("was deleted"), "{error}");
+        assert!(store.put_setting("k", "2").await.is_err());
+        assert!(pending.commit().await.is_err(), "checked before commit");
+        assert_eq!(store.get_setting("k").await.unwrap().as_deref(), Some("1"));
+
+        // Another file renamed over the path.
+        std::fs::write(dir.path().join("other.db"), b"").unwrap();
+        std::fs::rename(dir.path().join("other.db"), &path).unwrap();
+        let error = store.ping().await.unwrap_err();
+        assert!(error.to_string().contains("was replaced"), "{error}");
+        assert!(store.begin_write().await.unwrap().commit().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_has_no_file_to_watch() {
+        use crate::CredentialStore;
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        assert!(store.sql.driver.file.is_none());
+        crate::TokenStore::migrate(&store).await.unwrap();
+        store.ping().await.unwrap();
     }
 }

@@ -448,3 +448,35 @@ async fn only_a_real_leaked_token_is_revoked() {
     assert_eq!(leaked.len(), 1, "one event, for the one revocation");
     assert_eq!(leaked[0].actor, "support");
 }
+
+/// Usage counts survive a flush that fails or is cut short (the store
+/// timeout, shutdown): they are written by the next one.
+#[tokio::test]
+async fn usage_survives_a_failed_or_cut_flush() {
+    let (sqlite, _dir) = sqlite().await;
+    let store = Arc::new(FlakyStore::new(sqlite));
+    let gate = gate_on(store.clone());
+    gate.set_account_plan("acme", "pro").await.unwrap();
+    let created = gate.create_token("acme", "ci", None).await.unwrap();
+    let router = gated_router(&gate);
+    for _ in 0..3 {
+        get_with(&router, created.token.expose_secret()).await;
+    }
+    store.fail(true);
+    assert!(gate.flush_last_use().await.is_err());
+    store.fail(false);
+    get_with(&router, created.token.expose_secret()).await;
+    store.hang(true);
+    let cut = tokio::time::timeout(Duration::from_millis(200), gate.flush_last_use()).await;
+    assert!(cut.is_err(), "the hung flush was cut");
+    store.hang(false);
+    get_with(&router, created.token.expose_secret()).await;
+    gate.flush_last_use().await.unwrap();
+    let now = *gate
+        .token_usage(&created.record.id, 1)
+        .await
+        .unwrap()
+        .last()
+        .unwrap();
+    assert_eq!((now.admitted, now.limited), (5, 0));
+}

@@ -800,3 +800,77 @@ async fn last_use_is_batched_in_memory_and_flushed() {
     app.store.fail(false);
     assert_eq!(app.gate.flush_last_use().await.unwrap(), 1);
 }
+
+/// Expiry is decided by the wall clock read at each request, so when the
+/// host clock is stepped (a VM that booted before NTP), a cached token's
+/// expiry moves with it, and new rows are stamped with the stepped time.
+#[tokio::test]
+async fn a_stepped_wall_clock_moves_expiry_decisions_and_stored_times() {
+    let app = tiny().await;
+    app.gate.set_account_plan("acct_1", "pro").await.unwrap();
+    let expires_at = app.gate.now() + time::Duration::hours(1);
+    let created = app
+        .gate
+        .create_token("acct_1", "an hour", Some(expires_at))
+        .await
+        .unwrap();
+    let token = created.token.expose_secret();
+    assert_eq!(app.bearer(token).await.status, 200);
+    assert_eq!(app.gate.cached_tokens(), 1);
+
+    app.gate.step_wall_clock(time::Duration::hours(2));
+    assert_unauthorized(
+        &app.bearer(token).await,
+        "expired by the stepped clock, though cached",
+    );
+    let later = app
+        .gate
+        .create_token("acct_1", "later", None)
+        .await
+        .unwrap();
+    let ahead = later.record.created_at - time::OffsetDateTime::now_utc();
+    assert!(
+        (ahead - time::Duration::hours(2)).abs() < time::Duration::seconds(5),
+        "created_at is {ahead} ahead of the real clock"
+    );
+}
+
+/// A last-use flush cut short (by the store timeout here, by shutdown in
+/// the maintenance task) loses nothing: the batch is written by the next one.
+#[tokio::test]
+async fn a_flush_cut_short_keeps_its_batch() {
+    let app = tiny_with(|b| b.with_store_timeout(Duration::from_millis(200))).await;
+    let token = app.token("acct_1", "pro").await;
+    assert_eq!(app.bearer(&token).await.status, 200);
+    app.store.hang(true);
+    assert!(app.gate.flush_last_use().await.is_err(), "timed out");
+    app.store.hang(false);
+    assert_eq!(app.gate.flush_last_use().await.unwrap(), 1);
+    assert_eq!(app.gate.flush_last_use().await.unwrap(), 0, "written once");
+}
+
+/// Shutdown with a hung store ends within its store timeouts, and what it
+/// could not write is still pending.
+#[tokio::test]
+async fn maintenance_shutdown_ends_when_the_store_hangs() {
+    let app = tiny_with(|b| {
+        b.with_store_timeout(Duration::from_millis(300))
+            .with_change_poll_interval(Duration::from_millis(20))
+            .with_last_used_flush_interval(Duration::from_millis(20))
+    })
+    .await;
+    let token = app.token("acct_1", "pro").await;
+    let maintenance = app.gate.spawn_maintenance();
+    assert_eq!(app.bearer(&token).await.status, 200);
+    app.store.hang(true);
+    // Let the background jobs get stuck in the store too.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), maintenance.shutdown())
+        .await
+        .expect("shutdown ends");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    app.store.hang(false);
+    assert_eq!(app.gate.flush_last_use().await.unwrap(), 1);
+}

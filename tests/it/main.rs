@@ -3,6 +3,7 @@
 //! and the fuzz properties.
 #![allow(unreachable_pub)] // helpers are `pub` for their sibling modules
 
+mod admin_token;
 mod audit_and_usage;
 mod fuzz_equivalent;
 mod layer;

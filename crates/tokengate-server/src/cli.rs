@@ -27,7 +27,8 @@ Environment:
   REDIS_KEY_PREFIX, RATE_LIMIT_FAILURE_POLICY, CACHE_TTL_SECS, SHUTDOWN_GRACE_SECS,
   AUDIT_RETENTION_DAYS (400), GITHUB_SECRET_SCANNING_KEYS (a key file; enables
   POST /leaks/github), SETTINGS_AUTH_HEADER and SETTINGS_TRUSTED_PROXIES (the
-  Settings > API Tokens page behind an auth proxy): see `tokengate serve --help`.
+  Settings > API Tokens page behind an auth proxy), HEADER_READ_TIMEOUT_SECS,
+  IDLE_TIMEOUT_SECS, MAX_CONNECTIONS and CREATE_DB: see `tokengate serve --help`.
   RUST_LOG sets the log filter (default: info for serve, warn for other commands;
   per-request lines are at debug).";
 

@@ -125,10 +125,6 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "GITHUB_SECRET_SCANNING_KEYS")]
     pub(crate) github_secret_scanning_keys: Option<std::path::PathBuf>,
 
-    /// Seconds to wait for in-flight requests on SIGTERM/SIGINT.
-    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
-    pub(crate) shutdown_grace_secs: u64,
-
     /// Serve the Settings > API Tokens page and its API at /settings/api-tokens,
     /// signed in by an authenticating reverse proxy (oauth2-proxy, nginx
     /// auth_request) that puts the account id in this header, e.g.
@@ -145,6 +141,38 @@ pub(crate) struct ServeArgs {
         default_value = "127.0.0.0/8,::1/128"
     )]
     pub(crate) settings_trusted_proxies: String,
+
+    /// Deadline of the whole shutdown on SIGTERM/SIGINT, in seconds: requests
+    /// in flight get up to three quarters of it, saving last-use times and
+    /// rate-limit windows the rest; then the process exits, even if the
+    /// database hangs.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub(crate) shutdown_grace_secs: u64,
+
+    /// Seconds a client has to send a complete request head (from connecting,
+    /// or from the first byte of a later request); slower connections are closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) header_read_timeout_secs: u64,
+
+    /// Seconds a keep-alive connection may stay idle between requests
+    /// (longer than a load balancer's usual 60 s, so it closes first).
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 75,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) idle_timeout_secs: u64,
+
+    /// Most connections open at once; at the cap the longest-idle ones are
+    /// closed to serve new clients. Default: the open-file limit (raised to
+    /// its hard limit at start) minus 256, at most 16384.
+    #[arg(long, env = "MAX_CONNECTIONS",
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_connections: Option<u64>,
+
+    /// Create a new empty SQLite database even where a server has used one
+    /// before (its `.lock` file is there but the database is gone). Without
+    /// it, such a start is refused: the database was deleted or moved.
+    #[arg(long, env = "CREATE_DB", value_parser = clap::builder::BoolishValueParser::new())]
+    pub(crate) create_db: bool,
 }
 
 /// `RATE_LIMIT_FAILURE_POLICY` values.
@@ -168,6 +196,18 @@ impl From<FailurePolicy> for LimiterFailurePolicy {
 impl ServeArgs {
     pub(crate) fn cache_ttl(&self) -> Duration {
         Duration::from_secs(self.cache_ttl_secs)
+    }
+
+    pub(crate) fn shutdown_deadline(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub(crate) fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
     }
 
     /// `ADMIN_TOKEN`, if set, once it is known that a client can present it.

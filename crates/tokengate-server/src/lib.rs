@@ -1,6 +1,10 @@
 //! The tokengate server as a library: [`server::app`] builds the router
-//! that `main` serves and the tests drive in process.
+//! that `main` serves and the tests drive in process; [`serve::serve`] is
+//! the accept loop it is served with (timeouts, a connection cap, a bounded
+//! shutdown); [`serve_lock`] keeps one server per SQLite file.
 
+pub mod serve;
+pub mod serve_lock;
 pub mod server;
 
 pub mod demo;

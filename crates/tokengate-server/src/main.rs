@@ -6,12 +6,17 @@ mod config;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokengate::http::{AdminAuth, AdminTokenOrigin};
 use tokengate::{SqliteStore, StoreError, TokenGate, TokenStore};
+use tokengate_server::serve::{
+    RESERVED_FILES, ServeConfig, default_max_connections, raise_open_file_limit,
+};
+use tokengate_server::serve_lock::{self, ServeLock};
 use tokengate_server::server::{AppState, app};
+use tokio::time::Instant;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
@@ -37,7 +42,11 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // A store call cut by the shutdown deadline may still hold a blocking
+    // thread: the process exits without waiting for it.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(&message),
     }
@@ -92,9 +101,11 @@ async fn run(cli: Cli) -> Result<(), String> {
                 config::load_github_keys(path)?;
             }
             args.settings_sign_in()?;
+            // Before connecting: connecting creates the database file.
+            let lock = lock_database(&common.database_url, args.create_db)?;
             let store = connect(&common.database_url, Create::Yes).await?;
             migrate(store.as_ref(), &shown).await?;
-            serve(common, args, bind_addr, store).await
+            serve(common, args, bind_addr, store, lock).await
         }
         Command::Migrate => {
             let store = connect(&common.database_url, Create::Yes).await?;
@@ -224,6 +235,7 @@ async fn serve(
     args: ServeArgs,
     bind_addr: SocketAddr,
     store: Arc<dyn TokenStore>,
+    mut lock: Option<ServeLock>,
 ) -> Result<(), String> {
     let gate = build_gate(&common, Arc::clone(&store), Some(&args))?;
     // Listen first: if the port is taken, fail before an admin token is
@@ -241,6 +253,7 @@ async fn serve(
         Ok(_) => {}
         Err(e) => return Err(format!("cannot read the saved rate-limit windows: {e}")),
     }
+    let config = serve_config(&args);
     let maintenance = gate.spawn_maintenance();
     let mut state = AppState::new(gate.clone(), admin);
     if let Some(path) = &args.github_secret_scanning_keys {
@@ -255,7 +268,17 @@ async fn serve(
     }
     let router = app(state);
     let local = listener.local_addr().unwrap_or(bind_addr);
-    tracing::info!(address = %local, database = %redact_url(&common.database_url), "tokengate listening on http://{local}");
+    if let Some(lock) = &mut lock
+        && let Err(e) = lock.record_address(local)
+    {
+        tracing::warn!(lock = %lock.path().display(), error = %e, "cannot write the address into the lock file");
+    }
+    tracing::info!(
+        address = %local,
+        database = %redact_url(&common.database_url),
+        max_connections = config.max_connections(),
+        "tokengate listening on http://{local}"
+    );
     if let Some(sign_in) = settings {
         tracing::info!(
             "settings page at /settings/api-tokens, signed in by the {} header from {}",
@@ -264,28 +287,127 @@ async fn serve(
         );
     }
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        // With the peer address, failed verifications are throttled per client.
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        })
-        .into_future(),
-    );
-    let signal = shutdown_signal().await;
-    tracing::info!(signal, "shutting down: draining in-flight requests");
-    let _ = stop_tx.send(());
-    let grace = Duration::from_secs(args.shutdown_grace_secs);
-    if tokio::time::timeout(grace, server).await.is_err() {
-        tracing::warn!("requests still in flight after {grace:?}; closing anyway");
+    // The deadline runs from the signal: requests in flight get three
+    // quarters of it, the final writes the rest (or all of it, when the
+    // requests finish early).
+    let deadline = args.shutdown_deadline();
+    let signalled = Arc::new(OnceLock::new());
+    let shutdown = {
+        let signalled = Arc::clone(&signalled);
+        async move {
+            let signal = shutdown_signal().await;
+            let _ = signalled.set(Instant::now());
+            tracing::info!(signal, "shutting down: draining in-flight requests");
+        }
+    };
+    let config = config.with_shutdown_deadline(deadline - deadline / 4);
+    let report = tokengate_server::serve::serve(listener, router, config, shutdown).await;
+    if report.unfinished_connections > 0 {
+        tracing::warn!(
+            connections = report.unfinished_connections,
+            "requests still in flight at the shutdown deadline were dropped"
+        );
     }
-    maintenance.shutdown().await;
-    store.close().await;
+    let deadline_at = signalled.get().copied().unwrap_or_else(Instant::now) + deadline;
+    let final_writes = async {
+        maintenance.shutdown().await;
+        store.close().await;
+    };
+    if tokio::time::timeout_at(deadline_at, final_writes)
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            "shutdown deadline ({}s, SHUTDOWN_GRACE_SECS) reached while saving last-use times and rate-limit windows: exiting without them",
+            deadline.as_secs()
+        );
+    }
+    drop(lock);
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The accept loop's limits. Raises the soft open-file limit to the hard
+/// one first, so the default connection cap can be as large as the machine allows.
+fn serve_config(args: &ServeArgs) -> ServeConfig {
+    let open_files = match raise_open_file_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit; assuming 1024");
+            1024
+        }
+    };
+    let max_connections = match args.max_connections {
+        Some(max) => usize::try_from(max).unwrap_or(usize::MAX),
+        None => default_max_connections(open_files),
+    };
+    if max_connections as u64 > open_files.saturating_sub(RESERVED_FILES) {
+        tracing::warn!(
+            max_connections,
+            open_files,
+            "MAX_CONNECTIONS leaves fewer than {RESERVED_FILES} of the open-file limit for the database and logs; raise the limit (ulimit -n) or lower MAX_CONNECTIONS"
+        );
+    }
+    ServeConfig::new(max_connections)
+        .with_header_read_timeout(args.header_read_timeout())
+        .with_idle_timeout(args.idle_timeout())
+}
+
+/// Takes the serve lock of a SQLite database (none for PostgreSQL or an
+/// in-memory database), and refuses to create a new empty database where an
+/// earlier server's lock file says one was (deleted or moved), unless asked to.
+fn lock_database(url: &str, create_db: bool) -> Result<Option<ServeLock>, String> {
+    if !url.starts_with("sqlite:") {
+        return Ok(None);
+    }
+    config::check_sqlite_url(url)?;
+    let Some(path) = config::sqlite_file(url) else {
+        return Ok(None);
+    };
+    let used_before = serve_lock::lock_path(&path).exists();
+    let lock = ServeLock::acquire(&path).map_err(|e| e.to_string())?;
+    if path.exists() {
+        return Ok(Some(lock));
+    }
+    if used_before && !create_db {
+        return Err(format!(
+            "no database at {} although a server used one there ({} is its lock file): it was deleted or moved. Restore it, or start with --create-db (CREATE_DB=true) to begin with a new, empty database",
+            path.display(),
+            lock.path().display()
+        ));
+    }
+    if used_before {
+        tracing::warn!(database = %path.display(), "creating a new, empty database where a server used one before (--create-db)");
+    } else {
+        tracing::info!(database = %path.display(), "creating a new database");
+    }
+    set_aside_orphans(&path)?;
+    Ok(Some(lock))
+}
+
+/// Renames the WAL, shared-memory and journal files a missing database left
+/// behind: SQLite would replay an old WAL into the new, empty file.
+fn set_aside_orphans(database: &std::path::Path) -> Result<(), String> {
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut orphan = database.as_os_str().to_owned();
+        orphan.push(suffix);
+        let orphan = std::path::PathBuf::from(orphan);
+        if !orphan.exists() {
+            continue;
+        }
+        let mut aside = orphan.clone().into_os_string();
+        aside.push(format!(
+            ".orphaned-{}",
+            time::OffsetDateTime::now_utc().unix_timestamp()
+        ));
+        std::fs::rename(&orphan, &aside).map_err(|e| {
+            format!(
+                "cannot move {} (left by the missing database) aside: {e}; remove it before starting",
+                orphan.display()
+            )
+        })?;
+        tracing::warn!(file = %orphan.display(), moved_to = %std::path::Path::new(&aside).display(), "set aside a file the missing database left behind");
+    }
     Ok(())
 }
 

@@ -1,5 +1,7 @@
 //! The operational routes: liveness, readiness and metrics (no auth).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -69,10 +71,19 @@ pub(crate) async fn health() -> Response {
     ),
 )]
 pub(crate) async fn ready(State(state): State<AppState>) -> Response {
+    // Logged when readiness changes, not at every probe of a load balancer.
+    static FAILING: AtomicBool = AtomicBool::new(false);
     match state.gate.ping().await {
-        Ok(()) => static_json(READY_BODY),
+        Ok(()) => {
+            if FAILING.swap(false, Ordering::Relaxed) {
+                tracing::info!("readiness check passes again");
+            }
+            static_json(READY_BODY)
+        }
         Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
+            if !FAILING.swap(true, Ordering::Relaxed) {
+                tracing::warn!(error = %e, "readiness check failed");
+            }
             ApiError::Unavailable.into_response()
         }
     }

@@ -1,7 +1,7 @@
 //! A store that fails on demand: the test double for backend faults.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +25,8 @@ struct Faults {
     hanging: AtomicBool,
     credential_lookups: AtomicU64,
     credential_delay_ms: AtomicU64,
+    /// Reads of settings still to hold at the barrier.
+    setting_reads: Mutex<Option<(Arc<tokio::sync::Barrier>, usize)>>,
 }
 
 impl Faults {
@@ -75,6 +77,14 @@ impl FlakyStore {
         self.state
             .credential_delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Makes the next `parties` reads of a setting wait for each other, so
+    /// that all of them see the database as it was before any of them wrote
+    /// (several instances starting at the same moment).
+    pub fn synchronize_setting_reads(&self, parties: usize) {
+        *self.state.setting_reads.lock().unwrap() =
+            Some((Arc::new(tokio::sync::Barrier::new(parties)), parties));
     }
 
     /// How many times authentication looked a token up.
@@ -189,7 +199,21 @@ impl AdminStore for FlakyStore {
     }
     async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.state.check().await?;
-        self.inner.get_setting(key).await
+        let value = self.inner.get_setting(key).await;
+        let barrier = {
+            let mut held = self.state.setting_reads.lock().unwrap();
+            match held.as_mut() {
+                Some((barrier, remaining)) if *remaining > 0 => {
+                    *remaining -= 1;
+                    Some(Arc::clone(barrier))
+                }
+                _ => None,
+            }
+        };
+        if let Some(barrier) = barrier {
+            barrier.wait().await;
+        }
+        value
     }
     async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.state.check().await?;

@@ -17,8 +17,9 @@
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
+use std::time::Duration;
 
-use crate::process::{Server, admin_header, base_env, client};
+use crate::process::{Server, admin_header, base_env, cli_within, client};
 use crate::support::UNAVAILABLE;
 use serde_json::{Value, json};
 
@@ -228,4 +229,98 @@ async fn database_overwritten_with_garbage_gives_503_not_401() {
 #[tokio::test]
 async fn database_truncated_gives_503_not_401() {
     database_destroyed_under_a_running_server(Fault::Truncated).await;
+}
+
+/// The database file deleted under a running server (a cleanup script, an
+/// operator in the wrong directory): the server's connections would go on
+/// writing to the deleted file, so every write must be refused (503, never a
+/// 201 that is lost), readiness fails, and one error line says why. A
+/// restart then refuses to create a new empty database in its place unless
+/// told to (`CREATE_DB`), and a new one does not replay the old WAL.
+#[tokio::test]
+async fn a_deleted_database_fails_readiness_and_writes_and_is_not_silently_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = base_env(dir.path());
+    let mut server = Server::start(dir.path(), &env);
+    let response = admin(
+        &server,
+        reqwest::Method::PUT,
+        "/admin/accounts/acct_fault",
+        json!({ "plan": "pro" }),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let cached = create_token(&server).await;
+    assert_eq!(api(&server, &cached).await.0, 200);
+    assert_eq!(status_of(&server, "/ready").await, 200);
+
+    std::fs::remove_file(dir.path().join("tokengate.db")).unwrap();
+
+    for _ in 0..3 {
+        let response = client().get(server.url("/ready")).send().await.unwrap();
+        assert_eq!(response.status(), 503, "/ready after the delete");
+        assert_eq!(response.text().await.unwrap(), UNAVAILABLE);
+        let response = admin(
+            &server,
+            reqwest::Method::POST,
+            "/admin/accounts/acct_fault/tokens",
+            json!({ "name": "after the delete" }),
+        )
+        .await;
+        assert_eq!(response.status(), 503, "never a 201 that is lost");
+        assert_eq!(response.text().await.unwrap(), UNAVAILABLE);
+    }
+    // Reads go on from the open file: a verified token keeps working.
+    assert_eq!(api(&server, &cached).await.0, 200);
+    assert_eq!(status_of(&server, "/health").await, 200);
+    let log = server.log_text();
+    // Noticed once, where it happened (each refused request is logged too).
+    let noticed: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("ERROR tokengate::store") && l.contains("was deleted while in use"))
+        .collect();
+    assert_eq!(noticed.len(), 1, "one line saying why:\n{log}");
+    assert_eq!(
+        log.matches("readiness check failed").count(),
+        1,
+        "readiness failing is logged when it starts:\n{log}"
+    );
+    assert!(noticed[0].contains("tokengate.db"), "{}", noticed[0]);
+    assert!(server.signal("TERM").success());
+    server.assert_no_panic();
+
+    // A restart would create an empty database where the old one was.
+    let refused = cli_within(dir.path(), &env, &["serve"], Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: no database at ")
+            && stderr.contains("tokengate.db")
+            && stderr.contains("--create-db"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("tokengate.db").exists());
+
+    // Asked for: a new, empty database (the old WAL set aside, not replayed).
+    let mut env = env;
+    env.push(("CREATE_DB".into(), "true".into()));
+    let server = Server::start(dir.path(), &env);
+    assert!(
+        server.log_text().contains("creating a new, empty database"),
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(status_of(&server, "/ready").await, 200);
+    assert_eq!(api(&server, &cached).await.0, 401, "the old token is gone");
+    let response = admin(
+        &server,
+        reqwest::Method::PUT,
+        "/admin/accounts/acct_fault",
+        json!({ "plan": "pro" }),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let fresh = create_token(&server).await;
+    assert_eq!(api(&server, &fresh).await.0, 200);
 }

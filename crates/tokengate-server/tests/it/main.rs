@@ -1,5 +1,6 @@
 //! The server's integration tests, one crate: the admin API, the CLI, the
 //! release binary over HTTP, hostile input, crashes and file faults, the
+//! accept loop and the connection limits, one server per SQLite file, the
 //! OpenAPI document, metrics, request ids, scale-out, and the Settings > API
 //! Tokens page in headless Chromium.
 #![allow(unreachable_pub)] // helpers are `pub` for their sibling modules
@@ -12,6 +13,7 @@ mod support;
 mod admin_api;
 mod audit_and_leaks;
 mod cli;
+mod connections;
 mod crash;
 mod file_faults;
 mod hostile;
@@ -21,5 +23,7 @@ mod rate_limit;
 mod request_id;
 mod scale_out;
 mod secrets;
+mod serve_lock;
+mod serve_loop;
 mod server_e2e;
 mod settings_page;

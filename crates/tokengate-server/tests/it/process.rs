@@ -34,6 +34,42 @@ pub fn cli(dir: &Path, env: &[(String, String)], args: &[&str]) -> Output {
         .expect("run tokengate")
 }
 
+/// [`cli`] for a command that might not end (a `serve` expected to be
+/// refused): killed, and the test failed, after `limit`.
+pub fn cli_within(dir: &Path, env: &[(String, String)], args: &[&str], limit: Duration) -> Output {
+    let out = dir.join(format!("cli-{}.out", unique()));
+    let err = dir.join(format!("cli-{}.err", unique()));
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("run tokengate");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "tokengate {args:?} still running after {limit:?}:\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(&out).unwrap_or_default(),
+        stderr: std::fs::read(&err).unwrap_or_default(),
+    }
+}
+
 pub struct Server {
     child: Child,
     pub base: String,
@@ -43,8 +79,24 @@ pub struct Server {
 impl Server {
     /// Starts `tokengate serve` and waits until it listens.
     pub fn start(dir: &Path, env: &[(String, String)]) -> Self {
+        Self::start_under(dir, env, &[])
+    }
+
+    /// [`start`](Self::start) through `wrapper`, a command that execs the
+    /// rest of its arguments (e.g. `prlimit --nofile=512 --`), so the
+    /// server keeps the child's process id.
+    pub fn start_under(dir: &Path, env: &[(String, String)], wrapper: &[&str]) -> Self {
         let log = dir.join(format!("server-{}.log", unique()));
-        let child = Command::new(BIN)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(BIN);
+                command
+            }
+            None => Command::new(BIN),
+        };
+        // `env_clear` below: the wrapper is found by an absolute path.
+        let child = command
             .current_dir(dir)
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -136,6 +188,11 @@ impl Server {
     /// `host:port` of the listener, for raw TCP clients.
     pub fn addr(&self) -> &str {
         self.base.trim_start_matches("http://")
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running (has not exited or crashed).

@@ -373,35 +373,177 @@ fn configuration_errors_exit_nonzero_with_one_line() {
     }
 }
 
+/// The argon2 verifications the server has run, from `/metrics`.
+async fn argon2_verifications(server: &Server) -> u64 {
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("tokengate_argon2_verify_seconds_count "))
+        .unwrap_or_else(|| panic!("no argon2 count in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
 /// A guesser who knows a token id gets the documented 401 for every wrong
-/// secret, never a 429, and the owner's first use (not yet cached) is
-/// served at once, from the guesser's address or another.
+/// secret, never a 429, from any number of addresses, and none of it costs
+/// an argon2 verification; the owner's first use (not yet cached) is
+/// served at once.
 #[tokio::test]
 async fn a_guesser_gets_401s_and_never_locks_the_owner_out() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &base_env(dir.path()));
     put_account(&server, "acct_1", "pro").await;
     let token = token_for(&server, "acct_1").await;
-    let guesser = reqwest::Client::builder()
-        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
-        .build()
-        .unwrap();
+    let verified_before = argon2_verifications(&server).await;
+    // Eight client addresses (127.0.0.2 ..= 127.0.0.9), 100 wrong secrets.
+    let guessers: Vec<reqwest::Client> = (2..=9)
+        .map(|host| {
+            reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from([127, 0, 0, host]))
+                .build()
+                .unwrap()
+        })
+        .collect();
     let mut statuses = Vec::new();
     for i in 0..100 {
         let forged = tokengate_testkit::forge_wrong_secret(&token, i);
-        let response = guesser
+        let response = guessers[i % guessers.len()]
             .get(server.url("/api/v1/external_tests/providers"))
             .header("authorization", format!("Bearer {forged}"))
             .send()
             .await
             .unwrap();
-        statuses.push(response.status().as_u16());
+        let status = response.status().as_u16();
+        if status == 401 {
+            assert_eq!(response.text().await.unwrap(), UNAUTHORIZED);
+        }
+        statuses.push(status);
     }
     assert!(statuses.iter().all(|&s| s == 401), "{statuses:?}");
+    assert_eq!(
+        argon2_verifications(&server).await,
+        verified_before,
+        "wrong secrets cost no argon2"
+    );
     // The owner, from 127.0.0.1, with the right token: verified at once.
     let response = api(&server, &token).await;
     assert_eq!(response.status(), 200);
+    assert_eq!(argon2_verifications(&server).await, verified_before + 1);
     server.assert_no_panic();
+}
+
+/// Waits until `at`, then asks the demo API with `token`.
+async fn api_at(server: &Server, token: &str, at: Instant) -> (u16, Instant) {
+    tokio::time::sleep_until(at.into()).await;
+    let status = api(server, token).await.status().as_u16();
+    (status, Instant::now())
+}
+
+/// A 2 s grace, from a rotation started at `before` and answered at `after`:
+/// the old token works until 2 s after `before` at least (probes at 1.5 s
+/// and 1.9 s; a refusal only counts once its answer came after 2 s), and
+/// no longer than 2 s after `after` (probe at 3 s).
+async fn assert_two_second_grace(server: &Server, old: &str, before: Instant, after: Instant) {
+    for probe in [1500, 1900] {
+        let (status, answered) = api_at(server, old, before + Duration::from_millis(probe)).await;
+        assert!(
+            status == 200 || answered >= before + Duration::from_secs(2),
+            "the old token got {status} {probe} ms into a 2 s grace"
+        );
+    }
+    let (status, _) = api_at(server, old, after + Duration::from_secs(3)).await;
+    assert_eq!(status, 401, "the old token 3 s after a 2 s grace");
+}
+
+#[tokio::test]
+async fn a_rotation_grace_is_exact_by_the_api_and_by_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = base_env(dir.path());
+    let server = Server::start(dir.path(), &env);
+    put_account(&server, "acct_1", "pro").await;
+
+    let created = create_token(&server, "acct_1").await;
+    let old = created["token"].as_str().unwrap();
+    assert_eq!(api(&server, old).await.status(), 200);
+    let before = Instant::now();
+    let response = client()
+        .post(server.url(&format!(
+            "/admin/tokens/{}/rotate",
+            created["id"].as_str().unwrap()
+        )))
+        .header("authorization", admin_header())
+        .json(&json!({ "grace_seconds": 2 }))
+        .send()
+        .await
+        .unwrap();
+    let after = Instant::now();
+    assert!(response.status().is_success(), "{}", response.status());
+    assert_two_second_grace(&server, old, before, after).await;
+
+    let created = create_token(&server, "acct_1").await;
+    let old = created["token"].as_str().unwrap();
+    assert_eq!(api(&server, old).await.status(), 200);
+    let before = Instant::now();
+    let rotated = cli(
+        dir.path(),
+        &env,
+        &[
+            "token",
+            "rotate",
+            created["id"].as_str().unwrap(),
+            "--grace",
+            "2s",
+        ],
+    );
+    let after = Instant::now();
+    assert!(rotated.status.success(), "{rotated:?}");
+    assert_two_second_grace(&server, old, before, after).await;
+}
+
+/// SIGTERM while another process holds the database's write lock (a stuck
+/// writer, a long backup): the last-use flush and the window save cannot
+/// finish, and the server still exits within `SHUTDOWN_GRACE_SECS`, saying
+/// what it could not save.
+#[tokio::test]
+async fn sigterm_with_a_hung_database_exits_within_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = base_env(dir.path());
+    env.push(("SHUTDOWN_GRACE_SECS".into(), "2".into()));
+    let mut server = Server::start(dir.path(), &env);
+    put_account(&server, "acct_1", "pro").await;
+    let token = token_for(&server, "acct_1").await;
+    assert_eq!(
+        api(&server, &token).await.status(),
+        200,
+        "a last use to flush"
+    );
+
+    let url = format!("sqlite://{}", dir.path().join("tokengate.db").display());
+    let holder = tokengate::SqliteStore::connect(&url).await.unwrap();
+    let mut locked = holder.pool().acquire().await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut *locked)
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let status = server.signal("TERM");
+    let took = started.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(
+        took < Duration::from_millis(4500),
+        "exited {took:?} after SIGTERM with a 2 s deadline:\n{}",
+        server.log_text()
+    );
+    let log = server.log_text();
+    assert!(log.contains("shutdown deadline"), "{log}");
+    sqlx::query("ROLLBACK").execute(&mut *locked).await.unwrap();
 }
 
 /// A token at its limit is still at its limit after a graceful restart: a
