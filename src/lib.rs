@@ -4,41 +4,122 @@
 //! once, stored only as argon2id hashes, and checked by an axum/tower layer
 //! that answers the documented 401/403 bodies and enforces a strict
 //! per-token sliding-window rate limit with `X-RateLimit-*` headers and 429s.
+//! Around it: scopes per token, account-wide ceilings, an audit log, usage
+//! per token, leaked-token reports, and the Settings > API Tokens page your
+//! users manage their own tokens on.
+//!
+//! ```toml
+//! [dependencies]
+//! tokengate = "0.2"   # SQLite and the settings page; add features = ["postgres", "redis"] to scale out
+//! ```
+//!
+//! ## Embedding
+//!
+//! A complete app, as it should run in production: the peer address for the
+//! audit log and the settings page, the rate-limit windows saved at the last
+//! shutdown restored before serving, and a graceful shutdown that writes
+//! what is pending.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::net::SocketAddr;
 //! use std::sync::Arc;
 //! use axum::{Router, routing::get};
-//! use tokengate::{Principal, SqliteStore, TokenGate, TokenStore};
+//! use tokengate::{Principal, SqliteStore, TokenGate, TokenStore, require_scope};
 //!
 //! async fn hello(principal: Principal) -> String {
 //!     format!("hello, {} on {}", principal.account_id(), principal.plan())
 //! }
 //!
-//! // A database (here in memory; `sqlite://tokengate.db` for a file,
-//! // created if missing); migrations are embedded.
-//! let store = SqliteStore::connect("sqlite::memory:").await?;
+//! // One SQLite file, created if missing; the migrations are embedded.
+//! # let dir = tempfile::tempdir()?;
+//! # let url = format!("sqlite://{}", dir.path().join("tokengate.db").display());
+//! # /*
+//! let url = "sqlite://tokengate.db";
+//! # */
+//! let store = SqliteStore::connect(&url).await?;
 //! store.migrate().await?;
 //!
-//! // The gate: argon2id verification, verified-token cache, rate limiter.
-//! let gate = TokenGate::new(Arc::new(store))?;
-//! let maintenance = gate.spawn_maintenance(); // change feed, last-use flushing
+//! // The gate: argon2id verification, a verified-token cache, the limiter,
+//! // and the scopes your routes may require.
+//! let gate = TokenGate::builder(Arc::new(store))
+//!     .with_scopes(["reports:read", "reports:write"])
+//!     .build()?;
+//! gate.restore_rate_windows().await?; // the windows saved at the last shutdown
+//! let maintenance = gate.spawn_maintenance(); // change feed, last use, usage, pruning
 //!
 //! // Mint a token for a Pro account; its plaintext exists only in `created`.
 //! gate.set_account_plan("acct_42", "pro").await?;
 //! let created = gate.create_token("acct_42", "CI", None).await?;
 //! println!("shown once: {}", created.token.expose_secret());
 //!
-//! let app: Router = Router::new()
+//! let app = Router::new()
 //!     .route("/api/v1/hello", get(hello))
+//!     .route(
+//!         "/api/v1/reports",
+//!         get(hello).route_layer(require_scope("reports:read")),
+//!     )
 //!     .layer(gate.layer());
-//! // axum::serve(listener, app).await?;
-//! # let _ = app;
-//! maintenance.shutdown().await; // flushes last_used_at
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! # stop.send(()).ok();
+//! axum::serve(
+//!     listener,
+//!     app.into_make_service_with_connect_info::<SocketAddr>(),
+//! )
+//! .with_graceful_shutdown(async {
+//! #   let _ = stopped.await;
+//! #   /*
+//!     let _ = tokio::signal::ctrl_c().await;
+//! #   */
+//! })
+//! .await?;
+//! maintenance.shutdown().await; // writes last use and usage, saves the windows
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! [`TokenGate`] is the handle everything starts from: its
+//! [`layer`](TokenGate::layer) guards routes, its management methods
+//! ([`create_token`](TokenGate::create_token),
+//! [`revoke_token`](TokenGate::revoke_token),
+//! [`rotate_token`](TokenGate::rotate_token),
+//! [`set_account_plan`](TokenGate::set_account_plan),
+//! [`set_plan`](TokenGate::set_plan)) are the same operations the admin API,
+//! the CLI and the settings page use, each recorded in the audit log
+//! ([`acting_as`](TokenGate::acting_as) names who made the change).
+//! Handlers read the caller with the [`Principal`] extractor.
+//!
+//! The routers in [`http`] add the rest: [`http::settings_router`] (the
+//! Settings > API Tokens page and its JSON API, for your signed-in users),
+//! [`http::admin_router`] (the operator's admin API) and
+//! `http::github_leak_router` (GitHub's secret scanning reports).
+//!
+//! ## Features
+//!
+//! | feature | default | adds |
+//! | --- | --- | --- |
+//! | `sqlite` | yes | [`SqliteStore`]: one SQLite file (or `sqlite::memory:`) |
+//! | `settings` | yes | [`http::settings_router`]: the Settings > API Tokens page and its JSON API |
+//! | `postgres` | | `PostgresStore`: one PostgreSQL database shared by several instances |
+//! | `redis` | | `RedisRateLimiter`: one strict rate limit shared by several instances |
+//! | `github-leaks` | | `http::github_leak_router`: GitHub's secret scanning partner endpoint (ECDSA P-256) |
+//! | `test-util` | | hooks for tests: fault-injecting stores, clocks, parsers (not for production) |
+//!
+//! With `default-features = false, features = ["sqlite"]` the library
+//! depends on axum, tower, sqlx (SQLite), argon2, rand, base64, time, serde,
+//! utoipa and tracing: no CLI, configuration or log-formatting crates.
+//!
+//! ## Examples
+//!
+//! - [`examples/embed.rs`](https://github.com/tokengate/tokengate/blob/main/examples/embed.rs):
+//!   an app with its own routes behind the gate (`cargo run --example embed`).
+//! - [`examples/settings.rs`](https://github.com/tokengate/tokengate/blob/main/examples/settings.rs):
+//!   a host app with a session login that mounts the settings page
+//!   (`cargo run --example settings`).
+//! - The `tokengate-server` crate: the standalone server and CLI built on this library.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
@@ -54,6 +135,8 @@ mod metrics;
 mod principal;
 mod response;
 mod scope;
+// Its backend traits and row types are re-exported only with `test-util`.
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 mod store;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
@@ -62,19 +145,18 @@ mod token;
 
 pub use gate::{BuildError, Maintenance, TokenGate, TokenGateBuilder};
 pub use hash::{Argon2Params, InvalidArgon2Params};
-pub use layer::{ResponseFuture, TokenGateLayer, TokenGateService};
+pub use layer::{TokenGateLayer, TokenGateService};
 pub use limit::{Decision, LimitError, LimiterFailurePolicy};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use limit::{RedisLimiterConfig, RedisRateLimiter};
 pub use manage::{
-    Actor, CreatedToken, LeakOutcome, LeakReport, MAX_GRACE, ManageError, Management, RotatedToken,
-    TokenSpec,
+    Actor, CreatedToken, LeakOutcome, LeakReport, ManageError, Management, RotatedToken, TokenSpec,
 };
 pub use metrics::Metrics;
 pub use principal::{MissingTokenGateLayer, Principal};
 pub use response::Rejection;
-pub use scope::{RequireScope, RequireScopeLayer, require_scope};
+pub use scope::{RequireScopeLayer, require_scope};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use store::PostgresStore;
@@ -82,8 +164,15 @@ pub use store::PostgresStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use store::SqliteStore;
 pub use store::{
-    Account, AdminStore, AuditEvent, AuditQuery, Change, Credential, CredentialStore, FeedEntry,
-    NewToken, Plan, StoreError, TokenRecord, TokenStore, TokenUpdate, UsageDelta, UsageHour,
+    Account, AuditEvent, AuditQuery, Plan, StoreError, TokenRecord, TokenStore, UsageHour,
+};
+// What a storage backend implements: sealed (unnameable outside the crate)
+// unless `test-util` is on, for the test kit's fault-injecting store. The
+// supported backends are SQLite and PostgreSQL.
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub use store::{
+    AdminStore, Change, Credential, CredentialStore, FeedEntry, NewToken, TokenUpdate, UsageDelta,
     WriteTx,
 };
 pub use token::{InvalidPrefix, PlaintextToken, TokenFormat, TokenFormatError, TokenId};

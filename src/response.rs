@@ -387,7 +387,7 @@ mod tests {
                 "Rate limit exceeded. Try again in 7 seconds.",
             ),
         ] {
-            let envelope = crate::http::ErrorEnvelope {
+            let envelope = crate::http::envelope::ErrorEnvelope {
                 success: false,
                 error: message.to_owned(),
             };

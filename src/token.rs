@@ -136,6 +136,11 @@ impl PlaintextToken {
         &self.0
     }
 
+    /// Wraps a freshly generated token (an API token, or the admin token).
+    pub(crate) fn new(token: String) -> Self {
+        Self(token)
+    }
+
     /// The last four characters, stored as a hint so people can tell tokens apart.
     pub fn hint(&self) -> String {
         self.0[self.0.len() - 4..].to_owned()

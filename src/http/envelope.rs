@@ -27,7 +27,7 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(examples(json!({"success": false, "error": "Invalid or missing API token"})))]
-pub struct ErrorEnvelope {
+pub(crate) struct ErrorEnvelope {
     /// Always `false`.
     #[schema(schema_with = always_false)]
     pub success: bool,
@@ -129,7 +129,7 @@ pub fn error_response(status: StatusCode, message: &str) -> Response {
 }
 
 /// A success in the envelope: `{"success": true, "data": <data>}`.
-pub fn success_response<T: Serialize>(status: StatusCode, data: &T) -> Response {
+pub(crate) fn success_response<T: Serialize>(status: StatusCode, data: &T) -> Response {
     #[derive(Serialize)]
     struct Borrowed<'a, T> {
         success: bool,
@@ -226,7 +226,7 @@ impl IntoResponse for ApiError {
 /// `Content-Type` (so `curl -d` works on the admin API), rejects unknown
 /// fields, and answers every failure with the error envelope.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct JsonBody<T>(pub T);
+pub(crate) struct JsonBody<T>(pub(crate) T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
 where
@@ -309,7 +309,7 @@ fn json_error_message(e: &serde_json::Error) -> String {
 
 /// One path segment as a string, with the error envelope on failure.
 #[derive(Debug, Clone)]
-pub struct PathParam(pub String);
+pub(crate) struct PathParam(pub(crate) String);
 
 impl<S: Send + Sync> FromRequestParts<S> for PathParam {
     type Rejection = ApiError;

@@ -19,10 +19,8 @@ mod origin;
 mod settings;
 
 pub use admin::admin_router;
-pub use admin_auth::{AdminAuth, AdminTokenOrigin, GeneratedAdminToken, InvalidAdminToken};
-pub use envelope::{
-    ApiError, ErrorEnvelope, JsonBody, PathParam, SuccessEnvelope, error_response, success_response,
-};
+pub use admin_auth::{AdminAuth, AdminTokenOrigin, InvalidAdminToken};
+pub use envelope::{ApiError, SuccessEnvelope, error_response};
 #[cfg(feature = "github-leaks")]
 #[cfg_attr(docsrs, doc(cfg(feature = "github-leaks")))]
 pub use github::{GithubKeys, KeyFileError};
@@ -33,8 +31,8 @@ pub use openapi::document_gated_routes;
 #[cfg(feature = "settings")]
 #[cfg_attr(docsrs, doc(cfg(feature = "settings")))]
 pub use settings::{
-    DEFAULT_SETTINGS_PREFIX, InvalidSettingsPrefix, InvalidTrustedProxies, ProxyHeaderSignIn,
-    SettingsConfig, SignIn, TrustedProxies, settings_router,
+    InvalidSettingsPrefix, InvalidTrustedProxies, ProxyHeaderSignIn, SettingsConfig, SignIn,
+    TrustedProxies, settings_router,
 };
 
 use crate::manage::ManageError;

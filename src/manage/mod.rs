@@ -30,10 +30,11 @@ mod rules;
 pub(crate) use leaks::token_hash;
 pub use leaks::{LeakOutcome, LeakReport};
 pub use operations::Management;
+#[cfg(feature = "settings")]
 pub(crate) use rules::validate_account_id;
 
 /// Longest rotation grace period: 30 days.
-pub const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
+pub(crate) const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Most audit events one read returns.
 pub(crate) const MAX_AUDIT_PAGE: u32 = 500;
 /// Longest usage series one read returns: 90 days, the retention.

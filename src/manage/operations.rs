@@ -27,6 +27,9 @@ pub struct Management<'g> {
 }
 
 impl<'g> Management<'g> {
+    /// The longest grace period a rotation may give the old token: 30 days.
+    pub const MAX_GRACE: Duration = MAX_GRACE;
+
     pub(super) fn new(gate: &'g TokenGate, actor: Actor) -> Self {
         Self { gate, actor }
     }

@@ -494,7 +494,10 @@ pub trait WriteTx: Send {
 /// A complete backend: the authentication path, the administration, and the schema.
 ///
 /// `SqliteStore` (feature `sqlite`, the default) and `PostgresStore`
-/// (feature `postgres`) implement it.
+/// (feature `postgres`) implement it. The traits it builds on are sealed:
+/// another backend is not a supported extension (the `test-util` feature
+/// opens them for test doubles; a backend must pass the conformance suite
+/// in `tests/it/store_conformance.rs`).
 #[async_trait]
 pub trait TokenStore: CredentialStore + AdminStore {
     /// Applies pending migrations; returns how many were applied.

@@ -43,7 +43,7 @@ const TIMESTAMP: &[FormatItem<'static>] =
 /// A database file deleted, or replaced by another one (renamed over it),
 /// while the store has it open is noticed: open connections would go on
 /// reading and writing the old file, which nobody will open again, so from
-/// then on every write (before it commits) and [`ping`](crate::CredentialStore::ping)
+/// then on every write (before it commits) and [`ping`](crate::TokenGate::ping)
 /// fail as unavailable, and one error line is logged. Reads, and with them
 /// authentication, go on from the old file. The check is one `stat` of the
 /// path, compared with the (device, inode) seen at connect; Unix only.

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokengate::http::AdminAuth;
 use tokengate::{
-    Actor, AuditQuery, MAX_GRACE, ManageError, Plan, TokenGate, TokenId, TokenRecord, TokenSpec,
+    Actor, AuditQuery, ManageError, Management, Plan, TokenGate, TokenId, TokenRecord, TokenSpec,
     TokenStore,
 };
 
@@ -639,8 +639,8 @@ pub(crate) async fn run_management(
             grace,
             expires_at,
         }) => {
-            if grace > MAX_GRACE {
-                let days = MAX_GRACE.as_secs() / 86_400;
+            if grace > Management::MAX_GRACE {
+                let days = Management::MAX_GRACE.as_secs() / 86_400;
                 return Err(format!("--grace must be at most {days}d"));
             }
             let id = parse_token_id(&token_id)?;

@@ -48,7 +48,10 @@ mod reports;
 mod tokens;
 
 use reports::{__path_audit, __path_report_leaks, audit, report_leaks};
+// For the settings page's own token and security-log routes.
+#[cfg(feature = "settings")]
 pub(crate) use reports::{AuditPage, audit_page, audit_query};
+#[cfg(feature = "settings")]
 pub(crate) use tokens::parse_token_id;
 use tokens::{
     __path_create_token, __path_get_token, __path_list_tokens, __path_revoke_token,

@@ -704,7 +704,7 @@ mod tests {
 
     #[test]
     fn the_plan_refusal_is_the_contract_body() {
-        let body = crate::http::envelope::to_json(&crate::http::ErrorEnvelope {
+        let body = crate::http::envelope::to_json(&crate::http::envelope::ErrorEnvelope {
             success: false,
             error: no_api_access().to_string(),
         })

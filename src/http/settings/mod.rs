@@ -35,7 +35,7 @@ use super::envelope::{ApiError, error_response};
 use crate::gate::TokenGate;
 
 /// Where the settings routes are mounted unless configured otherwise.
-pub const DEFAULT_SETTINGS_PREFIX: &str = "/settings/api-tokens";
+pub(crate) const DEFAULT_SETTINGS_PREFIX: &str = "/settings/api-tokens";
 
 /// Largest accepted request body (the envelope's 413 names this limit).
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -48,7 +48,7 @@ pub struct SettingsConfig {
 }
 
 impl Default for SettingsConfig {
-    /// At [`DEFAULT_SETTINGS_PREFIX`], trusting no proxy's forwarded headers.
+    /// At `/settings/api-tokens`, trusting no proxy's forwarded headers.
     fn default() -> Self {
         Self {
             prefix: DEFAULT_SETTINGS_PREFIX.to_owned(),
