@@ -8,7 +8,6 @@
 //! | `GET /admin/accounts/{account_id}/tokens` | list an account's tokens (never a secret) |
 //! | `GET /admin/tokens/{token_id}` · `DELETE /admin/tokens/{token_id}` | read / revoke (idempotent) |
 //! | `POST /admin/tokens/{token_id}/rotate` | new token, old one stops after `grace_seconds` |
-//!
 //! | `GET /admin/tokens/{token_id}/usage` | requests per hour, admitted and rate limited |
 //! | `GET /admin/audit` | the audit log, newest first, filtered and paged |
 //! | `POST /admin/leaks` | report leaked tokens: each of ours is revoked |
