@@ -60,6 +60,12 @@ pub(crate) fn monotonic_unix_ms() -> u64 {
     anchor_unix_ms + u64::try_from(anchor.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The start of the hour `t` falls in.
+pub(crate) fn hour_of(t: OffsetDateTime) -> OffsetDateTime {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    t.replace_time(time::Time::from_hms(t.hour(), 0, 0).unwrap_or(time::Time::MIDNIGHT))
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

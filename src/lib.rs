@@ -133,6 +133,7 @@ mod limit;
 mod manage;
 mod metrics;
 mod principal;
+mod require_scope;
 mod response;
 mod scope;
 // Its backend traits and row types are re-exported only with `test-util`.
@@ -155,8 +156,8 @@ pub use manage::{
 };
 pub use metrics::Metrics;
 pub use principal::{MissingTokenGateLayer, Principal};
+pub use require_scope::{RequireScopeLayer, require_scope};
 pub use response::Rejection;
-pub use scope::{RequireScopeLayer, require_scope};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use store::PostgresStore;

@@ -102,7 +102,7 @@ impl PendingUsage {
         if batch.is_empty() {
             return Ok(0);
         }
-        let hour = crate::manage::hour_of(now);
+        let hour = crate::clock::hour_of(now);
         let deltas: Vec<UsageDelta> = batch
             .iter()
             .map(|(token, tally)| UsageDelta {

@@ -330,7 +330,7 @@ impl TokenGate {
                 "hours must be 1 to {MAX_USAGE_HOURS}"
             )));
         }
-        let current = hour_of(self.clock().now());
+        let current = crate::clock::hour_of(self.clock().now());
         let first = current - time::Duration::hours(i64::from(hours) - 1);
         let rows = self
             .within_store_timeout(self.store().usage_series(id, first))
@@ -355,16 +355,10 @@ impl TokenGate {
         &self,
         ids: &[TokenId],
     ) -> Result<std::collections::HashMap<TokenId, u64>, ManageError> {
-        let since = hour_of(self.clock().now()) - time::Duration::hours(23);
+        let since = crate::clock::hour_of(self.clock().now()) - time::Duration::hours(23);
         let totals = self
             .within_store_timeout(self.store().usage_totals(ids, since))
             .await?;
         Ok(totals.into_iter().collect())
     }
-}
-
-/// The start of the hour `t` falls in.
-pub(crate) fn hour_of(t: OffsetDateTime) -> OffsetDateTime {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    t.replace_time(time::Time::from_hms(t.hour(), 0, 0).unwrap_or(time::Time::MIDNIGHT))
 }
