@@ -85,6 +85,7 @@ if ! cargo mutants --version >/dev/null 2>&1; then
 fi
 
 out="${MUTANTS_OUT:-$root/target/mutants}"
+mkdir -p "$out"
 args=(--package "$PACKAGE" --cargo-arg=--lib --jobs "$jobs" --output "$out"
     # A loaded 2-core machine makes the baseline's time a poor guide; a real hang still ends.
     --minimum-test-timeout "${MUTANTS_MIN_TIMEOUT:-60}")
