@@ -109,6 +109,8 @@ mod tests {
             "Bearer abc def",
             "Bearer abc ",
             "Bearer =abc",
+            "Bearer =",
+            "Bearer ==",
             "Bearer a=b",
             "Bearer ab,c",
             "Basic abc",
@@ -130,6 +132,51 @@ mod tests {
         headers.append(AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
         headers.append(AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
         assert_eq!(bearer_token(&headers), Err(BearerError::Malformed));
+    }
+
+    #[test]
+    fn no_authorization_header_is_missing_and_one_is_taken_as_is() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(single_authorization(&headers), Err(BearerError::Missing));
+        assert_eq!(bearer_token(&headers), Err(BearerError::Missing));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(
+            single_authorization(&headers),
+            Ok(&HeaderValue::from_static("Basic abc"))
+        );
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("bearer a.b"));
+        assert_eq!(bearer_token(&headers), Ok("a.b"));
+    }
+
+    /// The scheme alone decides, well-formed or not: `Bearer` in any case,
+    /// then the end of the value, a space or a tab.
+    #[test]
+    fn bearer_scheme_is_recognised_even_when_malformed() {
+        for value in [
+            "Bearer abc",
+            "Bearer",
+            "bEaReR",
+            "Bearer ",
+            "Bearer\tabc",
+            "Bearer a b c",
+            "BEARER \"abc\"",
+        ] {
+            assert!(is_bearer_scheme(value.as_bytes()), "{value:?}");
+        }
+        for value in [
+            "",
+            "Bear",
+            "Beare",
+            "Bearerabc",
+            "Bearer:abc",
+            "Bearer,abc",
+            " Bearer abc",
+            "Basic abc",
+            "Basic",
+            "Tokens abc",
+        ] {
+            assert!(!is_bearer_scheme(value.as_bytes()), "{value:?}");
+        }
     }
 
     proptest! {

@@ -352,6 +352,28 @@ mod tests {
         );
     }
 
+    /// Prebuilt values serve only their own plan: a decision for another limit
+    /// or another window gets its own values.
+    #[test]
+    fn prebuilt_policy_values_are_used_only_for_their_own_plan() {
+        let decision = Decision {
+            allowed: true,
+            limit: 1000,
+            remaining: 999,
+            reset_at_ms: 1_800_000_042_500,
+            now_ms: 1_800_000_000_000,
+            window_secs: 3600,
+        };
+        for (limit, window_secs) in [(1000, 3600), (100, 3600), (1000, 60), (100, 60)] {
+            let mut headers = HeaderMap::new();
+            let policy = PolicyHeaders::new(limit, window_secs);
+            write_rate_limit_headers_with(&decision, &policy, &mut headers);
+            assert_eq!(headers["x-ratelimit-limit"], "1000", "{policy:?}");
+            assert_eq!(headers["ratelimit-policy"], "\"hourly\";q=1000;w=3600");
+            assert_eq!(headers["ratelimit"], "\"hourly\";r=999;t=43");
+        }
+    }
+
     #[test]
     fn count_values_match_their_numbers() {
         for n in [

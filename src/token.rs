@@ -535,6 +535,122 @@ mod tests {
         assert!("aaaaaaaaaaaaaaaaaaa!".parse::<TokenId>().is_err());
     }
 
+    #[test]
+    fn token_ids_keep_their_bytes_and_hash_to_the_first_eight() {
+        use std::hash::{BuildHasher, Hasher};
+
+        let bytes: [u8; ID_BYTES] = std::array::from_fn(|i| i as u8 + 1);
+        let id = TokenId(bytes);
+        assert_eq!(id.as_bytes(), &bytes);
+        assert_eq!(
+            RandomIdState::default().hash_one(id),
+            u64::from_le_bytes([1, 2, 3, 4, 5, 6, 7, 8])
+        );
+        // Further writes are folded in by xor, so they never saturate the hash.
+        let mut hasher = RandomIdHasher::default();
+        hasher.write(&[0b11, 2, 3]);
+        hasher.write(&[0b01, 2]);
+        assert_eq!(hasher.finish(), 0b10 | 3 << 16);
+    }
+
+    #[test]
+    fn debug_and_display_are_exact_and_redacted() {
+        let id = TokenId([0; ID_BYTES]);
+        assert_eq!(id.to_string(), "AAAAAAAAAAAAAAAAAAAA");
+        assert_eq!(format!("{id:?}"), "TokenId(AAAAAAAAAAAAAAAAAAAA)");
+        let format = TokenFormat::default();
+        let minted = format.generate();
+        assert_eq!(format!("{:?}", minted.token), "PlaintextToken(<redacted>)");
+        assert_eq!(minted.token.to_string(), "<redacted>");
+        assert_eq!(format!("{:?}", minted.secret), "SecretBytes(<redacted>)");
+        assert_eq!(
+            format!("{minted:?}"),
+            format!(
+                "MintedToken {{ id: {:?}, token: PlaintextToken(<redacted>), .. }}",
+                minted.id
+            )
+        );
+        let parsed = format.parse(minted.token.expose_secret()).unwrap();
+        assert_eq!(
+            format!("{parsed:?}"),
+            format!("ParsedToken {{ id: {:?}, .. }}", minted.id)
+        );
+    }
+
+    #[test]
+    fn the_secret_is_the_decoded_middle_of_the_token() {
+        let minted = TokenFormat::default().generate();
+        let text = minted.token.expose_secret();
+        let decoded = URL_SAFE_NO_PAD.decode(&text[24..68]).unwrap();
+        assert_eq!(decoded.len(), SECRET_BYTES);
+        assert_eq!(minted.secret.expose_secret(), decoded.as_slice());
+        let parsed = TokenFormat::default().parse(text).unwrap();
+        assert_eq!(parsed.secret().expose_secret(), decoded.as_slice());
+    }
+
+    /// Two bad characters are as bad as one (the alphabet check is a fold,
+    /// where an even number of failures must not cancel out).
+    #[test]
+    fn any_number_of_bad_characters_fails_the_alphabet() {
+        let format = TokenFormat::default();
+        let text = format.generate().token.expose_secret().to_owned();
+        for bad in [&[30][..], &[30, 31], &[10, 40, 50]] {
+            let mut bytes = text.clone().into_bytes();
+            for &pos in bad {
+                bytes[pos] = b'.';
+            }
+            let token = String::from_utf8(bytes).unwrap();
+            assert_eq!(format.check_shape(&token), Err(TokenFormatError::Alphabet));
+        }
+    }
+
+    #[test]
+    fn generated_tokens_are_well_formed() {
+        for format in [
+            TokenFormat::default(),
+            TokenFormat::new("acme_live_").unwrap(),
+        ] {
+            for _ in 0..8 {
+                let minted = format.generate();
+                assert!(format.is_well_formed(minted.token.expose_secret()));
+            }
+        }
+    }
+
+    #[test]
+    fn the_prefix_is_kept() {
+        assert_eq!(TokenFormat::default().prefix(), "iit_");
+        assert_eq!(
+            TokenFormat::new("acme_live_").unwrap().prefix(),
+            "acme_live_"
+        );
+    }
+
+    /// Every byte, so the classes' edges (`/ 0 9 :`, `@ A Z [`, `` ` a z {``) are covered.
+    #[test]
+    fn the_alphabet_is_exactly_url_safe_base64() {
+        for b in 0..=u8::MAX {
+            let expected = b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+            assert_eq!(is_url_safe_base64(b), expected, "{:?}", b as char);
+        }
+    }
+
+    #[test]
+    fn decode_exact_wants_exactly_the_output_length() {
+        let mut three = [0u8; 3];
+        assert_eq!(decode_exact(b"AQID", &mut three), Ok(()));
+        assert_eq!(three, [1, 2, 3]);
+        assert_eq!(
+            decode_exact(b"AQID", &mut [0u8; 4]),
+            Err(TokenFormatError::Alphabet)
+        );
+        assert_eq!(
+            decode_exact(b"AQJ", &mut [0u8; 2]),
+            Err(TokenFormatError::Alphabet),
+            "trailing bits must be zero"
+        );
+    }
+
     proptest! {
         #[test]
         fn any_single_character_change_is_rejected(pos in 4usize..74, replacement in "[A-Za-z0-9_-]") {
