@@ -12,7 +12,7 @@
 //!   write transaction whose steps commit together.
 //!
 //! [`TokenStore`] is both, plus `migrate` and `close`. Both built-in
-//! backends share one set of SQL statements (`sql.rs`); `sqlite.rs` and
+//! backends share one set of SQL statements (`sql/`); `sqlite.rs` and
 //! `postgres.rs` hold only what differs: connecting, value encoding, and
 //! how a write transaction orders the change feed.
 //!

@@ -5,7 +5,7 @@
 //! and [`WriteTx`], a transaction of primitive steps; [`TokenStore`] both,
 //! with the schema. This module owns those contracts; it must not hold a
 //! business rule (they are `manage`'s, on top of these primitives) nor SQL
-//! (`sql.rs`, shared by both backends).
+//! (`sql/`, shared by both backends).
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
