@@ -1,6 +1,7 @@
 //! `tokengate`: the server and its command line. Thin: configuration, wiring, exit codes.
 
 mod cli;
+mod commands;
 mod config;
 
 use std::io::IsTerminal;
@@ -135,7 +136,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 eprintln!("database {shown}: applied {applied} migrations");
             }
             let gate = build_gate(&common, Arc::clone(&store), None)?;
-            cli::run_management(other, gate, store.as_ref(), &shown, common.verbose).await
+            commands::run_management(other, gate, store.as_ref(), &shown, common.verbose).await
         }
     }
 }
