@@ -1,7 +1,7 @@
 //! `POST /leaks/github`: GitHub's secret scanning partner endpoint.
 //!
 //! GitHub finds a token of ours in public code and POSTs it here, signed
-//! with one of its published keys (`github.rs` checks the signature over
+//! with one of its published keys (`github/keys.rs` checks the signature over
 //! the raw body). Each well-formed token of ours that is still live is
 //! revoked at once, with a `token.leaked` audit event naming the URL; the
 //! answer is GitHub's feedback array, one entry per reported string:

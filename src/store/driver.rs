@@ -1,4 +1,4 @@
-//! The seam between the shared SQL (`sql.rs`) and a database: values,
+//! The seam between the shared SQL (`sql/`) and a database: values,
 //! rows, and the few operations a backend must provide. A backend (see
 //! `sqlite.rs`, `postgres.rs`) binds [`Value`]s to its native types, reads
 //! rows back into them, and says how a write transaction starts.

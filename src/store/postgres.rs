@@ -1,6 +1,6 @@
 //! The [`TokenStore`] for several instances: PostgreSQL, via sqlx.
 //!
-//! Same tables, same statements (`sql.rs`) and semantics as
+//! Same tables, same statements (`sql/`) and semantics as
 //! [`SqliteStore`](super::SqliteStore), with its own migrations
 //! (`migrations/postgres/`). What is particular to PostgreSQL: timestamps
 //! are `TIMESTAMPTZ`, and every write transaction first takes one

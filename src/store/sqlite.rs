@@ -4,7 +4,7 @@
 //! encoding (timestamps are fixed-width RFC 3339 text with milliseconds,
 //! `2026-11-26T23:44:59.000Z`, so they sort and compare as text), and
 //! `BEGIN IMMEDIATE` for write transactions, and noticing a database file
-//! deleted or replaced while in use. The statements are in `sql.rs`.
+//! deleted or replaced while in use. The statements are in `sql/`.
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -1,12 +1,16 @@
 use std::time::{Duration, Instant};
 
-use p256::ecdsa::SigningKey;
+use base64::Engine;
 use p256::ecdsa::signature::Signer;
+use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::{EncodePublicKey, LineEnding};
 use proptest::prelude::*;
 use rand_core::OsRng;
 
+use super::keys::GITHUB_KEYS_URL;
+use super::report::{Feedback, MAX_REPORT_ENTRIES, ReportError};
 use super::*;
+use crate::manage::token_hash;
 
 /// GitHub's documented sample request and the published keys it refers to
 /// (`meta/public_keys/secret_scanning`, as quoted in GitHub's docs samples and

@@ -1,10 +1,13 @@
-//! The signed-in account's JSON API: its plan, and its own tokens.
+//! The signed-in account's JSON API: the handlers, and the extractor each
+//! one starts with (who is signed in, and who is acting for the audit log).
 //!
 //! Every handler works on the account that [`SignIn`](super::SignIn)
 //! names, never on one from the request: a token id of another account is
-//! answered exactly like an unknown one (404), and nothing changes. The
-//! lifecycle rules themselves (validation, rotation, what a revocation
-//! does) are [`TokenGate`]'s, shared with the admin API and the CLI.
+//! answered exactly like an unknown one (404), and nothing changes. This
+//! module owns that scoping and the refusal of plans without API access; it
+//! must not hold a lifecycle rule (validation, rotation, what a revocation
+//! does: [`TokenGate`]'s, shared with the admin API and the CLI), nor define
+//! the JSON it speaks (`views.rs`) or document its errors (`responses.rs`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -14,15 +17,15 @@ use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::response::Response;
 use http::StatusCode;
 use http::request::Parts;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use time::OffsetDateTime;
-use utoipa::openapi::RefOr;
-use utoipa::openapi::response::Response as ResponseObject;
-use utoipa::{ToResponse, ToSchema};
 
 use super::TrustedProxies;
-use super::guard::CROSS_SITE_MESSAGE;
+use super::responses::{NOT_SIGNED_IN, NotJson, NotSignedIn, SettingsForbidden, TokenNotFound};
 use super::sign_in::DynSignIn;
+use super::views::{
+    SettingsAccount, SettingsCreateBody, SettingsNewToken, SettingsRotateBody, SettingsToken,
+};
 use crate::gate::TokenGate;
 use crate::http::admin::{AuditPage, audit_page, audit_query, parse_token_id};
 use crate::http::envelope::{ApiError, JsonBody, PathParam, SuccessEnvelope, success_response};
@@ -31,9 +34,7 @@ use crate::http::origin::RequestOrigin;
 use crate::manage::{
     Actor, CreatedToken, Management, RotatedToken, TokenSpec, validate_account_id,
 };
-use crate::response::FORBIDDEN_BODY;
 use crate::store::{Plan, TokenRecord};
-use crate::token::PlaintextToken;
 
 /// State of the settings API.
 #[derive(Clone)]
@@ -43,12 +44,6 @@ pub(super) struct SettingsState {
     /// Whose `X-Forwarded-For` names the client, for the security log.
     pub(super) trusted_proxies: Arc<TrustedProxies>,
 }
-
-/// The answer when nobody is signed in.
-pub(crate) const NOT_SIGNED_IN: &str = "Sign in to manage API tokens";
-
-/// The expiry presets of `expires_in_days`, in days.
-const EXPIRY_PRESETS: [i64; 4] = [7, 30, 60, 90];
 
 /// The signed-in account's id, and who is acting (`settings:<account>`,
 /// from the client's address, with the request id): the extractor every
@@ -111,190 +106,6 @@ impl FromRequestParts<SettingsState> for SignedIn {
         };
         let actor = origin.actor(format!("settings:{account_id}"));
         Ok(Self(account_id, actor))
-    }
-}
-
-// ------------------------------------------------------------------- views
-
-/// The signed-in account: its plan and what the plan allows.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct SettingsAccount {
-    /// The signed-in account's id.
-    #[schema(example = "acct_42")]
-    account_id: String,
-    /// The account's plan, or null for an account tokengate does not know yet
-    /// (it has no API access until an operator puts it on a plan).
-    #[schema(example = "pro")]
-    plan: Option<String>,
-    /// Whether the plan may call the API (and so create tokens).
-    api_access: bool,
-    /// Requests per token in any rolling hour (0 without API access).
-    #[schema(example = 1000)]
-    requests_per_hour: u32,
-    /// Requests per rolling hour for all the account's tokens together, if the plan sets a ceiling.
-    account_requests_per_hour: Option<u32>,
-    /// Most live tokens the plan allows, if it sets a cap.
-    max_tokens: Option<u32>,
-    /// Tokens that work now (not revoked, expired or replaced by a rotation).
-    live_tokens: usize,
-    /// The scopes a new token can be limited to (the gate's declared
-    /// scopes); empty when the API has none.
-    scopes: Vec<String>,
-}
-
-/// One of the account's tokens, never its secret.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct SettingsToken {
-    /// The public token id.
-    #[schema(example = "J_5Z2qBcVZzDTNAxMf0J")]
-    id: String,
-    /// The token's label.
-    #[schema(example = "CI")]
-    name: String,
-    /// The last four characters of the token.
-    #[schema(example = "81Dw")]
-    hint: String,
-    /// Creation time, RFC 3339 UTC.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    created_at: OffsetDateTime,
-    /// Last authenticated use (up to a few seconds behind), or null.
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    last_used_at: Option<OffsetDateTime>,
-    /// When it stops working, or null.
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    expires_at: Option<OffsetDateTime>,
-    /// When it was revoked, or null.
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    revoked_at: Option<OffsetDateTime>,
-    /// `revoked` or `rotated`, or null; `rotated` without `revoked_at` still
-    /// works until `expires_at` (a grace period).
-    revoked_reason: Option<String>,
-    /// For a rotated token, the id of its successor.
-    replaced_by: Option<String>,
-    /// What the token may do; `["*"]` is everything.
-    #[schema(example = json!(["*"]))]
-    scopes: Vec<String>,
-    /// Requests admitted in the last 24 hours (counted up to 10 s ago);
-    /// absent in the answer to a change.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    requests_24h: Option<u64>,
-}
-
-impl From<TokenRecord> for SettingsToken {
-    fn from(record: TokenRecord) -> Self {
-        Self {
-            id: record.id.to_string(),
-            name: record.name,
-            hint: record.hint,
-            created_at: record.created_at,
-            last_used_at: record.last_used_at,
-            expires_at: record.expires_at,
-            revoked_at: record.revoked_at,
-            revoked_reason: record.revoked_reason,
-            replaced_by: record.replaced_by.map(|id| id.to_string()),
-            scopes: record.scopes,
-            requests_24h: None,
-        }
-    }
-}
-
-/// A new token: the only answer that holds its plaintext.
-// No `Debug`: it would print the token.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct SettingsNewToken {
-    /// The public token id.
-    #[schema(example = "J_5Z2qBcVZzDTNAxMf0J")]
-    id: String,
-    /// The token's label.
-    name: String,
-    /// The plaintext token. Shown once: it cannot be retrieved again.
-    token: String,
-    /// The last four characters of the token.
-    hint: String,
-    /// Creation time, RFC 3339 UTC.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    created_at: OffsetDateTime,
-    /// Expiry, RFC 3339 UTC, or null.
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    expires_at: Option<OffsetDateTime>,
-    /// What the token may do; `["*"]` is everything.
-    scopes: Vec<String>,
-    /// For a rotation: the replaced token, with its new expiry or revocation.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    replaces: Option<SettingsToken>,
-}
-
-impl SettingsNewToken {
-    fn new(record: TokenRecord, token: &PlaintextToken, replaces: Option<TokenRecord>) -> Self {
-        Self {
-            id: record.id.to_string(),
-            name: record.name,
-            // The one deliberate exposure of the plaintext.
-            token: token.expose_secret().to_owned(),
-            hint: record.hint,
-            created_at: record.created_at,
-            expires_at: record.expires_at,
-            scopes: record.scopes,
-            replaces: replaces.map(SettingsToken::from),
-        }
-    }
-}
-
-/// `POST {prefix}/tokens` body.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SettingsCreateBody {
-    /// A label, 1–200 characters.
-    #[schema(min_length = 1, max_length = 200, example = "CI deploy")]
-    name: String,
-    /// Expiry, RFC 3339, in the future; null or absent: no expiry.
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime, example = "2027-01-01T00:00:00Z")]
-    expires_at: Option<OffsetDateTime>,
-    /// Instead of `expires_at`: expire in 7, 30, 60 or 90 days.
-    #[schema(example = 30)]
-    #[serde(default)]
-    expires_in_days: Option<i64>,
-    /// What the token may do; absent or `["*"]`: everything.
-    #[serde(default)]
-    scopes: Option<Vec<String>>,
-}
-
-/// `POST {prefix}/tokens/{id}/rotate` body (may be empty).
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SettingsRotateBody {
-    /// Seconds the old token keeps working (0, the default, stops it at once; at most 30 days).
-    #[serde(default)]
-    #[schema(maximum = 2_592_000, example = 3600)]
-    grace_seconds: Option<u64>,
-    /// Expiry of the new token, RFC 3339 (default: the old token's expiry).
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    expires_at: Option<OffsetDateTime>,
-}
-
-impl SettingsCreateBody {
-    /// The expiry asked for, from `expires_at` or `expires_in_days`.
-    fn expiry(&self, now: OffsetDateTime) -> Result<Option<OffsetDateTime>, ApiError> {
-        match (self.expires_at, self.expires_in_days) {
-            (Some(_), Some(_)) => Err(ApiError::BadRequest(
-                "Give expires_at or expires_in_days, not both".into(),
-            )),
-            (None, Some(days)) if EXPIRY_PRESETS.contains(&days) => {
-                Ok(Some(now + time::Duration::days(days)))
-            }
-            (None, Some(_)) => Err(ApiError::BadRequest(
-                "expires_in_days must be 7, 30, 60 or 90".into(),
-            )),
-            (at, None) => Ok(at),
-        }
     }
 }
 
@@ -587,120 +398,10 @@ pub(super) async fn security_log(
     ))
 }
 
-// ------------------------------------------------------- OpenAPI responses
-
-fn error_component(description: &str, example: &str) -> RefOr<ResponseObject> {
-    RefOr::T(crate::http::openapi::error_response(description, example).build())
-}
-
-/// 401: nobody is signed in.
-pub(crate) struct NotSignedIn;
-
-impl ToResponse<'static> for NotSignedIn {
-    fn response() -> (&'static str, RefOr<ResponseObject>) {
-        (
-            "NotSignedIn",
-            error_component(
-                "Nobody is signed in (the host application's session, or the auth proxy's header from a trusted proxy).",
-                NOT_SIGNED_IN,
-            ),
-        )
-    }
-}
-
-/// 403: another site's request, or a plan without API access.
-pub(crate) struct SettingsForbidden;
-
-impl ToResponse<'static> for SettingsForbidden {
-    fn response() -> (&'static str, RefOr<ResponseObject>) {
-        let body: serde_json::Value = serde_json::from_str(FORBIDDEN_BODY).unwrap_or_default();
-        (
-            "SettingsForbidden",
-            error_component(
-                &format!(
-                    "A state change from another site (`Sec-Fetch-Site` or `Origin`): \
-                     `{CROSS_SITE_MESSAGE}`. Or, creating or rotating a token, the account's \
-                     plan has no API access: the contract's body, shown."
-                ),
-                body["error"].as_str().unwrap_or_default(),
-            ),
-        )
-    }
-}
-
-/// 404: no such token in the signed-in account.
-pub(crate) struct TokenNotFound;
-
-impl ToResponse<'static> for TokenNotFound {
-    fn response() -> (&'static str, RefOr<ResponseObject>) {
-        (
-            "TokenNotFound",
-            error_component(
-                "No such token in the signed-in account (another account's token is answered the same way).",
-                "Token not found",
-            ),
-        )
-    }
-}
-
-/// 415: a state change without `Content-Type: application/json`.
-pub(crate) struct NotJson;
-
-impl ToResponse<'static> for NotJson {
-    fn response() -> (&'static str, RefOr<ResponseObject>) {
-        (
-            "NotJson",
-            error_component(
-                "State changes must say `Content-Type: application/json` (so an HTML form cannot forge them); DELETE too, with an empty body.",
-                "Content-Type must be application/json",
-            ),
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use time::macros::datetime;
-
     use super::*;
-
-    fn body(json: &str) -> SettingsCreateBody {
-        serde_json::from_str(json).unwrap()
-    }
-
-    #[test]
-    fn expiry_from_a_date_or_a_preset() {
-        let now = datetime!(2026-06-01 12:00 UTC);
-        assert_eq!(body(r#"{"name": "a"}"#).expiry(now).unwrap(), None);
-        assert_eq!(
-            body(r#"{"name": "a", "expires_at": null}"#)
-                .expiry(now)
-                .unwrap(),
-            None
-        );
-        assert_eq!(
-            body(r#"{"name": "a", "expires_at": "2027-01-01T00:00:00Z"}"#)
-                .expiry(now)
-                .unwrap(),
-            Some(datetime!(2027-01-01 0:00 UTC))
-        );
-        assert_eq!(
-            body(r#"{"name": "a", "expires_in_days": 30}"#)
-                .expiry(now)
-                .unwrap(),
-            Some(datetime!(2026-07-01 12:00 UTC))
-        );
-        for bad in [
-            r#"{"name": "a", "expires_in_days": 31}"#,
-            r#"{"name": "a", "expires_in_days": 30, "expires_at": "2027-01-01T00:00:00Z"}"#,
-        ] {
-            assert_eq!(
-                body(bad).expiry(now).unwrap_err().status_code(),
-                StatusCode::BAD_REQUEST,
-                "{bad}"
-            );
-        }
-    }
+    use crate::response::FORBIDDEN_BODY;
 
     #[test]
     fn the_plan_refusal_is_the_contract_body() {

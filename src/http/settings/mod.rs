@@ -2,6 +2,7 @@
 //! tokens, and the JSON API behind it; [`settings_router`] documents both.
 //!
 //! `api` holds the handlers (the signed-in account's own tokens only),
+//! `views` the JSON they speak, `responses` their documented errors,
 //! `guard` the browser safety (same-origin state changes, JSON only,
 //! security headers), `page` the embedded page, `sign_in` the host's
 //! [`SignIn`] and the proxy-header one, `proxies` the trusted CIDR blocks.
@@ -10,7 +11,9 @@ mod api;
 mod guard;
 mod page;
 mod proxies;
+mod responses;
 mod sign_in;
+mod views;
 
 use std::sync::Arc;
 
@@ -127,10 +130,10 @@ fn validate_prefix(prefix: &str) -> Result<(), &'static str> {
     components(
         schemas(super::envelope::ErrorEnvelope),
         responses(
-            api::NotSignedIn,
-            api::SettingsForbidden,
-            api::TokenNotFound,
-            api::NotJson,
+            responses::NotSignedIn,
+            responses::SettingsForbidden,
+            responses::TokenNotFound,
+            responses::NotJson,
             super::openapi::BadRequest,
             super::openapi::Conflict,
             super::openapi::PayloadTooLarge,
