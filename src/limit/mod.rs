@@ -10,6 +10,10 @@ use async_trait::async_trait;
 
 use crate::token::TokenId;
 
+#[cfg(any(test, feature = "redis"))]
+mod lease;
+#[cfg(test)]
+mod lease_model;
 mod memory;
 mod policy;
 #[cfg(feature = "redis")]
@@ -45,6 +49,17 @@ pub(crate) trait RateLimitStore: Send + Sync + 'static {
         limit: u32,
         account: Option<(&str, u32)>,
     ) -> Result<Decision, LimitError>;
+
+    /// The answer without a round trip, when the backend can give one
+    /// (a lease's permit, a refusal that still stands). Counts like `check`.
+    fn check_now(
+        &self,
+        _token: &TokenId,
+        _limit: u32,
+        _account: Option<(&str, u32)>,
+    ) -> Option<Decision> {
+        None
+    }
 
     /// Tokens with live state in this process, if the backend knows (for metrics).
     fn tracked_tokens(&self) -> Option<usize> {

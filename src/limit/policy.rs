@@ -116,7 +116,15 @@ impl LimiterPolicy {
     pub(crate) fn check_now(&self, principal: &Principal) -> Option<Result<Decision, Refused>> {
         match self {
             LimiterPolicy::Local(local) => Some(verdict(check_local(local, principal))),
-            LimiterPolicy::Shared { .. } => None,
+            LimiterPolicy::Shared { shared, tally, .. } => {
+                let account = principal
+                    .account_requests_per_hour()
+                    .map(|ceiling| (principal.account_id(), ceiling));
+                let id = principal.token_id();
+                let decision = shared.check_now(&id, principal.requests_per_hour(), account)?;
+                tally.count(id, decision.allowed);
+                Some(verdict(decision))
+            }
         }
     }
 

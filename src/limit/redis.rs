@@ -1,41 +1,69 @@
 //! The shared [`RateLimitStore`]: the same bucketed sliding window, in Redis,
 //! so the hourly limit holds across every instance together.
 //!
-//! One check is one `EVALSHA` of a Lua script (one round trip), which Redis
-//! runs atomically: read the token's bucket hash, drop buckets that left the
-//! window, admit if the sum is under the limit and count the request, compute
-//! the reset exactly like [`WindowState`](super::WindowState) does. Time is
-//! Redis's `TIME`, one clock for all instances. Each key expires on its own
-//! one window after its last admitted request.
+//! Instances lease permits in batches (see [`lease`](super::lease)): one
+//! `EVALSHA` of a Lua script, which Redis runs atomically, gives back unused
+//! permits of an expired lease, reads the token's (and account's) bucket
+//! hashes, drops buckets that left the window, grants `min(asked, room)`
+//! permits and counts them, and computes the reset exactly like
+//! [`WindowState`](super::WindowState) does. The instance then admits from
+//! its lease without a round trip. Time is Redis's `TIME`, one clock for
+//! all instances. Each key expires on its own one window after its newest
+//! bucket. With `max_lease: 1` every request is one round trip.
 //!
-//! When Redis cannot be reached the check fails with [`LimitError`]; the gate
-//! then applies its [`LimiterFailurePolicy`](crate::LimiterFailurePolicy)
-//! (503 by default). Reconnection is automatic.
+//! When Redis cannot be reached a check that needs a round trip fails with
+//! [`LimitError`]; the gate then applies its
+//! [`LimiterFailurePolicy`](crate::LimiterFailurePolicy) (503 by default).
+//! A lease still valid keeps admitting. Reconnection is automatic.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::window::{Decision, WindowConfig, binding};
+use super::lease::{Ask, Grant, Lease, Limits, Room};
+use super::window::{Decision, WindowConfig};
 use super::{LimitError, RateLimitStore};
-use crate::token::TokenId;
+use crate::token::{RandomIdState, TokenId};
 
 const SCRIPT: &str = r#"
 -- KEYS[1]: the token's buckets (hash: bucket number -> count);
 -- KEYS[2], optional: the account's buckets, a second window shared by all
 -- of the account's tokens.
--- ARGV: token limit, bucket width in ms, buckets per window (B), account limit
+-- ARGV: [1] token limit, [2] bucket width in ms, [3] buckets per window (B),
+-- [4] account limit (0 without an account), [5] permits asked,
+-- [6] lease ttl in ms, [7] bucket and [8] count of permits given back,
+-- [9] optional, tests only: the time in ms instead of Redis's TIME.
 local bucket_ms = tonumber(ARGV[2])
 local buckets = tonumber(ARGV[3])
-local time = redis.call('TIME')
-local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local now_ms
+if ARGV[9] then
+  now_ms = tonumber(ARGV[9])
+else
+  local time = redis.call('TIME')
+  now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
 local current = math.floor(now_ms / bucket_ms)
 local first = current - buckets
+-- Granted permits count in the bucket of the lease's end, so each one
+-- stays in the window at least as long as the request it admits.
+local record = math.floor((now_ms + tonumber(ARGV[6])) / bucket_ms)
+local give_back = tonumber(ARGV[8])
 
--- A window as it stands now: its counted buckets and their sum.
+-- A window as it stands now (after the give-back): counted buckets, sum.
 local function load(key)
+  if give_back > 0 and tonumber(ARGV[7]) >= first then
+    local held = tonumber(redis.call('HGET', key, ARGV[7]) or 0)
+    local n = math.min(held, give_back)
+    if n > 0 and n == held then
+      redis.call('HDEL', key, ARGV[7])
+    elseif n > 0 then
+      redis.call('HINCRBY', key, ARGV[7], -n)
+    end
+  end
   local fields = redis.call('HGETALL', key)
   local w = {counts = {}, order = {}, sum = 0}
   local stale = {}
@@ -56,15 +84,20 @@ local function load(key)
   return w
 end
 
-local function count_one(key, w)
-  redis.call('HINCRBY', key, current, 1)
-  if w.counts[current] == nil then
-    w.counts[current] = 0
-    w.order[#w.order + 1] = current
+local function count(key, w, permits)
+  redis.call('HINCRBY', key, record, permits)
+  if w.counts[record] == nil then
+    w.counts[record] = 0
+    w.order[#w.order + 1] = record
   end
-  w.counts[current] = w.counts[current] + 1
-  w.sum = w.sum + 1
-  redis.call('PEXPIRE', key, (buckets + 1) * bucket_ms)
+  w.counts[record] = w.counts[record] + permits
+  w.sum = w.sum + permits
+  local newest = record
+  for _, bucket in ipairs(w.order) do
+    if bucket > newest then newest = bucket end
+  end
+  -- The key lives until its newest bucket leaves the window.
+  redis.call('PEXPIRE', key, (newest + buckets + 1) * bucket_ms - now_ms)
 end
 
 -- When `Remaining` next grows: as WindowState::decision computes it.
@@ -92,21 +125,22 @@ end
 
 local token_limit = tonumber(ARGV[1])
 local token = load(KEYS[1])
-local allowed = token.sum < token_limit
+local permits = math.min(tonumber(ARGV[5]), token_limit - token.sum)
 local account, account_limit
 if #KEYS > 1 then
   account_limit = tonumber(ARGV[4])
   account = load(KEYS[2])
-  allowed = allowed and account.sum < account_limit
+  permits = math.min(permits, account_limit - account.sum)
 end
-if allowed then
-  count_one(KEYS[1], token)
-  if account then count_one(KEYS[2], account) end
+if permits < 0 then permits = 0 end
+if permits > 0 then
+  count(KEYS[1], token, permits)
+  if account then count(KEYS[2], account, permits) end
 end
-local answer = {allowed and 1 or 0, remaining(token, token_limit), reset(token, token_limit), now_ms}
+local answer = {permits, record, now_ms, remaining(token, token_limit), reset(token, token_limit)}
 if account then
-  answer[5] = remaining(account, account_limit)
-  answer[6] = reset(account, account_limit)
+  answer[6] = remaining(account, account_limit)
+  answer[7] = reset(account, account_limit)
 end
 return answer
 "#;
@@ -123,8 +157,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct RedisLimiterConfig {
     /// Prefix of every key (`<prefix>:rl:<token id>`). Default `tokengate`.
     pub key_prefix: String,
-    /// Longest wait for one check before it counts as a failure. Default 250 ms.
+    /// Longest wait for one round trip before it counts as a failure. Default 250 ms.
     pub timeout: Duration,
+    /// Most permits one lease may hold. Default 50: steady traffic costs one
+    /// round trip per 50 requests. `1`: one round trip per request and no
+    /// permit ever held by an instance.
+    pub max_lease: u32,
+    /// How long a lease's permits may be used. Default 2 s. Unused permits
+    /// go back to the window with the next ask or the next idle sweep (30 s).
+    pub lease_ttl: Duration,
 }
 
 impl Default for RedisLimiterConfig {
@@ -132,15 +173,34 @@ impl Default for RedisLimiterConfig {
         Self {
             key_prefix: "tokengate".into(),
             timeout: Duration::from_millis(250),
+            max_lease: 50,
+            lease_ttl: Duration::from_secs(2),
         }
     }
 }
+
+/// One token's lease on this instance.
+#[derive(Default)]
+struct Entry {
+    state: Mutex<Leased>,
+    /// One ask at a time per token; the others wait and use its grant.
+    asking: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Leased {
+    lease: Lease,
+    /// The account whose window the lease's permits are also counted in.
+    account: Option<String>,
+}
+
+const SHARDS: usize = 16;
 
 /// Sliding windows in Redis, shared by every instance.
 pub struct RedisRateLimiter {
     client: redis::Client,
     config: RedisLimiterConfig,
-    script: redis::Script,
+    calls: ScriptCall,
     connection: tokio::sync::RwLock<Option<ConnectionManager>>,
     connecting: tokio::sync::Mutex<()>,
     /// Failed connection attempts so far (requests that waited for one do not retry).
@@ -151,6 +211,7 @@ pub struct RedisRateLimiter {
     down_until_ms: AtomicU64,
     healthy: AtomicBool,
     round_trips: AtomicU64,
+    leases: [Mutex<HashMap<TokenId, Arc<Entry>, RandomIdState>>; SHARDS],
 }
 
 impl std::fmt::Debug for RedisRateLimiter {
@@ -162,6 +223,23 @@ impl std::fmt::Debug for RedisRateLimiter {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The keys and limits of one check.
+struct Windows<'a> {
+    token: &'a TokenId,
+    limit: u32,
+    account: Option<(&'a str, u32)>,
+}
+
+impl Windows<'_> {
+    fn limits(&self) -> Limits {
+        (self.limit, self.account.map(|(_, ceiling)| ceiling))
+    }
+}
+
 impl RedisRateLimiter {
     /// A limiter on the Redis at `url` (`redis://host:port/db`). Connects lazily,
     /// so it can start while Redis is down; only a malformed URL is an error.
@@ -169,8 +247,13 @@ impl RedisRateLimiter {
         let client = redis::Client::open(url).map_err(|e| LimitError(Box::new(e)))?;
         Ok(Self {
             client,
+            calls: ScriptCall {
+                script: redis::Script::new(SCRIPT),
+                key_prefix: config.key_prefix.clone(),
+                lease_ms: config.lease_ttl.as_millis() as u64,
+                timeout: config.timeout,
+            },
             config,
-            script: redis::Script::new(SCRIPT),
             connection: tokio::sync::RwLock::new(None),
             connecting: tokio::sync::Mutex::new(()),
             failed_connects: AtomicU64::new(0),
@@ -178,6 +261,7 @@ impl RedisRateLimiter {
             down_until_ms: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             round_trips: AtomicU64::new(0),
+            leases: Default::default(),
         })
     }
 
@@ -185,9 +269,13 @@ impl RedisRateLimiter {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Script invocations sent to Redis so far (one per check).
+    /// Script invocations sent to Redis so far (one per lease asked or given back).
     pub fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
+    }
+
+    fn shard(&self, token: &TokenId) -> &Mutex<HashMap<TokenId, Arc<Entry>, RandomIdState>> {
+        &self.leases[token.as_bytes()[9] as usize % SHARDS]
     }
 
     async fn connection(&self) -> Result<ConnectionManager, LimitError> {
@@ -197,7 +285,7 @@ impl RedisRateLimiter {
         // One request at a time connects; the others wait for its outcome
         // (a burst at start-up is not refused). If that attempt failed they
         // fail too, without an attempt of their own: how often to retry is
-        // the circuit breaker's call (see `check`).
+        // the circuit breaker's call (see `ask`).
         let failures_before = self.failed_connects.load(Ordering::Acquire);
         let _connecting = self.connecting.lock().await;
         if let Some(connection) = self.connection.read().await.as_ref() {
@@ -229,83 +317,11 @@ impl RedisRateLimiter {
         Ok(connection)
     }
 
-    async fn invoke(
-        &self,
-        token: &TokenId,
-        limit: u32,
-        account: Option<(&str, u32)>,
-    ) -> Result<Decision, LimitError> {
-        let mut connection = self.connection().await?;
-        let window = WindowConfig::default();
-        let prefix = &self.config.key_prefix;
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let mut invocation = self.script.key(format!("{prefix}:rl:{token}"));
-        if let Some((account, _)) = account {
-            invocation.key(format!("{prefix}:rla:{account}"));
-        }
-        invocation
-            .arg(limit)
-            .arg(window.bucket_ms())
-            .arg(window.buckets());
-        if let Some((_, ceiling)) = account {
-            invocation.arg(ceiling);
-        }
-        let answer: Vec<u64> = tokio::time::timeout(
-            self.config.timeout,
-            invocation.invoke_async(&mut connection),
-        )
-        .await
-        .map_err(|_| LimitError("Redis did not answer in time".into()))?
-        .map_err(|e| LimitError(Box::new(e)))?;
-        let decision = |limit: u32, remaining: u64, reset_at_ms: u64| Decision {
-            allowed: answer[0] == 1,
-            limit,
-            remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
-            reset_at_ms,
-            now_ms: answer[3],
-            window_secs: window.window_ms() / 1000,
-        };
-        match (account, answer.as_slice()) {
-            (None, [_, remaining, reset, _]) => Ok(decision(limit, *remaining, *reset)),
-            (Some((_, ceiling)), [_, remaining, reset, _, account_remaining, account_reset]) => {
-                Ok(binding(
-                    decision(limit, *remaining, *reset),
-                    decision(ceiling, *account_remaining, *account_reset),
-                ))
-            }
-            _ => Err(LimitError(
-                "unexpected answer from the rate-limit script".into(),
-            )),
-        }
-    }
-}
-
-#[async_trait]
-impl RateLimitStore for RedisRateLimiter {
-    async fn check(
-        &self,
-        token: &TokenId,
-        limit: u32,
-        account: Option<(&str, u32)>,
-    ) -> Result<Decision, LimitError> {
-        RedisRateLimiter::check(self, token, limit, account).await
-    }
-}
-
-impl RedisRateLimiter {
-    /// Checks (and, if admitted, counts) one request for `token` against
-    /// `limit` per window and, with `Some((account, ceiling))`, against the
-    /// account's shared window (both or neither count), in one round trip.
-    pub async fn check(
-        &self,
-        token: &TokenId,
-        limit: u32,
-        account: Option<(&str, u32)>,
-    ) -> Result<Decision, LimitError> {
-        // Circuit breaker: after a failure, requests fail at once and one
-        // request per `RETRY_AFTER_FAILURE` probes Redis, so an outage (even
-        // a black hole that never refuses) costs requests nothing but the
-        // failure policy's answer.
+    /// One round trip behind the circuit breaker: after a failure, requests
+    /// fail at once and one request per `RETRY_AFTER_FAILURE` probes Redis,
+    /// so an outage (even a black hole that never refuses) costs requests
+    /// nothing but the failure policy's answer.
+    async fn ask(&self, windows: &Windows<'_>, ask: Ask) -> Result<Grant, LimitError> {
         let retry_ms = RETRY_AFTER_FAILURE.as_millis() as u64;
         let now_ms = self.since_start_ms();
         let down_until = self.down_until_ms.load(Ordering::Acquire);
@@ -326,7 +342,13 @@ impl RedisRateLimiter {
                 return Err(LimitError("Redis unreachable (waiting to retry)".into()));
             }
         }
-        let result = self.invoke(token, limit, account).await;
+        let result = match self.connection().await {
+            Ok(mut connection) => {
+                self.round_trips.fetch_add(1, Ordering::Relaxed);
+                self.calls.call(&mut connection, windows, ask, None).await
+            }
+            Err(e) => Err(e),
+        };
         match &result {
             Ok(_) => self.down_until_ms.store(0, Ordering::Release),
             Err(_) => self
@@ -343,5 +365,312 @@ impl RedisRateLimiter {
             _ => {}
         }
         result
+    }
+
+    /// The answer from this instance's lease, when it can give one: an
+    /// admission from a valid lease, or a refusal that still stands.
+    pub fn check_now(
+        &self,
+        token: &TokenId,
+        limit: u32,
+        account: Option<(&str, u32)>,
+    ) -> Option<Decision> {
+        let entry = lock(self.shard(token)).get(token).cloned()?;
+        let now = self.since_start_ms();
+        let limits = (limit, account.map(|(_, ceiling)| ceiling));
+        let mut state = lock(&entry.state);
+        if state.account.as_deref() != account.map(|(id, _)| id) {
+            return None;
+        }
+        state.lease.take(now, limits)
+    }
+
+    /// Checks (and, if admitted, counts) one request for `token` against
+    /// `limit` per window and, with `Some((account, ceiling))`, against the
+    /// account's shared window (both or neither count): from this instance's
+    /// lease when it can, otherwise with one round trip that asks for the
+    /// next lease.
+    pub async fn check(
+        &self,
+        token: &TokenId,
+        limit: u32,
+        account: Option<(&str, u32)>,
+    ) -> Result<Decision, LimitError> {
+        if let Some(decision) = self.check_now(token, limit, account) {
+            return Ok(decision);
+        }
+        let windows = Windows {
+            token,
+            limit,
+            account,
+        };
+        let entry = Arc::clone(lock(self.shard(token)).entry(*token).or_default());
+        let _asking = entry.asking.lock().await;
+        // Whoever asked before us may have left permits.
+        let now = self.since_start_ms();
+        let ask = {
+            let mut state = lock(&entry.state);
+            let same_account = state.account.as_deref() == account.map(|(id, _)| id);
+            if same_account && let Some(decision) = state.lease.take(now, windows.limits()) {
+                return Ok(decision);
+            }
+            let mut ask = state.lease.ask(windows.limits(), self.config.max_lease);
+            if !same_account {
+                // Held permits were counted under other keys: giving them
+                // back here would take someone else's. Left to expire.
+                ask.give_back = None;
+                state.account = account.map(|(id, _)| id.to_owned());
+            }
+            ask
+        };
+        let grant = self.ask(&windows, ask).await?;
+        let ttl_ms = self.config.lease_ttl.as_millis() as u64;
+        Ok(lock(&entry.state)
+            .lease
+            .granted(now, ttl_ms, grant, windows.limits()))
+    }
+
+    /// Gives back the unused permits of expired leases (one round trip per
+    /// token, in the background) and forgets idle tokens.
+    fn sweep(&self) {
+        let now = self.since_start_ms();
+        let mut give_backs = Vec::new();
+        for shard in &self.leases {
+            lock(shard).retain(|token, entry| {
+                let Ok(mut state) = entry.state.try_lock() else {
+                    return true;
+                };
+                let limits = state.lease.limits();
+                if let (Some(back), Some(limits)) = (state.lease.take_expired(now), limits) {
+                    give_backs.push((*token, state.account.clone(), limits, back));
+                }
+                // Only the map holds it: no request is using it.
+                !(state.lease.is_idle(now) && Arc::strong_count(entry) == 1)
+            });
+        }
+        if give_backs.is_empty() {
+            return;
+        }
+        let Ok(connection) = self.connection.try_read() else {
+            return;
+        };
+        let (Some(mut connection), Ok(runtime)) =
+            (connection.clone(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let calls = self.calls.clone();
+        self.round_trips
+            .fetch_add(give_backs.len() as u64, Ordering::Relaxed);
+        runtime.spawn(async move {
+            for (token, account, (limit, ceiling), back) in give_backs {
+                let windows = Windows {
+                    token: &token,
+                    limit,
+                    account: account.as_deref().zip(ceiling),
+                };
+                let ask = Ask {
+                    permits: 0,
+                    give_back: Some(back),
+                };
+                // A lost give-back leaves the permits counted: never too many.
+                let _ = calls.call(&mut connection, &windows, ask, None).await;
+            }
+        });
+    }
+}
+
+/// Calls of the script: everything but the connection, so that the idle
+/// sweep can give permits back from a task of its own.
+#[derive(Debug, Clone)]
+struct ScriptCall {
+    script: redis::Script,
+    key_prefix: String,
+    lease_ms: u64,
+    timeout: Duration,
+}
+
+impl ScriptCall {
+    /// Gives back `ask.give_back`, then asks for `ask.permits` (0: only give
+    /// back). `now_ms` replaces Redis's clock (tests only).
+    async fn call(
+        &self,
+        connection: &mut ConnectionManager,
+        windows: &Windows<'_>,
+        ask: Ask,
+        now_ms: Option<u64>,
+    ) -> Result<Grant, LimitError> {
+        let window = WindowConfig::default();
+        let prefix = &self.key_prefix;
+        let mut invocation = self.script.key(format!("{prefix}:rl:{}", windows.token));
+        if let Some((account, _)) = windows.account {
+            invocation.key(format!("{prefix}:rla:{account}"));
+        }
+        let (give_bucket, give_count) = ask.give_back.unwrap_or((0, 0));
+        invocation
+            .arg(windows.limit)
+            .arg(window.bucket_ms())
+            .arg(window.buckets())
+            .arg(windows.account.map_or(0, |(_, ceiling)| ceiling))
+            .arg(ask.permits)
+            .arg(self.lease_ms)
+            .arg(give_bucket)
+            .arg(give_count);
+        if let Some(now_ms) = now_ms {
+            invocation.arg(now_ms);
+        }
+        let answer: Vec<u64> =
+            tokio::time::timeout(self.timeout, invocation.invoke_async(connection))
+                .await
+                .map_err(|_| LimitError("Redis did not answer in time".into()))?
+                .map_err(|e| LimitError(Box::new(e)))?;
+        let room = |remaining: u64, reset_at_ms: u64| Room {
+            remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+            reset_at_ms,
+        };
+        let (permits, record, now_ms, token, account) = match (windows.account, answer.as_slice()) {
+            (None, &[permits, record, now, remaining, reset]) => {
+                (permits, record, now, room(remaining, reset), None)
+            }
+            (Some(_), &[permits, record, now, remaining, reset, left, account_reset]) => (
+                permits,
+                record,
+                now,
+                room(remaining, reset),
+                Some(room(left, account_reset)),
+            ),
+            _ => {
+                return Err(LimitError(
+                    "unexpected answer from the rate-limit script".into(),
+                ));
+            }
+        };
+        Ok(Grant {
+            permits: u32::try_from(permits).unwrap_or(0),
+            record,
+            now_ms,
+            token,
+            account,
+        })
+    }
+}
+
+#[async_trait]
+impl RateLimitStore for RedisRateLimiter {
+    async fn check(
+        &self,
+        token: &TokenId,
+        limit: u32,
+        account: Option<(&str, u32)>,
+    ) -> Result<Decision, LimitError> {
+        RedisRateLimiter::check(self, token, limit, account).await
+    }
+
+    fn check_now(
+        &self,
+        token: &TokenId,
+        limit: u32,
+        account: Option<(&str, u32)>,
+    ) -> Option<Decision> {
+        RedisRateLimiter::check_now(self, token, limit, account)
+    }
+
+    fn tracked_tokens(&self) -> Option<usize> {
+        Some(self.leases.iter().map(|shard| lock(shard).len()).sum())
+    }
+
+    fn evict_idle(&self) {
+        self.sweep();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limit::lease_model::Twin;
+
+    /// The script and its Rust twin (which the lease model is property-tested
+    /// with) give the same grants, rooms and resets for the same calls:
+    /// asks, give-backs, two tokens of one account, time passing over hours.
+    #[tokio::test]
+    async fn the_script_and_its_twin_agree() {
+        let Some(url) = tokengate_testkit::backends::redis().await else {
+            return;
+        };
+        let prefix = format!("tgtest-{}", TokenId::random());
+        let limiter = RedisRateLimiter::new(
+            &url,
+            RedisLimiterConfig {
+                key_prefix: prefix.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut connection = limiter.connection().await.unwrap();
+        let tokens = [TokenId::random(), TokenId::random()];
+        let keys = tokens.map(|t| format!("{prefix}:rl:{t}"));
+        let account_key = format!("{prefix}:rla:acct");
+        let mut twin = Twin::default();
+        let config = WindowConfig::default();
+        // xorshift64: a fixed, reproducible sequence.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut below = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut now = 1_800_000_000_000u64;
+        let mut grants: Vec<(usize, bool, u64, u32)> = Vec::new();
+        let mut granted = 0;
+        for _ in 0..400 {
+            now += match below(10) {
+                0 => below(900_000),
+                1..=3 => below(5_000),
+                _ => below(50),
+            };
+            let token = below(2) as usize;
+            let with_account = below(2) == 0;
+            let limit = 40;
+            // Give back part of an earlier grant of the same keys, sometimes.
+            let give_back = match grants
+                .iter()
+                .rposition(|&(t, a, _, _)| (t, a) == (token, with_account))
+            {
+                Some(i) if below(10) < 3 => {
+                    let (_, _, bucket, permits) = grants.swap_remove(i);
+                    Some((bucket, 1 + below(u64::from(permits)) as u32))
+                }
+                _ => None,
+            };
+            let ask = Ask {
+                permits: below(12) as u32,
+                give_back,
+            };
+            let windows = Windows {
+                token: &tokens[token],
+                limit,
+                account: with_account.then_some(("acct", 60)),
+            };
+            let real = limiter
+                .calls
+                .call(&mut connection, &windows, ask, Some(now))
+                .await
+                .unwrap();
+            let mut keyed = vec![(keys[token].as_str(), limit)];
+            if with_account {
+                keyed.push((account_key.as_str(), 60));
+            }
+            let expected = twin.lease(&keyed, ask, 2_000, now, &config);
+            assert_eq!(real, expected, "at {now} with {ask:?}");
+            if real.permits > 0 {
+                grants.push((token, with_account, real.record, real.permits));
+                granted += real.permits;
+            }
+        }
+        assert!(
+            granted > 100,
+            "the sequence exercised the grants ({granted})"
+        );
     }
 }

@@ -61,7 +61,7 @@ impl WindowConfig {
     }
 
     /// The window length in milliseconds.
-    #[cfg(any(test, feature = "redis"))]
+    #[cfg(test)]
     pub(crate) fn window_ms(&self) -> u64 {
         self.window_ms
     }
