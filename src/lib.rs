@@ -104,7 +104,7 @@
 //! | `sqlite` | yes | [`SqliteStore`]: one SQLite file (or `sqlite::memory:`) |
 //! | `settings` | yes | [`http::settings_router`]: the Settings > API Tokens page and its JSON API |
 //! | `postgres` | | `PostgresStore`: one PostgreSQL database shared by several instances |
-//! | `redis` | | `RedisRateLimiter`: one strict rate limit shared by several instances |
+//! | `redis` | | `RedisRateLimiter`: one strict rate limit shared by several instances (leased permits: about one Redis round trip per 50 requests) |
 //! | `github-leaks` | | `http::github_leak_router`: GitHub's secret scanning partner endpoint (ECDSA P-256) |
 //! | `test-util` | | hooks for tests: fault-injecting stores, clocks, parsers (not for production) |
 //!
