@@ -21,6 +21,8 @@ set -euo pipefail
 # The files to mutate (paths relative to the repository root).
 FILES=(
     src/limit/window.rs
+    src/limit/policy.rs
+    src/limit/lease.rs
     src/bearer.rs
     src/token.rs
     src/response.rs

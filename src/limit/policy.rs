@@ -235,3 +235,242 @@ impl LimiterPolicy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::limit::LimitError;
+    use crate::store::{Credential, Plan};
+
+    fn principal(limit: u32, ceiling: Option<u32>) -> Principal {
+        Principal::of(&Credential {
+            token_id: TokenId::random(),
+            account_id: "acct".into(),
+            secret_hash: String::new(),
+            secret_tag: None,
+            expires_at: None,
+            revoked_at: None,
+            scopes: vec!["*".into()],
+            plan: Plan::new("p", true, limit).with_account_requests_per_hour(ceiling),
+        })
+    }
+
+    fn decision(allowed: bool, remaining: u32) -> Decision {
+        Decision {
+            allowed,
+            limit: 3,
+            remaining,
+            reset_at_ms: 10_000,
+            now_ms: 1_000,
+            window_secs: 3600,
+        }
+    }
+
+    /// One check as the backend saw it: token, limit, account window.
+    type Asked = (TokenId, u32, Option<(String, u32)>);
+
+    /// A shared backend that answers what it is told and records what it was asked.
+    #[derive(Default)]
+    struct Scripted {
+        /// `Some(allowed)`: answer; `None`: fail.
+        answer: Option<bool>,
+        /// Whether `check_now` can answer.
+        now: bool,
+        asked: Mutex<Vec<Asked>>,
+        evictions: AtomicU32,
+    }
+
+    #[async_trait]
+    impl RateLimitStore for Scripted {
+        async fn check(
+            &self,
+            token: &TokenId,
+            limit: u32,
+            account: Option<(&str, u32)>,
+        ) -> Result<Decision, LimitError> {
+            self.asked.lock().unwrap().push((
+                *token,
+                limit,
+                account.map(|(a, c)| (a.to_owned(), c)),
+            ));
+            match self.answer {
+                Some(allowed) => Ok(decision(allowed, u32::from(allowed))),
+                None => Err(LimitError("down".into())),
+            }
+        }
+
+        fn check_now(
+            &self,
+            _token: &TokenId,
+            _limit: u32,
+            _account: Option<(&str, u32)>,
+        ) -> Option<Decision> {
+            self.now.then(|| decision(true, 2))
+        }
+
+        fn tracked_tokens(&self) -> Option<usize> {
+            Some(7)
+        }
+
+        fn evict_idle(&self) {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn shared(
+        backend: Scripted,
+        on_failure: LimiterFailurePolicy,
+    ) -> (LimiterPolicy, Arc<Scripted>) {
+        let backend = Arc::new(backend);
+        let store: Arc<dyn RateLimitStore> = backend.clone();
+        (
+            LimiterPolicy::new(WindowConfig::default(), Some(store), on_failure),
+            backend,
+        )
+    }
+
+    fn usage(policy: &LimiterPolicy) -> Vec<(TokenId, u64, u64)> {
+        let mut taken: Vec<_> = policy
+            .take_usage()
+            .into_iter()
+            .map(|(id, t)| (id, t.admitted, t.limited))
+            .collect();
+        taken.sort();
+        taken
+    }
+
+    #[tokio::test]
+    async fn the_local_limiter_answers_at_once_and_counts_usage() {
+        let policy = LimiterPolicy::new(
+            WindowConfig::default(),
+            None,
+            LimiterFailurePolicy::FailClosed,
+        );
+        assert!(policy.is_local());
+        let p = principal(2, None);
+        let metrics = Metrics::new();
+        assert!(policy.check_now(&p).unwrap().is_ok());
+        assert!(policy.check(&p, &metrics).await.is_ok());
+        let Some(Err(Refused::Limited(refused))) = policy.check_now(&p) else {
+            panic!("the third request of a limit of 2 must be refused")
+        };
+        assert_eq!(refused.remaining, 0);
+        assert_eq!(usage(&policy), vec![(p.token_id(), 2, 1)]);
+        assert_eq!(policy.tracked(), 1);
+        assert_eq!(policy.evict_idle(), 1, "not idle yet");
+        assert!(policy.snapshot().is_some_and(|s| !s.is_empty()));
+        assert_eq!(policy.restore(""), Some(0));
+    }
+
+    #[tokio::test]
+    async fn the_account_ceiling_binds_in_the_local_limiter() {
+        let policy = LimiterPolicy::new(
+            WindowConfig::default(),
+            None,
+            LimiterFailurePolicy::FailClosed,
+        );
+        let (a, b) = (principal(5, Some(3)), principal(5, Some(3)));
+        let metrics = Metrics::new();
+        for p in [&a, &b, &a] {
+            assert!(policy.check(p, &metrics).await.is_ok());
+        }
+        assert!(
+            matches!(policy.check(&b, &metrics).await, Err(Refused::Limited(d)) if d.limit == 3)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_shared_backend_is_asked_with_both_windows_and_counts_usage() {
+        let (policy, backend) = shared(
+            Scripted {
+                answer: Some(true),
+                ..Default::default()
+            },
+            LimiterFailurePolicy::FailClosed,
+        );
+        assert!(!policy.is_local());
+        let p = principal(3, Some(9));
+        assert!(policy.check_now(&p).is_none(), "no lease: ask");
+        let metrics = Metrics::new();
+        assert_eq!(policy.check(&p, &metrics).await, Ok(decision(true, 1)));
+        assert_eq!(
+            *backend.asked.lock().unwrap(),
+            vec![(p.token_id(), 3, Some(("acct".to_owned(), 9)))]
+        );
+        assert_eq!(usage(&policy), vec![(p.token_id(), 1, 0)]);
+        assert_eq!(usage(&policy), vec![], "taken once");
+        assert_eq!(policy.tracked(), 7);
+        assert_eq!(policy.evict_idle(), 7);
+        assert_eq!(backend.evictions.load(Ordering::Relaxed), 1);
+        assert_eq!(policy.snapshot(), None);
+        assert_eq!(policy.restore("anything"), None);
+        assert_eq!(metrics.limiter_backend_errors.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_shared_refusal_is_limited_and_counted() {
+        let (policy, _) = shared(
+            Scripted {
+                answer: Some(false),
+                ..Default::default()
+            },
+            LimiterFailurePolicy::FailClosed,
+        );
+        let p = principal(3, None);
+        assert_eq!(
+            policy.check(&p, &Metrics::new()).await,
+            Err(Refused::Limited(decision(false, 0)))
+        );
+        assert_eq!(usage(&policy), vec![(p.token_id(), 0, 1)]);
+    }
+
+    #[tokio::test]
+    async fn a_lease_answers_at_once_and_counts_usage() {
+        let (policy, backend) = shared(
+            Scripted {
+                answer: None,
+                now: true,
+                ..Default::default()
+            },
+            LimiterFailurePolicy::FailClosed,
+        );
+        let p = principal(3, None);
+        assert_eq!(policy.check_now(&p), Some(Ok(decision(true, 2))));
+        assert!(backend.asked.lock().unwrap().is_empty());
+        assert_eq!(usage(&policy), vec![(p.token_id(), 1, 0)]);
+    }
+
+    #[tokio::test]
+    async fn a_down_backend_fails_closed_or_falls_back_to_local_windows() {
+        let p = principal(1, None);
+        let down = || Scripted {
+            answer: None,
+            ..Default::default()
+        };
+        let (closed, _) = shared(down(), LimiterFailurePolicy::FailClosed);
+        let metrics = Metrics::new();
+        assert_eq!(closed.check(&p, &metrics).await, Err(Refused::Unavailable));
+        assert_eq!(metrics.limiter_backend_errors.get(), 1);
+        assert_eq!(metrics.limiter_fallbacks.get(), 0);
+        assert_eq!(usage(&closed), vec![], "nothing was checked");
+
+        let (local, _) = shared(down(), LimiterFailurePolicy::FallBackToLocal);
+        let metrics = Metrics::new();
+        assert!(local.check(&p, &metrics).await.is_ok());
+        assert!(matches!(
+            local.check(&p, &metrics).await,
+            Err(Refused::Limited(_))
+        ));
+        assert_eq!(metrics.limiter_backend_errors.get(), 2);
+        assert_eq!(metrics.limiter_fallbacks.get(), 2);
+        assert_eq!(
+            usage(&local),
+            vec![(p.token_id(), 1, 1)],
+            "the fallback's usage"
+        );
+    }
+}
