@@ -26,16 +26,19 @@
 //!
 //! **Nothing lost while running.** Unused permits of an expired lease go back
 //! to the window with the next ask (same round trip) or in the idle sweep
-//! ([`RateLimitStore::evict_idle`](super::RateLimitStore::evict_idle)), so
-//! only a crashed instance strands permits: at most its last lease per token,
-//! until that lease's bucket leaves the window.
+//! ([`RateLimitStore::evict_idle`](super::RateLimitStore::evict_idle), every
+//! 30 s), so only an instance that stops (crash or restart) strands permits:
+//! at most its last lease per token, until that lease's bucket leaves the
+//! window.
 //!
 //! **Worst case under-admission.** A request is refused only when the window
 //! is full of requests admitted in the last window + one bucket + ttl,
 //! permits held unused by the other instances (each at most its last lease,
-//! which near the limit is one permit), and permits stranded by crashed
-//! instances (at most one lease each). Property-tested against an exact log
-//! with several instances, expiries and crashes (`lease_model.rs`).
+//! which near the limit is one permit), and permits stranded by stopped
+//! instances (at most one lease each per token). Property-tested against an
+//! exact log with several instances, expiries and crashes (`lease_model.rs`).
+//! A refusal cached on one instance (below) may also miss permits that other
+//! instances give back before the announced reset.
 //!
 //! **Denials are cached.** A refusal carries when the binding window next
 //! frees a permit; until then this instance refuses that token without a
