@@ -351,6 +351,41 @@ mod tests {
     }
 
     #[test]
+    fn the_cap_counts_the_permits_given_back() {
+        let mut lease = Lease::default();
+        let limits = (1000, None);
+        lease.granted(0, 2000, grant(13, 20, 0), limits);
+        assert_eq!(lease.limits(), Some(limits));
+        lease.take(1, limits).unwrap();
+        // Expired with 11 held of 13 (2 used): the room is 20 + 11 back.
+        let ask = lease.ask(limits, 50);
+        assert_eq!(ask.give_back, Some((7, 11)));
+        assert_eq!(ask.permits, 1, "min(2 used, (20 + 11) / 16 = 1)");
+        let mut lease = Lease::default();
+        lease.granted(0, 2000, grant(40, 20, 0), limits);
+        for t in 1..5 {
+            lease.take(t, limits).unwrap();
+        }
+        assert_eq!(
+            lease.ask(limits, 50).permits,
+            3,
+            "min(5 used, (20 + 35) / 16 = 3)"
+        );
+        assert_eq!(Lease::default().limits(), None);
+    }
+
+    #[test]
+    fn a_used_up_lease_under_other_limits_starts_again_at_one() {
+        let mut lease = Lease::default();
+        lease.granted(0, 2000, grant(8, 900, 0), (1000, None));
+        for t in 1..8 {
+            lease.take(t, (1000, None)).unwrap();
+        }
+        assert_eq!(lease.clone().ask((1000, None), 50).permits, 16);
+        assert_eq!(lease.ask((2000, None), 50).permits, 1);
+    }
+
+    #[test]
     fn other_limits_need_a_new_grant_and_give_the_old_permits_back() {
         let mut lease = Lease::default();
         lease.granted(0, 2000, grant(10, 900, 0), (1000, None));
