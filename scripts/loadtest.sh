@@ -173,39 +173,51 @@ echo "         /health             $(lat "$BASE/health")"
 echo "         hot path            $(lat -H "Authorization: Bearer $HOT" "$API")"
 fi
 if want redis; then
-  if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
-    # Two more instances on the same database whose limiter is Redis: they
-    # lease permits in batches (up to 50) instead of one EVALSHA per request.
-    redis_instance() { # port -> pid
-      DATABASE_URL="sqlite://$tmp/loadtest.db" BIND_ADDR="127.0.0.1:$1" ADMIN_TOKEN="$ADMIN" \
-        REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX="loadtest-$$" \
+  if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && psql -h 127.0.0.1 -U postgres -c 'select 1' >/dev/null 2>&1; then
+    # Three more instances on one PostgreSQL database (a SQLite file is one
+    # server's): R0 limits in memory, R1 and R2 share Redis and lease permits
+    # in batches (up to 50) instead of one EVALSHA per request.
+    PGDB="tokengate_loadtest_$$"
+    psql -h 127.0.0.1 -U postgres -qc "create database $PGDB" >/dev/null
+    instance() { # port [env...] -> pid
+      local port=$1; shift
+      env DATABASE_URL="postgres://postgres@127.0.0.1/$PGDB" BIND_ADDR="127.0.0.1:$port" ADMIN_TOKEN="$ADMIN" "$@" \
         target/release/tokengate serve 2>>"$tmp/server-redis.log" &
       echo $!
     }
-    R1="http://127.0.0.1:$((PORT + 1))"; R2="http://127.0.0.1:$((PORT + 2))"
-    r1_pid=$(redis_instance $((PORT + 1))); r2_pid=$(redis_instance $((PORT + 2)))
-    for base in "$R1" "$R2"; do
+    R0="http://127.0.0.1:$((PORT + 1))"; R1="http://127.0.0.1:$((PORT + 2))"; R2="http://127.0.0.1:$((PORT + 3))"
+    r0_pid=$(instance $((PORT + 1)))
+    for _ in $(seq 100); do curl -fs "$R0/health" >/dev/null && break; sleep 0.1; done
+    with_redis=(REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX="loadtest-$$")
+    r1_pid=$(instance $((PORT + 2)) "${with_redis[@]}"); r2_pid=$(instance $((PORT + 3)) "${with_redis[@]}")
+    pg_admin() { curl -fsS -X "$1" "$R0$2" -H "Authorization: Bearer $ADMIN" ${3:+-d "$3"}; }
+    pg_admin PUT /admin/plans/loadtest '{"api_access": true, "requests_per_hour": 4000000000}' >/dev/null
+    pg_admin PUT /admin/accounts/acct_load '{"plan": "loadtest"}' >/dev/null
+    PGHOT=$(pg_admin POST /admin/accounts/acct_load/tokens '{"name": "hot"}' | json '["data"]["token"]')
+    for base in "$R0" "$R1" "$R2"; do
       for _ in $(seq 100); do curl -fs "$base/health" >/dev/null && break; sleep 0.1; done
-      curl -fs "$base/api/v1/external_tests/providers" -H "Authorization: Bearer $HOT" >/dev/null
+      curl -fs "$base/api/v1/external_tests/providers" -H "Authorization: Bearer $PGHOT" >/dev/null
     done
-    # The same hot request on the in-memory server and on a Redis one (each
-    # side's CPU is its own server's).
-    compare redis 0.85 "rps -H 'Authorization: Bearer $HOT' $API" \
-      "server_pid=$r1_pid rps -H 'Authorization: Bearer $HOT' $R1/api/v1/external_tests/providers"
+    # The same hot request with the in-memory limiter and with Redis leases
+    # (each side's CPU is its own server's).
+    compare redis 0.85 "server_pid=$r0_pid rps -H 'Authorization: Bearer $PGHOT' $R0/api/v1/external_tests/providers" \
+      "server_pid=$r1_pid rps -H 'Authorization: Bearer $PGHOT' $R1/api/v1/external_tests/providers"
     # Both Redis instances under load at once, one shared window.
     evalsha() { redis-cli -h 127.0.0.1 info commandstats | awk -F'[:=,]' '/^cmdstat_evalsha:/ { print $3 }'; }
     served() { curl -fs "$1/metrics" | awk '$1 == "tokengate_requests_total{outcome=\"ok\"}" { print $2 }'; }
     e0=$(evalsha); e0=${e0:-0}; s0=$(( $(served "$R1") + $(served "$R2") ))
-    wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" -H "Authorization: Bearer $HOT" "$R1/api/v1/external_tests/providers" >"$tmp/wrk1" &
-    wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" -H "Authorization: Bearer $HOT" "$R2/api/v1/external_tests/providers" >"$tmp/wrk2"
-    wait $!
+    wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" -H "Authorization: Bearer $PGHOT" "$R1/api/v1/external_tests/providers" >"$tmp/wrk1" &
+    wrk_pid=$!
+    wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" -H "Authorization: Bearer $PGHOT" "$R2/api/v1/external_tests/providers" >"$tmp/wrk2"
+    wait "$wrk_pid"
     e1=$(evalsha); s1=$(( $(served "$R1") + $(served "$R2") ))
     echo "leases   two Redis instances at once: $(awk '/^Requests\/sec/ { print $2 }' "$tmp/wrk1") + $(awk '/^Requests\/sec/ { print $2 }' "$tmp/wrk2") req/s"
     echo "         Redis round trips per authenticated request: $(python3 -c "print(f'{($e1 - $e0) / max(1, $s1 - $s0):.4f}')") ($((e1 - e0)) EVALSHA for $((s1 - s0)) requests)"
-    kill "$r1_pid" "$r2_pid"; wait "$r1_pid" "$r2_pid" 2>/dev/null || true
-    grep -q "panicked" "$tmp/server-redis.log" && { echo "a Redis instance's log shows a panic" >&2; exit 1; }
+    kill "$r0_pid" "$r1_pid" "$r2_pid"; wait "$r0_pid" "$r1_pid" "$r2_pid" 2>/dev/null || true
+    psql -h 127.0.0.1 -U postgres -qc "drop database $PGDB" >/dev/null || true
+    grep -q "panicked" "$tmp/server-redis.log" && { echo "an instance's log shows a panic" >&2; exit 1; }
   else
-    echo "redis    SKIPPED: no Redis on 127.0.0.1:6379"
+    echo "redis    SKIPPED: needs Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432"
   fi
 fi
 grep -q "panicked" "$tmp/server.log" && { echo "server log shows a panic" >&2; exit 1; }
