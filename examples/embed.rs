@@ -8,7 +8,13 @@
 //!
 //! The database is in memory, so the account and token it creates at start
 //! vanish at exit; `DATABASE_URL=sqlite://embed.db cargo run --example embed`
-//! keeps them in a file instead.
+//! keeps them in a file instead. `BIND_ADDR` changes the address
+//! (default `127.0.0.1:3000`).
+//!
+//! `/health` and `/api/v1/ping` answer the same `ok`, one open and one
+//! guarded: `scripts/loadtest.sh` (scenario `embedded`) compares them to
+//! measure what the gate costs. For that it sets `DEMO_REQUESTS_PER_HOUR`,
+//! the demo account's limit (default: the `pro` plan's 1,000 per hour).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +22,7 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use tokengate::{Principal, SqliteStore, TokenGate, TokenStore};
+use tokengate::{Plan, Principal, SqliteStore, TokenGate, TokenStore};
 use tracing_subscriber::EnvFilter;
 
 /// `GET /api/v1/hello`: only reached with a valid token of a plan with API access.
@@ -41,6 +47,11 @@ async fn usage(principal: Principal) -> Json<Value> {
     }))
 }
 
+/// `GET /health` (open) and `GET /api/v1/ping` (guarded): the same answer.
+async fn ok() -> &'static str {
+    "ok\n"
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -58,7 +69,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let maintenance = gate.spawn_maintenance(); // change feed, last_used_at flushing
 
     // In a real app, your Settings > API Tokens page calls these.
-    gate.set_account_plan("acct_demo", "pro").await?;
+    let plan = match std::env::var("DEMO_REQUESTS_PER_HOUR") {
+        Ok(limit) => {
+            gate.set_plan(&Plan::new("demo", true, limit.parse()?))
+                .await?;
+            "demo"
+        }
+        Err(_) => "pro",
+    };
+    gate.set_account_plan("acct_demo", plan).await?;
     let created = gate
         .create_token("acct_demo", "embed example", None)
         .await?;
@@ -68,14 +87,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .route("/api/v1/hello", get(hello))
         .route("/api/v1/usage", get(usage))
+        .route("/api/v1/ping", get(ok))
         .layer(gate.layer())
-        .route("/health", get(|| async { "ok\n" }));
+        .route("/health", get(ok));
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-    println!("listening on http://127.0.0.1:3000; try:\n");
-    println!("  curl -i http://127.0.0.1:3000/api/v1/hello -H 'Authorization: Bearer {token}'");
-    println!("  curl -s http://127.0.0.1:3000/api/v1/usage -H 'Authorization: Bearer {token}'");
-    println!("  curl -i http://127.0.0.1:3000/api/v1/hello   # no token: 401\n");
+    let addr = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("listening on http://{addr}; try:\n");
+    println!("  curl -i http://{addr}/api/v1/hello -H 'Authorization: Bearer {token}'");
+    println!("  curl -s http://{addr}/api/v1/usage -H 'Authorization: Bearer {token}'");
+    println!("  curl -i http://{addr}/api/v1/hello   # no token: 401\n");
 
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

@@ -11,4 +11,5 @@ pub mod demo;
 mod openapi;
 mod ops;
 mod request_id;
+mod stack;
 mod state;

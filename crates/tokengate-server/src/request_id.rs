@@ -8,12 +8,7 @@
 //! or each other. They come from the thread's CSPRNG (`rand::thread_rng`,
 //! ChaCha12 seeded from the OS): no syscall, no lock, about 30 ns.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
-
-use http::{HeaderName, HeaderValue, Request};
-use pin_project_lite::pin_project;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use rand::RngCore;
 
 /// The request id header.
@@ -22,79 +17,17 @@ pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-
 /// Longest incoming request id that is kept (Heroku's router uses 200).
 const MAX_INCOMING_LEN: usize = 128;
 
-/// Keeps a well-formed incoming `x-request-id` or sets a fresh one, and
-/// copies it onto the response. One layer rather than tower-http's three
-/// (set, propagate, sanitize): each wrapper adds a future to move and a
-/// header or extension to allocate, on every request, `/health` included.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct RequestIdLayer;
-
-impl<S> tower::Layer<S> for RequestIdLayer {
-    type Service = RequestIdService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RequestIdService { inner }
-    }
-}
-
-/// The service made by [`RequestIdLayer`].
-#[derive(Clone, Debug)]
-pub(crate) struct RequestIdService<S> {
-    inner: S,
-}
-
-impl<S, B, R> tower::Service<Request<B>> for RequestIdService<S>
-where
-    S: tower::Service<Request<B>, Response = http::Response<R>>,
-{
-    type Response = http::Response<R>;
-    type Error = S::Error;
-    type Future = RequestIdFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let id = match request.headers().get(&X_REQUEST_ID) {
-            Some(value) if is_well_formed(value.as_bytes()) => value.clone(),
-            _ => {
-                let id = new_id();
-                request
-                    .headers_mut()
-                    .insert(X_REQUEST_ID.clone(), id.clone());
-                id
-            }
-        };
-        RequestIdFuture {
-            future: self.inner.call(request),
-            id: Some(id),
+/// The request's id: its well-formed `x-request-id`, or a fresh one that
+/// replaces whatever was there. The stack (`stack.rs`) echoes it on the
+/// response.
+pub(crate) fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    match headers.get(&X_REQUEST_ID) {
+        Some(value) if is_well_formed(value.as_bytes()) => value.clone(),
+        _ => {
+            let id = new_id();
+            headers.insert(X_REQUEST_ID.clone(), id.clone());
+            id
         }
-    }
-}
-
-pin_project! {
-    /// The future of [`RequestIdService`].
-    pub(crate) struct RequestIdFuture<F> {
-        #[pin]
-        future: F,
-        id: Option<HeaderValue>,
-    }
-}
-
-impl<F, R, E> Future for RequestIdFuture<F>
-where
-    F: Future<Output = Result<http::Response<R>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = ready!(this.future.poll(cx))?;
-        if let Some(id) = this.id.take() {
-            response.headers_mut().insert(X_REQUEST_ID.clone(), id);
-        }
-        Poll::Ready(Ok(response))
     }
 }
 
@@ -149,42 +82,26 @@ mod tests {
         assert!(shared_prefixes < ids.len() / 100, "{shared_prefixes}");
     }
 
-    #[tokio::test]
-    async fn well_formed_ids_are_kept_and_others_replaced() {
-        use tower::{Layer, ServiceExt};
-        let echo = tower::service_fn(|request: Request<()>| async move {
-            let seen = request.headers().get(&X_REQUEST_ID).cloned();
-            Ok::<_, std::convert::Infallible>(http::Response::new(seen))
-        });
-        let service = RequestIdLayer.layer(echo);
+    #[test]
+    fn well_formed_ids_are_kept_and_others_replaced() {
         let call = |value: Option<&'static [u8]>| {
-            let service = service.clone();
-            async move {
-                let mut request = Request::new(());
-                if let Some(value) = value {
-                    request
-                        .headers_mut()
-                        .insert(&X_REQUEST_ID, HeaderValue::from_bytes(value).unwrap());
-                }
-                let response = service.oneshot(request).await.unwrap();
-                let echoed = response.headers()[&X_REQUEST_ID].clone();
-                assert_eq!(
-                    Some(&echoed),
-                    response.body().as_ref(),
-                    "handler saw the same id"
-                );
-                echoed.as_bytes().to_vec()
+            let mut headers = HeaderMap::new();
+            if let Some(value) = value {
+                headers.insert(&X_REQUEST_ID, HeaderValue::from_bytes(value).unwrap());
             }
+            let id = request_id(&mut headers);
+            assert_eq!(headers[&X_REQUEST_ID], id, "the handler sees the same id");
+            id.as_bytes().to_vec()
         };
         let kept = b"f81d4fae-7dec-11d0-a765-00a0c91e6bf6";
-        assert_eq!(call(Some(kept)).await, kept);
-        assert_eq!(call(Some(&[b'a'; 128])).await, [b'a'; 128]);
+        assert_eq!(call(Some(kept)), kept);
+        assert_eq!(call(Some(&[b'a'; 128])), [b'a'; 128]);
         for bad in [&[b'a'; 129][..], b"", b"two words", b"caf\xc3\xa9"] {
-            let replaced = call(Some(bad)).await;
+            let replaced = call(Some(bad));
             assert_ne!(replaced, bad);
             assert!(is_well_formed(&replaced));
         }
-        let fresh = call(None).await;
+        let fresh = call(None);
         assert_eq!(fresh.len(), 32);
     }
 }

@@ -2,42 +2,31 @@
 //! admin API and the demo protected API. `main` and the tests build the same
 //! app with [`app`].
 //!
-//! Every request gets an `x-request-id` (the client's, when well-formed, or a
-//! generated one), echoed on the response and recorded in the request's
-//! tracing span. The span is at `debug` level under the target
-//! `tokengate::request`, so it costs nothing at the default `info`;
-//! `RUST_LOG=info,tokengate::request=debug` attaches the id (and method and
-//! URI) to every log line written while a request is served. The
-//! `Authorization` header is marked sensitive before any of this sees it.
+//! Every request goes through one stack (`stack.rs`): an `x-request-id`
+//! (the client's, when well-formed, or a generated one), echoed on the
+//! response and recorded in the request's tracing span; a body limit, a
+//! timeout, a panic catcher and the error envelope. The span is at `debug`
+//! level under the target `tokengate::request`, so it is not even built at
+//! the default `info`; `RUST_LOG=info,tokengate::request=debug` attaches the
+//! id (and method and path) to every log line written while a request is
+//! served, and logs one line per response. The `Authorization` header is
+//! marked sensitive before any of this sees it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::middleware::{self, Next};
-use axum::response::Response;
 use axum::routing::get;
 use http::StatusCode;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
 use tokengate::http::{
     SettingsConfig, admin_router, error_response, github_leak_router, settings_router,
 };
 
+pub use crate::stack::MAX_BODY_BYTES;
 pub use crate::state::AppState;
 
 use crate::ops::{health, metrics, ready};
-use crate::request_id::{RequestIdLayer, X_REQUEST_ID};
-
-/// Largest accepted request body.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+use crate::stack::StackLayer;
 
 /// The whole server: `/health`, `/ready`, `/metrics`, `/openapi.json`,
 /// `/admin/...`, the demo API under `/api/v1`, and the Settings > API Tokens
@@ -79,80 +68,5 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
         })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        // A request the server could not finish in time is its fault: 503.
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(30),
-        ))
-        .layer(CatchPanicLayer::custom(|_| {
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
-        }))
-        .layer(middleware::from_fn(envelope_errors))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
-                // A 503 during an outage is logged once by whatever noticed the
-                // outage, not once per request.
-                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
-        )
-        .layer(RequestIdLayer)
-        // Outermost, so no trace or log below ever sees the token.
-        .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
-}
-
-/// The span of one request. Its fields are only computed when the span is
-/// enabled (`tokengate::request=debug`), so by default it costs one check.
-fn request_span(request: &Request) -> tracing::Span {
-    tracing::debug_span!(
-        target: "tokengate::request",
-        "request",
-        method = %request.method(),
-        // The path only: a client that puts its token in the query string
-        // (which is refused) must not get it written to the log.
-        path = %request.uri().path(),
-        version = ?request.version(),
-        request_id = request
-            .headers()
-            .get(&X_REQUEST_ID)
-            .and_then(|id| id.to_str().ok())
-            .unwrap_or_default(),
-    )
-}
-
-/// Safety net: any error response that is not already JSON (from a tower
-/// layer, a timeout, a body limit) is rewritten into the error envelope.
-async fn envelope_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
-    }
-    let is_json = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if is_json {
-        return response;
-    }
-    let message = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "Request body too large (limit 1 MB)",
-        StatusCode::REQUEST_TIMEOUT => "Request timed out",
-        StatusCode::SERVICE_UNAVAILABLE => "Service temporarily unavailable",
-        StatusCode::NOT_FOUND => "Not found",
-        StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
-        s if s.is_server_error() => "Internal server error",
-        _ => status.canonical_reason().unwrap_or("Bad request"),
-    };
-    let (mut parts, _) = response.into_parts();
-    parts.headers.remove(CONTENT_LENGTH);
-    let mut envelope = error_response(status, message);
-    for (name, value) in parts.headers.iter() {
-        if name != CONTENT_TYPE {
-            envelope.headers_mut().append(name.clone(), value.clone());
-        }
-    }
-    envelope
+        .layer(StackLayer)
 }

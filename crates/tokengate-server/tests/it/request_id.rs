@@ -59,10 +59,7 @@ async fn json_logs_carry_the_request_id_and_never_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let mut env = base_env(dir.path());
     env.retain(|(k, _)| k != "RUST_LOG");
-    env.push((
-        "RUST_LOG".into(),
-        "info,tokengate::request=debug,tower_http=debug".into(),
-    ));
+    env.push(("RUST_LOG".into(), "info,tokengate::request=debug".into()));
     env.push(("LOG_FORMAT".into(), "json".into()));
     let mut server = Server::start(dir.path(), &env);
 

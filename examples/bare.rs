@@ -1,0 +1,36 @@
+//! A bare axum app: `GET /health` answering what the tokengate server's
+//! `/health` answers, with nothing else around it. `scripts/loadtest.sh`
+//! (scenario `stack`) compares the server with it to measure what the
+//! server's per-request stack (request id, span, timeout, body limit, panic
+//! catcher, error envelope) costs.
+//!
+//! ```sh
+//! BIND_ADDR=127.0.0.1:3001 cargo run --release --example bare
+//! ```
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::response::Response;
+use axum::routing::get;
+use http::HeaderValue;
+use http::header::CONTENT_TYPE;
+
+/// The body of the server's `/health`, byte for byte.
+const HEALTH_BODY: &str = r#"{"success": true, "data": {"status": "ok"}}"#;
+
+async fn health() -> Response {
+    let mut response = Response::new(Body::from(Bytes::from_static(HEALTH_BODY.as_bytes())));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let addr = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:3001".to_owned());
+    let app = Router::new().route("/health", get(health));
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("listening on http://{addr}");
+    axum::serve(listener, app).await
+}
