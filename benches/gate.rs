@@ -14,7 +14,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, Request};
 use sha2::{Digest, Sha256};
-use tokengate::{Argon2Params, SqliteStore, TokenGate, TokenStore};
+use tokengate::{Argon2Params, SqliteStore, TokenGate, TokenStore, require_scope};
 use tower::ServiceExt;
 
 fn setup(rt: &tokio::runtime::Runtime) -> (TokenGate, String) {
@@ -23,6 +23,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> (TokenGate, String) {
         store.migrate().await.unwrap();
         let gate = TokenGate::builder(Arc::new(store))
             .with_argon2_params(Argon2Params::insecure_fast_for_tests())
+            .with_scopes(["reports:read"])
             .build()
             .unwrap();
         // A limit that never runs out, so every iteration takes the admit path.
@@ -129,6 +130,13 @@ fn bench_checks(c: &mut Criterion) {
         .route("/api", get(|| async { "ok" }))
         .layer(gate.layer());
     let open: Router = Router::new().route("/api", get(|| async { "ok" }));
+    // The same, with a route that requires a scope (the token has every scope).
+    let scoped: Router = Router::new()
+        .route(
+            "/api",
+            get(|| async { "ok" }).route_layer(require_scope("reports:read")),
+        )
+        .layer(gate.layer());
     let request = |auth: bool| {
         let mut builder = Request::builder().uri("/api");
         if auth {
@@ -142,6 +150,9 @@ fn bench_checks(c: &mut Criterion) {
     });
     group.bench_function("with_layer_cached_token", |b| {
         b.iter(|| rt.block_on(guarded.clone().oneshot(request(true))).unwrap())
+    });
+    group.bench_function("with_layer_cached_token_scoped_route", |b| {
+        b.iter(|| rt.block_on(scoped.clone().oneshot(request(true))).unwrap())
     });
     group.bench_function("with_layer_missing_token", |b| {
         b.iter(|| {

@@ -22,7 +22,7 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use tokengate::{Plan, Principal, SqliteStore, TokenGate, TokenStore};
+use tokengate::{Plan, Principal, SqliteStore, TokenGate, TokenSpec, TokenStore, require_scope};
 use tracing_subscriber::EnvFilter;
 
 /// `GET /api/v1/hello`: only reached with a valid token of a plan with API access.
@@ -35,7 +35,8 @@ async fn hello(principal: Principal) -> String {
     )
 }
 
-/// `GET /api/v1/usage`: the caller's limits, in the same envelope as tokengate's answers.
+/// `GET /api/v1/usage`: the caller's limits, in the same envelope as
+/// tokengate's answers. Needs the `usage:read` scope.
 async fn usage(principal: Principal) -> Json<Value> {
     Json(json!({
         "success": true,
@@ -64,6 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     store.migrate().await?; // embedded migrations; also seeds the free/pro/enterprise plans
     let gate = TokenGate::builder(Arc::new(store))
         .with_cache_ttl(Duration::from_secs(60))
+        .with_scopes(["hello:read", "usage:read"]) // the scopes your routes may require
         .build()?;
     gate.restore_rate_windows().await?; // the windows saved at the last shutdown
     let maintenance = gate.spawn_maintenance(); // change feed, last_used_at flushing
@@ -82,11 +84,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .create_token("acct_demo", "embed example", None)
         .await?;
     let token = created.token.expose_secret(); // the only time the plaintext exists
+    // A second token that may only say hello: /api/v1/usage answers it 403.
+    let hello_only = gate
+        .create_token_with(
+            "acct_demo",
+            TokenSpec::new("hello only").scopes(Some(["hello:read"])),
+        )
+        .await?;
 
     // The layer guards the routes added before it; /health, added after, is open.
     let app = Router::new()
         .route("/api/v1/hello", get(hello))
-        .route("/api/v1/usage", get(usage))
+        .route(
+            "/api/v1/usage",
+            get(usage).route_layer(require_scope("usage:read")),
+        )
         .route("/api/v1/ping", get(ok))
         .layer(gate.layer())
         .route("/health", get(ok));
@@ -96,7 +108,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("listening on http://{addr}; try:\n");
     println!("  curl -i http://{addr}/api/v1/hello -H 'Authorization: Bearer {token}'");
     println!("  curl -s http://{addr}/api/v1/usage -H 'Authorization: Bearer {token}'");
-    println!("  curl -i http://{addr}/api/v1/hello   # no token: 401\n");
+    println!("  curl -i http://{addr}/api/v1/hello   # no token: 401");
+    println!(
+        "  curl -i http://{addr}/api/v1/usage -H 'Authorization: Bearer {}'   # no usage:read scope: 403\n",
+        hello_only.token.expose_secret()
+    );
 
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

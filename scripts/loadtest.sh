@@ -201,17 +201,18 @@ if want redis; then
     # in batches (up to 50) instead of one EVALSHA per request.
     PGDB="tokengate_loadtest_$$"
     psql -h 127.0.0.1 -U postgres -qc "create database $PGDB" >/dev/null
-    instance() { # port [env...] -> pid
+    instance() { # port [env...]; its pid is left in $instance_pid
       local port=$1; shift
       env DATABASE_URL="postgres://postgres@127.0.0.1/$PGDB" BIND_ADDR="127.0.0.1:$port" ADMIN_TOKEN="$ADMIN" "$@" \
-        "$BIN_DIR/tokengate" serve 2>>"$tmp/server-redis.log" &
-      echo $!
+        "$BIN_DIR/tokengate" serve >/dev/null 2>>"$tmp/server-redis.log" &
+      instance_pid=$!; example_pids+=("$instance_pid")
     }
     R0="http://127.0.0.1:$((PORT + 11))"; R1="http://127.0.0.1:$((PORT + 12))"; R2="http://127.0.0.1:$((PORT + 13))"
-    r0_pid=$(instance $((PORT + 11)))
+    instance $((PORT + 11)); r0_pid=$instance_pid
     for _ in $(seq 100); do curl -fs "$R0/health" >/dev/null && break; sleep 0.1; done
     with_redis=(REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX="loadtest-$$")
-    r1_pid=$(instance $((PORT + 12)) "${with_redis[@]}"); r2_pid=$(instance $((PORT + 13)) "${with_redis[@]}")
+    instance $((PORT + 12)) "${with_redis[@]}"; r1_pid=$instance_pid
+    instance $((PORT + 13)) "${with_redis[@]}"; r2_pid=$instance_pid
     pg_admin() { curl -fsS -X "$1" "$R0$2" -H "Authorization: Bearer $ADMIN" ${3:+-d "$3"}; }
     pg_admin PUT /admin/plans/loadtest '{"api_access": true, "requests_per_hour": 4000000000}' >/dev/null
     pg_admin PUT /admin/accounts/acct_load '{"plan": "loadtest"}' >/dev/null
