@@ -18,6 +18,8 @@ mod memory;
 mod policy;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod redis_script;
 #[cfg(test)]
 mod two_windows;
 pub(crate) mod window;

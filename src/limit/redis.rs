@@ -24,126 +24,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::lease::{Ask, Grant, Lease, Limits, Room};
-use super::window::{Decision, WindowConfig};
+use super::lease::{Ask, Grant, Lease};
+use super::redis_script::{SCRIPT, ScriptCall, Windows};
+use super::window::Decision;
 use super::{LimitError, RateLimitStore};
 use crate::token::{RandomIdState, TokenId};
-
-const SCRIPT: &str = r#"
--- KEYS[1]: the token's buckets (hash: bucket number -> count);
--- KEYS[2], optional: the account's buckets, a second window shared by all
--- of the account's tokens.
--- ARGV: [1] token limit, [2] bucket width in ms, [3] buckets per window (B),
--- [4] account limit (0 without an account), [5] permits asked,
--- [6] lease ttl in ms, [7] bucket and [8] count of permits given back,
--- [9] optional, tests only: the time in ms instead of Redis's TIME.
-local bucket_ms = tonumber(ARGV[2])
-local buckets = tonumber(ARGV[3])
-local now_ms
-if ARGV[9] then
-  now_ms = tonumber(ARGV[9])
-else
-  local time = redis.call('TIME')
-  now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-end
-local current = math.floor(now_ms / bucket_ms)
-local first = current - buckets
--- Granted permits count in the bucket of the lease's end, so each one
--- stays in the window at least as long as the request it admits.
-local record = math.floor((now_ms + tonumber(ARGV[6])) / bucket_ms)
-local give_back = tonumber(ARGV[8])
-
--- A window as it stands now (after the give-back): counted buckets, sum.
-local function load(key)
-  if give_back > 0 and tonumber(ARGV[7]) >= first then
-    local held = tonumber(redis.call('HGET', key, ARGV[7]) or 0)
-    local n = math.min(held, give_back)
-    if n > 0 and n == held then
-      redis.call('HDEL', key, ARGV[7])
-    elseif n > 0 then
-      redis.call('HINCRBY', key, ARGV[7], -n)
-    end
-  end
-  local fields = redis.call('HGETALL', key)
-  local w = {counts = {}, order = {}, sum = 0}
-  local stale = {}
-  for i = 1, #fields, 2 do
-    local bucket = tonumber(fields[i])
-    local count = tonumber(fields[i + 1])
-    if bucket < first then
-      stale[#stale + 1] = fields[i]
-    else
-      w.counts[bucket] = count
-      w.order[#w.order + 1] = bucket
-      w.sum = w.sum + count
-    end
-  end
-  if #stale > 0 then
-    redis.call('HDEL', key, unpack(stale))
-  end
-  return w
-end
-
-local function count(key, w, permits)
-  redis.call('HINCRBY', key, record, permits)
-  if w.counts[record] == nil then
-    w.counts[record] = 0
-    w.order[#w.order + 1] = record
-  end
-  w.counts[record] = w.counts[record] + permits
-  w.sum = w.sum + permits
-  local newest = record
-  for _, bucket in ipairs(w.order) do
-    if bucket > newest then newest = bucket end
-  end
-  -- The key lives until its newest bucket leaves the window.
-  redis.call('PEXPIRE', key, (newest + buckets + 1) * bucket_ms - now_ms)
-end
-
--- When `Remaining` next grows: as WindowState::decision computes it.
-local function reset(w, limit)
-  local reset_ms = now_ms + buckets * bucket_ms
-  if w.sum > 0 and limit > 0 then
-    table.sort(w.order)
-    local leaving = 0
-    for _, bucket in ipairs(w.order) do
-      leaving = leaving + w.counts[bucket]
-      if w.sum < limit or w.sum - leaving < limit then
-        reset_ms = (bucket + buckets + 1) * bucket_ms
-        break
-      end
-    end
-  end
-  return reset_ms
-end
-
-local function remaining(w, limit)
-  local left = limit - w.sum
-  if left < 0 then left = 0 end
-  return left
-end
-
-local token_limit = tonumber(ARGV[1])
-local token = load(KEYS[1])
-local permits = math.min(tonumber(ARGV[5]), token_limit - token.sum)
-local account, account_limit
-if #KEYS > 1 then
-  account_limit = tonumber(ARGV[4])
-  account = load(KEYS[2])
-  permits = math.min(permits, account_limit - account.sum)
-end
-if permits < 0 then permits = 0 end
-if permits > 0 then
-  count(KEYS[1], token, permits)
-  if account then count(KEYS[2], account, permits) end
-end
-local answer = {permits, record, now_ms, remaining(token, token_limit), reset(token, token_limit)}
-if account then
-  answer[6] = remaining(account, account_limit)
-  answer[7] = reset(account, account_limit)
-end
-return answer
-"#;
 
 /// After a failed check, how long other requests fail at once while one
 /// request at a time retries.
@@ -227,19 +112,6 @@ impl std::fmt::Debug for RedisRateLimiter {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The keys and limits of one check.
-struct Windows<'a> {
-    token: &'a TokenId,
-    limit: u32,
-    account: Option<(&'a str, u32)>,
-}
-
-impl Windows<'_> {
-    fn limits(&self) -> Limits {
-        (self.limit, self.account.map(|(_, ceiling)| ceiling))
-    }
 }
 
 impl RedisRateLimiter {
@@ -484,81 +356,6 @@ impl RedisRateLimiter {
     }
 }
 
-/// Calls of the script: everything but the connection, so that the idle
-/// sweep can give permits back from a task of its own.
-#[derive(Debug, Clone)]
-struct ScriptCall {
-    script: redis::Script,
-    key_prefix: String,
-    lease_ms: u64,
-    timeout: Duration,
-}
-
-impl ScriptCall {
-    /// Gives back `ask.give_back`, then asks for `ask.permits` (0: only give
-    /// back). `now_ms` replaces Redis's clock (tests only).
-    async fn call(
-        &self,
-        connection: &mut ConnectionManager,
-        windows: &Windows<'_>,
-        ask: Ask,
-        now_ms: Option<u64>,
-    ) -> Result<Grant, LimitError> {
-        let window = WindowConfig::default();
-        let prefix = &self.key_prefix;
-        let mut invocation = self.script.key(format!("{prefix}:rl:{}", windows.token));
-        if let Some((account, _)) = windows.account {
-            invocation.key(format!("{prefix}:rla:{account}"));
-        }
-        let (give_bucket, give_count) = ask.give_back.unwrap_or((0, 0));
-        invocation
-            .arg(windows.limit)
-            .arg(window.bucket_ms())
-            .arg(window.buckets())
-            .arg(windows.account.map_or(0, |(_, ceiling)| ceiling))
-            .arg(ask.permits)
-            .arg(self.lease_ms)
-            .arg(give_bucket)
-            .arg(give_count);
-        if let Some(now_ms) = now_ms {
-            invocation.arg(now_ms);
-        }
-        let answer: Vec<u64> =
-            tokio::time::timeout(self.timeout, invocation.invoke_async(connection))
-                .await
-                .map_err(|_| LimitError("Redis did not answer in time".into()))?
-                .map_err(|e| LimitError(Box::new(e)))?;
-        let room = |remaining: u64, reset_at_ms: u64| Room {
-            remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
-            reset_at_ms,
-        };
-        let (permits, record, now_ms, token, account) = match (windows.account, answer.as_slice()) {
-            (None, &[permits, record, now, remaining, reset]) => {
-                (permits, record, now, room(remaining, reset), None)
-            }
-            (Some(_), &[permits, record, now, remaining, reset, left, account_reset]) => (
-                permits,
-                record,
-                now,
-                room(remaining, reset),
-                Some(room(left, account_reset)),
-            ),
-            _ => {
-                return Err(LimitError(
-                    "unexpected answer from the rate-limit script".into(),
-                ));
-            }
-        };
-        Ok(Grant {
-            permits: u32::try_from(permits).unwrap_or(0),
-            record,
-            now_ms,
-            token,
-            account,
-        })
-    }
-}
-
 #[async_trait]
 impl RateLimitStore for RedisRateLimiter {
     async fn check(
@@ -592,6 +389,7 @@ impl RateLimitStore for RedisRateLimiter {
 mod tests {
     use super::*;
     use crate::limit::lease_model::Twin;
+    use crate::limit::window::WindowConfig;
 
     /// The script and its Rust twin (which the lease model is property-tested
     /// with) give the same grants, rooms and resets for the same calls:
