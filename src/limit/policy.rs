@@ -73,11 +73,16 @@ impl UsageTally {
     }
 }
 
+/// The principal's account window, if its plan has one: `(account, ceiling)`.
+fn account_window(principal: &Principal) -> Option<(&str, u32)> {
+    principal
+        .account_requests_per_hour()
+        .map(|ceiling| (principal.account_id(), ceiling))
+}
+
 /// The principal's token window and, if its plan has one, its account's.
 fn check_local(local: &MemoryRateLimiter, principal: &Principal) -> Decision {
-    let account = principal
-        .account_requests_per_hour()
-        .map(|ceiling| (principal.account_id(), ceiling));
+    let account = account_window(principal);
     local.check_both_at(
         &principal.token_id(),
         principal.requests_per_hour(),
@@ -117,11 +122,12 @@ impl LimiterPolicy {
         match self {
             LimiterPolicy::Local(local) => Some(verdict(check_local(local, principal))),
             LimiterPolicy::Shared { shared, tally, .. } => {
-                let account = principal
-                    .account_requests_per_hour()
-                    .map(|ceiling| (principal.account_id(), ceiling));
                 let id = principal.token_id();
-                let decision = shared.check_now(&id, principal.requests_per_hour(), account)?;
+                let decision = shared.check_now(
+                    &id,
+                    principal.requests_per_hour(),
+                    account_window(principal),
+                )?;
                 tally.count(id, decision.allowed);
                 Some(verdict(decision))
             }
@@ -135,9 +141,7 @@ impl LimiterPolicy {
         metrics: &Metrics,
     ) -> Result<Decision, Refused> {
         let (id, limit) = (principal.token_id(), principal.requests_per_hour());
-        let account = principal
-            .account_requests_per_hour()
-            .map(|ceiling| (principal.account_id(), ceiling));
+        let account = account_window(principal);
         match self {
             LimiterPolicy::Local(local) => verdict(check_local(local, principal)),
             LimiterPolicy::Shared {

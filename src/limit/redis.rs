@@ -79,6 +79,13 @@ struct Leased {
     account: Option<String>,
 }
 
+impl Leased {
+    /// Whether the lease's permits were counted in this account's window too.
+    fn counts_in(&self, account: Option<(&str, u32)>) -> bool {
+        self.account.as_deref() == account.map(|(id, _)| id)
+    }
+}
+
 const SHARDS: usize = 16;
 
 /// Sliding windows in Redis, shared by every instance: never more than the
@@ -255,7 +262,7 @@ impl RedisRateLimiter {
         // on a hot token would be one more cache line shared by every thread.
         let shard = lock(self.shard(token));
         let mut state = lock(&shard.get(token)?.state);
-        if state.account.as_deref() != account.map(|(id, _)| id) {
+        if !state.counts_in(account) {
             return None;
         }
         state.lease.take(now, limits)
@@ -286,7 +293,7 @@ impl RedisRateLimiter {
         let now = self.since_start_ms();
         let ask = {
             let mut state = lock(&entry.state);
-            let same_account = state.account.as_deref() == account.map(|(id, _)| id);
+            let same_account = state.counts_in(account);
             if same_account && let Some(decision) = state.lease.take(now, windows.limits()) {
                 return Ok(decision);
             }
