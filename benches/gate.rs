@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
+use axum::handler::Handler;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
@@ -23,7 +24,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> (TokenGate, String) {
         store.migrate().await.unwrap();
         let gate = TokenGate::builder(Arc::new(store))
             .with_argon2_params(Argon2Params::insecure_fast_for_tests())
-            .with_scopes(["reports:read"])
+            .with_scopes(["reports:read", "reports:write", "usage:read"])
             .build()
             .unwrap();
         // A limit that never runs out, so every iteration takes the admit path.
@@ -31,7 +32,14 @@ fn setup(rt: &tokio::runtime::Runtime) -> (TokenGate, String) {
             .await
             .unwrap();
         gate.set_account_plan("acct", "bench").await.unwrap();
-        let token = gate.create_token("acct", "bench", None).await.unwrap();
+        // Explicit scopes, so the scoped routes below run the real lookup
+        // (a token with every scope would answer at once).
+        let spec = tokengate::TokenSpec::new("bench").scopes(Some([
+            "reports:read",
+            "reports:write",
+            "usage:read",
+        ]));
+        let token = gate.create_token_with("acct", spec).await.unwrap();
         let token = token.token.expose_secret().to_owned();
         gate.authenticate_token(&token).await.unwrap();
         (gate, token)
@@ -126,17 +134,41 @@ fn bench_checks(c: &mut Criterion) {
     group.finish();
 
     // The layer on a one-route router, against the same router without it.
+    // Each router is finished with `with_state(())`, as `axum::serve` does
+    // (`into_make_service`): otherwise axum rebuilds a handler's route, and
+    // its layers, on every call.
     let guarded: Router = Router::new()
         .route("/api", get(|| async { "ok" }))
-        .layer(gate.layer());
-    let open: Router = Router::new().route("/api", get(|| async { "ok" }));
-    // The same, with a route that requires a scope (the token has every scope).
+        .layer(gate.layer())
+        .with_state(());
+    let open: Router = Router::new()
+        .route("/api", get(|| async { "ok" }))
+        .with_state(());
+    // The same, with a route that requires a scope: as a route layer (axum
+    // boxes the route a second time), on the handler (`require_scope!`),
+    // and through axum's `Handler::layer` (a service and a future per
+    // request, and the handler is no longer zero-sized).
     let scoped: Router = Router::new()
         .route(
             "/api",
             get(|| async { "ok" }).route_layer(require_scope("reports:read")),
         )
-        .layer(gate.layer());
+        .layer(gate.layer())
+        .with_state(());
+    let scoped_handler: Router = Router::new()
+        .route(
+            "/api",
+            get(require_scope!("reports:read", || async { "ok" })),
+        )
+        .layer(gate.layer())
+        .with_state(());
+    let scoped_handler_layer: Router = Router::new()
+        .route(
+            "/api",
+            get((|| async { "ok" }).layer(require_scope("reports:read"))),
+        )
+        .layer(gate.layer())
+        .with_state(());
     let request = |auth: bool| {
         let mut builder = Request::builder().uri("/api");
         if auth {
@@ -153,6 +185,18 @@ fn bench_checks(c: &mut Criterion) {
     });
     group.bench_function("with_layer_cached_token_scoped_route", |b| {
         b.iter(|| rt.block_on(scoped.clone().oneshot(request(true))).unwrap())
+    });
+    group.bench_function("with_layer_cached_token_scoped_handler", |b| {
+        b.iter(|| {
+            rt.block_on(scoped_handler.clone().oneshot(request(true)))
+                .unwrap()
+        })
+    });
+    group.bench_function("with_layer_cached_token_scoped_handler_layer", |b| {
+        b.iter(|| {
+            rt.block_on(scoped_handler_layer.clone().oneshot(request(true)))
+                .unwrap()
+        })
     });
     group.bench_function("with_layer_missing_token", |b| {
         b.iter(|| {

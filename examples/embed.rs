@@ -13,7 +13,8 @@
 //!
 //! `/health` and `/api/v1/ping` answer the same `ok`, one open and one
 //! guarded: `scripts/loadtest.sh` (scenario `embedded`) compares them to
-//! measure what the gate costs. For that it sets `DEMO_REQUESTS_PER_HOUR`,
+//! measure what the gate costs; `/api/v1/ping/scoped` also requires the
+//! `hello:read` scope (scenario `scope`: what the scope check costs). For that it sets `DEMO_REQUESTS_PER_HOUR`,
 //! the demo account's limit (default: the `pro` plan's 1,000 per hour).
 
 use std::sync::Arc;
@@ -95,11 +96,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The layer guards the routes added before it; /health, added after, is open.
     let app = Router::new()
         .route("/api/v1/hello", get(hello))
-        .route(
-            "/api/v1/usage",
-            get(usage).route_layer(require_scope("usage:read")),
-        )
+        // A route that needs a scope: the check wraps the handler (one line).
+        .route("/api/v1/usage", get(require_scope!("usage:read", usage)))
         .route("/api/v1/ping", get(ok))
+        .route("/api/v1/ping/scoped", get(require_scope!("hello:read", ok)))
         .layer(gate.layer())
         .route("/health", get(ok));
 

@@ -27,6 +27,16 @@
 #   stack      the server's /health vs a bare axum app's (examples/bare.rs)
 #                                                                      >= 0.85
 #
+# Scenarios of issues 13 and 16:
+#   scope      the embed example, one token with explicit scopes: guarded
+#              /api/v1/ping/scoped (requires a scope) vs /api/v1/ping (same
+#              handler, no scope)                                    >= 0.99
+#   versus     this build's server against another build's (OTHER_BIN_DIR):
+#              /health and the hot path, each build on its own database
+#              (ratio this / other; a regression check)             >= 0.97
+#
+#   SCENARIOS=versus OTHER_BIN_DIR=/work/old/target/release scripts/loadtest.sh
+#
 #   SCENARIOS="embedded stack" WRK_THREADS=2 CONNECTIONS=64 scripts/loadtest.sh
 #   BIN_DIR=/tmp/old scripts/loadtest.sh   # binaries built elsewhere (tokengate,
 #                                          # examples/embed, examples/bare); no build
@@ -43,17 +53,19 @@ export RUST_LOG=${RUST_LOG:-info}
 BASE="http://127.0.0.1:$PORT"
 ADMIN="loadtest-admin-token-$(date +%s%N)"
 
-SCENARIOS=${SCENARIOS:-hot garbage unknown flood cold latency redis embedded stack}
+SCENARIOS=${SCENARIOS:-hot garbage unknown flood cold latency redis embedded stack scope}
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 need() { command -v "$1" >/dev/null 2>&1; }
 need wrk || { echo "installing wrk" >&2; apt-get install -y wrk >/dev/null; }
-need oha || { echo "installing oha (cargo install, a few minutes once)" >&2; cargo install oha --locked >/dev/null; }
+if want cold || want latency || want embedded; then
+  need oha || { echo "installing oha (cargo install, a few minutes once)" >&2; cargo install oha --locked >/dev/null; }
+fi
 need python3 || { echo "python3 is required" >&2; exit 1; }
 
 if [ -z "${BIN_DIR:-}" ]; then
   BIN_DIR=target/release
   cargo build --release --quiet
-  if want embedded || want stack; then cargo build --release --examples -p tokengate --quiet; fi
+  if want embedded || want stack || want scope; then cargo build --release --examples -p tokengate --quiet; fi
 fi
 tmp=$(mktemp -d)
 server_pid=""
@@ -277,6 +289,42 @@ if want stack; then
   start_example bare "$BPORT"
   bare_pid=$example_pid
   compare stack 0.85 "CPU_PID=$bare_pid rps $BBASE/health" "rps $BASE/health"
+fi
+
+if want scope; then
+  # One app, one token with explicit scopes (so the lookup runs), two routes
+  # with the same handler: one requires a scope the token has.
+  SPORT=$((PORT + 4)); SBASE="http://127.0.0.1:$SPORT"
+  start_example embed "$SPORT" DEMO_REQUESTS_PER_HOUR=4000000000 RUST_LOG=info
+  scope_pid=$example_pid
+  STOKEN=$(sed -n "s/.*Bearer \([^']*\)'.*# no usage:read.*/\1/p" "$tmp/embed.out" | head -1)
+  curl -fs "$SBASE/api/v1/ping/scoped" -H "Authorization: Bearer $STOKEN" >/dev/null   # cache it
+  # (The query makes both requests the same length; the router ignores it.)
+  compare scope 0.99 "CPU_PID=$scope_pid rps -H 'Authorization: Bearer $STOKEN' $SBASE/api/v1/ping?scoped" \
+    "CPU_PID=$scope_pid rps -H 'Authorization: Bearer $STOKEN' $SBASE/api/v1/ping/scoped"
+fi
+
+if want versus; then
+  if [ -z "${OTHER_BIN_DIR:-}" ]; then
+    echo "versus   SKIPPED: set OTHER_BIN_DIR to another build's target/release"
+  else
+    # Another build's server on its own database and port, the same setup.
+    OPORT=$((PORT + 5)); OBASE="http://127.0.0.1:$OPORT"
+    DATABASE_URL="sqlite://$tmp/other.db" BIND_ADDR="127.0.0.1:$OPORT" ADMIN_TOKEN="$ADMIN" \
+      "$OTHER_BIN_DIR/tokengate" serve 2>"$tmp/server-other.log" &
+    other_pid=$!; example_pids+=("$other_pid")
+    for _ in $(seq 100); do curl -fs "$OBASE/health" >/dev/null && break; sleep 0.1; done
+    oadmin() { curl -fsS -X "$1" "$OBASE$2" -H "Authorization: Bearer $ADMIN" ${3:+-d "$3"}; }
+    oadmin PUT /admin/plans/loadtest '{"api_access": true, "requests_per_hour": 4000000000}' >/dev/null
+    oadmin PUT /admin/accounts/acct_load '{"plan": "loadtest"}' >/dev/null
+    OHOT=$(oadmin POST /admin/accounts/acct_load/tokens '{"name": "hot"}' | json '["data"]["token"]')
+    OAPI="$OBASE/api/v1/external_tests/providers"
+    curl -fs "$OAPI" -H "Authorization: Bearer $OHOT" >/dev/null   # cache it
+    echo "         other build: $OTHER_BIN_DIR (baseline) vs this build: $BIN_DIR (subject)"
+    compare v-health 0.97 "CPU_PID=$other_pid rps $OBASE/health" "rps $BASE/health"
+    compare v-hot 0.97 "CPU_PID=$other_pid rps -H 'Authorization: Bearer $OHOT' $OAPI" \
+      "rps -H 'Authorization: Bearer $HOT' $API"
+  fi
 fi
 
 grep -q "panicked" "$tmp/server.log" && { echo "server log shows a panic" >&2; exit 1; }

@@ -56,10 +56,7 @@
 //!
 //! let app = Router::new()
 //!     .route("/api/v1/hello", get(hello))
-//!     .route(
-//!         "/api/v1/reports",
-//!         get(hello).route_layer(require_scope("reports:read")),
-//!     )
+//!     .route("/api/v1/reports", get(require_scope!("reports:read", hello)))
 //!     .layer(gate.layer());
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -156,6 +153,8 @@ pub use manage::{
 };
 pub use metrics::Metrics;
 pub use principal::{MissingTokenGateLayer, Principal};
+#[doc(hidden)]
+pub use require_scope::__private;
 pub use require_scope::{RequireScopeLayer, require_scope};
 pub use response::Rejection;
 #[cfg(feature = "postgres")]

@@ -38,12 +38,23 @@ pub(crate) enum ScopeError {
     AllAndMore,
 }
 
-/// Whether `name` is a well-formed scope name.
-pub(crate) fn is_valid_name(name: &str) -> bool {
-    (1..=MAX_SCOPE_CHARS).contains(&name.len())
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b':' | b'-')
-        })
+/// Whether `name` is a well-formed scope name. `const`, so
+/// `require_scope!` checks its scope when the program compiles.
+pub(crate) const fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_SCOPE_CHARS {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !(b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 impl Scopes {

@@ -31,8 +31,8 @@ pub use openapi::document_gated_routes;
 #[cfg(feature = "settings")]
 #[cfg_attr(docsrs, doc(cfg(feature = "settings")))]
 pub use settings::{
-    InvalidSettingsPrefix, InvalidTrustedProxies, ProxyHeaderSignIn, SettingsConfig, SignIn,
-    TrustedProxies, settings_router,
+    InvalidSettingsConfig, ProxyHeaderSignIn, SettingsConfig, SignIn, TrustedProxies,
+    settings_router,
 };
 
 use crate::manage::ManageError;

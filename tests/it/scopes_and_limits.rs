@@ -49,13 +49,12 @@ fn router(gate: &TokenGate) -> Router {
             principal.scopes().join(",")
         )
     }
+    // Both ways to require a scope: on the handler, and as a route layer.
     Router::new()
+        .route("/reports", get(require_scope!("reports:read", whoami)))
+        .route("/reports/new", get(require_scope!("reports:write", whoami)))
         .route(
-            "/reports",
-            get(whoami).route_layer(require_scope("reports:read")),
-        )
-        .route(
-            "/reports/new",
+            "/reports/new/routed",
             get(whoami).route_layer(require_scope("reports:write")),
         )
         .route("/open", get(whoami))
@@ -92,17 +91,20 @@ async fn a_missing_scope_is_the_exact_403_counted_and_with_rate_limit_headers() 
     assert_eq!(ok.body, "acct reports:read");
     assert_eq!(ok.header("x-ratelimit-remaining"), "999");
 
-    let denied = get_with(&app.router, "/reports/new", &reader).await;
-    assert_eq!(denied.status, 403);
-    assert_eq!(
-        denied.body,
-        r#"{"success": false, "error": "Token is missing the required scope: reports:write"}"#
-    );
-    assert_eq!(denied.header("content-type"), "application/json");
-    // It reached the limiter: counted, with the headers.
-    assert_eq!(denied.header("x-ratelimit-limit"), "1000");
-    assert_eq!(denied.header("x-ratelimit-remaining"), "998");
-    assert!(denied.header_u64("x-ratelimit-reset") > 0);
+    // The same answer whether the scope is required on the handler or as a route layer.
+    for (path, remaining) in [("/reports/new", "998"), ("/reports/new/routed", "997")] {
+        let denied = get_with(&app.router, path, &reader).await;
+        assert_eq!(denied.status, 403, "{path}");
+        assert_eq!(
+            denied.body,
+            r#"{"success": false, "error": "Token is missing the required scope: reports:write"}"#
+        );
+        assert_eq!(denied.header("content-type"), "application/json");
+        // It reached the limiter: counted, with the headers.
+        assert_eq!(denied.header("x-ratelimit-limit"), "1000");
+        assert_eq!(denied.header("x-ratelimit-remaining"), remaining);
+        assert!(denied.header_u64("x-ratelimit-reset") > 0);
+    }
 
     // Routes without a scope are open to every token of the account.
     assert_eq!(get_with(&app.router, "/open", &reader).await.status, 200);

@@ -31,15 +31,11 @@ pub(crate) fn router(gate: &TokenGate) -> Router {
         // A wrong method is answered behind the gate too, like an unknown path.
         .route(
             "/api/v1/external_tests/providers",
-            get(providers)
-                .route_layer(require_scope("providers:read"))
-                .fallback(method_not_allowed),
+            get(require_scope!("providers:read", providers)).fallback(method_not_allowed),
         )
         .route(
             "/api/v1/external_tests",
-            get(external_tests)
-                .route_layer(require_scope("tests:read"))
-                .fallback(method_not_allowed),
+            get(require_scope!("tests:read", external_tests)).fallback(method_not_allowed),
         )
         .route(
             "/api/v1/{*rest}",

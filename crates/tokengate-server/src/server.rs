@@ -69,4 +69,9 @@ pub fn app(state: AppState) -> Router {
             error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
         })
         .layer(StackLayer)
+        // Turns every handler into its route once, now. A `Router` called
+        // as a service without this (our own accept loop does not go through
+        // `into_make_service`, which does it) rebuilds the route of each
+        // merged handler, and its layers, on every request.
+        .with_state(())
 }

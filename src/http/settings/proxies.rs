@@ -7,6 +7,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use super::InvalidSettingsConfig;
+
 /// The peers (reverse proxies) whose forwarded headers are believed: the
 /// sign-in header of [`ProxyHeaderSignIn`](super::ProxyHeaderSignIn), and
 /// `X-Forwarded-Host` / `X-Forwarded-Proto` for the same-origin check.
@@ -34,14 +36,6 @@ pub struct TrustedProxies {
 struct Block {
     network: IpAddr,
     prefix_len: u8,
-}
-
-/// A `SETTINGS_TRUSTED_PROXIES`-style list that is not a list of CIDR blocks.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid trusted proxy {entry:?}: {reason} (use CIDR blocks such as 127.0.0.0/8,::1/128)")]
-pub struct InvalidTrustedProxies {
-    entry: String,
-    reason: &'static str,
 }
 
 impl TrustedProxies {
@@ -141,7 +135,7 @@ impl FromStr for Block {
 }
 
 impl FromStr for TrustedProxies {
-    type Err = InvalidTrustedProxies;
+    type Err = InvalidSettingsConfig;
 
     /// Comma-separated CIDR blocks; spaces around entries are ignored, and an
     /// empty string trusts no proxy.
@@ -152,15 +146,11 @@ impl FromStr for TrustedProxies {
                 if text.trim().is_empty() {
                     continue;
                 }
-                return Err(InvalidTrustedProxies {
-                    entry: entry.to_owned(),
-                    reason: "empty entry",
-                });
+                return Err(InvalidSettingsConfig::trusted_proxy(entry, "empty entry"));
             }
-            let block = entry.parse().map_err(|reason| InvalidTrustedProxies {
-                entry: entry.to_owned(),
-                reason,
-            })?;
+            let block = entry
+                .parse()
+                .map_err(|reason| InvalidSettingsConfig::trusted_proxy(entry, reason))?;
             blocks.push(block);
         }
         Ok(Self { blocks })
