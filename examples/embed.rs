@@ -14,8 +14,9 @@
 //! `/health` and `/api/v1/ping` answer the same `ok`, one open and one
 //! guarded: `scripts/loadtest.sh` (scenario `embedded`) compares them to
 //! measure what the gate costs; `/api/v1/ping/scoped` also requires the
-//! `hello:read` scope (scenario `scope`: what the scope check costs). For that it sets `DEMO_REQUESTS_PER_HOUR`,
-//! the demo account's limit (default: the `pro` plan's 1,000 per hour).
+//! `hello:read` scope (scenario `scope`: what the scope check costs). For
+//! that it sets `DEMO_REQUESTS_PER_HOUR`, the demo account's limit
+//! (default: the `pro` plan's 1,000 per hour).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -264,12 +264,15 @@ start_example() {
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
 }
 
-if want embedded; then
-  # The embed example: /health (open) and /api/v1/ping (guarded) answer the
-  # same body in one app; a limit that is never reached.
+if want embedded || want scope; then
+  # The embed example, once for both scenarios; a limit that is never reached.
   EPORT=$((PORT + 2)); EBASE="http://127.0.0.1:$EPORT"
   start_example embed "$EPORT" DEMO_REQUESTS_PER_HOUR=4000000000 RUST_LOG=info
   embed_pid=$example_pid
+fi
+
+if want embedded; then
+  # /health (open) and /api/v1/ping (guarded) answer the same body.
   ETOKEN=$(sed -n "s/.*Bearer \([^']*\)'.*/\1/p" "$tmp/embed.out" | head -1)
   curl -fs "$EBASE/api/v1/ping" -H "Authorization: Bearer $ETOKEN" >/dev/null   # cache it
   compare embedded 0.95 "CPU_PID=$embed_pid rps $EBASE/health" \
@@ -292,16 +295,13 @@ if want stack; then
 fi
 
 if want scope; then
-  # One app, one token with explicit scopes (so the lookup runs), two routes
-  # with the same handler: one requires a scope the token has.
-  SPORT=$((PORT + 4)); SBASE="http://127.0.0.1:$SPORT"
-  start_example embed "$SPORT" DEMO_REQUESTS_PER_HOUR=4000000000 RUST_LOG=info
-  scope_pid=$example_pid
+  # One token with explicit scopes (so the lookup runs), two routes with the
+  # same handler: one requires a scope the token has.
   STOKEN=$(sed -n "s/.*Bearer \([^']*\)'.*# no usage:read.*/\1/p" "$tmp/embed.out" | head -1)
-  curl -fs "$SBASE/api/v1/ping/scoped" -H "Authorization: Bearer $STOKEN" >/dev/null   # cache it
+  curl -fs "$EBASE/api/v1/ping/scoped" -H "Authorization: Bearer $STOKEN" >/dev/null   # cache it
   # (The query makes both requests the same length; the router ignores it.)
-  compare scope 0.99 "CPU_PID=$scope_pid rps -H 'Authorization: Bearer $STOKEN' $SBASE/api/v1/ping?scoped" \
-    "CPU_PID=$scope_pid rps -H 'Authorization: Bearer $STOKEN' $SBASE/api/v1/ping/scoped"
+  compare scope 0.99 "CPU_PID=$embed_pid rps -H 'Authorization: Bearer $STOKEN' $EBASE/api/v1/ping?scoped" \
+    "CPU_PID=$embed_pid rps -H 'Authorization: Bearer $STOKEN' $EBASE/api/v1/ping/scoped"
 fi
 
 if want versus; then
@@ -309,7 +309,7 @@ if want versus; then
     echo "versus   SKIPPED: set OTHER_BIN_DIR to another build's target/release"
   else
     # Another build's server on its own database and port, the same setup.
-    OPORT=$((PORT + 5)); OBASE="http://127.0.0.1:$OPORT"
+    OPORT=$((PORT + 4)); OBASE="http://127.0.0.1:$OPORT"
     DATABASE_URL="sqlite://$tmp/other.db" BIND_ADDR="127.0.0.1:$OPORT" ADMIN_TOKEN="$ADMIN" \
       "$OTHER_BIN_DIR/tokengate" serve 2>"$tmp/server-other.log" &
     other_pid=$!; example_pids+=("$other_pid")

@@ -180,8 +180,9 @@ fn json(status: StatusCode, body: Bytes) -> Response {
 /// of `a-z`, `0-9`, `_`, `.`, `:` and `-`), and it lives in a type, so the
 /// handler stays zero-sized: per request the check is a lookup in the
 /// request's extensions and a binary search of the token's scopes, with no
-/// allocation (see the module docs of [`require_scope`](crate::require_scope())
-/// for the measurement).
+/// allocation. (A handler wrapper holding its scope as a value would cost
+/// two allocations per request: axum clones a route's handler for every
+/// request. Measured in BENCHMARKS.md.)
 ///
 /// ```compile_fail
 /// # async fn reports() {}
