@@ -118,6 +118,9 @@ where
             Quick::Rejected(rejection) => ResponseFuture::new(State::Rejected {
                 response: Some(reject(gate, rejection)),
             }),
+            Quick::Limited(principal, decision) => ResponseFuture::new(State::Rejected {
+                response: Some(rate_limited(gate, &principal, &decision)),
+            }),
             Quick::NeedsLimiter(principal) => ResponseFuture::new(State::Slow {
                 future: self.call_slow(request, Some(principal)),
             }),
@@ -148,8 +151,18 @@ impl<S> TokenGateService<S> {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let (principal, decision) = match gate.check(authorization, authenticated).await {
-                Ok(admitted) => admitted,
+            let principal = match authenticated {
+                Some(principal) => principal,
+                None => match gate.authenticate_bearer(authorization).await {
+                    Ok(principal) => principal,
+                    Err(rejection) => return Ok(reject(&gate, rejection)),
+                },
+            };
+            let decision = match gate.check_rate_limit(&principal).await {
+                Ok(decision) => decision,
+                Err(Rejection::RateLimited(decision)) => {
+                    return Ok(rate_limited(&gate, &principal, &decision));
+                }
                 Err(rejection) => return Ok(reject(&gate, rejection)),
             };
             gate.metrics().record_outcome(Outcome::Ok);
@@ -160,6 +173,13 @@ impl<S> TokenGateService<S> {
             Ok(response)
         })
     }
+}
+
+/// The 429 for an authenticated principal, with its plan's prebuilt values.
+fn rate_limited(gate: &TokenGate, principal: &Principal, decision: &Decision) -> Response {
+    gate.metrics().record_outcome(Outcome::RateLimited);
+    tracing::debug!(?decision, "request rate-limited");
+    response::too_many_requests_with(decision, principal.policy_headers(decision))
 }
 
 fn reject(gate: &TokenGate, rejection: Rejection) -> Response {

@@ -139,9 +139,18 @@ pub(crate) fn rate_limited_body(retry_after_secs: u64) -> String {
 
 /// 429 with `Retry-After` (equal to the N in the body) and the rate-limit headers.
 pub(crate) fn too_many_requests(decision: &Decision) -> Response {
+    too_many_requests_with(
+        decision,
+        &PolicyHeaders::uninterned(decision.limit, decision.window_secs),
+    )
+}
+
+/// Like [`too_many_requests`], with the plan's prebuilt values (the layer's
+/// 429: a flood of them takes no lock and builds no header value for the plan).
+pub(crate) fn too_many_requests_with(decision: &Decision, policy: &PolicyHeaders) -> Response {
     let retry_after = decision.retry_after_secs();
     let mut response = throttled(retry_after);
-    write_rate_limit_headers(decision, response.headers_mut());
+    write_rate_limit_headers_with(decision, policy, response.headers_mut());
     response
 }
 
@@ -155,6 +164,10 @@ fn throttled(retry_after_secs: u64) -> Response {
     response
 }
 
+type Interned = HashMap<(u32, u64), (HeaderValue, HeaderValue)>;
+/// Interned `(X-RateLimit-Limit, RateLimit-Policy)` values per (limit, window).
+static INTERNED: Mutex<Option<Interned>> = Mutex::new(None);
+
 /// The rate-limit header values that depend only on the plan, built once per
 /// cached token instead of once per request.
 #[derive(Clone, Debug)]
@@ -166,43 +179,51 @@ pub(crate) struct PolicyHeaders {
 }
 
 impl PolicyHeaders {
-    /// Values for `limit` requests per `window_secs`.
+    /// Values for `limit` requests per `window_secs`, interned.
     ///
     /// Values for up to 1,024 distinct plans are interned as `'static`
     /// strings: cloning them then touches no shared reference count, which
-    /// matters when every core serves the same hot token.
+    /// matters when every core serves the same hot token. This takes a
+    /// process-wide lock, so it runs when a token's principal is built (a
+    /// cache miss), never per request: a request reuses its principal's
+    /// values, and a response without a principal uses
+    /// [`uninterned`](Self::uninterned).
     pub(crate) fn new(limit: u32, window_secs: u64) -> Self {
-        type Interned = HashMap<(u32, u64), (HeaderValue, HeaderValue)>;
-        static INTERNED: Mutex<Option<Interned>> = Mutex::new(None);
         let mut interned = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
         let interned = interned.get_or_insert_with(HashMap::new);
-        let (limit_value, policy_value) = match interned.get(&(limit, window_secs)) {
-            Some(values) => values.clone(),
-            None => {
-                let limit_text = limit.to_string();
-                let policy_text = format!("\"hourly\";q={limit};w={window_secs}");
-                if interned.len() < 1024 {
-                    let leak = |text: String| -> &'static str { Box::leak(text.into_boxed_str()) };
-                    let values = (
-                        HeaderValue::from_static(leak(limit_text)),
-                        HeaderValue::from_static(leak(policy_text)),
-                    );
-                    interned.insert((limit, window_secs), values.clone());
-                    values
-                } else {
-                    (
-                        HeaderValue::from(limit),
-                        HeaderValue::try_from(policy_text)
-                            .unwrap_or_else(|_| HeaderValue::from_static("")),
-                    )
-                }
-            }
-        };
+        if let Some((limit_value, policy_value)) = interned.get(&(limit, window_secs)) {
+            return Self {
+                limit,
+                window_secs,
+                limit_value: limit_value.clone(),
+                policy_value: policy_value.clone(),
+            };
+        }
+        if interned.len() >= 1024 {
+            return Self::uninterned(limit, window_secs);
+        }
+        let leak = |text: String| -> &'static str { Box::leak(text.into_boxed_str()) };
+        let values = (
+            HeaderValue::from_static(leak(limit.to_string())),
+            HeaderValue::from_static(leak(policy_text(limit, window_secs))),
+        );
+        interned.insert((limit, window_secs), values.clone());
         Self {
             limit,
             window_secs,
-            limit_value,
-            policy_value,
+            limit_value: values.0,
+            policy_value: values.1,
+        }
+    }
+
+    /// Values for `limit` requests per `window_secs`, built without a lock.
+    pub(crate) fn uninterned(limit: u32, window_secs: u64) -> Self {
+        Self {
+            limit,
+            window_secs,
+            limit_value: HeaderValue::from(limit),
+            policy_value: HeaderValue::try_from(policy_text(limit, window_secs))
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
         }
     }
 
@@ -210,6 +231,25 @@ impl PolicyHeaders {
     pub(crate) fn describes(&self, decision: &Decision) -> bool {
         self.limit == decision.limit && self.window_secs == decision.window_secs
     }
+}
+
+/// The policy's name in `RateLimit-Policy` and `RateLimit`, from the
+/// window's length: `hourly` for the contract's hour.
+fn policy_label(window_secs: u64) -> &'static str {
+    match window_secs {
+        60 => "minutely",
+        3600 => "hourly",
+        86_400 => "daily",
+        _ => "window",
+    }
+}
+
+/// `RateLimit-Policy`: `"<label>";q=<limit>;w=<window seconds>`.
+fn policy_text(limit: u32, window_secs: u64) -> String {
+    format!(
+        "\"{}\";q={limit};w={window_secs}",
+        policy_label(window_secs)
+    )
 }
 
 /// `HeaderValue`s for 0..=10,000 (every Pro and Enterprise `Remaining`),
@@ -240,7 +280,7 @@ fn count_value(n: u32) -> HeaderValue {
 pub(crate) fn write_rate_limit_headers(decision: &Decision, headers: &mut HeaderMap) {
     write_rate_limit_headers_with(
         decision,
-        &PolicyHeaders::new(decision.limit, decision.window_secs),
+        &PolicyHeaders::uninterned(decision.limit, decision.window_secs),
         headers,
     );
 }
@@ -255,7 +295,7 @@ pub(crate) fn write_rate_limit_headers_with(
     let policy = if policy.describes(decision) {
         policy
     } else {
-        fresh = PolicyHeaders::new(decision.limit, decision.window_secs);
+        fresh = PolicyHeaders::uninterned(decision.limit, decision.window_secs);
         &fresh
     };
     headers.reserve(5);
@@ -277,7 +317,9 @@ pub(crate) fn write_rate_limit_headers_with(
         len += bytes.len();
     };
     let mut digits = itoa::Buffer::new();
-    push(b"\"hourly\";r=");
+    push(b"\"");
+    push(policy_label(decision.window_secs).as_bytes());
+    push(b"\";r=");
     push(digits.format(decision.remaining).as_bytes());
     push(b";t=");
     push(digits.format(decision.reset_in_secs()).as_bytes());
@@ -371,6 +413,74 @@ mod tests {
             assert_eq!(headers["x-ratelimit-limit"], "1000", "{policy:?}");
             assert_eq!(headers["ratelimit-policy"], "\"hourly\";q=1000;w=3600");
             assert_eq!(headers["ratelimit"], "\"hourly\";r=999;t=43");
+        }
+    }
+
+    /// A flood of 429s must not serialise the cores: building one takes no
+    /// process-wide lock (here held by the test while a 429 is built).
+    #[test]
+    fn a_429_takes_no_process_wide_lock() {
+        let decision = Decision {
+            allowed: false,
+            limit: 4321,
+            remaining: 0,
+            reset_at_ms: 1_800_000_042_500,
+            now_ms: 1_800_000_000_000,
+            window_secs: 3600,
+        };
+        let policy = PolicyHeaders::new(4321, 3600);
+        let held = INTERNED.lock().unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let public = Rejection::RateLimited(decision).into_response();
+            let prebuilt = too_many_requests_with(&decision, &policy);
+            let _ = done.send((public.headers().clone(), prebuilt.headers().clone()));
+        });
+        // Generous: the work takes microseconds; a lock would never finish.
+        let (public, prebuilt) = finished
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("building a 429 waited for the interning lock");
+        drop(held);
+        for headers in [public, prebuilt] {
+            assert_eq!(headers["x-ratelimit-limit"], "4321");
+            assert_eq!(headers["ratelimit-policy"], "\"hourly\";q=4321;w=3600");
+        }
+    }
+
+    /// The policy's label follows the window's length.
+    #[test]
+    fn the_policy_label_is_the_window_length() {
+        for (window_secs, label) in [
+            (3600, "hourly"),
+            (60, "minutely"),
+            (86_400, "daily"),
+            (90, "window"),
+        ] {
+            let decision = Decision {
+                allowed: true,
+                limit: 10,
+                remaining: 9,
+                reset_at_ms: 1_800_000_042_500,
+                now_ms: 1_800_000_000_000,
+                window_secs,
+            };
+            let mut headers = HeaderMap::new();
+            write_rate_limit_headers(&decision, &mut headers);
+            assert_eq!(
+                headers["ratelimit-policy"],
+                format!("\"{label}\";q=10;w={window_secs}").as_str()
+            );
+            assert_eq!(
+                headers["ratelimit"],
+                format!("\"{label}\";r=9;t=43").as_str()
+            );
+            let mut prebuilt = HeaderMap::new();
+            write_rate_limit_headers_with(
+                &decision,
+                &PolicyHeaders::new(10, window_secs),
+                &mut prebuilt,
+            );
+            assert_eq!(prebuilt, headers);
         }
     }
 

@@ -1,7 +1,8 @@
 //! One request through the gate: the header, the cache, the verifier, the
 //! plan, the limiter. [`TokenGate::check_now`] answers from memory when it
-//! can (the layer's fast path, no allocation); [`TokenGate::check`] does the
-//! rest, and never authenticates twice.
+//! can (the layer's fast path, no allocation); the layer's slow path
+//! authenticates with [`TokenGate::authenticate_bearer`] only what the fast
+//! path did not, so a token is never authenticated twice.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -24,8 +25,11 @@ use crate::token::ParsedToken;
 pub(crate) enum Quick {
     /// Authenticated and admitted by the limiter.
     Admitted(Principal, Decision),
-    /// Refused.
+    /// Refused before or while authenticating.
     Rejected(Rejection),
+    /// Authenticated and refused by the limiter: the 429 reuses the
+    /// principal's prebuilt header values (no lock, no allocation for them).
+    Limited(Principal, Decision),
     /// Authenticated from the cache; the limiter needs I/O.
     NeedsLimiter(Principal),
     /// The store or argon2 is needed.
@@ -142,6 +146,7 @@ impl TokenGate {
                 inner.metrics.cache_hits.inc();
                 match inner.limiter.check_now(&principal) {
                     Some(Ok(decision)) => Quick::Admitted(principal, decision),
+                    Some(Err(Refused::Limited(decision))) => Quick::Limited(principal, decision),
                     Some(Err(refused)) => Quick::Rejected(refused.into()),
                     None => Quick::NeedsLimiter(principal),
                 }
@@ -161,23 +166,14 @@ impl TokenGate {
         }
     }
 
-    /// The rest of a request [`check_now`](Self::check_now) could not
-    /// answer: authenticates (unless `authenticated` already did), then
-    /// checks the limit.
-    pub(crate) async fn check(
+    /// Authenticates an `Authorization` field the fast path could not
+    /// answer from memory (owned, so the caller's future borrows nothing).
+    pub(crate) async fn authenticate_bearer(
         &self,
         authorization: Result<HeaderValue, BearerError>,
-        authenticated: Option<Principal>,
-    ) -> Result<(Principal, Decision), Rejection> {
-        let principal = match authenticated {
-            Some(principal) => principal,
-            None => {
-                let token = bearer(authorization.as_ref().map_err(|e| *e))?;
-                self.authenticate_token(token).await?
-            }
-        };
-        let decision = self.check_rate_limit(&principal).await?;
-        Ok((principal, decision))
+    ) -> Result<Principal, Rejection> {
+        let token = bearer(authorization.as_ref().map_err(|e| *e))?;
+        self.authenticate_token(token).await
     }
 
     /// Expiry, last use and plan of a verified token.

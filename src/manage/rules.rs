@@ -32,7 +32,14 @@ pub(crate) fn validate_account_id(id: &str) -> Result<(), ManageError> {
     Ok(())
 }
 
-/// Checks a token name: 1–200 characters, no control characters.
+/// Checks a token name: 1–200 characters, none of them invisible.
+///
+/// Names are printed raw by the CLI and the admin listings, so a character
+/// that changes how text around it looks, or shows nothing at all, is
+/// refused: Unicode categories Cc (controls), Cf (format: bidirectional
+/// overrides such as U+202E, zero-width spaces and joiners), Zl and Zp
+/// (line and paragraph separators), and noncharacters. The error names the
+/// code point, so the caller can find it.
 pub(crate) fn validate_token_name(name: &str) -> Result<(), ManageError> {
     let chars = name.chars().count();
     if name.trim().is_empty() || chars > MAX_NAME_CHARS {
@@ -40,10 +47,34 @@ pub(crate) fn validate_token_name(name: &str) -> Result<(), ManageError> {
             "name must be 1 to {MAX_NAME_CHARS} characters"
         )));
     }
-    if name.chars().any(char::is_control) {
-        return Err(invalid("name must not contain control characters"));
+    if let Some((kind, c)) = name
+        .chars()
+        .find_map(|c| invisible(c).map(|kind| (kind, c)))
+    {
+        return Err(invalid(format!(
+            "name must not contain {kind} characters: U+{:04X} is one",
+            u32::from(c)
+        )));
     }
     Ok(())
+}
+
+/// What kind of invisible or text-changing character `c` is, if it is one.
+fn invisible(c: char) -> Option<&'static str> {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    let code = u32::from(c);
+    // U+FDD0..U+FDEF and the last two code points of every plane.
+    if (0xFDD0..=0xFDEF).contains(&code) || code & 0xFFFE == 0xFFFE {
+        return Some("noncharacter");
+    }
+    match c.general_category() {
+        GeneralCategory::Control => Some("control"),
+        GeneralCategory::Format => Some("invisible format"),
+        GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => {
+            Some("line or paragraph separator")
+        }
+        _ => None,
+    }
 }
 
 /// Checks a plan name: 1–64 characters of `a-z`, `0-9`, `_` and `-`.
@@ -170,6 +201,8 @@ mod tests {
         assert!(validate_token_name("").is_err());
         assert!(validate_token_name("   ").is_err());
         assert!(validate_token_name("a\nb").is_err());
+        // Letters of any script, emoji and ordinary spaces stay allowed.
+        assert!(validate_token_name("CI déploiement 部署 🚀 x").is_ok());
         assert!(validate_account_id("acct_123").is_ok());
         assert!(validate_account_id("'; DROP TABLE accounts; --").is_ok());
         assert!(validate_account_id(" acct").is_err());
@@ -240,6 +273,34 @@ mod tests {
             check_rotatable(&rotated, now),
             Err(ManageError::TokenAlreadyRotated { successor: Some(s), .. }) if s == successor
         ));
+    }
+
+    #[test]
+    fn invisible_characters_are_refused_by_code_point() {
+        let cases = [
+            ('\u{7}', "control", "U+0007"),
+            ('\u{85}', "control", "U+0085"),
+            ('\u{202E}', "invisible format", "U+202E"),
+            ('\u{200B}', "invisible format", "U+200B"),
+            ('\u{2066}', "invisible format", "U+2066"),
+            ('\u{FEFF}', "invisible format", "U+FEFF"),
+            ('\u{E0041}', "invisible format", "U+E0041"),
+            ('\u{2028}', "line or paragraph separator", "U+2028"),
+            ('\u{2029}', "line or paragraph separator", "U+2029"),
+            ('\u{FDD0}', "noncharacter", "U+FDD0"),
+            ('\u{FFFE}', "noncharacter", "U+FFFE"),
+            ('\u{10FFFF}', "noncharacter", "U+10FFFF"),
+        ];
+        for (c, kind, code) in cases {
+            let name = format!("deploy{c}key");
+            let Err(ManageError::Invalid(message)) = validate_token_name(&name) else {
+                panic!("{code} was accepted");
+            };
+            assert_eq!(
+                message,
+                format!("name must not contain {kind} characters: {code} is one")
+            );
+        }
     }
 
     #[test]

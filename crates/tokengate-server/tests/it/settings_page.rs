@@ -467,8 +467,8 @@ async fn settings_page_renders_hostile_names_as_text_in_chromium() {
     .chars()
     .take(200)
     .collect::<String>();
-    for name in [bidi, quote, long.as_str()] {
-        let path = "/admin/accounts/acct_nasty/tokens";
+    let path = "/admin/accounts/acct_nasty/tokens";
+    for name in ["named before the rule", quote, long.as_str()] {
         admin(
             &server,
             http::Method::POST,
@@ -477,6 +477,33 @@ async fn settings_page_renders_hostile_names_as_text_in_chromium() {
         )
         .await;
     }
+    // New names with a right-to-left override are refused on every surface
+    // (400 naming the code point); one stored before that rule is still
+    // shown, isolated and pointed out.
+    let refused = client()
+        .post(server.url(path))
+        .header("authorization", admin_header())
+        .json(&json!({"name": bidi}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let text = refused.text().await.unwrap();
+    assert!(text.contains("U+202E"), "{text}");
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("tokengate.db").display()
+    ))
+    .await
+    .unwrap();
+    let renamed = sqlx::query("UPDATE api_tokens SET name = ? WHERE name = ?")
+        .bind(bidi)
+        .bind("named before the rule")
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(renamed.rows_affected(), 1);
+    db.close().await;
     let proxy = AuthProxy::start(&server.base, "acct_nasty").await;
 
     let page = chromium
