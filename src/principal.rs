@@ -40,6 +40,9 @@ pub struct Principal(Arc<PrincipalData>);
 
 struct PrincipalData {
     token_id: TokenId,
+    /// The rate window it counts in: its own id, or the one it shares with
+    /// the token it was rotated from.
+    window_id: TokenId,
     account_id: String,
     plan: String,
     requests_per_hour: u32,
@@ -55,6 +58,7 @@ impl Principal {
         let plan = &credential.plan;
         Self(Arc::new(PrincipalData {
             token_id: credential.token_id,
+            window_id: credential.window_id.unwrap_or(credential.token_id),
             account_id: credential.account_id.clone(),
             plan: plan.name.clone(),
             requests_per_hour: plan.requests_per_hour,
@@ -69,6 +73,11 @@ impl Principal {
     }
 
     /// Prebuilt rate-limit header values for the window a decision describes.
+    /// The key of the token's rate window (shared across a rotation).
+    pub(crate) fn window_id(&self) -> TokenId {
+        self.0.window_id
+    }
+
     pub(crate) fn policy_headers(&self, decision: &Decision) -> &PolicyHeaders {
         match &self.0.headers {
             (_, Some(account)) if account.describes(decision) => account,

@@ -67,6 +67,8 @@ impl IntoResponse for Rejection {
 /// The 401 body, byte for byte.
 pub(crate) const UNAUTHORIZED_BODY: &str =
     r#"{"success": false, "error": "Invalid or missing API token"}"#;
+/// The 403 message: a plan without API access (the contract's words).
+pub(crate) const NO_API_ACCESS_MESSAGE: &str = "API access not available on your subscription plan";
 /// The 403 body, byte for byte.
 pub(crate) const FORBIDDEN_BODY: &str =
     r#"{"success": false, "error": "API access not available on your subscription plan"}"#;
@@ -509,10 +511,7 @@ mod tests {
     fn contract_bodies_are_envelopes_to_the_byte() {
         for (body, message) in [
             (UNAUTHORIZED_BODY, "Invalid or missing API token"),
-            (
-                FORBIDDEN_BODY,
-                "API access not available on your subscription plan",
-            ),
+            (FORBIDDEN_BODY, NO_API_ACCESS_MESSAGE),
             (UNAVAILABLE_BODY, "Service temporarily unavailable"),
             (
                 rate_limited_body(7).as_str(),

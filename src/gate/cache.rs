@@ -246,6 +246,7 @@ mod tests {
                 revoked_at: None,
                 scopes: vec!["*".into()],
                 plan: crate::store::Plan::new(plan, true, 10),
+                window_id: None,
             }),
             api_access: true,
             expires_at_ms: None,

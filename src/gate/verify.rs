@@ -290,6 +290,7 @@ mod tests {
             revoked_at: None,
             scopes: vec!["*".into()],
             plan: Plan::new("pro", true, 10),
+            window_id: None,
         }
     }
 

@@ -63,6 +63,12 @@ impl From<ManageError> for ApiError {
             ManageError::TooManyTokens { plan, max } => ApiError::Conflict(format!(
                 "This account already has {max} active tokens, the most its plan ({plan}) allows; revoke one (or let one expire) to create another"
             )),
+            ManageError::GraceOverTokenCap { plan, max } => ApiError::Conflict(format!(
+                "A rotation with a grace period keeps the old token working beside the new one, and this account already has {max} active tokens, the most its plan ({plan}) allows (tokens in a grace period count); rotate with grace_seconds 0, or revoke a token first"
+            )),
+            ManageError::NoApiAccess { .. } => {
+                ApiError::Forbidden(crate::response::NO_API_ACCESS_MESSAGE.into())
+            }
             ManageError::TokenAlreadyRotated { successor, .. } => {
                 ApiError::Conflict(match successor {
                     Some(successor) => format!(

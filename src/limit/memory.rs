@@ -19,9 +19,44 @@ const ACCOUNT_KEY: &str = "account:";
 type Shard = Mutex<HashMap<TokenId, TokenEntry, RandomIdState>>;
 
 /// A token's window, and what it counted since the last usage flush.
+///
+/// A window is keyed by the id of the token that opened it; a token rotated
+/// from it shares it (one window per rotation lineage, so a rotation never
+/// grants extra requests), and its usage is tallied in `shared_usage`.
 struct TokenEntry {
     window: WindowState,
     usage: Tally,
+    shared_usage: Option<Box<Vec<(TokenId, Tally)>>>,
+}
+
+impl TokenEntry {
+    fn new(config: &WindowConfig) -> Self {
+        Self {
+            window: WindowState::new(config),
+            usage: Tally::default(),
+            shared_usage: None,
+        }
+    }
+
+    /// Counts a request of `token` (the window's own, or one sharing it).
+    fn count(&mut self, window: &TokenId, token: &TokenId, allowed: bool) {
+        if token == window {
+            return self.usage.count(allowed);
+        }
+        let shared = self.shared_usage.get_or_insert_with(Box::default);
+        match shared.iter_mut().find(|(id, _)| id == token) {
+            Some((_, tally)) => tally.count(allowed),
+            None => {
+                let mut tally = Tally::default();
+                tally.count(allowed);
+                shared.push((*token, tally));
+            }
+        }
+    }
+
+    fn has_usage(&self) -> bool {
+        !self.usage.is_empty() || self.shared_usage.is_some()
+    }
 }
 
 /// Requests admitted and refused by the limit, not yet flushed.
@@ -95,30 +130,31 @@ impl MemoryRateLimiter {
     /// Checks one request for `token` at `now_ms` (Unix milliseconds).
     #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn check_at(&self, token: &TokenId, limit: u32, now_ms: u64) -> Decision {
-        self.check_both_at(token, limit, None, now_ms)
+        self.check_both_at(token, token, limit, None, now_ms)
     }
 
-    /// Checks one request for `token` against `limit` and, with
+    /// Checks one request of `token` in `window` (its own id, or the window
+    /// it shares with the token it was rotated from) against `limit` and, with
     /// `Some((account, ceiling))`, against the account's shared ceiling too:
     /// admitted only if both windows have room, counted in both or neither.
     /// Both locks are held together, always the token's first, so the pair
     /// is atomic against every other check.
     pub(crate) fn check_both_at(
         &self,
+        window: &TokenId,
         token: &TokenId,
         limit: u32,
         account: Option<(&str, u32)>,
         now_ms: u64,
     ) -> Decision {
         let config = &self.config;
-        let mut tokens = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
-        let entry = tokens.entry(*token).or_insert_with(|| TokenEntry {
-            window: WindowState::new(config),
-            usage: Tally::default(),
-        });
+        let mut tokens = self.shard(window).lock().unwrap_or_else(|e| e.into_inner());
+        let entry = tokens
+            .entry(*window)
+            .or_insert_with(|| TokenEntry::new(config));
         let Some((account, ceiling)) = account else {
             let decision = entry.window.check(config, limit, now_ms);
-            entry.usage.count(decision.allowed);
+            entry.count(window, token, decision.allowed);
             return decision;
         };
         let mut accounts = self
@@ -137,7 +173,7 @@ impl MemoryRateLimiter {
             Some((account_window, ceiling)),
             now_ms,
         );
-        entry.usage.count(decision.allowed);
+        entry.count(window, token, decision.allowed);
         decision
     }
 
@@ -149,6 +185,9 @@ impl MemoryRateLimiter {
             for (token, entry) in shard.iter_mut() {
                 if !entry.usage.is_empty() {
                     taken.push((*token, std::mem::take(&mut entry.usage)));
+                }
+                if let Some(shared) = entry.shared_usage.take() {
+                    taken.extend(shared.into_iter());
                 }
             }
         }
@@ -185,7 +224,7 @@ impl MemoryRateLimiter {
         }
         let config = &self.config;
         evict(&self.shards, |entry: &TokenEntry| {
-            entry.usage.is_empty() && entry.window.is_idle(config, now_ms)
+            !entry.has_usage() && entry.window.is_idle(config, now_ms)
         }) + evict(&self.accounts, |window: &WindowState| {
             window.is_idle(config, now_ms)
         })
@@ -284,10 +323,9 @@ impl MemoryRateLimiter {
                 };
                 let mut shard = self.shard(&token).lock().unwrap_or_else(|e| e.into_inner());
                 let window = merged(shard.get(&token).map(|entry| &entry.window));
-                let entry = shard.entry(token).or_insert_with(|| TokenEntry {
-                    window: WindowState::new(&self.config),
-                    usage: Tally::default(),
-                });
+                let entry = shard
+                    .entry(token)
+                    .or_insert_with(|| TokenEntry::new(&self.config));
                 entry.window = window;
             }
             restored += 1;
@@ -364,6 +402,28 @@ mod tests {
         );
     }
 
+    /// A token rotated from another counts in its window; usage stays per token.
+    #[test]
+    fn a_shared_window_counts_both_tokens_and_tallies_each() {
+        let limiter = MemoryRateLimiter::default();
+        let (old, new) = (TokenId::random(), TokenId::random());
+        let now = 1_800_000_000_000;
+        for _ in 0..6 {
+            assert!(limiter.check_both_at(&old, &old, 10, None, now).allowed);
+        }
+        for _ in 0..4 {
+            assert!(limiter.check_both_at(&old, &new, 10, None, now).allowed);
+        }
+        assert!(!limiter.check_both_at(&old, &new, 10, None, now).allowed);
+        assert!(!limiter.check_both_at(&old, &old, 10, None, now).allowed);
+        assert_eq!(limiter.tracked(), 1);
+        let mut usage = limiter.take_usage();
+        usage.sort_by_key(|(_, tally)| tally.admitted);
+        let tally = |admitted, limited| Tally { admitted, limited };
+        assert_eq!(usage, [(new, tally(4, 1)), (old, tally(6, 1))]);
+        assert!(limiter.take_usage().is_empty());
+    }
+
     #[test]
     fn idle_tokens_are_evicted() {
         let limiter = MemoryRateLimiter::default();
@@ -415,7 +475,8 @@ mod tests {
                 let limiter = Arc::clone(&limiter);
                 let token = tokens[i % 2];
                 std::thread::spawn(move || {
-                    let decision = limiter.check_both_at(&token, 10, Some(("acct", 15)), now);
+                    let decision =
+                        limiter.check_both_at(&token, &token, 10, Some(("acct", 15)), now);
                     (i % 2, decision.allowed)
                 })
             })
@@ -430,14 +491,15 @@ mod tests {
         // The account's window also survives a restart.
         let restarted = MemoryRateLimiter::default();
         restarted.restore_snapshot(&limiter.snapshot_at(now), now);
+        let id = TokenId::random();
         assert!(
             !restarted
-                .check_both_at(&TokenId::random(), 10, Some(("acct", 15)), now)
+                .check_both_at(&id, &id, 10, Some(("acct", 15)), now)
                 .allowed
         );
         assert!(
             restarted
-                .check_both_at(&TokenId::random(), 10, Some(("other acct", 15)), now)
+                .check_both_at(&id, &id, 10, Some(("other acct", 15)), now)
                 .allowed
         );
     }

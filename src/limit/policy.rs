@@ -84,6 +84,7 @@ fn account_window(principal: &Principal) -> Option<(&str, u32)> {
 fn check_local(local: &MemoryRateLimiter, principal: &Principal) -> Decision {
     let account = account_window(principal);
     local.check_both_at(
+        &principal.window_id(),
         &principal.token_id(),
         principal.requests_per_hour(),
         account,
@@ -124,7 +125,7 @@ impl LimiterPolicy {
             LimiterPolicy::Shared { shared, tally, .. } => {
                 let id = principal.token_id();
                 let decision = shared.check_now(
-                    &id,
+                    &principal.window_id(),
                     principal.requests_per_hour(),
                     account_window(principal),
                 )?;
@@ -149,7 +150,7 @@ impl LimiterPolicy {
                 fallback,
                 tally,
             } => {
-                match shared.check(&id, limit, account).await {
+                match shared.check(&principal.window_id(), limit, account).await {
                     Ok(decision) => {
                         tally.count(id, decision.allowed);
                         verdict(decision)
@@ -260,6 +261,7 @@ mod tests {
             revoked_at: None,
             scopes: vec!["*".into()],
             plan: Plan::new("p", true, limit).with_account_requests_per_hour(ceiling),
+            window_id: None,
         })
     }
 

@@ -31,7 +31,7 @@ pub(crate) use leaks::token_hash;
 pub use leaks::{LeakOutcome, LeakReport};
 pub use operations::Management;
 #[cfg(feature = "settings")]
-pub(crate) use rules::validate_account_id;
+pub(crate) use rules::{counts_against_the_cap, validate_account_id};
 
 /// Longest rotation grace period: 30 days.
 pub(crate) const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -182,6 +182,26 @@ pub enum ManageError {
     /// The account holds as many live tokens as its plan allows.
     #[error("the account already has {max} live tokens, the most its plan {plan:?} allows")]
     TooManyTokens {
+        /// The account's plan.
+        plan: String,
+        /// The plan's cap.
+        max: u32,
+    },
+    /// The account's plan has no API access, so it gets no tokens (created
+    /// or rotated), on every surface: move the account to a plan with API
+    /// access first. Its existing tokens are answered 403 until then.
+    #[error("the account's plan {plan:?} has no API access")]
+    NoApiAccess {
+        /// The account's plan.
+        plan: String,
+    },
+    /// A rotation with a grace period would leave more tokens authenticating
+    /// than the plan's cap allows (the cap counts tokens in grace): rotate
+    /// without grace, or revoke a token first.
+    #[error(
+        "a rotation with a grace period keeps the old token working beside the new one, and the account already has {max} live tokens, the most its plan {plan:?} allows"
+    )]
+    GraceOverTokenCap {
         /// The account's plan.
         plan: String,
         /// The plan's cap.

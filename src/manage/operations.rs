@@ -7,8 +7,8 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::rules::{
-    check_rotatable, closest, inserted, invalid, old_token_stops, validate_account_id,
-    validate_expiry, validate_plan_name, validate_token_name,
+    adds_a_live_token, check_api_access, check_rotatable, closest, grace_ends, inserted, invalid,
+    old_token_stops, validate_account_id, validate_expiry, validate_plan_name, validate_token_name,
 };
 use super::{Actor, CreatedToken, MAX_GRACE, ManageError, RotatedToken, TokenSpec};
 use crate::gate::TokenGate;
@@ -95,10 +95,9 @@ impl<'g> Management<'g> {
         let expires_at = validate_expiry(expires_at, now)?;
         let scopes = Scopes::requested(scopes.as_deref(), gate.scopes())
             .map_err(|e| ManageError::Scope(e.to_string()))?;
-        // Fail fast before spending argon2 on an account that does not exist.
-        if gate.account(account_id).await?.is_none() {
-            return Err(ManageError::UnknownAccount(account_id.to_owned()));
-        }
+        // Fail fast, before spending argon2, on an account that does not
+        // exist or may not have tokens; the transaction checks again.
+        self.check_may_have_tokens(account_id).await?;
         let minted = gate.format().generate();
         let secret_hash = gate
             .hash_secret(minted.secret.clone())
@@ -114,12 +113,14 @@ impl<'g> Management<'g> {
             created_at: now,
             expires_at,
             scopes: scopes.names(),
+            window_id: None,
         };
         let mut tx = self.begin().await?;
         let Some(account) = tx.account(account_id).await? else {
             return Err(ManageError::UnknownAccount(account_id.to_owned()));
         };
         let plan = tx.plan(&account.plan).await?;
+        check_api_access(&account, plan.as_ref())?;
         if let Some(max) = plan.as_ref().and_then(|plan| plan.max_tokens)
             && tx.count_live_tokens(account_id, gate.clock().now()).await? >= max
         {
@@ -152,6 +153,18 @@ impl<'g> Management<'g> {
             record,
             token: minted.token,
         })
+    }
+
+    /// The account exists and its plan has API access.
+    async fn check_may_have_tokens(&self, account_id: &str) -> Result<(), ManageError> {
+        let gate = self.gate;
+        let Some(account) = gate.account(account_id).await? else {
+            return Err(ManageError::UnknownAccount(account_id.to_owned()));
+        };
+        let plan = gate
+            .within_store_timeout(gate.store().get_plan(&account.plan))
+            .await?;
+        check_api_access(&account, plan.as_ref())
     }
 
     /// Creates a token with every scope (see [`create_token_with`](Self::create_token_with)).
@@ -237,6 +250,29 @@ impl<'g> Management<'g> {
         let mut tx = self.begin().await?;
         let old = tx.token(id).await?.ok_or(ManageError::UnknownToken(*id))?;
         check_rotatable(&old, precise_now)?;
+        let account = tx
+            .account(&old.account_id)
+            .await?
+            .ok_or_else(|| ManageError::UnknownAccount(old.account_id.clone()))?;
+        let plan = tx.plan(&account.plan).await?;
+        check_api_access(&account, plan.as_ref())?;
+        // One lineage authenticates with at most two tokens: rotating a token
+        // whose own predecessor is still in grace ends that grace now.
+        let ended = tx.live_predecessors(id, precise_now).await?;
+        if adds_a_live_token(grace, &ended)
+            && let Some(max) = plan.as_ref().and_then(|plan| plan.max_tokens)
+            && tx.count_live_tokens(&old.account_id, precise_now).await? >= max
+        {
+            return Err(ManageError::GraceOverTokenCap {
+                plan: account.plan,
+                max,
+            });
+        }
+        // The successor counts in the old token's window: no extra requests.
+        let window_id = tx
+            .window_of(id)
+            .await?
+            .filter(|window| window != &minted.id);
         let new = NewToken {
             id: minted.id,
             account_id: old.account_id.clone(),
@@ -247,6 +283,7 @@ impl<'g> Management<'g> {
             created_at: now,
             expires_at: new_expires_at.or(old.expires_at),
             scopes: old.scopes.clone(),
+            window_id,
         };
         tx.insert_token(&new).await?;
         let stops = TokenUpdate {
@@ -254,14 +291,22 @@ impl<'g> Management<'g> {
             ..old_token_stops(&old, precise_now, grace)
         };
         tx.update_token(id, stops).await?;
-        let change = Change::Token(*id);
         tx.record_change(&Change::Created(new.id), now).await?;
-        tx.record_change(&change, now).await?;
+        tx.record_change(&Change::Token(*id), now).await?;
+        let mut changes = vec![Change::Token(*id)];
+        for predecessor in &ended {
+            tx.update_token(&predecessor.id, grace_ends(predecessor, precise_now))
+                .await?;
+            let change = Change::Token(predecessor.id);
+            tx.record_change(&change, now).await?;
+            changes.push(change);
+        }
         let old = tx.token(id).await?.ok_or(ManageError::UnknownToken(*id))?;
         let details = json!({
             "new_token_id": new.id.to_string(),
             "grace_seconds": grace.whole_seconds(),
             "old_token_stops_at": old.revoked_at.or(old.expires_at).map(rfc3339),
+            "ended_grace_of": ended.iter().map(|t| t.id.to_string()).collect::<Vec<_>>(),
         });
         let event = self.event(
             now,
@@ -272,7 +317,7 @@ impl<'g> Management<'g> {
         );
         tx.record_audit(&event).await?;
         let new = inserted(tx.token(&new.id).await?)?;
-        self.commit(tx, &[change]).await?;
+        self.commit(tx, &changes).await?;
         gate.learn_token(new.id, secret_tag);
         gate.metrics().record_admin("rotate_token");
         tracing::info!(old_token_id = %id, new_token_id = %new.id, grace_secs = grace.whole_seconds(), actor = %self.actor.name, "token rotated");

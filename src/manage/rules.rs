@@ -5,7 +5,7 @@
 use time::OffsetDateTime;
 
 use super::ManageError;
-use crate::store::{StoreError, TokenRecord, TokenUpdate, truncate_to_second};
+use crate::store::{Account, Plan, StoreError, TokenRecord, TokenUpdate, truncate_to_second};
 
 /// Longest token name, in characters.
 pub(crate) const MAX_NAME_CHARS: usize = 200;
@@ -92,6 +92,18 @@ pub(crate) fn validate_plan_name(name: &str) -> Result<(), ManageError> {
     }
 }
 
+/// The one rule for who gets tokens: an account whose plan has API access.
+/// A missing plan row (deleted under the account) has none.
+pub(super) fn check_api_access(account: &Account, plan: Option<&Plan>) -> Result<(), ManageError> {
+    if plan.is_some_and(|plan| plan.api_access) {
+        Ok(())
+    } else {
+        Err(ManageError::NoApiAccess {
+            plan: account.plan.clone(),
+        })
+    }
+}
+
 /// Whether `token` may be rotated at `now`: not revoked, not expired, not
 /// already rotated (then its successor is the one to rotate).
 pub(super) fn check_rotatable(token: &TokenRecord, now: OffsetDateTime) -> Result<(), ManageError> {
@@ -132,6 +144,30 @@ pub(super) fn old_token_stops(
             revoked_reason: Some("rotated"),
             replaced_by: None,
         }
+    }
+}
+
+/// Whether `token` counts against its plan's token cap at `now`: it
+/// authenticates (neither revoked nor expired), a rotated token still in
+/// its grace period included. The store's `count_live_tokens` counts the same.
+pub(crate) fn counts_against_the_cap(token: &TokenRecord, now: OffsetDateTime) -> bool {
+    token.revoked_at.is_none() && token.expires_at.is_none_or(|at| at > now)
+}
+
+/// Whether a rotation leaves one more token authenticating than before: a
+/// grace period keeps the old token beside the new one, unless the rotation
+/// ends the grace of the old token's own predecessor (`ended`) at once.
+pub(super) fn adds_a_live_token(grace: time::Duration, ended: &[TokenRecord]) -> bool {
+    !grace.is_zero() && ended.is_empty()
+}
+
+/// A rotated token in grace stops now (its successor is being rotated).
+pub(super) fn grace_ends(token: &TokenRecord, now: OffsetDateTime) -> TokenUpdate<'static> {
+    TokenUpdate {
+        expires_at: token.expires_at,
+        revoked_at: Some(now),
+        revoked_reason: Some("rotated"),
+        replaced_by: token.replaced_by,
     }
 }
 

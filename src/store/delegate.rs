@@ -98,6 +98,12 @@ macro_rules! delegate_store {
             ) -> Result<Vec<$crate::store::Plan>, $crate::store::StoreError> {
                 self.sql.list_plans().await
             }
+            async fn get_plan(
+                &self,
+                name: &str,
+            ) -> Result<Option<$crate::store::Plan>, $crate::store::StoreError> {
+                self.sql.get_plan(name).await
+            }
             async fn get_account(
                 &self,
                 id: &str,

@@ -133,6 +133,9 @@ pub struct NewToken {
     pub expires_at: Option<OffsetDateTime>,
     /// `["*"]` or the scope names, sorted.
     pub scopes: Vec<String>,
+    /// The rate window this token shares: a rotation's successor shares its
+    /// predecessor's. `None`: its own (keyed by its id).
+    pub window_id: Option<TokenId>,
 }
 
 impl std::fmt::Debug for NewToken {
@@ -178,6 +181,9 @@ pub struct Credential {
     pub scopes: Vec<String>,
     /// The account's current plan.
     pub plan: Plan,
+    /// The rate window it counts in, when it shares one with the token it
+    /// was rotated from; `None`: its own.
+    pub window_id: Option<TokenId>,
 }
 
 impl std::fmt::Debug for Credential {

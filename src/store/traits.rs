@@ -67,6 +67,8 @@ pub trait AdminStore: Send + Sync + 'static {
     async fn begin_write(&self) -> Result<Box<dyn WriteTx>, StoreError>;
     /// All plans, by name.
     async fn list_plans(&self) -> Result<Vec<Plan>, StoreError>;
+    /// One plan.
+    async fn get_plan(&self, name: &str) -> Result<Option<Plan>, StoreError>;
     /// One account.
     async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError>;
     /// An account's tokens, oldest first (empty for an unknown account).
@@ -129,6 +131,16 @@ pub trait WriteTx: Send {
     async fn insert_token(&mut self, token: &NewToken) -> Result<(), StoreError>;
     /// The account's tokens that count against a cap at `now`: not
     /// revoked, not expired, and not replaced by a rotation.
+    /// The rate window `id` counts in (its own id unless it shares one).
+    async fn window_of(&mut self, id: &TokenId) -> Result<Option<TokenId>, StoreError>;
+    /// Tokens rotated into `id` that still authenticate at `now` (in grace).
+    async fn live_predecessors(
+        &mut self,
+        id: &TokenId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Tokens of the account that authenticate at `now`: neither revoked
+    /// nor expired, a rotated one in its grace period included.
     async fn count_live_tokens(
         &mut self,
         account_id: &str,

@@ -73,14 +73,19 @@ impl Tiny {
     }
 
     async fn token(&self, account: &str, plan: &str) -> String {
-        self.gate.set_account_plan(account, plan).await.unwrap();
-        self.gate
+        // Tokens are made on a plan with API access; then the account
+        // moves to `plan` (it may have none: its tokens then get the 403).
+        self.gate.set_account_plan(account, "pro").await.unwrap();
+        let token = self
+            .gate
             .create_token(account, "t", None)
             .await
             .unwrap()
             .token
             .expose_secret()
-            .to_owned()
+            .to_owned();
+        self.gate.set_account_plan(account, plan).await.unwrap();
+        token
     }
 }
 

@@ -260,7 +260,7 @@ async fn the_headers_describe_the_window_with_fewer_requests_left() {
 }
 
 #[tokio::test]
-async fn the_token_cap_is_409_until_a_slot_is_freed_and_rotation_does_not_count_twice() {
+async fn the_token_cap_is_409_until_a_slot_is_freed_and_counts_tokens_in_grace() {
     let app = app_with(|b| b).await;
     app.gate
         .set_plan(&Plan::new("capped", true, 100).with_max_tokens(Some(2)))
@@ -275,10 +275,18 @@ async fn the_token_cap_is_409_until_a_slot_is_freed_and_rotation_does_not_count_
         }
         other => panic!("{other:?}"),
     }
-    // A rotation with a grace period replaces one with one.
+    // At the cap, a rotation with a grace period would leave three tokens
+    // authenticating (the cap counts tokens in grace): refused. Without
+    // grace it replaces one with one.
+    assert!(matches!(
+        app.gate
+            .rotate_token(&first.record.id, Duration::from_secs(3600), None)
+            .await,
+        Err(ManageError::GraceOverTokenCap { max: 2, .. })
+    ));
     let rotated = app
         .gate
-        .rotate_token(&first.record.id, Duration::from_secs(3600), None)
+        .rotate_token(&first.record.id, Duration::ZERO, None)
         .await
         .unwrap();
     assert!(matches!(
@@ -342,4 +350,115 @@ async fn the_account_ceiling_holds_across_two_instances_with_redis() {
     }
     assert_eq!(admitted[0] + admitted[1], 15, "{admitted:?}");
     assert!(admitted.iter().all(|&n| n <= 10), "{admitted:?}");
+}
+
+fn id_of(token: &str) -> tokengate::TokenId {
+    token[4..24].parse().unwrap()
+}
+
+async fn rotate(gate: &TokenGate, token: &str, grace_secs: u64) -> Result<String, ManageError> {
+    gate.rotate_token(&id_of(token), Duration::from_secs(grace_secs), None)
+        .await
+        .map(|rotated| rotated.token.expose_secret().to_owned())
+}
+
+/// Issue 26: eight rotations with a 30-day grace used to leave ten tokens
+/// that all authenticated, each with its own window, on a 2-token plan.
+/// Now the cap counts tokens in grace, a rotation ends the grace of the
+/// rotated token's own predecessor, and a lineage shares one window.
+#[tokio::test]
+async fn rotation_with_grace_never_beats_the_token_cap_or_the_window() {
+    const MONTH: u64 = 30 * 24 * 3600;
+    let app = app_with(|b| b).await;
+    let gate = &app.gate;
+    let plan = Plan::new("capped", true, 1000).with_max_tokens(Some(2));
+    gate.set_plan(&plan).await.unwrap();
+    gate.set_account_plan("acct", "capped").await.unwrap();
+    let first = token(gate, "acct", None).await;
+    let second = token(gate, "acct", None).await;
+
+    // At the cap, a rotation with grace would make three: refused, saying why.
+    let refused = rotate(gate, &second, MONTH).await;
+    assert!(
+        matches!(refused, Err(ManageError::GraceOverTokenCap { max: 2, .. })),
+        "{refused:?}"
+    );
+    // Without grace the count stays: allowed.
+    let mut newest = rotate(gate, &second, 0).await.unwrap();
+    assert_eq!(get_with(&app.router, "/open", &second).await.status, 401);
+
+    // One more slot: rotations with grace go through, and each ends the
+    // grace of the one before, so one lineage authenticates with two tokens.
+    gate.set_plan(&plan.clone().with_max_tokens(Some(3)))
+        .await
+        .unwrap();
+    let mut lineage = vec![newest.clone()];
+    for _ in 0..8 {
+        newest = rotate(gate, &newest, MONTH).await.unwrap();
+        lineage.push(newest.clone());
+    }
+    let mut authenticating = Vec::new();
+    for token in lineage.iter().chain([&first]) {
+        if get_with(&app.router, "/open", token).await.status == 200 {
+            authenticating.push(token.clone());
+        }
+    }
+    assert_eq!(
+        authenticating,
+        [lineage[7].clone(), lineage[8].clone(), first.clone()]
+    );
+    // ...and the cap sees all three: no new token, and no rotation with grace
+    // of the token outside the lineage.
+    let refused = gate.create_token("acct", "fourth", None).await;
+    assert!(
+        matches!(refused, Err(ManageError::TooManyTokens { max: 3, .. })),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        rotate(gate, &first, MONTH).await,
+        Err(ManageError::GraceOverTokenCap { .. })
+    ));
+}
+
+/// A rotated token and its successor count in one window: a rotation never
+/// grants extra requests, and usage is still counted per token.
+#[tokio::test]
+async fn a_rotated_token_and_its_successor_share_one_window() {
+    let app = app_with(|b| b).await;
+    let gate = &app.gate;
+    gate.set_plan(&Plan::new("ten", true, 10)).await.unwrap();
+    gate.set_account_plan("acct", "ten").await.unwrap();
+    let old = token(gate, "acct", None).await;
+    for _ in 0..6 {
+        assert_eq!(get_with(&app.router, "/open", &old).await.status, 200);
+    }
+    let new = rotate(gate, &old, 3600).await.unwrap();
+    let response = get_with(&app.router, "/open", &new).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("x-ratelimit-remaining"), "3");
+    for _ in 0..2 {
+        assert_eq!(get_with(&app.router, "/open", &new).await.status, 200);
+    }
+    assert_eq!(get_with(&app.router, "/open", &old).await.status, 200);
+    assert_eq!(get_with(&app.router, "/open", &old).await.status, 429);
+    assert_eq!(get_with(&app.router, "/open", &new).await.status, 429);
+    // A second rotation stays in the same window.
+    let newer = rotate(gate, &new, 3600).await.unwrap();
+    assert_eq!(get_with(&app.router, "/open", &newer).await.status, 429);
+
+    gate.flush_last_use().await.unwrap();
+    let usage = |token: &str| {
+        let gate = gate.clone();
+        let id = id_of(token);
+        async move {
+            let hours = gate.token_usage(&id, 2).await.unwrap();
+            hours
+                .iter()
+                .map(|h| (h.admitted, h.limited))
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+        }
+    };
+    assert_eq!(usage(&old).await, (7, 1));
+    assert_eq!(usage(&new).await, (3, 1));
+    assert_eq!(usage(&newer).await, (0, 1));
 }

@@ -140,6 +140,10 @@ async fn conformance(store: Arc<dyn TokenStore>) {
         .unwrap();
     assert!(immediate.old.revoked_at.is_some());
     assert_eq!(immediate.old.revoked_reason.as_deref(), Some("rotated"));
+    // Rotating a token whose own predecessor is in grace ends that grace.
+    let ended = gate.token(&second.id).await.unwrap().unwrap();
+    assert!(ended.revoked_at.is_some(), "{ended:?}");
+    assert_eq!(ended.replaced_by, Some(rotated.record.id));
     assert!(matches!(
         gate.rotate_token(&first.id, std::time::Duration::ZERO, None)
             .await,
@@ -161,6 +165,7 @@ async fn conformance(store: Arc<dyn TokenStore>) {
             Change::Token(second.id),
             Change::Created(immediate.record.id),
             Change::Token(rotated.record.id),
+            Change::Token(second.id),
         ]
     );
     for entry in &feed {
@@ -234,12 +239,18 @@ async fn conformance(store: Arc<dyn TokenStore>) {
         gate.create_token("capped_acct", "d", None).await,
         Err(ManageError::TooManyTokens { max: 3, .. })
     ));
-    gate.rotate_token(&c.record.id, std::time::Duration::from_secs(60), None)
-        .await
-        .unwrap();
+    // The cap counts a token in its rotation grace: at the cap, a rotation
+    // with grace is refused; once `b` has expired, there is room for it.
+    let grace = std::time::Duration::from_secs(60);
+    assert!(matches!(
+        gate.rotate_token(&c.record.id, grace, None).await,
+        Err(ManageError::GraceOverTokenCap { max: 3, .. })
+    ));
+    gate.step_wall_clock(Duration::seconds(3));
+    gate.rotate_token(&c.record.id, grace, None).await.unwrap();
     let mut tx = store.begin_write().await.unwrap();
     let later = OffsetDateTime::now_utc() + Duration::seconds(3);
-    assert_eq!(tx.count_live_tokens("capped_acct", later).await.unwrap(), 2);
+    assert_eq!(tx.count_live_tokens("capped_acct", later).await.unwrap(), 3);
     drop(tx);
     let credential = store.find_credential(&c.record.id).await.unwrap().unwrap();
     assert_eq!(credential.plan, capped);

@@ -98,6 +98,12 @@ fn describe(e: ManageError, database: &str) -> String {
         ManageError::TooManyTokens { plan, max } => format!(
             "the account already has {max} active tokens, the most plan {plan:?} allows: revoke one first (tokengate token revoke <id>)"
         ),
+        ManageError::GraceOverTokenCap { plan, max } => format!(
+            "a rotation with a grace period keeps the old token working beside the new one, and the account already has {max} active tokens, the most plan {plan:?} allows (tokens in grace count): rotate with --grace 0, or revoke a token first (tokengate token revoke <id>)"
+        ),
+        ManageError::NoApiAccess { plan } => format!(
+            "plan {plan:?} has no API access, so its accounts get no tokens: move the account to a plan with API access first (tokengate account set <account> --plan pro)"
+        ),
         ManageError::Unavailable(cause) => format!("database {database} unavailable: {cause}"),
         other => other.to_string(),
     }

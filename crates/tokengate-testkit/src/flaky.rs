@@ -153,6 +153,10 @@ impl AdminStore for FlakyStore {
         self.state.check().await?;
         self.inner.list_plans().await
     }
+    async fn get_plan(&self, name: &str) -> Result<Option<Plan>, StoreError> {
+        self.state.check().await?;
+        self.inner.get_plan(name).await
+    }
     async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
         self.state.check().await?;
         self.inner.get_account(id).await
@@ -269,6 +273,18 @@ impl WriteTx for FlakyTx {
     async fn token(&mut self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
         self.state.check().await?;
         self.inner.token(id).await
+    }
+    async fn window_of(&mut self, id: &TokenId) -> Result<Option<TokenId>, StoreError> {
+        self.state.check().await?;
+        self.inner.window_of(id).await
+    }
+    async fn live_predecessors(
+        &mut self,
+        id: &TokenId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        self.state.check().await?;
+        self.inner.live_predecessors(id, now).await
     }
     async fn insert_token(&mut self, token: &NewToken) -> Result<(), StoreError> {
         self.state.check().await?;

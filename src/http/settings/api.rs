@@ -18,7 +18,6 @@ use axum::response::Response;
 use http::StatusCode;
 use http::request::Parts;
 use serde::Deserialize;
-use time::OffsetDateTime;
 
 use super::TrustedProxies;
 use super::responses::{NOT_SIGNED_IN, NotJson, NotSignedIn, SettingsForbidden, TokenNotFound};
@@ -32,9 +31,10 @@ use crate::http::envelope::{ApiError, JsonBody, PathParam, SuccessEnvelope, succ
 use crate::http::openapi::{BadRequest, Conflict, PayloadTooLarge, ServiceUnavailable};
 use crate::http::origin::RequestOrigin;
 use crate::manage::{
-    Actor, CreatedToken, Management, RotatedToken, TokenSpec, validate_account_id,
+    Actor, CreatedToken, ManageError, Management, RotatedToken, TokenSpec, counts_against_the_cap,
+    validate_account_id,
 };
-use crate::store::{Plan, TokenRecord};
+use crate::store::TokenRecord;
 
 /// State of the settings API.
 #[derive(Clone)]
@@ -111,15 +111,6 @@ impl FromRequestParts<SettingsState> for SignedIn {
 
 // ---------------------------------------------------------------- handlers
 
-/// The plan of `account_id`, if the account exists and its plan does.
-async fn plan_of(gate: &TokenGate, account_id: &str) -> Result<Option<Plan>, ApiError> {
-    let Some(account) = gate.account(account_id).await? else {
-        return Ok(None);
-    };
-    let plans = gate.plans().await?;
-    Ok(plans.into_iter().find(|plan| plan.name == account.plan))
-}
-
 /// The account's tokens; none for an account tokengate does not know.
 async fn tokens_of(gate: &TokenGate, account_id: &str) -> Result<Vec<TokenRecord>, ApiError> {
     match gate.tokens(account_id).await {
@@ -136,12 +127,6 @@ async fn own_token(gate: &TokenGate, account_id: &str, id: &str) -> Result<Token
         Some(token) if token.account_id == account_id => Ok(token),
         _ => Err(ApiError::NotFound("Token not found".into())),
     }
-}
-
-/// The documented 403 when the account's plan has no API access.
-fn no_api_access() -> ApiError {
-    // The message of the contract's fixed body (a test checks the bytes).
-    ApiError::Forbidden("API access not available on your subscription plan".into())
 }
 
 /// The signed-in account: plan, API access and limits.
@@ -170,7 +155,7 @@ pub(super) async fn get_account(
     let live_tokens = tokens_of(&state.gate, &account_id)
         .await?
         .iter()
-        .filter(|token| is_live(token, now))
+        .filter(|token| counts_against_the_cap(token, now))
         .count();
     let api_access = plan.as_ref().is_some_and(|plan| plan.api_access);
     let view = SettingsAccount {
@@ -190,13 +175,6 @@ pub(super) async fn get_account(
         scopes: state.gate.scopes().to_vec(),
     };
     Ok(success_response(StatusCode::OK, &view))
-}
-
-/// Whether a token works at `now` and has not been replaced by a rotation.
-fn is_live(token: &TokenRecord, now: OffsetDateTime) -> bool {
-    token.revoked_at.is_none()
-        && token.expires_at.is_none_or(|at| at > now)
-        && token.revoked_reason.is_none()
 }
 
 /// The signed-in account's tokens, revoked and expired ones included; never a secret.
@@ -256,12 +234,6 @@ pub(super) async fn create_token(
     JsonBody(body): JsonBody<SettingsCreateBody>,
 ) -> Result<Response, ApiError> {
     let account_id = &signed_in.0;
-    if !plan_of(&state.gate, account_id)
-        .await?
-        .is_some_and(|plan| plan.api_access)
-    {
-        return Err(no_api_access());
-    }
     let expires_at = body.expiry(state.gate.now())?;
     let spec = TokenSpec::new(body.name)
         .expires_at(expires_at)
@@ -269,7 +241,14 @@ pub(super) async fn create_token(
     let CreatedToken { record, token } = signed_in
         .manage(&state.gate)
         .create_token_with(account_id, spec)
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // An account tokengate does not know has no plan, so no access.
+            ManageError::UnknownAccount(_) => {
+                ApiError::Forbidden(crate::response::NO_API_ACCESS_MESSAGE.into())
+            }
+            other => other.into(),
+        })?;
     let view = SettingsNewToken::new(record, &token, None);
     Ok(success_response(StatusCode::CREATED, &view))
 }
@@ -337,12 +316,6 @@ pub(super) async fn rotate_token(
 ) -> Result<Response, ApiError> {
     let account_id = &signed_in.0;
     let token = own_token(&state.gate, account_id, &id).await?;
-    if !plan_of(&state.gate, account_id)
-        .await?
-        .is_some_and(|plan| plan.api_access)
-    {
-        return Err(no_api_access());
-    }
     let grace = Duration::from_secs(body.grace_seconds.unwrap_or(0));
     let RotatedToken { old, record, token } = signed_in
         .manage(&state.gate)
@@ -396,20 +369,4 @@ pub(super) async fn security_log(
         StatusCode::OK,
         &audit_page(&state.gate, &query).await?,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::response::FORBIDDEN_BODY;
-
-    #[test]
-    fn the_plan_refusal_is_the_contract_body() {
-        let body = crate::http::envelope::to_json(&crate::http::envelope::ErrorEnvelope {
-            success: false,
-            error: no_api_access().to_string(),
-        })
-        .unwrap();
-        assert_eq!(std::str::from_utf8(&body).unwrap(), FORBIDDEN_BODY);
-    }
 }

@@ -34,6 +34,13 @@ impl<D: Driver> AdminStore for SqlStore<D> {
         })
     }
 
+    async fn get_plan(&self, name: &str) -> Result<Option<Plan>, StoreError> {
+        let sql = format!("SELECT {PLAN_COLUMNS} FROM plans WHERE name = $1");
+        first(self.driver.fetch(&sql, vec![name.into()]).await?, |row| {
+            plan_from_row(row, 0)
+        })
+    }
+
     async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1");
         first(

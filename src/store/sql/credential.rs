@@ -24,7 +24,7 @@ impl<D: Driver> CredentialStore for SqlStore<D> {
             .fetch(
                 "SELECT t.account_id, t.secret_hash, t.secret_tag, t.expires_at, t.revoked_at, \
                         t.scopes, p.name, p.api_access, p.requests_per_hour, \
-                        p.account_requests_per_hour, p.max_tokens \
+                        p.account_requests_per_hour, p.max_tokens, t.window_id \
                  FROM api_tokens t \
                  JOIN accounts a ON a.id = t.account_id \
                  JOIN plans p ON p.name = a.plan \
@@ -42,6 +42,13 @@ impl<D: Driver> CredentialStore for SqlStore<D> {
                 revoked_at: row.opt_time(4)?,
                 scopes: scopes_from_column(&row.text(5)?),
                 plan: plan_from_row(row, 6)?,
+                window_id: row
+                    .opt_text(11)?
+                    .map(|id| {
+                        id.parse()
+                            .map_err(|_| StoreError::Corrupt(format!("bad window id {id:?}")))
+                    })
+                    .transpose()?,
             })
         })
     }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::columns::{
-    ACCOUNT_COLUMNS, PLAN_COLUMNS, TOKEN_COLUMNS, account_from_row, first, plan_from_row,
+    ACCOUNT_COLUMNS, PLAN_COLUMNS, TOKEN_COLUMNS, account_from_row, all, first, plan_from_row,
     scopes_column, token_from_row,
 };
 use crate::store::driver::Conn;
@@ -93,12 +93,38 @@ impl WriteTx for SqlTx {
         first(self.0.fetch(&sql, vec![id.into()]).await?, token_from_row)
     }
 
+    async fn window_of(&mut self, id: &TokenId) -> Result<Option<TokenId>, StoreError> {
+        let rows = self
+            .0
+            .fetch(
+                "SELECT COALESCE(window_id, id) FROM api_tokens WHERE id = $1",
+                vec![id.into()],
+            )
+            .await?;
+        first(rows, |row| row.token_id(0))
+    }
+
+    async fn live_predecessors(
+        &mut self,
+        id: &TokenId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE replaced_by = $1 \
+             AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) ORDER BY id"
+        );
+        all(
+            self.0.fetch(&sql, vec![id.into(), now.into()]).await?,
+            token_from_row,
+        )
+    }
+
     async fn insert_token(&mut self, token: &NewToken) -> Result<(), StoreError> {
         self.0
             .execute(
                 "INSERT INTO api_tokens \
                  (id, account_id, name, secret_hash, secret_tag, hint, created_at, expires_at, \
-                 scopes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 scopes, window_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 vec![
                     (&token.id).into(),
                     token.account_id.as_str().into(),
@@ -109,6 +135,7 @@ impl WriteTx for SqlTx {
                     token.created_at.into(),
                     token.expires_at.into(),
                     scopes_column(&token.scopes).into(),
+                    token.window_id.as_ref().map(TokenId::to_string).into(),
                 ],
             )
             .await
@@ -124,7 +151,7 @@ impl WriteTx for SqlTx {
             .0
             .fetch(
                 "SELECT COUNT(*) FROM api_tokens WHERE account_id = $1 AND revoked_at IS NULL \
-                 AND revoked_reason IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+                 AND (expires_at IS NULL OR expires_at > $2)",
                 vec![account_id.into(), now.into()],
             )
             .await?;

@@ -734,3 +734,52 @@ async fn scopes_ceilings_and_caps_through_the_admin_api() {
     admin.revoke(listed[0]["id"].as_str().unwrap()).await;
     admin.create_token("acct_1", "third").await;
 }
+
+/// One rule on every surface: a plan without API access gets no new tokens,
+/// created or rotated, answered with the contract's 403 body; its existing
+/// tokens can still be listed and revoked.
+#[tokio::test]
+async fn plans_without_api_access_get_no_tokens_through_the_admin_api_or_the_library() {
+    let app = TestApp::new().await;
+    let old = app.token_for("acct_free", "free").await;
+    let response = create(&app, "acct_free", r#"{"name": "CI"}"#).await;
+    assert_eq!(
+        (response.status, response.body.as_str()),
+        (403, crate::support::FORBIDDEN)
+    );
+    let rotate = app
+        .admin(
+            Method::POST,
+            &format!("/admin/tokens/{}/rotate", &old[4..24]),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (rotate.status, rotate.body.as_str()),
+        (403, crate::support::FORBIDDEN)
+    );
+    let refused = app.gate.create_token("acct_free", "CI", None).await;
+    assert!(
+        matches!(&refused, Err(tokengate::ManageError::NoApiAccess { plan }) if plan == "free"),
+        "{refused:?}"
+    );
+    // Nothing was created; the old token is still there, and revocable.
+    let tokens = app
+        .admin(Method::GET, "/admin/accounts/acct_free/tokens", None)
+        .await;
+    assert_eq!(tokens.json()["data"].as_array().unwrap().len(), 1);
+    let revoke = app
+        .admin(
+            Method::DELETE,
+            &format!("/admin/tokens/{}", &old[4..24]),
+            None,
+        )
+        .await;
+    assert_eq!(revoke.status, 200, "{}", revoke.body);
+    // Back on a plan with access, tokens are made again.
+    app.gate.set_account_plan("acct_free", "pro").await.unwrap();
+    assert_eq!(
+        create(&app, "acct_free", r#"{"name": "CI"}"#).await.status,
+        201
+    );
+}

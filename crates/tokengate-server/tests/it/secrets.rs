@@ -50,6 +50,7 @@ async fn debug_output_never_contains_secrets_or_hashes() {
         created_at: app.gate.now(),
         expires_at: None,
         scopes: vec!["*".into()],
+        window_id: None,
     };
     let store: Arc<dyn TokenStore> = app.store.clone();
     let (_, generated) = AdminAuth::reset(store.as_ref()).await.unwrap();

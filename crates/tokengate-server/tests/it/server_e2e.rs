@@ -88,9 +88,11 @@ async fn documented_flow_persistence_and_revocation() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-ratelimit-remaining"], "998");
 
-    // Free plan: 403, exact body.
-    put_account(&server, "acct_free", "free").await;
+    // Free plan: 403, exact body (for a token made while on Pro: a plan
+    // without API access gets no new tokens).
+    put_account(&server, "acct_free", "pro").await;
     let free = create_token(&server, "acct_free").await;
+    put_account(&server, "acct_free", "free").await;
     let response = api(&server, free["token"].as_str().unwrap()).await;
     assert_eq!(response.status(), 403);
     assert_eq!(response.text().await.unwrap(), FORBIDDEN);
