@@ -744,7 +744,7 @@ async fn plans_without_api_access_get_no_tokens_through_the_admin_api_or_the_lib
     let old = app.token_for("acct_free", "free").await;
     let response = create(&app, "acct_free", r#"{"name": "CI"}"#).await;
     assert_eq!(
-        (response.status, response.body.as_str()),
+        (response.status.as_u16(), response.body.as_str()),
         (403, crate::support::FORBIDDEN)
     );
     let rotate = app
@@ -755,7 +755,7 @@ async fn plans_without_api_access_get_no_tokens_through_the_admin_api_or_the_lib
         )
         .await;
     assert_eq!(
-        (rotate.status, rotate.body.as_str()),
+        (rotate.status.as_u16(), rotate.body.as_str()),
         (403, crate::support::FORBIDDEN)
     );
     let refused = app.gate.create_token("acct_free", "CI", None).await;
