@@ -18,6 +18,24 @@ use sha2::{Digest, Sha256};
 use tokengate::{Argon2Params, SqliteStore, TokenGate, TokenStore, require_scope};
 use tower::ServiceExt;
 
+/// A token whose one request per hour is spent: every request is a 429.
+fn spent_token(rt: &tokio::runtime::Runtime, gate: &TokenGate) -> String {
+    rt.block_on(async {
+        gate.set_plan(&tokengate::Plan::new("spent", true, 1))
+            .await
+            .unwrap();
+        gate.set_account_plan("acct_spent", "spent").await.unwrap();
+        let token = gate
+            .create_token("acct_spent", "spent", None)
+            .await
+            .unwrap();
+        let token = token.token.expose_secret().to_owned();
+        let principal = gate.authenticate_token(&token).await.unwrap();
+        gate.check_rate_limit(&principal).await.unwrap();
+        token
+    })
+}
+
 fn setup(rt: &tokio::runtime::Runtime) -> (TokenGate, String) {
     rt.block_on(async {
         let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
@@ -176,6 +194,14 @@ fn bench_checks(c: &mut Criterion) {
         }
         builder.body(Body::empty()).unwrap()
     };
+    let spent = spent_token(&rt, &gate);
+    let over_limit = || {
+        Request::builder()
+            .uri("/api")
+            .header("authorization", format!("Bearer {spent}"))
+            .body(Body::empty())
+            .unwrap()
+    };
     let mut group = c.benchmark_group("router");
     group.bench_function("without_layer", |b| {
         b.iter(|| rt.block_on(open.clone().oneshot(request(true))).unwrap())
@@ -196,6 +222,15 @@ fn bench_checks(c: &mut Criterion) {
         b.iter(|| {
             rt.block_on(scoped_handler_layer.clone().oneshot(request(true)))
                 .unwrap()
+        })
+    });
+    // The 429 path against the 200 path above (issue 26: no lock, the
+    // principal's prebuilt header values).
+    group.bench_function("with_layer_rate_limited_token", |b| {
+        b.iter(|| {
+            let response = rt.block_on(guarded.clone().oneshot(over_limit())).unwrap();
+            assert_eq!(response.status(), 429);
+            response
         })
     });
     group.bench_function("with_layer_missing_token", |b| {
