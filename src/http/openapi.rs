@@ -36,6 +36,7 @@ const API_TOKEN_SCHEME: &str = "api_token";
             BadRequest,
             NotFound,
             Conflict,
+            TokenCapReached,
             PayloadTooLarge,
             ServiceUnavailable,
         ),
@@ -54,6 +55,14 @@ pub(crate) fn shared_components() -> OpenApi {
 /// 401/403/429/503 responses with their exact bodies, and the rate-limit
 /// headers on successes.
 pub fn document_gated_routes(openapi: &mut OpenApi, prefix: &str) {
+    let mut gated_scopes = Vec::new();
+    for_each_operation(openapi, |path, operation| {
+        if path.starts_with(prefix) {
+            gated_scopes.extend(required_scopes(operation));
+        }
+    });
+    gated_scopes.sort();
+    gated_scopes.dedup();
     let components = openapi.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         API_TOKEN_SCHEME,
@@ -70,20 +79,32 @@ pub fn document_gated_routes(openapi: &mut OpenApi, prefix: &str) {
     );
     for (name, response) in [
         ApiUnauthorized::response(),
-        ApiForbidden::response(),
         ApiRateLimited::response(),
         ServiceUnavailable::response(),
     ] {
         components.responses.insert(name.to_owned(), response);
     }
+    components.responses.insert(
+        response_name::<ApiForbidden>().to_owned(),
+        RefOr::T(forbidden_with_scopes(&gated_scopes)),
+    );
     components.schemas.insert(
         "ErrorEnvelope".to_owned(),
         <ErrorEnvelope as utoipa::PartialSchema>::schema(),
     );
-    for (path, item) in openapi.paths.paths.iter_mut() {
-        if !path.starts_with(prefix) {
-            continue;
+    for_each_operation(openapi, |path, operation| {
+        if path.starts_with(prefix) {
+            add_gate_contract(operation);
         }
+    });
+}
+
+/// Calls `f` with every operation of the document and its path.
+pub(crate) fn for_each_operation(
+    openapi: &mut OpenApi,
+    mut f: impl FnMut(&str, &mut Operation),
+) {
+    for (path, item) in openapi.paths.paths.iter_mut() {
         let operations = [
             &mut item.get,
             &mut item.put,
@@ -95,7 +116,39 @@ pub fn document_gated_routes(openapi: &mut OpenApi, prefix: &str) {
             &mut item.trace,
         ];
         for operation in operations.into_iter().flatten() {
-            add_gate_contract(operation);
+            f(path, operation);
+        }
+    }
+}
+
+/// Gives every operation of a router's document an id that names its
+/// surface (`admin_create_token`, `settings_create_token`), so clients
+/// generated from the merged document never see two operations with one id.
+pub(crate) fn prefix_operation_ids(openapi: &mut OpenApi, surface: &str) {
+    for_each_operation(openapi, |_, operation| {
+        if let Some(id) = &mut operation.operation_id
+            && !id.starts_with(&format!("{surface}_"))
+        {
+            *id = format!("{surface}_{id}");
+        }
+    });
+}
+
+/// Marks the request body of `method path` optional: the route takes an
+/// empty body (or none) as `{}`.
+pub(crate) fn optional_request_body(openapi: &mut OpenApi, path_suffix: &str, method: &str) {
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        if !path.ends_with(path_suffix) {
+            continue;
+        }
+        let operation = match method {
+            "post" => item.post.as_mut(),
+            "put" => item.put.as_mut(),
+            "patch" => item.patch.as_mut(),
+            _ => None,
+        };
+        if let Some(body) = operation.and_then(|operation| operation.request_body.as_mut()) {
+            body.required = Some(utoipa::openapi::Required::False);
         }
     }
 }
@@ -235,8 +288,19 @@ response_component! {
     /// 409: the request conflicts with the current state.
     Conflict => error_response(
         "The token is revoked, expired or already rotated (in its grace period), \
-         so it cannot be rotated.",
+         so it cannot be rotated; or its successor would be beyond the plan's `max_tokens`.",
         "Token is revoked and cannot be rotated",
+    )
+    .build()
+}
+
+response_component! {
+    /// 409 on token creation: the account already has its plan's `max_tokens` live tokens.
+    TokenCapReached => error_response(
+        "The account already has as many live tokens as its plan's `max_tokens` allows; \
+         revoke one (or let one expire) to create another.",
+        "This account already has 2 active tokens, the most its plan (team) allows; \
+         revoke one (or let one expire) to create another",
     )
     .build()
 }
@@ -360,8 +424,9 @@ fn forbidden_with_scopes(scopes: &[String]) -> ResponseObject {
     let mut response = ResponseBuilder::new()
         .description(format!(
             "The plan has no API access (the contract's 403), or the token lacks the scope \
-             this route needs ({}): `Token is missing the required scope: SCOPE`, counted \
-             and with the rate-limit headers.",
+             the route needs (its `api_token` security requirement names it; scopes: {}): \
+             `Token is missing the required scope: SCOPE`, counted and with the rate-limit \
+             headers.",
             scopes.join(", ")
         ))
         .content(
@@ -401,9 +466,6 @@ fn add_gate_contract(operation: &mut Operation) {
         ("503", response_name::<ServiceUnavailable>()),
     ] {
         responses.insert(status.to_owned(), RefOr::Ref(Ref::from_response_name(name)));
-    }
-    if !scopes.is_empty() {
-        responses.insert("403".to_owned(), RefOr::T(forbidden_with_scopes(&scopes)));
     }
 }
 

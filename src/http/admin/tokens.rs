@@ -14,6 +14,7 @@ use crate::gate::TokenGate;
 use crate::http::envelope::{ApiError, JsonBody, PathParam, SuccessEnvelope, success_response};
 use crate::http::openapi::{
     AdminUnauthorized, BadRequest, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable,
+    TokenCapReached,
 };
 use crate::http::origin::RequestOrigin;
 use crate::manage::{CreatedToken, RotatedToken, TokenSpec};
@@ -164,6 +165,7 @@ pub(crate) async fn views(
         (status = 400, response = BadRequest),
         (status = 401, response = AdminUnauthorized),
         (status = 404, response = NotFound),
+        (status = 409, response = TokenCapReached),
         (status = 413, response = PayloadTooLarge),
         (status = 503, response = ServiceUnavailable),
     )
@@ -318,9 +320,11 @@ pub(super) async fn rotate_token(
 
 /// `GET /admin/tokens/{token_id}/usage` query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UsageQuery {
     /// How many hours back, 1 to 2160 (90 days). Default 24.
+    #[param(minimum = 1, maximum = 2160, example = 24)]
     hours: Option<u32>,
 }
 

@@ -29,7 +29,9 @@ use super::views::{
 use crate::gate::TokenGate;
 use crate::http::admin::{AuditPage, audit_page, audit_query, parse_token_id};
 use crate::http::envelope::{ApiError, JsonBody, PathParam, SuccessEnvelope, success_response};
-use crate::http::openapi::{BadRequest, Conflict, PayloadTooLarge, ServiceUnavailable};
+use crate::http::openapi::{
+    BadRequest, Conflict, PayloadTooLarge, ServiceUnavailable, TokenCapReached,
+};
 use crate::http::origin::RequestOrigin;
 use crate::manage::{
     Actor, CreatedToken, Management, RotatedToken, TokenSpec, validate_account_id,
@@ -245,6 +247,7 @@ pub(super) async fn list_tokens(
         (status = 400, response = BadRequest),
         (status = 401, response = NotSignedIn),
         (status = 403, response = SettingsForbidden),
+        (status = 409, response = TokenCapReached),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = NotJson),
         (status = 503, response = ServiceUnavailable),
@@ -287,6 +290,7 @@ pub(super) async fn create_token(
         (status = 401, response = NotSignedIn),
         (status = 403, response = SettingsForbidden),
         (status = 404, response = TokenNotFound),
+        (status = 413, response = PayloadTooLarge),
         (status = 415, response = NotJson),
         (status = 503, response = ServiceUnavailable),
     )
@@ -325,6 +329,7 @@ pub(super) async fn revoke_token(
         (status = 403, response = SettingsForbidden),
         (status = 404, response = TokenNotFound),
         (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
         (status = 415, response = NotJson),
         (status = 503, response = ServiceUnavailable),
     )
@@ -354,11 +359,14 @@ pub(super) async fn rotate_token(
 
 /// `GET {prefix}/audit` query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SecurityLogParams {
     /// At most this many, 1 to 500. Default 100.
+    #[param(minimum = 1, maximum = 500, example = 100)]
     limit: Option<u32>,
     /// The `next` cursor of the previous page.
+    #[param(pattern = "^[0-9]+$", example = "1234")]
     before: Option<String>,
 }
 

@@ -160,6 +160,7 @@ fn validate_prefix(prefix: &str) -> Result<(), &'static str> {
             responses::NotJson,
             super::openapi::BadRequest,
             super::openapi::Conflict,
+            super::openapi::TokenCapReached,
             super::openapi::PayloadTooLarge,
             super::openapi::ServiceUnavailable,
         ),
@@ -263,6 +264,9 @@ pub fn settings_router<A: SignIn>(
         .routes(at(prefix, routes!(api::rotate_token)))
         .routes(at(prefix, routes!(api::security_log)))
         .split_for_parts();
+    let mut document = document;
+    super::openapi::prefix_operation_ids(&mut document, "settings");
+    super::openapi::optional_request_body(&mut document, "/tokens/{id}/rotate", "post");
 
     let page = Page::new(prefix);
     let script = Asset::script();
