@@ -194,7 +194,7 @@ struct SettingsDoc;
 /// authenticating reverse proxy, [`ProxyHeaderSignIn`]). A token of another
 /// account is `404`, as if it did not exist. A plan without API access
 /// cannot create or rotate tokens (`403`, the contract's body). State
-/// changes from another site are `403` and must be JSON (`415`); every
+/// changes from another site are `403`, and with a body must be JSON (`415`); every
 /// response carries a strict Content-Security-Policy, `Referrer-Policy:
 /// no-referrer` and `Cache-Control: no-store`.
 ///
