@@ -5,9 +5,11 @@
 //! [`document_gated_routes`] adds the gate's contract to every operation
 //! under a prefix, once, the way [`TokenGateLayer`](crate::TokenGateLayer)
 //! adds it to every gated route: the `api_token` requirement, the
-//! 401/403/429/503 responses (their examples are the exact bodies of the
-//! contract) and the `X-RateLimit-*`, `RateLimit-Policy` and `RateLimit`
-//! headers on successes and 429s.
+//! 401/403/429/503 responses (shared components; their examples are the
+//! exact bodies of the contract) and the `X-RateLimit-*`, `RateLimit-Policy`
+//! and `RateLimit` headers on successes and 429s. Each router names its
+//! operations after its surface (`prefix_operation_ids`) so that one merged
+//! document never has two operations with one id.
 
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::header::{Header, HeaderBuilder};
@@ -100,10 +102,7 @@ pub fn document_gated_routes(openapi: &mut OpenApi, prefix: &str) {
 }
 
 /// Calls `f` with every operation of the document and its path.
-pub(crate) fn for_each_operation(
-    openapi: &mut OpenApi,
-    mut f: impl FnMut(&str, &mut Operation),
-) {
+pub(crate) fn for_each_operation(openapi: &mut OpenApi, mut f: impl FnMut(&str, &mut Operation)) {
     for (path, item) in openapi.paths.paths.iter_mut() {
         let operations = [
             &mut item.get,
@@ -344,13 +343,9 @@ response_component! {
 }
 
 response_component! {
-    /// The contract's 403 on `/api/v1`.
-    ApiForbidden => error_response_with_body(
-        "The token is valid but its account's plan has no API access. The body is exactly \
-         `{\"success\": false, \"error\": \"API access not available on your subscription plan\"}`.",
-        contract_example(FORBIDDEN_BODY),
-    )
-    .build()
+    /// The contract's 403 on `/api/v1` (no API access), and the 403 of a
+    /// missing scope; [`document_gated_routes`] lists the scopes it finds.
+    ApiForbidden => forbidden_with_scopes(&[])
 }
 
 response_component! {

@@ -432,9 +432,12 @@ async fn a_bodyless_delete_needs_no_content_type_but_must_be_same_origin() {
 
     // A rotation without options needs no body either.
     let other = app.create("acct_a", "other").await;
-    let rotate = Call::new(Method::POST, &format!("/tokens/{}/rotate", other["id"].as_str().unwrap()))
-        .by("acct_a")
-        .without("content-type");
+    let rotate = Call::new(
+        Method::POST,
+        &format!("/tokens/{}/rotate", other["id"].as_str().unwrap()),
+    )
+    .by("acct_a")
+    .without("content-type");
     let rotated = app.ok(rotate, 201).await;
     assert_eq!(rotated["replaces"]["id"], other["id"]);
 }

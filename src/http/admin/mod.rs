@@ -254,6 +254,7 @@ async fn put_account(
     params(("account_id" = String, Path, description = "The host application's account id (1 to 255 characters)", example = "acct_42")),
     responses(
         (status = 200, description = "The account", body = SuccessEnvelope<Account>),
+        (status = 400, response = BadRequest),
         (status = 401, response = AdminUnauthorized),
         (status = 404, response = NotFound),
         (status = 503, response = ServiceUnavailable),

@@ -197,6 +197,7 @@ pub(super) async fn create_token(
     params(("account_id" = String, Path, description = "The host application's account id (1 to 255 characters)", example = "acct_42")),
     responses(
         (status = 200, description = "The account's tokens, without secrets", body = SuccessEnvelope<Vec<TokenView>>),
+        (status = 400, response = BadRequest),
         (status = 401, response = AdminUnauthorized),
         (status = 404, response = NotFound),
         (status = 503, response = ServiceUnavailable),
@@ -222,6 +223,7 @@ pub(super) async fn list_tokens(
     params(("token_id" = String, Path, description = "The public token id (20 characters, as listed)", example = "J_5Z2qBcVZzDTNAxMf0J")),
     responses(
         (status = 200, description = "The token, without its secret", body = SuccessEnvelope<TokenView>),
+        (status = 400, response = BadRequest),
         (status = 401, response = AdminUnauthorized),
         (status = 404, response = NotFound),
         (status = 503, response = ServiceUnavailable),
@@ -253,6 +255,7 @@ pub(super) async fn get_token(
     params(("token_id" = String, Path, description = "The public token id (20 characters, as listed)", example = "J_5Z2qBcVZzDTNAxMf0J")),
     responses(
         (status = 200, description = "The token, now with `revoked_at`", body = SuccessEnvelope<TokenRecord>),
+        (status = 400, response = BadRequest),
         (status = 401, response = AdminUnauthorized),
         (status = 404, response = NotFound),
         (status = 503, response = ServiceUnavailable),

@@ -287,6 +287,7 @@ pub(super) async fn create_token(
     params(("id" = String, Path, description = "The public token id (as listed)", example = "J_5Z2qBcVZzDTNAxMf0J")),
     responses(
         (status = 200, description = "The token, now with `revoked_at`", body = SuccessEnvelope<SettingsToken>),
+        (status = 400, response = BadRequest),
         (status = 401, response = NotSignedIn),
         (status = 403, response = SettingsForbidden),
         (status = 404, response = TokenNotFound),

@@ -144,8 +144,8 @@ async fn generated_typescript_and_python_clients_run_every_flow() {
             .env("REDOCLY_TELEMETRY", "off")
             .env("REDOCLY_SUPPRESS_UPDATE_NOTICE", "true"),
     );
-    let summary = String::from_utf8_lossy(&lint.stderr).into_owned()
-        + &String::from_utf8_lossy(&lint.stdout);
+    let summary =
+        String::from_utf8_lossy(&lint.stderr).into_owned() + &String::from_utf8_lossy(&lint.stdout);
     assert!(
         summary.contains("Your API description is valid"),
         "redocly lint:\n{summary}"
@@ -159,11 +159,7 @@ async fn generated_typescript_and_python_clients_run_every_flow() {
         .unwrap();
     std::fs::write(ts.join("package.json"), r#"{"type": "module"}"#).unwrap();
     for file in ["tsconfig.json", "check.ts", "flow.ts"] {
-        std::fs::copy(
-            clients_dir().join("typescript").join(file),
-            ts.join(file),
-        )
-        .unwrap();
+        std::fs::copy(clients_dir().join("typescript").join(file), ts.join(file)).unwrap();
     }
     run(
         "openapi-typescript",
