@@ -65,7 +65,7 @@ pub fn github_leak_router(
             .routes(routes!(github_report))
             .split_for_parts();
     let mut document = document;
-    super::openapi::prefix_operation_ids(&mut document, "leaks");
+    super::operations::prefix_operation_ids(&mut document, "leaks");
     (router.with_state(state), document)
 }
 

@@ -83,8 +83,12 @@ pub fn admin_router(gate: TokenGate, auth: Arc<AdminAuth>) -> (Router, OpenApi) 
             .routes(or_405(routes!(report_leaks)))
             .split_for_parts();
     let mut document = document;
-    super::openapi::prefix_operation_ids(&mut document, "admin");
-    super::openapi::optional_request_body(&mut document, "/admin/tokens/{token_id}/rotate", "post");
+    super::operations::prefix_operation_ids(&mut document, "admin");
+    super::operations::optional_request_body(
+        &mut document,
+        "/admin/tokens/{token_id}/rotate",
+        "post",
+    );
     // Wrong methods and unknown paths are answered behind the admin check
     // too, so anything under /admin without the admin token is the same 401.
     // (The routes themselves are public: /openapi.json lists them.)

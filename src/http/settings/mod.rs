@@ -265,8 +265,8 @@ pub fn settings_router<A: SignIn>(
         .routes(at(prefix, routes!(api::security_log)))
         .split_for_parts();
     let mut document = document;
-    super::openapi::prefix_operation_ids(&mut document, "settings");
-    super::openapi::optional_request_body(&mut document, "/tokens/{id}/rotate", "post");
+    super::operations::prefix_operation_ids(&mut document, "settings");
+    super::operations::optional_request_body(&mut document, "/tokens/{id}/rotate", "post");
 
     let page = Page::new(prefix);
     let script = Asset::script();

@@ -170,7 +170,10 @@ async fn generated_typescript_and_python_clients_run_every_flow() {
     );
     run(
         "tsc --strict",
-        Command::new(node_bin("tsc")).arg("-p").arg(&ts),
+        Command::new(node_bin("tsc"))
+            .arg("--strict")
+            .arg("-p")
+            .arg(&ts),
     );
     let flow_env = |command: &mut Command, prefix: &str| {
         command
