@@ -1,7 +1,10 @@
 """Checks every response against the OpenAPI document the client was
 generated from: the status is listed for the operation, a JSON body matches
 the documented schema (JSON Schema 2020-12, as OpenAPI 3.1 says), the
-content type is documented, and every documented header is sent.
+content type is documented, every documented header is sent, and no object
+in the body has a field its schema does not list (JSON Schema allows
+unlisted fields unless told otherwise; a generated client would drop them
+without a word).
 
 `Checker.hook` is an httpx response event hook, so no response reaches the
 flow unchecked.
@@ -42,7 +45,8 @@ class Checker:
     def _at(self, pointer: str):
         value = self.doc
         for raw in pointer.split("/")[1:]:
-            value = value[raw.replace("~1", "/").replace("~0", "~")]
+            segment = raw.replace("~1", "/").replace("~0", "~")
+            value = value[int(segment)] if isinstance(value, list) else value[segment]
         return value
 
     def _resolve(self, pointer: str):
@@ -94,4 +98,47 @@ class Checker:
                 errors = sorted(validator.iter_errors(response.json()), key=str)
                 if errors:
                     raise AssertionError(f"{what}: body does not match the schema: {errors[0].message}\n{response.text}")
+                extra = self.undocumented(response.json(), f"{pointer}/content/{_escape(keys[0])}/schema", "body")
+                if extra is not None:
+                    raise AssertionError(f"{what}: undocumented field {extra}\n{response.text}")
         self.checked += 1
+
+    def undocumented(self, value, schema_pointer: str, where: str):
+        """The first field of `value` (a body that matched its schema) that the schema does not list."""
+        schema, at = self._resolve(schema_pointer)
+        for keyword in ("oneOf", "anyOf"):
+            branches = schema.get(keyword)
+            if isinstance(branches, list) and value is not None:
+                # The branch that is not `{"type": "null"}` (how a nullable object is written).
+                for index, branch in enumerate(branches):
+                    if not (isinstance(branch, dict) and branch.get("type") == "null"):
+                        return self.undocumented(value, f"{at}/{keyword}/{index}", where)
+        if isinstance(value, list):
+            if not isinstance(schema.get("items"), dict):
+                return None
+            for i, item in enumerate(value):
+                found = self.undocumented(item, f"{at}/items", f"{where}[{i}]")
+                if found is not None:
+                    return found
+            return None
+        if not isinstance(value, dict):
+            return None
+        parts = [f"{at}/allOf/{i}" for i in range(len(schema["allOf"]))] if isinstance(schema.get("allOf"), list) else [at]
+        properties = {}
+        open_ = False
+        for part in parts:
+            resolved, part_at = self._resolve(part)
+            listed = resolved.get("properties")
+            if not isinstance(listed, dict) or resolved.get("additionalProperties", False) is not False:
+                open_ = True
+            for name in listed or {}:
+                properties[name] = f"{part_at}/properties/{_escape(name)}"
+        for name, field in value.items():
+            if name not in properties:
+                if open_:
+                    continue
+                return f"{where}.{name}"
+            found = self.undocumented(field, properties[name], f"{where}.{name}")
+            if found is not None:
+                return found
+        return None

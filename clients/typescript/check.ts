@@ -1,7 +1,10 @@
 // Checks every response against the OpenAPI document the client was
 // generated from: the status is listed for the operation, a JSON body
 // matches the documented schema (JSON Schema 2020-12, as OpenAPI 3.1 says),
-// the content type is documented, and every documented header is sent.
+// the content type is documented, every documented header is sent, and no
+// object in the body has a field its schema does not list (JSON Schema
+// allows unlisted fields unless told otherwise; a generated client would
+// drop them without a word).
 
 import { readFileSync } from "node:fs";
 import { Ajv2020 } from "ajv/dist/2020.js";
@@ -35,7 +38,8 @@ export class Checker {
     let value: unknown = this.doc;
     for (const raw of pointer.split("/").slice(1)) {
       const segment = raw.replace(/~1/g, "/").replace(/~0/g, "~");
-      value = isObject(value) ? value[segment] : undefined;
+      if (Array.isArray(value)) value = value[Number(segment)];
+      else value = isObject(value) ? value[segment] : undefined;
     }
     return value;
   }
@@ -85,8 +89,55 @@ export class Checker {
         if (!validate(parsed)) {
           throw new Error(`${what}: body does not match the schema: ${this.ajv.errorsText(validate.errors)}\n${body}`);
         }
+        const extra = this.undocumented(parsed, `${pointer}/content/${escapePointer(key)}/schema`, "body");
+        if (extra !== undefined) throw new Error(`${what}: undocumented field ${extra}\n${body}`);
       }
     }
     this.checked += 1;
+  }
+
+  /** The first field of `value` (a body that matched its schema) that the schema does not list. */
+  private undocumented(value: unknown, schemaPointer: string, where: string): string | undefined {
+    const [schema, at] = this.resolve(schemaPointer);
+    for (const keyword of ["oneOf", "anyOf"]) {
+      const branches = schema[keyword];
+      if (Array.isArray(branches) && value !== null) {
+        // The branch that is not `{"type": "null"}` (how a nullable object is written).
+        const index = branches.findIndex((b) => !(isObject(b) && b["type"] === "null"));
+        if (index >= 0) return this.undocumented(value, `${at}/${keyword}/${index}`, where);
+      }
+    }
+    if (Array.isArray(value)) {
+      if (!isObject(schema["items"])) return undefined;
+      for (const [i, item] of value.entries()) {
+        const found = this.undocumented(item, `${at}/items`, `${where}[${i}]`);
+        if (found !== undefined) return found;
+      }
+      return undefined;
+    }
+    if (!isObject(value)) return undefined;
+    const parts: string[] = Array.isArray(schema["allOf"])
+      ? schema["allOf"].map((_, i) => `${at}/allOf/${i}`)
+      : [at];
+    const properties = new Map<string, string>();
+    let open = false;
+    for (const part of parts) {
+      const [resolved, partAt] = this.resolve(part);
+      const listed = isObject(resolved["properties"]) ? resolved["properties"] : undefined;
+      if (listed === undefined || (resolved["additionalProperties"] !== undefined && resolved["additionalProperties"] !== false)) {
+        open = true;
+      }
+      for (const name of Object.keys(listed ?? {})) properties.set(name, `${partAt}/properties/${escapePointer(name)}`);
+    }
+    for (const [name, field] of Object.entries(value)) {
+      const fieldAt = properties.get(name);
+      if (fieldAt === undefined) {
+        if (open) continue;
+        return `${where}.${name}`;
+      }
+      const found = this.undocumented(field, fieldAt, `${where}.${name}`);
+      if (found !== undefined) return found;
+    }
+    return undefined;
   }
 }
