@@ -64,6 +64,8 @@ pub fn github_leak_router(
         OpenApiRouter::<LeakState>::with_openapi(super::openapi::shared_components())
             .routes(routes!(github_report))
             .split_for_parts();
+    let mut document = document;
+    super::operations::prefix_operation_ids(&mut document, "leaks");
     (router.with_state(state), document)
 }
 
@@ -131,6 +133,10 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
     post,
     path = "/leaks/github",
     tag = "audit",
+    params(
+        ("Github-Public-Key-Identifier" = String, Header, description = "The `key_identifier` of the key that signed the body"),
+        ("Github-Public-Key-Signature" = String, Header, description = "Base64 ASN.1 DER ECDSA P-256 / SHA-256 signature of the raw body"),
+    ),
     request_body(content = String, content_type = "application/json",
         description = "`[{\"token\": \"...\", \"type\": \"...\", \"url\": \"...\", \"source\": \"content\"}]`"),
     responses(

@@ -3,8 +3,9 @@
 //! pieces. Mount the routers you need in your app; the standalone server
 //! mounts them all.
 //!
-//! Dependencies point one way: `envelope` is a leaf; `openapi` describes the
-//! envelope and the contract; the routers use both and the gate.
+//! Dependencies point one way: `envelope` and `operations` (edits of a
+//! router's OpenAPI operations) are leaves; `openapi` describes the envelope
+//! and the contract; the routers use them and the gate.
 
 mod admin;
 mod admin_auth;
@@ -14,6 +15,7 @@ mod github;
 #[cfg(feature = "github-leaks")]
 mod leaks;
 mod openapi;
+mod operations;
 mod origin;
 #[cfg(feature = "settings")]
 mod settings;

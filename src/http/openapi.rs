@@ -5,9 +5,11 @@
 //! [`document_gated_routes`] adds the gate's contract to every operation
 //! under a prefix, once, the way [`TokenGateLayer`](crate::TokenGateLayer)
 //! adds it to every gated route: the `api_token` requirement, the
-//! 401/403/429/503 responses (their examples are the exact bodies of the
-//! contract) and the `X-RateLimit-*`, `RateLimit-Policy` and `RateLimit`
-//! headers on successes and 429s.
+//! 401/403/429/503 responses (shared components; their examples are the
+//! exact bodies of the contract) and the `X-RateLimit-*`, `RateLimit-Policy`
+//! and `RateLimit` headers on successes and 429s. (Edits of a router's own
+//! operations, such as naming them after their surface, are in
+//! `operations.rs`.)
 
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::header::{Header, HeaderBuilder};
@@ -19,6 +21,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi as _, ToResponse};
 
 use super::envelope::ErrorEnvelope;
+use super::operations::for_each_operation;
 use crate::response::{FORBIDDEN_BODY, UNAUTHORIZED_BODY, UNAVAILABLE_BODY, rate_limited_body};
 
 /// Name of the security scheme of `/admin`: `Authorization: Bearer $ADMIN_TOKEN`.
@@ -36,6 +39,7 @@ const API_TOKEN_SCHEME: &str = "api_token";
             BadRequest,
             NotFound,
             Conflict,
+            TokenCapReached,
             PayloadTooLarge,
             ServiceUnavailable,
         ),
@@ -54,6 +58,14 @@ pub(crate) fn shared_components() -> OpenApi {
 /// 401/403/429/503 responses with their exact bodies, and the rate-limit
 /// headers on successes.
 pub fn document_gated_routes(openapi: &mut OpenApi, prefix: &str) {
+    let mut gated_scopes = Vec::new();
+    for_each_operation(openapi, |path, operation| {
+        if path.starts_with(prefix) {
+            gated_scopes.extend(required_scopes(operation));
+        }
+    });
+    gated_scopes.sort();
+    gated_scopes.dedup();
     let components = openapi.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         API_TOKEN_SCHEME,
@@ -70,34 +82,24 @@ pub fn document_gated_routes(openapi: &mut OpenApi, prefix: &str) {
     );
     for (name, response) in [
         ApiUnauthorized::response(),
-        ApiForbidden::response(),
         ApiRateLimited::response(),
         ServiceUnavailable::response(),
     ] {
         components.responses.insert(name.to_owned(), response);
     }
+    components.responses.insert(
+        response_name::<ApiForbidden>().to_owned(),
+        RefOr::T(forbidden_with_scopes(&gated_scopes)),
+    );
     components.schemas.insert(
         "ErrorEnvelope".to_owned(),
         <ErrorEnvelope as utoipa::PartialSchema>::schema(),
     );
-    for (path, item) in openapi.paths.paths.iter_mut() {
-        if !path.starts_with(prefix) {
-            continue;
-        }
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-            &mut item.head,
-            &mut item.options,
-            &mut item.trace,
-        ];
-        for operation in operations.into_iter().flatten() {
+    for_each_operation(openapi, |path, operation| {
+        if path.starts_with(prefix) {
             add_gate_contract(operation);
         }
-    }
+    });
 }
 
 /// The `admin_token` security scheme.
@@ -235,8 +237,19 @@ response_component! {
     /// 409: the request conflicts with the current state.
     Conflict => error_response(
         "The token is revoked, expired or already rotated (in its grace period), \
-         so it cannot be rotated.",
+         so it cannot be rotated; or its successor would be beyond the plan's `max_tokens`.",
         "Token is revoked and cannot be rotated",
+    )
+    .build()
+}
+
+response_component! {
+    /// 409 on token creation: the account already has its plan's `max_tokens` live tokens.
+    TokenCapReached => error_response(
+        "The account already has as many live tokens as its plan's `max_tokens` allows; \
+         revoke one (or let one expire) to create another.",
+        "This account already has 2 active tokens, the most its plan (team) allows; \
+         revoke one (or let one expire) to create another",
     )
     .build()
 }
@@ -280,13 +293,9 @@ response_component! {
 }
 
 response_component! {
-    /// The contract's 403 on `/api/v1`.
-    ApiForbidden => error_response_with_body(
-        "The token is valid but its account's plan has no API access. The body is exactly \
-         `{\"success\": false, \"error\": \"API access not available on your subscription plan\"}`.",
-        contract_example(FORBIDDEN_BODY),
-    )
-    .build()
+    /// The contract's 403 on `/api/v1` (no API access), and the 403 of a
+    /// missing scope; [`document_gated_routes`] lists the scopes it finds.
+    ApiForbidden => forbidden_with_scopes(&[])
 }
 
 response_component! {
@@ -360,8 +369,9 @@ fn forbidden_with_scopes(scopes: &[String]) -> ResponseObject {
     let mut response = ResponseBuilder::new()
         .description(format!(
             "The plan has no API access (the contract's 403), or the token lacks the scope \
-             this route needs ({}): `Token is missing the required scope: SCOPE`, counted \
-             and with the rate-limit headers.",
+             the route needs (its `api_token` security requirement names it; scopes: {}): \
+             `Token is missing the required scope: SCOPE`, counted and with the rate-limit \
+             headers.",
             scopes.join(", ")
         ))
         .content(
@@ -401,9 +411,6 @@ fn add_gate_contract(operation: &mut Operation) {
         ("503", response_name::<ServiceUnavailable>()),
     ] {
         responses.insert(status.to_owned(), RefOr::Ref(Ref::from_response_name(name)));
-    }
-    if !scopes.is_empty() {
-        responses.insert("403".to_owned(), RefOr::T(forbidden_with_scopes(&scopes)));
     }
 }
 

@@ -375,9 +375,14 @@ async fn state_changes_must_be_json() {
         form().header("content-type", "text/plain"),
         form().header("content-type", "multipart/form-data; boundary=x"),
         form().without("content-type"),
+        // A DELETE with a body is held to the same rule.
         Call::delete(&format!("/tokens/{id}"))
             .by("acct_a")
-            .without("content-type"),
+            .without("content-type")
+            .body("name=forged".into()),
+        Call::delete(&format!("/tokens/{id}"))
+            .by("acct_a")
+            .header("content-type", "application/x-www-form-urlencoded"),
     ] {
         let response = call.send(&app).await;
         assert_eq!(response.status, 415, "{}", response.body);
@@ -390,6 +395,51 @@ async fn state_changes_must_be_json() {
         .by("acct_a")
         .header("content-type", "application/json; charset=utf-8");
     app.ok(charset, 201).await;
+}
+
+#[tokio::test]
+async fn a_bodyless_delete_needs_no_content_type_but_must_be_same_origin() {
+    let app = app().await;
+    let mine = app.create("acct_a", "mine").await;
+    let id = mine["id"].as_str().unwrap();
+    let delete = || {
+        Call::delete(&format!("/tokens/{id}"))
+            .by("acct_a")
+            .without("content-type")
+    };
+    // Cross-site, said either way: still refused, the token still works.
+    for call in [
+        delete().header("sec-fetch-site", "cross-site"),
+        delete()
+            .without("sec-fetch-site")
+            .header("host", "app.example")
+            .header("origin", "https://evil.example"),
+    ] {
+        let response = call.send(&app).await;
+        assert_eq!(response.status, 403, "{}", response.body);
+        assert_eq!(response.body, CROSS_SITE);
+    }
+    assert_eq!(app.api_status(mine["token"].as_str().unwrap()).await, 200);
+
+    // What a generated client sends: no body, no Content-Type.
+    let revoked = app.ok(delete(), 200).await;
+    assert_eq!(revoked["id"], id);
+    assert!(revoked["revoked_at"].is_string(), "{revoked}");
+    assert_eq!(
+        app.api_status(mine["token"].as_str().unwrap()).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A rotation without options needs no body either.
+    let other = app.create("acct_a", "other").await;
+    let rotate = Call::new(
+        Method::POST,
+        &format!("/tokens/{}/rotate", other["id"].as_str().unwrap()),
+    )
+    .by("acct_a")
+    .without("content-type");
+    let rotated = app.ok(rotate, 201).await;
+    assert_eq!(rotated["replaces"]["id"], other["id"]);
 }
 
 #[tokio::test]

@@ -107,6 +107,7 @@ pub(crate) struct ExternalTest {
 #[utoipa::path(
     get,
     path = "/api/v1/external_tests/providers",
+    operation_id = "api_list_providers",
     tag = "demo api",
     security(("api_token" = ["providers:read"])),
     responses((status = 200, description = "The providers", body = SuccessEnvelope<Vec<Provider>>)),
@@ -121,6 +122,7 @@ async fn providers() -> Response {
 #[utoipa::path(
     get,
     path = "/api/v1/external_tests",
+    operation_id = "api_list_external_tests",
     tag = "demo api",
     security(("api_token" = ["tests:read"])),
     responses((status = 200, description = "The test runs", body = SuccessEnvelope<Vec<ExternalTest>>)),

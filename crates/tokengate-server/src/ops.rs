@@ -51,6 +51,7 @@ pub(crate) struct ServerStatus {
 #[utoipa::path(
     get,
     path = "/health",
+    operation_id = "ops_health",
     tag = "operations",
     responses((status = 200, description = "The process is serving", body = SuccessEnvelope<ServerStatus>,
         example = json!({"success": true, "data": {"status": "ok"}}))),
@@ -63,6 +64,7 @@ pub(crate) async fn health() -> Response {
 #[utoipa::path(
     get,
     path = "/ready",
+    operation_id = "ops_ready",
     tag = "operations",
     responses(
         (status = 200, description = "The database answers", body = SuccessEnvelope<ServerStatus>,
@@ -96,6 +98,7 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
 #[utoipa::path(
     get,
     path = "/metrics",
+    operation_id = "ops_metrics",
     tag = "operations",
     responses((status = 200, description = "The metrics", body = String,
         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")),

@@ -48,7 +48,11 @@ pub fn app(state: AppState) -> Router {
         documents.push(document);
         settings_page = router;
     }
-    let document = crate::openapi::document(documents);
+    let settings_header = state
+        .settings
+        .as_ref()
+        .map(|sign_in| sign_in.header().as_str());
+    let document = crate::openapi::document(documents, settings_header);
     let demo_api = crate::demo::router(&state.gate);
 
     Router::new()

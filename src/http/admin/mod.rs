@@ -82,6 +82,13 @@ pub fn admin_router(gate: TokenGate, auth: Arc<AdminAuth>) -> (Router, OpenApi) 
             .routes(or_405(routes!(audit)))
             .routes(or_405(routes!(report_leaks)))
             .split_for_parts();
+    let mut document = document;
+    super::operations::prefix_operation_ids(&mut document, "admin");
+    super::operations::optional_request_body(
+        &mut document,
+        "/admin/tokens/{token_id}/rotate",
+        "post",
+    );
     // Wrong methods and unknown paths are answered behind the admin check
     // too, so anything under /admin without the admin token is the same 401.
     // (The routes themselves are public: /openapi.json lists them.)
@@ -251,6 +258,7 @@ async fn put_account(
     params(("account_id" = String, Path, description = "The host application's account id (1 to 255 characters)", example = "acct_42")),
     responses(
         (status = 200, description = "The account", body = SuccessEnvelope<Account>),
+        (status = 400, response = BadRequest),
         (status = 401, response = AdminUnauthorized),
         (status = 404, response = NotFound),
         (status = 503, response = ServiceUnavailable),

@@ -19,17 +19,23 @@ const MAX_LEAKS_PER_REQUEST: usize = 10_000;
 
 /// `GET /admin/audit` query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AuditParams {
     /// Only this account's events.
+    #[param(example = "acct_42")]
     account_id: Option<String>,
-    /// Only this token's events.
+    /// Only this token's events (its public id, 20 characters).
+    #[param(min_length = 20, max_length = 20, example = "J_5Z2qBcVZzDTNAxMf0J")]
     token_id: Option<String>,
     /// Only this action, e.g. `token.revoked`.
+    #[param(example = "token.revoked")]
     action: Option<String>,
     /// At most this many, 1 to 500. Default 100.
+    #[param(minimum = 1, maximum = 500, example = 100)]
     limit: Option<u32>,
     /// The `next` cursor of the previous page.
+    #[param(pattern = "^[0-9]+$", example = "1234")]
     before: Option<String>,
 }
 

@@ -14,6 +14,7 @@ use crate::gate::TokenGate;
 use crate::http::envelope::{ApiError, JsonBody, PathParam, SuccessEnvelope, success_response};
 use crate::http::openapi::{
     AdminUnauthorized, BadRequest, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable,
+    TokenCapReached,
 };
 use crate::http::origin::RequestOrigin;
 use crate::manage::{CreatedToken, RotatedToken, TokenSpec};
@@ -164,6 +165,7 @@ pub(crate) async fn views(
         (status = 400, response = BadRequest),
         (status = 401, response = AdminUnauthorized),
         (status = 404, response = NotFound),
+        (status = 409, response = TokenCapReached),
         (status = 413, response = PayloadTooLarge),
         (status = 503, response = ServiceUnavailable),
     )
@@ -195,6 +197,7 @@ pub(super) async fn create_token(
     params(("account_id" = String, Path, description = "The host application's account id (1 to 255 characters)", example = "acct_42")),
     responses(
         (status = 200, description = "The account's tokens, without secrets", body = SuccessEnvelope<Vec<TokenView>>),
+        (status = 400, response = BadRequest),
         (status = 401, response = AdminUnauthorized),
         (status = 404, response = NotFound),
         (status = 503, response = ServiceUnavailable),
@@ -220,6 +223,7 @@ pub(super) async fn list_tokens(
     params(("token_id" = String, Path, description = "The public token id (20 characters, as listed)", example = "J_5Z2qBcVZzDTNAxMf0J")),
     responses(
         (status = 200, description = "The token, without its secret", body = SuccessEnvelope<TokenView>),
+        (status = 400, response = BadRequest),
         (status = 401, response = AdminUnauthorized),
         (status = 404, response = NotFound),
         (status = 503, response = ServiceUnavailable),
@@ -251,6 +255,7 @@ pub(super) async fn get_token(
     params(("token_id" = String, Path, description = "The public token id (20 characters, as listed)", example = "J_5Z2qBcVZzDTNAxMf0J")),
     responses(
         (status = 200, description = "The token, now with `revoked_at`", body = SuccessEnvelope<TokenRecord>),
+        (status = 400, response = BadRequest),
         (status = 401, response = AdminUnauthorized),
         (status = 404, response = NotFound),
         (status = 503, response = ServiceUnavailable),
@@ -318,9 +323,11 @@ pub(super) async fn rotate_token(
 
 /// `GET /admin/tokens/{token_id}/usage` query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UsageQuery {
     /// How many hours back, 1 to 2160 (90 days). Default 24.
+    #[param(minimum = 1, maximum = 2160, example = 24)]
     hours: Option<u32>,
 }
 

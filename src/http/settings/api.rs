@@ -28,7 +28,9 @@ use super::views::{
 use crate::gate::TokenGate;
 use crate::http::admin::{AuditPage, audit_page, audit_query, parse_token_id};
 use crate::http::envelope::{ApiError, JsonBody, PathParam, SuccessEnvelope, success_response};
-use crate::http::openapi::{BadRequest, Conflict, PayloadTooLarge, ServiceUnavailable};
+use crate::http::openapi::{
+    BadRequest, Conflict, PayloadTooLarge, ServiceUnavailable, TokenCapReached,
+};
 use crate::http::origin::RequestOrigin;
 use crate::manage::{
     Actor, CreatedToken, ManageError, Management, RotatedToken, TokenSpec, counts_against_the_cap,
@@ -223,6 +225,7 @@ pub(super) async fn list_tokens(
         (status = 400, response = BadRequest),
         (status = 401, response = NotSignedIn),
         (status = 403, response = SettingsForbidden),
+        (status = 409, response = TokenCapReached),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = NotJson),
         (status = 503, response = ServiceUnavailable),
@@ -263,9 +266,11 @@ pub(super) async fn create_token(
     params(("id" = String, Path, description = "The public token id (as listed)", example = "J_5Z2qBcVZzDTNAxMf0J")),
     responses(
         (status = 200, description = "The token, now with `revoked_at`", body = SuccessEnvelope<SettingsToken>),
+        (status = 400, response = BadRequest),
         (status = 401, response = NotSignedIn),
         (status = 403, response = SettingsForbidden),
         (status = 404, response = TokenNotFound),
+        (status = 413, response = PayloadTooLarge),
         (status = 415, response = NotJson),
         (status = 503, response = ServiceUnavailable),
     )
@@ -304,6 +309,7 @@ pub(super) async fn revoke_token(
         (status = 403, response = SettingsForbidden),
         (status = 404, response = TokenNotFound),
         (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
         (status = 415, response = NotJson),
         (status = 503, response = ServiceUnavailable),
     )
@@ -327,11 +333,14 @@ pub(super) async fn rotate_token(
 
 /// `GET {prefix}/audit` query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SecurityLogParams {
     /// At most this many, 1 to 500. Default 100.
+    #[param(minimum = 1, maximum = 500, example = 100)]
     limit: Option<u32>,
     /// The `next` cursor of the previous page.
+    #[param(pattern = "^[0-9]+$", example = "1234")]
     before: Option<String>,
 }
 

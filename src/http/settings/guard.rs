@@ -7,13 +7,18 @@
 //! current browser, decides; without it, `Origin` must name the request's
 //! own host (`X-Forwarded-Host` / `X-Forwarded-Proto` are believed only from
 //! a trusted proxy); a request with neither header is not from a browser
-//! and passes. Requiring `Content-Type: application/json` on top means a
-//! plain HTML form can never forge a state change, and a cross-site
-//! `fetch` with that type needs a CORS preflight that is never granted.
+//! and passes. Requiring `Content-Type: application/json` on top of every
+//! request with a body means a plain HTML form can never forge a state
+//! change (a form always sends a body type, even with no fields), and a
+//! cross-site `fetch` with that type needs a CORS preflight that is never
+//! granted. A request with no body and no `Content-Type` (a `DELETE` from
+//! a generated client) carries nothing a form could have sent, so only the
+//! cross-site check applies to it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::body::HttpBody;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -44,8 +49,8 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Refuses a state-changing request (any method but GET, HEAD, OPTIONS and
-/// TRACE) from another site (403) or without a JSON body type (415), before
-/// the sign-in is even asked.
+/// TRACE) from another site (403), or with a body or a body type that is
+/// not JSON (415), before the sign-in is even asked.
 pub(super) async fn refuse_cross_site(
     State(trusted): State<Arc<TrustedProxies>>,
     request: Request,
@@ -57,7 +62,8 @@ pub(super) async fn refuse_cross_site(
             tracing::info!(method = %parts.method, path = %parts.uri.path(), "cross-site request refused");
             return ApiError::Forbidden(CROSS_SITE_MESSAGE.into()).into_response();
         }
-        if !is_json(&parts.headers) {
+        let bodyless = body.is_end_stream() && !parts.headers.contains_key(CONTENT_TYPE);
+        if !bodyless && !is_json(&parts.headers) {
             return ApiError::UnsupportedMediaType.into_response();
         }
         return next.run(Request::from_parts(parts, body)).await;

@@ -160,6 +160,7 @@ fn validate_prefix(prefix: &str) -> Result<(), &'static str> {
             responses::NotJson,
             super::openapi::BadRequest,
             super::openapi::Conflict,
+            super::openapi::TokenCapReached,
             super::openapi::PayloadTooLarge,
             super::openapi::ServiceUnavailable,
         ),
@@ -193,7 +194,7 @@ struct SettingsDoc;
 /// authenticating reverse proxy, [`ProxyHeaderSignIn`]). A token of another
 /// account is `404`, as if it did not exist. A plan without API access
 /// cannot create or rotate tokens (`403`, the contract's body). State
-/// changes from another site are `403` and must be JSON (`415`); every
+/// changes from another site are `403`, and with a body must be JSON (`415`); every
 /// response carries a strict Content-Security-Policy, `Referrer-Policy:
 /// no-referrer` and `Cache-Control: no-store`.
 ///
@@ -263,6 +264,9 @@ pub fn settings_router<A: SignIn>(
         .routes(at(prefix, routes!(api::rotate_token)))
         .routes(at(prefix, routes!(api::security_log)))
         .split_for_parts();
+    let mut document = document;
+    super::operations::prefix_operation_ids(&mut document, "settings");
+    super::operations::optional_request_body(&mut document, "/tokens/{id}/rotate", "post");
 
     let page = Page::new(prefix);
     let script = Asset::script();

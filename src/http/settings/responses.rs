@@ -79,7 +79,7 @@ impl ToResponse<'static> for NotJson {
         (
             "NotJson",
             error_component(
-                "State changes must say `Content-Type: application/json` (so an HTML form cannot forge them); DELETE too, with an empty body.",
+                "A state change with a body (or a `Content-Type`) must say `Content-Type: application/json`, so an HTML form cannot forge it; a request with no body and no `Content-Type` (a `DELETE`, a rotation without options) needs none.",
                 "Content-Type must be application/json",
             ),
         )

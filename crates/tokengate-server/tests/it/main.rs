@@ -1,7 +1,8 @@
 //! The server's integration tests, one crate: the admin API, the CLI, the
 //! release binary over HTTP, hostile input, crashes and file faults, the
 //! accept loop and the connection limits, one server per SQLite file, the
-//! OpenAPI document, metrics, request ids, scale-out, and the Settings > API
+//! OpenAPI document (against the router, and through generated TypeScript and
+//! Python clients), metrics, request ids, scale-out, and the Settings > API
 //! Tokens page in headless Chromium.
 #![allow(unreachable_pub)] // helpers are `pub` for their sibling modules
 
@@ -16,9 +17,11 @@ mod cli;
 mod connections;
 mod crash;
 mod file_faults;
+mod generated_clients;
 mod hostile;
 mod metrics;
 mod openapi;
+mod openapi_routes;
 mod rate_limit;
 mod request_id;
 mod scale_out;
