@@ -40,6 +40,7 @@ const API_TOKEN_SCHEME: &str = "api_token";
             NotFound,
             Conflict,
             TokenCapReached,
+            PlanWithoutApiAccess,
             PayloadTooLarge,
             ServiceUnavailable,
         ),
@@ -237,7 +238,8 @@ response_component! {
     /// 409: the request conflicts with the current state.
     Conflict => error_response(
         "The token is revoked, expired or already rotated (in its grace period), \
-         so it cannot be rotated; or its successor would be beyond the plan's `max_tokens`.",
+         so it cannot be rotated; or a rotation with a grace period would leave more tokens \
+         authenticating than the plan's `max_tokens` (tokens in grace count).",
         "Token is revoked and cannot be rotated",
     )
     .build()
@@ -250,6 +252,17 @@ response_component! {
          revoke one (or let one expire) to create another.",
         "This account already has 2 active tokens, the most its plan (team) allows; \
          revoke one (or let one expire) to create another",
+    )
+    .build()
+}
+
+response_component! {
+    /// 403 on token creation or rotation: the account's plan has no API access.
+    PlanWithoutApiAccess => error_response_with_body(
+        "The account's plan has no API access, so the account gets no new tokens \
+         (created or rotated) on any surface: move it to a plan with API access first. \
+         The contract's body.",
+        contract_example(FORBIDDEN_BODY),
     )
     .build()
 }

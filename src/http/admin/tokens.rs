@@ -13,8 +13,8 @@ use super::AdminState;
 use crate::gate::TokenGate;
 use crate::http::envelope::{ApiError, JsonBody, PathParam, SuccessEnvelope, success_response};
 use crate::http::openapi::{
-    AdminUnauthorized, BadRequest, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable,
-    TokenCapReached,
+    AdminUnauthorized, BadRequest, Conflict, NotFound, PayloadTooLarge, PlanWithoutApiAccess,
+    ServiceUnavailable, TokenCapReached,
 };
 use crate::http::origin::RequestOrigin;
 use crate::manage::{CreatedToken, RotatedToken, TokenSpec};
@@ -164,6 +164,7 @@ pub(crate) async fn views(
         (status = 201, description = "The new token, plaintext included (shown once)", body = SuccessEnvelope<CreatedTokenView>),
         (status = 400, response = BadRequest),
         (status = 401, response = AdminUnauthorized),
+        (status = 403, response = PlanWithoutApiAccess),
         (status = 404, response = NotFound),
         (status = 409, response = TokenCapReached),
         (status = 413, response = PayloadTooLarge),
@@ -295,6 +296,7 @@ pub(super) async fn revoke_token(
         (status = 201, description = "The new token, plaintext included (shown once)", body = SuccessEnvelope<CreatedTokenView>),
         (status = 400, response = BadRequest),
         (status = 401, response = AdminUnauthorized),
+        (status = 403, response = PlanWithoutApiAccess),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
