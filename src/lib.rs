@@ -149,7 +149,8 @@ pub use limit::{Decision, LimitError, LimiterFailurePolicy};
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use limit::{RedisLimiterConfig, RedisRateLimiter};
 pub use manage::{
-    Actor, CreatedToken, LeakOutcome, LeakReport, ManageError, Management, RotatedToken, TokenSpec,
+    Actor, CreatedToken, LeakOutcome, LeakReport, ManageError, Management, PlanUpdate,
+    RotatedToken, TokenSpec,
 };
 pub use metrics::Metrics;
 pub use principal::{MissingTokenGateLayer, Principal};
