@@ -142,6 +142,13 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) settings_trusted_proxies: String,
 
+    /// Try the Settings > API Tokens page without an auth proxy: every request
+    /// from this machine is signed in as ACCOUNT (created on the pro plan if
+    /// missing). Only on a loopback BIND_ADDR, never in production; a flag
+    /// only (no variable), so it cannot be left on in a .env file.
+    #[arg(long, value_name = "ACCOUNT")]
+    pub(crate) settings_demo_user: Option<String>,
+
     /// Deadline of the whole shutdown on SIGTERM/SIGINT, in seconds: requests
     /// in flight get up to three quarters of it, saving last-use times and
     /// rate-limit windows the rest; then the process exits, even if the
@@ -248,6 +255,32 @@ impl ServeArgs {
             );
         }
         Ok(Some(ProxyHeaderSignIn::new(header, trusted)))
+    }
+
+    /// The account `--settings-demo-user` signs in, refused unless the server
+    /// listens on loopback only and no auth proxy is configured.
+    pub(crate) fn settings_demo_user(&self, bind_addr: SocketAddr) -> Result<Option<&str>, String> {
+        let Some(account) = self.settings_demo_user.as_deref() else {
+            return Ok(None);
+        };
+        if self
+            .settings_auth_header
+            .as_deref()
+            .is_some_and(|name| !name.trim().is_empty())
+        {
+            return Err(
+                "--settings-demo-user and SETTINGS_AUTH_HEADER both sign in to the settings page: \
+                 use one (the demo user only to try the page locally)"
+                    .into(),
+            );
+        }
+        if !bind_addr.ip().is_loopback() {
+            return Err(format!(
+                "--settings-demo-user signs in every request as {account:?}, so it works only on a \
+                 loopback BIND_ADDR (e.g. 127.0.0.1:8080), not {bind_addr}"
+            ));
+        }
+        Ok(Some(account))
     }
 
     /// `BIND_ADDR` as a socket address, resolving a host name such as `localhost`.

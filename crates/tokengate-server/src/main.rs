@@ -101,11 +101,15 @@ async fn run(cli: Cli) -> Result<(), String> {
                 config::load_github_keys(path)?;
             }
             args.settings_sign_in()?;
+            args.settings_demo_user(bind_addr)?;
+            // Listen before touching the database: a port in use leaves no
+            // database (nor lock) file behind.
+            let listener = serve_command::listen(bind_addr).await?;
             // Before connecting: connecting creates the database file.
             let lock = serve_command::lock_database(&common.database_url, args.create_db)?;
             let store = connect(&common.database_url, Create::Yes).await?;
             migrate(store.as_ref(), &shown).await?;
-            serve_command::serve(common, args, bind_addr, store, lock).await
+            serve_command::serve(common, args, listener, store, lock).await
         }
         Command::Migrate => {
             let store = connect(&common.database_url, Create::Yes).await?;

@@ -1247,3 +1247,38 @@ async fn a_wrong_postgres_database_is_refused_not_migrated() {
     let run = cli.run_with(&env, &["plan", "list"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 }
+
+/// A port in use fails the start before any file is made: no database, no
+/// lock file, no admin token shown.
+#[test]
+fn a_port_in_use_leaves_no_database_files() {
+    let cli = Cli::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut env = cli.env.clone();
+    env.retain(|(k, _)| k != "ADMIN_TOKEN");
+    let run = Run::from(crate::process::cli_within(
+        cli.path(),
+        &env.into_iter()
+            .map(|(k, v)| {
+                if k == "BIND_ADDR" {
+                    (k, addr.clone())
+                } else {
+                    (k, v)
+                }
+            })
+            .collect::<Vec<_>>(),
+        &["serve"],
+        Duration::from_secs(30),
+    ));
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("cannot listen on"), "{}", run.stderr);
+    assert!(!run.stderr.contains("tgadmin_"), "{}", run.stderr);
+    // (cli_within keeps the process's output in cli-*.out / cli-*.err.)
+    let files: Vec<_> = std::fs::read_dir(cli.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with("cli-"))
+        .collect();
+    assert!(files.is_empty(), "files left behind: {files:?}");
+}
