@@ -84,3 +84,37 @@ fn readme_rust_snippets_are_compiled_doctests() {
         );
     }
 }
+
+/// What a newcomer pastes from the README does what it says: `cargo install`
+/// builds with the tested dependency versions (`--locked`; without it cargo
+/// ignores Cargo.lock and resolves anew), and the embedding snippet is a
+/// whole program that prints where it listens.
+#[test]
+fn readme_installs_locked_and_its_library_snippet_is_a_program() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let installs: Vec<&str> = readme
+        .lines()
+        .filter(|line| line.trim_start().starts_with("cargo install"))
+        .collect();
+    assert!(!installs.is_empty(), "no install line in the README");
+    for line in installs {
+        assert!(line.contains(" --locked "), "not locked: {line}");
+    }
+    let embed = fenced(&readme)
+        .into_iter()
+        .find(|(info, lines)| {
+            info.starts_with("rust") && lines.join("\n").contains("spawn_maintenance")
+        })
+        .expect("the embedding snippet")
+        .1
+        .join("\n");
+    for needed in [
+        "#[tokio::main]",
+        "async fn main()",
+        "println!(\"listening on http://{}\", listener.local_addr()?);",
+        "if gate.account(\"acct_42\").await?.is_none() {",
+    ] {
+        assert!(embed.contains(needed), "{needed} is not in:\n{embed}");
+    }
+}
