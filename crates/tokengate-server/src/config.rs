@@ -311,7 +311,11 @@ impl ServeArgs {
 
 impl Common {
     pub(crate) fn token_format(&self) -> Result<TokenFormat, String> {
-        TokenFormat::new(self.token_prefix.clone()).map_err(|e| e.to_string())
+        // The library's message says "token prefix": name the variable.
+        TokenFormat::new(self.token_prefix.clone()).map_err(|e| {
+            e.to_string()
+                .replacen("invalid token prefix", "invalid TOKEN_PREFIX", 1)
+        })
     }
 
     pub(crate) fn argon2_params(&self) -> Argon2Params {
@@ -340,16 +344,32 @@ pub(crate) fn load_dotenv() -> Result<(), String> {
                     && line.trim_end().ends_with(reported)
                     && dotenvy::from_read_iter(line.as_bytes()).any(|item| item.is_err())
             };
-            let line = contents
+            let found = contents
                 .lines()
-                .position(malformed)
-                .map_or_else(|| "a line".to_owned(), |at| format!("line {}", at + 1));
-            Err(format!(
-                "malformed .env: {line} is not NAME=value (quote a value with spaces)"
-            ))
+                .enumerate()
+                .find(|(_, line)| malformed(line));
+            let line =
+                found.map_or_else(|| "a line".to_owned(), |(at, _)| format!("line {}", at + 1));
+            // Never the line's text: it may hold a secret.
+            let hint = match found.and_then(|(_, text)| unclosed_quote(text)) {
+                Some(quote) => {
+                    format!("opens a {quote} quote it never closes (end the value with {quote})")
+                }
+                None => "is not NAME=value (quote a value with spaces)".to_owned(),
+            };
+            Err(format!("malformed .env: {line} {hint}"))
         }
         Err(e) => Err(format!("cannot read .env: {e}")),
     }
+}
+
+/// The quote a `.env` line's value opens and never closes, if any.
+fn unclosed_quote(line: &str) -> Option<char> {
+    let (_, value) = line.split_once('=')?;
+    let value = value.trim_start();
+    let quote = value.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let closed = value[1..].contains(quote);
+    (!closed).then_some(quote)
 }
 
 /// Checks a `sqlite:` URL for what SQLite would report badly or not at all: no

@@ -970,6 +970,21 @@ fn a_malformed_env_file_is_an_error_without_echoing_it() {
     // Help still works.
     cli.ok(&["--help"]);
 
+    // An unclosed quote gets its own hint (not "quote a value"), still without
+    // the value.
+    for quote in ['"', '\''] {
+        std::fs::write(
+            cli.path().join(".env"),
+            format!("TOKEN_PREFIX=iit_\nADMIN_TOKEN={quote}{secret}\nLOG_FORMAT=text\n"),
+        )
+        .unwrap();
+        let stderr = cli.fails(
+            &["plan", "list"],
+            &format!("malformed .env: line 2 opens a {quote} quote it never closes"),
+        );
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+
     // A well-formed one is read: its bad value is reported by name.
     std::fs::write(cli.path().join(".env"), "LOG_FORMAT=yaml\n").unwrap();
     cli.fails(&["migrate"], r#"invalid LOG_FORMAT "yaml""#);
