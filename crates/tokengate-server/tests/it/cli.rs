@@ -1297,3 +1297,29 @@ fn a_port_in_use_leaves_no_database_files() {
         .collect();
     assert!(files.is_empty(), "files left behind: {files:?}");
 }
+
+/// stderr redirected to a file or a pipe (as systemd, Docker and these tests
+/// do) carries no ANSI colour codes: not in the server's log, not in the
+/// CLI's messages, not in usage errors.
+#[test]
+fn stderr_has_no_ansi_codes_when_it_is_not_a_terminal() {
+    let mut cli = Cli::migrated();
+    cli.unset("ADMIN_TOKEN"); // the generated-token banner too
+    let server = Server::start(cli.path(), &cli.env);
+    let log = server.log_text();
+    assert!(log.contains("listening on"), "{log}");
+    let mut outputs = vec![log];
+    drop(server);
+    for args in [
+        &["plan", "list"][..],
+        &["account", "set", "acct_1", "--plan", "nope"],
+        &["token", "frobnicate"],
+        &["token", "create", "acct_1"],
+        &["-v", "plan", "list"],
+    ] {
+        outputs.push(cli.run(args).stderr);
+    }
+    for stderr in outputs {
+        assert!(!stderr.contains('\x1b'), "ANSI codes in: {stderr:?}");
+    }
+}
