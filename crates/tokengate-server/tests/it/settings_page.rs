@@ -812,7 +812,6 @@ async fn settings_page_first_visit_unknown_account_and_demo_user_in_chromium() {
     page.full_page_screenshot(screenshot("settings-no-account-375"), 375, 800)
         .await
         .unwrap();
-    drop(page);
     drop(server);
 
     // The demo user: the page works with nothing in front of it.
