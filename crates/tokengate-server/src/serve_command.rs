@@ -79,7 +79,7 @@ pub(crate) async fn serve(
     }
     tracing::info!(
         address = %local,
-        database = %redact_url(&common.database_url),
+        database = %crate::database_name(&common.database_url),
         max_connections = config.max_connections(),
         "tokengate listening on http://{local}"
     );
