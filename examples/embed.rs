@@ -21,9 +21,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use axum::response::Response;
 use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{Value, json};
+use http::StatusCode;
+use serde_json::json;
+use tokengate::http::success_response;
 use tokengate::{Plan, Principal, SqliteStore, TokenGate, TokenSpec, TokenStore, require_scope};
 use tracing_subscriber::EnvFilter;
 
@@ -38,16 +41,15 @@ async fn hello(principal: Principal) -> String {
 }
 
 /// `GET /api/v1/usage`: the caller's limits, in the same envelope as
-/// tokengate's answers. Needs the `usage:read` scope.
-async fn usage(principal: Principal) -> Json<Value> {
-    Json(json!({
-        "success": true,
-        "data": {
-            "account_id": principal.account_id(),
-            "plan": principal.plan(),
-            "requests_per_hour": principal.requests_per_hour(),
-        }
-    }))
+/// tokengate's answers (`{"success": true, "data": ...}`, written the same
+/// way). Needs the `usage:read` scope.
+async fn usage(principal: Principal) -> Response {
+    let data = json!({
+        "account_id": principal.account_id(),
+        "plan": principal.plan(),
+        "requests_per_hour": principal.requests_per_hour(),
+    });
+    success_response(StatusCode::OK, &data)
 }
 
 /// `GET /health` (open) and `GET /api/v1/ping` (guarded): the same answer.

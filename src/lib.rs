@@ -18,11 +18,12 @@
 //! A complete app, as it should run in production: the peer address for the
 //! audit log and the settings page, the rate-limit windows saved at the last
 //! shutdown restored before serving, and a graceful shutdown that writes
-//! what is pending.
+//! what is pending. It is a whole `main.rs`: with `tokengate = "0.2"`,
+//! `axum = "0.8"` and `tokio = { version = "1", features = ["macros",
+//! "rt-multi-thread", "net", "signal"] }` in `[dependencies]`, `cargo run`
+//! serves on `127.0.0.1:3000` and prints the address.
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::net::SocketAddr;
 //! use std::sync::Arc;
 //! use axum::{Router, routing::get};
@@ -32,50 +33,59 @@
 //!     format!("hello, {} on {}", principal.account_id(), principal.plan())
 //! }
 //!
-//! // One SQLite file, created if missing; the migrations are embedded.
-//! # let dir = tempfile::tempdir()?;
-//! # let url = format!("sqlite://{}", dir.path().join("tokengate.db").display());
-//! # /*
-//! let url = "sqlite://tokengate.db";
-//! # */
-//! let store = SqliteStore::connect(&url).await?;
-//! store.migrate().await?;
-//!
-//! // The gate: argon2id verification, a verified-token cache, the limiter,
-//! // and the scopes your routes may require.
-//! let gate = TokenGate::builder(Arc::new(store))
-//!     .with_scopes(["reports:read", "reports:write"])
-//!     .build()?;
-//! gate.restore_rate_windows().await?; // the windows saved at the last shutdown
-//! let maintenance = gate.spawn_maintenance(); // change feed, last use, usage, pruning
-//!
-//! // Mint a token for a Pro account; its plaintext exists only in `created`.
-//! gate.set_account_plan("acct_42", "pro").await?;
-//! let created = gate.create_token("acct_42", "CI", None).await?;
-//! println!("shown once: {}", created.token.expose_secret());
-//!
-//! let app = Router::new()
-//!     .route("/api/v1/hello", get(hello))
-//!     .route("/api/v1/reports", get(require_scope!("reports:read", hello)))
-//!     .layer(gate.layer());
-//!
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! # let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-//! # stop.send(()).ok();
-//! axum::serve(
-//!     listener,
-//!     app.into_make_service_with_connect_info::<SocketAddr>(),
-//! )
-//! .with_graceful_shutdown(async {
-//! #   let _ = stopped.await;
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // One SQLite file, created if missing; the migrations are embedded.
+//! #   let dir = tempfile::tempdir()?;
+//! #   let url = format!("sqlite://{}", dir.path().join("tokengate.db").display());
 //! #   /*
-//!     let _ = tokio::signal::ctrl_c().await;
+//!     let url = "sqlite://tokengate.db";
 //! #   */
-//! })
-//! .await?;
-//! maintenance.shutdown().await; // writes last use and usage, saves the windows
-//! # Ok(())
-//! # }
+//!     let store = SqliteStore::connect(&url).await?;
+//!     store.migrate().await?;
+//!
+//!     // The gate: argon2id verification, a verified-token cache, the limiter,
+//!     // and the scopes your routes may require.
+//!     let gate = TokenGate::builder(Arc::new(store))
+//!         .with_scopes(["reports:read", "reports:write"])
+//!         .build()?;
+//!     gate.restore_rate_windows().await?; // the windows saved at the last shutdown
+//!     let maintenance = gate.spawn_maintenance(); // change feed, last use, usage, pruning
+//!
+//!     // On the first start only: a Pro account and a token for it, whose
+//!     // plaintext exists only in `created` (a restart mints nothing).
+//!     if gate.account("acct_42").await?.is_none() {
+//!         gate.set_account_plan("acct_42", "pro").await?;
+//!         let created = gate.create_token("acct_42", "CI", None).await?;
+//!         println!("token for acct_42, shown once: {}", created.token.expose_secret());
+//!     }
+//!
+//!     let app = Router::new()
+//!         .route("/api/v1/hello", get(hello))
+//!         .route("/api/v1/reports", get(require_scope!("reports:read", hello)))
+//!         .layer(gate.layer());
+//!
+//! #   let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! #   /*
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! #   */
+//!     println!("listening on http://{}", listener.local_addr()?);
+//! #   let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! #   stop.send(()).ok();
+//!     axum::serve(
+//!         listener,
+//!         app.into_make_service_with_connect_info::<SocketAddr>(),
+//!     )
+//!     .with_graceful_shutdown(async {
+//! #       let _ = stopped.await;
+//! #       /*
+//!         let _ = tokio::signal::ctrl_c().await;
+//! #       */
+//!     })
+//!     .await?;
+//!     maintenance.shutdown().await; // writes last use and usage, saves the windows
+//!     Ok(())
+//! }
 //! ```
 //!
 //! [`TokenGate`] is the handle everything starts from: its
@@ -149,7 +159,8 @@ pub use limit::{Decision, LimitError, LimiterFailurePolicy};
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use limit::{RedisLimiterConfig, RedisRateLimiter};
 pub use manage::{
-    Actor, CreatedToken, LeakOutcome, LeakReport, ManageError, Management, RotatedToken, TokenSpec,
+    Actor, CreatedToken, LeakOutcome, LeakReport, ManageError, Management, PlanUpdate,
+    RotatedToken, TokenSpec,
 };
 pub use metrics::Metrics;
 pub use principal::{MissingTokenGateLayer, Principal};

@@ -128,8 +128,18 @@ pub fn error_response(status: StatusCode, message: &str) -> Response {
     json_response(status, to_json(&envelope).unwrap_or_default())
 }
 
-/// A success in the envelope: `{"success": true, "data": <data>}`.
-pub(crate) fn success_response<T: Serialize>(status: StatusCode, data: &T) -> Response {
+/// A success in the envelope: `{"success": true, "data": <data>}`, written
+/// byte for byte like tokengate's own answers (so your routes behind the gate
+/// answer in the same style as its 401/403/429).
+///
+/// ```
+/// use http::StatusCode;
+/// use serde_json::json;
+///
+/// let response = tokengate::http::success_response(StatusCode::OK, &json!({"plan": "pro"}));
+/// assert_eq!(response.headers()["content-type"], "application/json");
+/// ```
+pub fn success_response<T: Serialize>(status: StatusCode, data: &T) -> Response {
     #[derive(Serialize)]
     struct Borrowed<'a, T> {
         success: bool,

@@ -22,7 +22,7 @@ mod settings;
 
 pub use admin::admin_router;
 pub use admin_auth::{AdminAuth, AdminTokenOrigin, InvalidAdminToken};
-pub use envelope::{ApiError, SuccessEnvelope, error_response};
+pub use envelope::{ApiError, SuccessEnvelope, error_response, success_response};
 #[cfg(feature = "github-leaks")]
 #[cfg_attr(docsrs, doc(cfg(feature = "github-leaks")))]
 pub use github::{GithubKeys, KeyFileError};

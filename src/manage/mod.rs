@@ -148,6 +148,56 @@ impl TokenSpec {
     }
 }
 
+/// A change to some of an existing plan's settings: each `None` keeps the
+/// plan's current value (unlike [`set_plan`](TokenGate::set_plan), which
+/// replaces the whole plan).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanUpdate {
+    api_access: Option<bool>,
+    requests_per_hour: Option<u32>,
+    account_requests_per_hour: Option<Option<u32>>,
+    max_tokens: Option<Option<u32>>,
+}
+
+impl PlanUpdate {
+    /// Sets whether the plan may call the API.
+    pub fn api_access(mut self, api_access: bool) -> Self {
+        self.api_access = Some(api_access);
+        self
+    }
+
+    /// Sets the requests per token in any rolling hour.
+    pub fn requests_per_hour(mut self, requests_per_hour: u32) -> Self {
+        self.requests_per_hour = Some(requests_per_hour);
+        self
+    }
+
+    /// Sets the account-wide ceiling; `None` removes it.
+    pub fn account_requests_per_hour(mut self, ceiling: Option<u32>) -> Self {
+        self.account_requests_per_hour = Some(ceiling);
+        self
+    }
+
+    /// Sets the cap on live tokens per account; `None` removes it.
+    pub fn max_tokens(mut self, max_tokens: Option<u32>) -> Self {
+        self.max_tokens = Some(max_tokens);
+        self
+    }
+
+    /// `plan` with this update applied.
+    pub(crate) fn apply(&self, plan: &Plan) -> Plan {
+        Plan {
+            name: plan.name.clone(),
+            api_access: self.api_access.unwrap_or(plan.api_access),
+            requests_per_hour: self.requests_per_hour.unwrap_or(plan.requests_per_hour),
+            account_requests_per_hour: self
+                .account_requests_per_hour
+                .unwrap_or(plan.account_requests_per_hour),
+            max_tokens: self.max_tokens.unwrap_or(plan.max_tokens),
+        }
+    }
+}
+
 /// Why a management operation failed. Each variant carries what a message
 /// needs to say what to do; every boundary (admin API, settings page, CLI)
 /// words it for its audience.
@@ -293,6 +343,11 @@ impl TokenGate {
     /// Creates or replaces a plan, as `app`.
     pub async fn set_plan(&self, plan: &Plan) -> Result<Plan, ManageError> {
         self.as_app().set_plan(plan).await
+    }
+
+    /// Changes some of an existing plan's settings and keeps the rest, as `app`.
+    pub async fn update_plan(&self, name: &str, update: &PlanUpdate) -> Result<Plan, ManageError> {
+        self.as_app().update_plan(name, update).await
     }
 
     /// Every plan, by name.

@@ -10,7 +10,7 @@ use super::rules::{
     adds_a_live_token, check_api_access, check_rotatable, closest, grace_ends, inserted, invalid,
     old_token_stops, validate_account_id, validate_expiry, validate_plan_name, validate_token_name,
 };
-use super::{Actor, CreatedToken, MAX_GRACE, ManageError, RotatedToken, TokenSpec};
+use super::{Actor, CreatedToken, MAX_GRACE, ManageError, PlanUpdate, RotatedToken, TokenSpec};
 use crate::gate::TokenGate;
 use crate::scope::Scopes;
 use crate::store::{
@@ -395,26 +395,44 @@ impl<'g> Management<'g> {
     /// Creates or replaces a plan; takes effect on the next request of every
     /// token on it.
     pub async fn set_plan(&self, plan: &Plan) -> Result<Plan, ManageError> {
-        let name = plan.name.as_str();
-        validate_plan_name(name)?;
-        // With a limit of 0 every request would be a 429 whose "try again
-        // in N seconds" never comes true.
-        if plan.api_access && plan.requests_per_hour == 0 {
-            return Err(invalid(
-                "requests_per_hour must be at least 1 for a plan with API access",
-            ));
-        }
-        if plan.api_access && plan.account_requests_per_hour == Some(0) {
-            return Err(invalid(
-                "account_requests_per_hour must be at least 1 (or null for no ceiling) for a plan with API access",
-            ));
-        }
-        let now = self.gate.now();
+        validate_plan_name(&plan.name)?;
+        check_plan_limits(plan)?;
         let mut tx = self.begin().await?;
-        let previous = tx.plan(name).await?;
+        let previous = tx.plan(&plan.name).await?;
+        self.write_plan(tx, previous, plan).await
+    }
+
+    /// Changes some of an existing plan's settings and keeps the others;
+    /// takes effect on the next request of every token on it.
+    pub async fn update_plan(&self, name: &str, update: &PlanUpdate) -> Result<Plan, ManageError> {
+        validate_plan_name(name)?;
+        let mut tx = self.begin().await?;
+        let Some(previous) = tx.plan(name).await? else {
+            drop(tx);
+            let plans = self.gate.plans().await.unwrap_or_default();
+            return Err(ManageError::UnknownPlan {
+                plan: name.to_owned(),
+                closest: closest(name, plans.iter().map(|p| p.name.as_str())),
+            });
+        };
+        let plan = update.apply(&previous);
+        check_plan_limits(&plan)?;
+        self.write_plan(tx, Some(previous), &plan).await
+    }
+
+    /// Stores `plan` (which was `previous`) with its change-feed row and
+    /// audit event, in `tx`.
+    async fn write_plan(
+        &self,
+        mut tx: Box<dyn WriteTx>,
+        previous: Option<Plan>,
+        plan: &Plan,
+    ) -> Result<Plan, ManageError> {
+        let name = plan.name.as_str();
         if previous.as_ref() == Some(plan) {
             return Ok(plan.clone());
         }
+        let now = self.gate.now();
         tx.upsert_plan(plan).await?;
         let change = Change::Plan(name.to_owned());
         tx.record_change(&change, now).await?;
@@ -437,6 +455,22 @@ impl<'g> Management<'g> {
         );
         Ok(plan.clone())
     }
+}
+
+/// A plan's limits that would make no sense: with a limit of 0 every request
+/// would be a 429 whose "try again in N seconds" never comes true.
+fn check_plan_limits(plan: &Plan) -> Result<(), ManageError> {
+    if plan.api_access && plan.requests_per_hour == 0 {
+        return Err(invalid(
+            "requests_per_hour must be at least 1 for a plan with API access",
+        ));
+    }
+    if plan.api_access && plan.account_requests_per_hour == Some(0) {
+        return Err(invalid(
+            "account_requests_per_hour must be at least 1 (or null for no ceiling) for a plan with API access",
+        ));
+    }
+    Ok(())
 }
 
 /// RFC 3339 text of a time, for audit details.

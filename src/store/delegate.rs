@@ -35,6 +35,37 @@ where
     Ok(applied(pool).await?.saturating_sub(before))
 }
 
+/// How many of `migrator`'s migrations are not applied in `pool`'s database.
+/// Reads only: `table_exists` says whether sqlx's `_sqlx_migrations` table is
+/// there (each backend asks its own catalog), so nothing is created.
+pub(crate) async fn pending_migrations<DB>(
+    migrator: &sqlx::migrate::Migrator,
+    pool: &sqlx::Pool<DB>,
+    table_exists: bool,
+) -> Result<usize, StoreError>
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+{
+    use sqlx::migrate::Migrate;
+    let applied: std::collections::HashSet<i64> = if table_exists {
+        let mut connection = pool.acquire().await.map_err(StoreError::unavailable)?;
+        connection
+            .list_applied_migrations()
+            .await
+            .map_err(StoreError::unavailable)?
+            .into_iter()
+            .map(|migration| migration.version)
+            .collect()
+    } else {
+        Default::default()
+    };
+    Ok(migrator
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+        .count())
+}
+
 /// Implements [`CredentialStore`] and [`AdminStore`] for a backend type by
 /// delegating to its `sql: SqlStore<_>` field.
 macro_rules! delegate_store {

@@ -73,6 +73,16 @@ impl TokenStore for PostgresStore {
         crate::store::delegate::run_migrations(&MIGRATOR, self.pool()).await
     }
 
+    async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        // `to_regclass` resolves the name on the search path, as sqlx does.
+        let table_exists: bool =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                .fetch_one(self.pool())
+                .await
+                .map_err(StoreError::unavailable)?;
+        crate::store::delegate::pending_migrations(&MIGRATOR, self.pool(), table_exists).await
+    }
+
     async fn close(&self) {
         self.pool().close().await;
     }

@@ -135,6 +135,17 @@ impl TokenStore for SqliteStore {
         crate::store::delegate::run_migrations(&MIGRATOR, self.pool()).await
     }
 
+    async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        let table_exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master \
+             WHERE type = 'table' AND name = '_sqlx_migrations')",
+        )
+        .fetch_one(self.pool())
+        .await
+        .map_err(StoreError::unavailable)?;
+        crate::store::delegate::pending_migrations(&MIGRATOR, self.pool(), table_exists).await
+    }
+
     async fn close(&self) {
         self.pool().close().await;
     }
@@ -402,6 +413,29 @@ mod tests {
             .unwrap();
         assert_eq!(stored, "2026-11-26T10:00:01.000Z");
         assert_eq!(store.latest_change().await.unwrap(), 1);
+    }
+
+    /// Counting pending migrations creates nothing: the CLI's read commands
+    /// rely on it to refuse a database that was never migrated.
+    #[tokio::test]
+    async fn pending_migrations_are_counted_without_creating_anything() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        let all = MIGRATOR.iter().count();
+        assert!(all >= 2);
+        assert_eq!(store.pending_migrations().await.unwrap(), all);
+        let tables: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(tables, 0, "counting created something");
+        assert_eq!(store.migrate().await.unwrap(), all);
+        assert_eq!(store.pending_migrations().await.unwrap(), 0);
+        // One migration forgotten: one pending.
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(store.pending_migrations().await.unwrap(), 1);
     }
 
     #[cfg(unix)]

@@ -175,6 +175,13 @@ pub trait WriteTx: Send {
 pub trait TokenStore: CredentialStore + AdminStore {
     /// Applies pending migrations; returns how many were applied.
     async fn migrate(&self) -> Result<usize, StoreError>;
+    /// How many embedded migrations the database lacks, without applying
+    /// or creating anything (a database that was never migrated lacks all).
+    /// Tools that must not change a schema by surprise check it. The
+    /// default (for test doubles) answers 0.
+    async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
     /// Closes connections (at shutdown). The default does nothing.
     async fn close(&self) {}
 }

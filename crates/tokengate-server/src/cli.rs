@@ -99,20 +99,6 @@ pub(crate) enum Command {
     AdminTokenReset,
 }
 
-impl Command {
-    /// Whether this command may create a missing database: only those that
-    /// set something up. The others name the database they looked for.
-    pub(crate) fn creates_database(&self) -> bool {
-        matches!(
-            self,
-            Command::Serve(_)
-                | Command::Migrate
-                | Command::Plan(PlanCommand::Set { .. })
-                | Command::Account(AccountCommand::Set { .. })
-        )
-    }
-}
-
 #[derive(Subcommand)]
 pub(crate) enum AdminTokenCommand {
     /// Replace the stored admin token with a new one, printed once on stdout;
@@ -123,23 +109,30 @@ pub(crate) enum AdminTokenCommand {
 
 #[derive(Subcommand)]
 pub(crate) enum PlanCommand {
-    /// Create or edit a plan; running servers apply it on the next request.
+    /// Create a plan, or change the settings of one you name (the others are
+    /// kept); running servers apply it on the next request.
     Set {
         /// Plan name (a-z, 0-9, '_', '-').
         name: String,
-        /// Whether the plan may call the API.
+        /// Whether the plan may call the API (needed for a new plan).
         #[arg(long, action = clap::ArgAction::Set)]
-        api_access: bool,
-        /// Requests per token in any rolling hour.
+        api_access: Option<bool>,
+        /// Requests per token in any rolling hour (needed for a new plan).
         #[arg(long)]
-        requests_per_hour: u32,
+        requests_per_hour: Option<u32>,
         /// Requests for all of an account's tokens together in any rolling hour
-        /// (default: no account-wide ceiling).
+        /// (a new plan has no account-wide ceiling).
         #[arg(long)]
         account_requests_per_hour: Option<u32>,
-        /// Most live tokens per account (default: no cap).
+        /// Remove the account-wide ceiling.
+        #[arg(long, conflicts_with = "account_requests_per_hour")]
+        clear_account_requests_per_hour: bool,
+        /// Most live tokens per account (a new plan has no cap).
         #[arg(long)]
         max_tokens: Option<u32>,
+        /// Remove the cap on live tokens.
+        #[arg(long, conflicts_with = "max_tokens")]
+        clear_max_tokens: bool,
     },
     /// List plans.
     List,

@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokengate::http::AdminAuth;
 use tokengate::{
-    Actor, AuditQuery, ManageError, Management, Plan, TokenGate, TokenId, TokenRecord, TokenSpec,
-    TokenStore,
+    Actor, AuditQuery, ManageError, Management, Plan, PlanUpdate, TokenGate, TokenId, TokenRecord,
+    TokenSpec, TokenStore,
 };
 
 use crate::cli::{AccountCommand, AdminTokenCommand, Command, PlanCommand, TokenCommand};
@@ -121,9 +121,17 @@ pub(crate) async fn run_management(
     let describe = |e: ManageError| describe(e, database);
     // Changes are recorded in the audit log as made by `cli`.
     let acting = gate.acting_as(Actor::new("cli"));
+    // `-v` names the database before anything else; a change names it
+    // first among its confirmations either way (a failure's one line names
+    // it where it matters), so no change is made unseen in the wrong one.
     if verbose {
         eprintln!("database: {database}");
     }
+    let changed_in = || {
+        if !verbose {
+            eprintln!("database: {database}");
+        }
+    };
     match command {
         Command::Serve(_) | Command::Migrate => unreachable!("handled by main"),
         Command::Plan(PlanCommand::Set {
@@ -131,12 +139,56 @@ pub(crate) async fn run_management(
             api_access,
             requests_per_hour,
             account_requests_per_hour,
+            clear_account_requests_per_hour,
             max_tokens,
+            clear_max_tokens,
         }) => {
-            let plan = Plan::new(name, api_access, requests_per_hour)
-                .with_account_requests_per_hour(account_requests_per_hour)
-                .with_max_tokens(max_tokens);
-            let plan = acting.set_plan(&plan).await.map_err(describe)?;
+            let ceiling = if clear_account_requests_per_hour {
+                Some(None)
+            } else {
+                account_requests_per_hour.map(Some)
+            };
+            let max_tokens = if clear_max_tokens {
+                Some(None)
+            } else {
+                max_tokens.map(Some)
+            };
+            let exists = gate
+                .plans()
+                .await
+                .map_err(describe)?
+                .iter()
+                .any(|plan| plan.name == name);
+            let plan = if exists {
+                let mut update = PlanUpdate::default();
+                if let Some(api_access) = api_access {
+                    update = update.api_access(api_access);
+                }
+                if let Some(requests_per_hour) = requests_per_hour {
+                    update = update.requests_per_hour(requests_per_hour);
+                }
+                if let Some(ceiling) = ceiling {
+                    update = update.account_requests_per_hour(ceiling);
+                }
+                if let Some(max_tokens) = max_tokens {
+                    update = update.max_tokens(max_tokens);
+                }
+                acting.update_plan(&name, &update).await
+            } else {
+                let (Some(api_access), Some(requests_per_hour)) = (api_access, requests_per_hour)
+                else {
+                    return Err(format!(
+                        "plan {name:?} does not exist yet: a new plan needs --api-access and \
+                         --requests-per-hour (`tokengate plan list` shows the existing ones)"
+                    ));
+                };
+                let plan = Plan::new(name, api_access, requests_per_hour)
+                    .with_account_requests_per_hour(ceiling.flatten())
+                    .with_max_tokens(max_tokens.flatten());
+                acting.set_plan(&plan).await
+            }
+            .map_err(describe)?;
+            changed_in();
             eprintln!(
                 "plan {}: api_access={} requests_per_hour={} account_requests_per_hour={} max_tokens={}",
                 plan.name,
@@ -219,6 +271,7 @@ pub(crate) async fn run_management(
                 .set_account_plan(&account_id, &plan)
                 .await
                 .map_err(describe)?;
+            changed_in();
             eprintln!("account {}: plan {}", account.id, account.plan);
         }
         Command::Account(AccountCommand::Show { account_id }) => {
@@ -250,6 +303,7 @@ pub(crate) async fn run_management(
                 .await
                 .map_err(describe)?;
             let _ = writeln!(out, "{}", created.token.expose_secret());
+            changed_in();
             eprintln!(
                 "Created token {} ({:?}) for account {}.\nThis is the only time the token is shown: store it now.",
                 created.record.id, created.record.name, created.record.account_id
@@ -307,6 +361,7 @@ pub(crate) async fn run_management(
         Command::Token(TokenCommand::Revoke { token_id }) => {
             let id = parse_token_id(&token_id)?;
             let token = acting.revoke_token(&id).await.map_err(describe)?;
+            changed_in();
             eprintln!(
                 "token {} revoked at {}",
                 token.id,
@@ -328,6 +383,7 @@ pub(crate) async fn run_management(
                 .await
                 .map_err(describe)?;
             let _ = writeln!(out, "{}", rotated.token.expose_secret());
+            changed_in();
             let old_stops = rotated.old.revoked_at.or(rotated.old.expires_at);
             eprintln!(
                 "Rotated {} -> {}; the old token stops at {}.\nThis is the only time the new token is shown: store it now.",
@@ -341,6 +397,7 @@ pub(crate) async fn run_management(
                 .await
                 .map_err(|e| format!("database {database} unavailable: {e}"))?;
             let _ = writeln!(out, "{}", token.expose_secret());
+            changed_in();
             eprintln!(
                 "New admin token stored in {database} (only its SHA-256). Restart the server to use it.\nThis is the only time it is shown: store it now."
             );

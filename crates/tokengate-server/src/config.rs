@@ -142,6 +142,13 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) settings_trusted_proxies: String,
 
+    /// Try the Settings > API Tokens page without an auth proxy: every request
+    /// from this machine is signed in as ACCOUNT (created on the pro plan if
+    /// missing). Only on a loopback BIND_ADDR, never in production; a flag
+    /// only (no variable), so it cannot be left on in a .env file.
+    #[arg(long, value_name = "ACCOUNT")]
+    pub(crate) settings_demo_user: Option<String>,
+
     /// Deadline of the whole shutdown on SIGTERM/SIGINT, in seconds: requests
     /// in flight get up to three quarters of it, saving last-use times and
     /// rate-limit windows the rest; then the process exits, even if the
@@ -250,6 +257,32 @@ impl ServeArgs {
         Ok(Some(ProxyHeaderSignIn::new(header, trusted)))
     }
 
+    /// The account `--settings-demo-user` signs in, refused unless the server
+    /// listens on loopback only and no auth proxy is configured.
+    pub(crate) fn settings_demo_user(&self, bind_addr: SocketAddr) -> Result<Option<&str>, String> {
+        let Some(account) = self.settings_demo_user.as_deref() else {
+            return Ok(None);
+        };
+        if self
+            .settings_auth_header
+            .as_deref()
+            .is_some_and(|name| !name.trim().is_empty())
+        {
+            return Err(
+                "--settings-demo-user and SETTINGS_AUTH_HEADER both sign in to the settings page: \
+                 use one (the demo user only to try the page locally)"
+                    .into(),
+            );
+        }
+        if !bind_addr.ip().is_loopback() {
+            return Err(format!(
+                "--settings-demo-user signs in every request as {account:?}, so it works only on a \
+                 loopback BIND_ADDR (e.g. 127.0.0.1:8080), not {bind_addr}"
+            ));
+        }
+        Ok(Some(account))
+    }
+
     /// `BIND_ADDR` as a socket address, resolving a host name such as `localhost`.
     pub(crate) async fn bind_addr(&self) -> Result<SocketAddr, String> {
         let text = self.bind_addr.as_str();
@@ -278,7 +311,11 @@ impl ServeArgs {
 
 impl Common {
     pub(crate) fn token_format(&self) -> Result<TokenFormat, String> {
-        TokenFormat::new(self.token_prefix.clone()).map_err(|e| e.to_string())
+        // The library's message says "token prefix": name the variable.
+        TokenFormat::new(self.token_prefix.clone()).map_err(|e| {
+            e.to_string()
+                .replacen("invalid token prefix", "invalid TOKEN_PREFIX", 1)
+        })
     }
 
     pub(crate) fn argon2_params(&self) -> Argon2Params {
@@ -307,16 +344,32 @@ pub(crate) fn load_dotenv() -> Result<(), String> {
                     && line.trim_end().ends_with(reported)
                     && dotenvy::from_read_iter(line.as_bytes()).any(|item| item.is_err())
             };
-            let line = contents
+            let found = contents
                 .lines()
-                .position(malformed)
-                .map_or_else(|| "a line".to_owned(), |at| format!("line {}", at + 1));
-            Err(format!(
-                "malformed .env: {line} is not NAME=value (quote a value with spaces)"
-            ))
+                .enumerate()
+                .find(|(_, line)| malformed(line));
+            let line =
+                found.map_or_else(|| "a line".to_owned(), |(at, _)| format!("line {}", at + 1));
+            // Never the line's text: it may hold a secret.
+            let hint = match found.and_then(|(_, text)| unclosed_quote(text)) {
+                Some(quote) => {
+                    format!("opens a {quote} quote it never closes (end the value with {quote})")
+                }
+                None => "is not NAME=value (quote a value with spaces)".to_owned(),
+            };
+            Err(format!("malformed .env: {line} {hint}"))
         }
         Err(e) => Err(format!("cannot read .env: {e}")),
     }
+}
+
+/// The quote a `.env` line's value opens and never closes, if any.
+fn unclosed_quote(line: &str) -> Option<char> {
+    let (_, value) = line.split_once('=')?;
+    let value = value.trim_start();
+    let quote = value.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let closed = value[1..].contains(quote);
+    (!closed).then_some(quote)
 }
 
 /// Checks a `sqlite:` URL for what SQLite would report badly or not at all: no

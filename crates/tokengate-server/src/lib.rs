@@ -11,5 +11,8 @@ pub mod demo;
 mod openapi;
 mod ops;
 mod request_id;
+mod settings_sign_in;
 mod stack;
 mod state;
+
+pub use settings_sign_in::SettingsSignIn;

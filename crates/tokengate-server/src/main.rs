@@ -91,7 +91,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         .argon2_params()
         .validate()
         .map_err(|e| e.to_string())?;
-    let shown = redact_url(&common.database_url);
+    let shown = database_name(&common.database_url);
     match command {
         Command::Serve(args) => {
             let bind_addr = args.bind_addr().await?;
@@ -101,11 +101,15 @@ async fn run(cli: Cli) -> Result<(), String> {
                 config::load_github_keys(path)?;
             }
             args.settings_sign_in()?;
+            args.settings_demo_user(bind_addr)?;
+            // Listen before touching the database: a port in use leaves no
+            // database (nor lock) file behind.
+            let listener = serve_command::listen(bind_addr).await?;
             // Before connecting: connecting creates the database file.
             let lock = serve_command::lock_database(&common.database_url, args.create_db)?;
             let store = connect(&common.database_url, Create::Yes).await?;
             migrate(store.as_ref(), &shown).await?;
-            serve_command::serve(common, args, bind_addr, store, lock).await
+            serve_command::serve(common, args, listener, store, lock).await
         }
         Command::Migrate => {
             let store = connect(&common.database_url, Create::Yes).await?;
@@ -122,17 +126,21 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         other => {
-            // Only commands that set something up may create the database;
-            // the others name the one they looked for instead.
-            let create = if other.creates_database() {
-                Create::Yes
-            } else {
-                Create::No
-            };
-            let store = connect(&common.database_url, create).await?;
-            let applied = migrate(store.as_ref(), &shown).await?;
-            if applied > 0 && create == Create::Yes && common.verbose {
-                eprintln!("database {shown}: applied {applied} migrations");
+            // Only `migrate` and `serve` create a database or change its
+            // schema: anything else on a missing or outdated database stops
+            // here, naming it, before it could act on the wrong one.
+            let store = connect(&common.database_url, Create::No).await?;
+            let pending = store
+                .pending_migrations()
+                .await
+                .map_err(|e| format!("cannot read database {shown}: {}", root_cause(&e)))?;
+            if pending > 0 {
+                store.close().await;
+                return Err(format!(
+                    "database {shown} lacks {pending} of tokengate's migrations (never migrated, \
+                     or older than this tokengate): if it is the server's database, run \
+                     `tokengate migrate` with the same DATABASE_URL; else point DATABASE_URL at it"
+                ));
             }
             let gate = build_gate(&common, Arc::clone(&store), None)?;
             commands::run_management(other, gate, store.as_ref(), &shown, common.verbose).await
@@ -162,16 +170,23 @@ async fn connect(url: &str, create: Create) -> Result<Arc<dyn TokenStore>, Strin
             && let Some(path) = config::sqlite_file(url)
             && !path.exists()
         {
-            let cwd = std::env::current_dir()
-                .ok()
-                .filter(|_| path.is_relative())
-                .map(|dir| format!(" (relative to {})", dir.display()))
-                .unwrap_or_default();
             return Err(format!(
-                "no database at {}{cwd}: DATABASE_URL is {shown}. Point DATABASE_URL at the \
-                 server's database, or create one with `tokengate migrate`",
-                path.display()
+                "no database at {} (DATABASE_URL is {shown}{relative}): if the server's \
+                 database is elsewhere, point DATABASE_URL at it (an absolute \
+                 sqlite:///path/to/tokengate.db); to create one here, run `tokengate migrate`",
+                database_name(url),
+                relative = if path.is_relative() {
+                    ", relative to the working directory"
+                } else {
+                    ""
+                },
             ));
+        }
+        if create == Create::No {
+            let store = SqliteStore::connect_existing(url)
+                .await
+                .map_err(|e| format!("cannot open database {shown}: {}", root_cause(&e)))?;
+            return Ok(Arc::new(store));
         }
         let store = SqliteStore::connect(url)
             .await
@@ -237,6 +252,19 @@ fn root_cause(e: &StoreError) -> String {
         source = next;
     }
     source.to_string().replace('\n', " ")
+}
+
+/// The database as messages name it: a SQLite file by its absolute path
+/// (so a relative `DATABASE_URL` shows where it resolved), anything else by
+/// its URL without the password.
+fn database_name(url: &str) -> String {
+    match config::sqlite_file(url) {
+        Some(path) => std::path::absolute(&path)
+            .unwrap_or(path)
+            .display()
+            .to_string(),
+        None => redact_url(url),
+    }
 }
 
 /// A database URL without its password, for messages.

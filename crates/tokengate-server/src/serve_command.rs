@@ -21,6 +21,8 @@ use tokengate_server::serve_lock::{self, ServeLock};
 use tokengate_server::server::{AppState, app};
 use tokio::time::Instant;
 
+use tokengate_server::SettingsSignIn;
+
 use crate::config::{self, Common, ServeArgs};
 use crate::{build_gate, redact_url, root_cause};
 
@@ -29,16 +31,14 @@ use crate::{build_gate, redact_url, root_cause};
 pub(crate) async fn serve(
     common: Common,
     args: ServeArgs,
-    bind_addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     store: Arc<dyn TokenStore>,
     mut lock: Option<ServeLock>,
 ) -> Result<(), String> {
     let gate = build_gate(&common, Arc::clone(&store), Some(&args))?;
-    // Listen first: if the port is taken, fail before an admin token is
-    // generated and shown (to a log nobody reads, since the server is not up).
-    let listener = tokio::net::TcpListener::bind(bind_addr)
-        .await
-        .map_err(|e| bind_error(bind_addr, &e))?;
+    // The listener is bound before anything else: if the port is taken,
+    // the server fails before an admin token is generated and shown (to a
+    // log nobody reads) and before a database file is created.
     let admin = admin_credential(&args, store.as_ref()).await?;
     // The rate-limit windows saved at the last shutdown: a restart does not
     // give every token a fresh hour.
@@ -58,12 +58,20 @@ pub(crate) async fn serve(
         tracing::info!(file = %path.display(), keys = ids.len(), "POST /leaks/github enabled (GitHub secret scanning)");
         state = state.with_github_keys(keys, Some(path.clone()));
     }
-    let settings = args.settings_sign_in()?;
+    let settings: Option<SettingsSignIn> = match &args.settings_demo_user {
+        Some(account) => {
+            demo_account(&gate, account).await?;
+            Some(SettingsSignIn::Demo(account.clone()))
+        }
+        None => args.settings_sign_in()?.map(Into::into),
+    };
     if let Some(sign_in) = &settings {
         state = state.with_settings(sign_in.clone());
     }
     let router = app(state);
-    let local = listener.local_addr().unwrap_or(bind_addr);
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
     if let Some(lock) = &mut lock
         && let Err(e) = lock.record_address(local)
     {
@@ -71,16 +79,22 @@ pub(crate) async fn serve(
     }
     tracing::info!(
         address = %local,
-        database = %redact_url(&common.database_url),
+        database = %crate::database_name(&common.database_url),
         max_connections = config.max_connections(),
         "tokengate listening on http://{local}"
     );
-    if let Some(sign_in) = settings {
-        tracing::info!(
+    log_rate_limiter(&args);
+    match &settings {
+        Some(SettingsSignIn::Proxy(sign_in)) => tracing::info!(
             "settings page at /settings/api-tokens, signed in by the {} header from {}",
             sign_in.header(),
             sign_in.trusted_proxies()
-        );
+        ),
+        Some(SettingsSignIn::Demo(account)) => demo_banner(account, local),
+        None => tracing::info!(
+            "settings page off (/settings/api-tokens is 404): set SETTINGS_AUTH_HEADER behind an \
+             auth proxy, or try it on this machine with `tokengate serve --settings-demo-user <account>`"
+        ),
     }
 
     // The deadline runs from the signal: requests in flight get three
@@ -233,6 +247,64 @@ async fn shutdown_signal() -> &'static str {
 }
 
 /// Why the port could not be bound, and what to do.
+/// Listens on `addr`, or says why not in one line naming `BIND_ADDR`.
+pub(crate) async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| bind_error(addr, &e))
+}
+
+/// One line saying where the rate limits are counted.
+fn log_rate_limiter(args: &ServeArgs) {
+    match &args.redis_url {
+        Some(url) => tracing::info!(
+            "rate limits counted in Redis at {} (shared by every instance; key prefix {:?}; \
+             RATE_LIMIT_FAILURE_POLICY={} when Redis is down)",
+            redact_url(url),
+            args.redis_key_prefix,
+            match args.rate_limit_failure_policy {
+                config::FailurePolicy::Closed => "closed",
+                config::FailurePolicy::Local => "local",
+            },
+        ),
+        None => tracing::info!(
+            "rate limits counted in memory (this process only; saved at shutdown; REDIS_URL shares them)"
+        ),
+    }
+}
+
+/// `--settings-demo-user`'s account: created on the `pro` plan if missing,
+/// so the page works at once.
+async fn demo_account(gate: &tokengate::TokenGate, account: &str) -> Result<(), String> {
+    let existing = gate
+        .account(account)
+        .await
+        .map_err(|e| format!("--settings-demo-user: {e}"))?;
+    if existing.is_none() {
+        gate.acting_as(tokengate::Actor::new("cli"))
+            .set_account_plan(account, "pro")
+            .await
+            .map_err(|e| format!("--settings-demo-user {account:?}: {e}"))?;
+        tracing::info!(account, "created the demo account on the pro plan");
+    }
+    Ok(())
+}
+
+/// The demo sign-in, impossible to miss on stderr (and in the log).
+fn demo_banner(account: &str, local: SocketAddr) {
+    tracing::warn!(
+        account,
+        "SETTINGS DEMO MODE: every request from this machine is signed in as {account:?}; never in production"
+    );
+    eprintln!(
+        "\n  ****************************************************************\n  \
+         SETTINGS DEMO MODE (--settings-demo-user): every request from this\n  \
+         machine is signed in as {account:?}. To try the page only; never in\n  \
+         production. Open:\n\n      http://{local}/settings/api-tokens\n\n  \
+         ****************************************************************\n"
+    );
+}
+
 fn bind_error(addr: SocketAddr, e: &std::io::Error) -> String {
     let hint = match e.kind() {
         std::io::ErrorKind::AddrInUse => {

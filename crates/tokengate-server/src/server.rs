@@ -42,8 +42,7 @@ pub fn app(state: AppState) -> Router {
     let mut settings_page = Router::new();
     if let Some(sign_in) = &state.settings {
         // The auth proxy is the reverse proxy whose X-Forwarded-Host/-Proto count.
-        let config =
-            SettingsConfig::default().with_trusted_proxies(sign_in.trusted_proxies().clone());
+        let config = SettingsConfig::default().with_trusted_proxies(sign_in.trusted_proxies());
         let (router, document) = settings_router(state.gate.clone(), sign_in.clone(), config);
         documents.push(document);
         settings_page = router;

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokengate::TokenGate;
-use tokengate::http::{AdminAuth, GithubKeys, ProxyHeaderSignIn};
+use tokengate::http::{AdminAuth, GithubKeys};
+
+use crate::SettingsSignIn;
 
 /// What the server's routes need.
 #[derive(Clone, Debug)]
@@ -16,9 +18,9 @@ pub struct AppState {
     /// GitHub's secret scanning keys (and the file to re-read them from):
     /// `POST /leaks/github` exists only with them.
     pub github_keys: Option<(GithubKeys, Option<PathBuf>)>,
-    /// The Settings > API Tokens page's sign-in (`SETTINGS_AUTH_HEADER`);
-    /// `None`: the page and its API are not served.
-    pub settings: Option<ProxyHeaderSignIn>,
+    /// The Settings > API Tokens page's sign-in (`SETTINGS_AUTH_HEADER`,
+    /// or `--settings-demo-user`); `None`: the page and its API are not served.
+    pub settings: Option<SettingsSignIn>,
 }
 
 impl AppState {
@@ -39,8 +41,8 @@ impl AppState {
     }
 
     /// With the Settings > API Tokens page, signed in by `sign_in`.
-    pub fn with_settings(mut self, sign_in: ProxyHeaderSignIn) -> Self {
-        self.settings = Some(sign_in);
+    pub fn with_settings(mut self, sign_in: impl Into<SettingsSignIn>) -> Self {
+        self.settings = Some(sign_in.into());
         self
     }
 }

@@ -235,6 +235,10 @@ impl TokenStore for FlakyStore {
         self.state.check().await?;
         self.inner.migrate().await
     }
+    async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        self.state.check().await?;
+        self.inner.pending_migrations().await
+    }
 }
 
 /// A transaction whose steps and commit fail while the store does.

@@ -2,7 +2,7 @@
 //!
 //! | method & path | does |
 //! | --- | --- |
-//! | `GET /admin/plans` · `PUT /admin/plans/{plan}` | list / upsert plans |
+//! | `GET /admin/plans` · `PUT /admin/plans/{plan}` · `PATCH /admin/plans/{plan}` | list / create or replace / change some settings of a plan |
 //! | `PUT /admin/accounts/{account_id}` · `GET /admin/accounts/{account_id}` | upsert / read an account |
 //! | `POST /admin/accounts/{account_id}/tokens` | create a token: `201`, plaintext in `data.token`, once |
 //! | `GET /admin/accounts/{account_id}/tokens` | list an account's tokens (never a secret) |
@@ -41,6 +41,7 @@ use super::openapi::{
 use super::origin::RequestOrigin;
 use crate::bearer::bearer_token;
 use crate::gate::TokenGate;
+use crate::manage::{ManageError, PlanUpdate};
 use crate::store::{Account, Plan};
 
 mod reports;
@@ -73,7 +74,7 @@ pub fn admin_router(gate: TokenGate, auth: Arc<AdminAuth>) -> (Router, OpenApi) 
         OpenApiRouter::<AdminState>::with_openapi(super::openapi::shared_components())
             .routes(or_405(routes!(list_scopes)))
             .routes(or_405(routes!(list_plans)))
-            .routes(or_405(routes!(put_plan)))
+            .routes(or_405(routes!(put_plan, patch_plan)))
             .routes(or_405(routes!(put_account, get_account)))
             .routes(or_405(routes!(create_token, list_tokens)))
             .routes(or_405(routes!(get_token, revoke_token)))
@@ -137,6 +138,38 @@ pub(crate) struct PlanBody {
     max_tokens: Option<u32>,
 }
 
+/// `PATCH /admin/plans/{plan}` body: only the fields present change.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PlanPatchBody {
+    /// Whether the plan may call the API; absent: unchanged (not nullable).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = bool)]
+    api_access: Option<bool>,
+    /// Requests per token in any rolling hour; absent: unchanged (not nullable).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = u32, example = 5000)]
+    requests_per_hour: Option<u32>,
+    /// The account-wide ceiling; absent: unchanged; null: removed.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, example = 20000)]
+    account_requests_per_hour: Option<Option<u32>>,
+    /// The cap on live tokens per account; absent: unchanged; null: removed.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, example = 10)]
+    max_tokens: Option<Option<u32>>,
+}
+
+/// A field that is present, null or not: `Some(value)`, so that an absent
+/// field (serde's default, `None`) differs from `null` (`Some(None)`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 /// `PUT /admin/accounts/{account_id}` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -182,8 +215,10 @@ async fn list_plans(State(state): State<AdminState>) -> Result<Response, ApiErro
     Ok(success_response(StatusCode::OK, &plans))
 }
 
-/// Create or edit a plan.
+/// Create or replace a plan.
 ///
+/// Replaces the whole plan: an absent `account_requests_per_hour` or
+/// `max_tokens` means none (`PATCH` changes only what it is given).
 /// Applies on the next request of every token on the plan, in every running server.
 #[utoipa::path(
     put,
@@ -214,6 +249,62 @@ async fn put_plan(
         .acting_as(origin.actor("admin"))
         .set_plan(&plan)
         .await?;
+    Ok(success_response(StatusCode::OK, &plan))
+}
+
+/// Change some settings of a plan.
+///
+/// Only the fields in the body change; `null` removes an optional limit
+/// (`account_requests_per_hour`, `max_tokens`). The plan must exist (`PUT`
+/// creates one). Applies on the next request of every token on the plan.
+#[utoipa::path(
+    patch,
+    path = "/admin/plans/{plan}",
+    tag = "plans",
+    operation_id = "admin_patch_plan",
+    security(("admin_token" = [])),
+    params(("plan" = String, Path, description = "Plan name: 1 to 64 of a-z, 0-9, '_' and '-'", example = "team")),
+    request_body(content = PlanPatchBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The plan as stored", body = SuccessEnvelope<Plan>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = AdminUnauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
+async fn patch_plan(
+    State(state): State<AdminState>,
+    origin: RequestOrigin,
+    PathParam(name): PathParam,
+    JsonBody(body): JsonBody<PlanPatchBody>,
+) -> Result<Response, ApiError> {
+    let mut update = PlanUpdate::default();
+    if let Some(api_access) = body.api_access {
+        update = update.api_access(api_access);
+    }
+    if let Some(requests_per_hour) = body.requests_per_hour {
+        update = update.requests_per_hour(requests_per_hour);
+    }
+    if let Some(ceiling) = body.account_requests_per_hour {
+        update = update.account_requests_per_hour(ceiling);
+    }
+    if let Some(max_tokens) = body.max_tokens {
+        update = update.max_tokens(max_tokens);
+    }
+    let plan = state
+        .gate
+        .acting_as(origin.actor("admin"))
+        .update_plan(&name, &update)
+        .await
+        .map_err(|e| match e {
+            // Here the plan is the resource: unknown is 404, as for an account.
+            ManageError::UnknownPlan { plan, .. } => ApiError::NotFound(format!(
+                "Plan {plan:?} not found (PUT /admin/plans/{plan} creates it)"
+            )),
+            other => other.into(),
+        })?;
     Ok(success_response(StatusCode::OK, &plan))
 }
 

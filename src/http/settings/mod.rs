@@ -244,8 +244,39 @@ struct SettingsDoc;
 /// ```
 ///
 /// `examples/settings.rs` is a whole host application with a session login
-/// (`tower-sessions`); for an authenticating reverse proxy use
-/// [`ProxyHeaderSignIn`] with [`SettingsConfig::with_trusted_proxies`].
+/// (`tower-sessions`). Behind an authenticating reverse proxy, use
+/// [`ProxyHeaderSignIn`] with the same [`TrustedProxies`] in
+/// [`SettingsConfig::with_trusted_proxies`]:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::net::SocketAddr;
+/// use std::sync::Arc;
+/// use axum::Router;
+/// use http::HeaderName;
+/// use tokengate::http::{ProxyHeaderSignIn, SettingsConfig, TrustedProxies, settings_router};
+/// use tokengate::{SqliteStore, TokenGate, TokenStore};
+///
+/// let store = SqliteStore::connect("sqlite::memory:").await?;
+/// store.migrate().await?;
+/// let gate = TokenGate::new(Arc::new(store))?;
+///
+/// // The proxy on this machine signs users in and sets X-Forwarded-User
+/// // (replacing any the client sent); from any other peer nobody is signed in.
+/// let proxies: TrustedProxies = "127.0.0.0/8,::1/128".parse()?; // or TrustedProxies::loopback()
+/// let header = HeaderName::from_static("x-forwarded-user");
+/// let sign_in = ProxyHeaderSignIn::new(header, proxies.clone());
+/// let config = SettingsConfig::default().with_trusted_proxies(proxies);
+/// let (settings, _openapi) = settings_router(gate, sign_in, config);
+///
+/// // The header is believed by peer address: serve with ConnectInfo.
+/// let app = Router::new().merge(settings);
+/// let service = app.into_make_service_with_connect_info::<SocketAddr>();
+/// # let _ = service;
+/// # Ok(())
+/// # }
+/// ```
 pub fn settings_router<A: SignIn>(
     gate: TokenGate,
     sign_in: A,

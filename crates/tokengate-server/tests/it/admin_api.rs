@@ -104,6 +104,100 @@ async fn plans_are_seeded_listed_and_upserted() {
     assert_eq!(plans["data"].as_array().unwrap().len(), 4);
 }
 
+/// `PUT` replaces the whole plan (absent limits are none); `PATCH` changes
+/// only the fields it is given, `null` removing an optional limit.
+#[tokio::test]
+async fn put_replaces_a_plan_and_patch_changes_only_what_it_is_given() {
+    let app = TestApp::new().await;
+    let plan = |body: &str| {
+        let app = &app;
+        let body = body.to_owned();
+        async move {
+            let response = app
+                .admin(Method::PATCH, "/admin/plans/team", Some(&body))
+                .await;
+            assert_eq!(response.status, 200, "{body}: {}", response.body);
+            response.json()["data"].clone()
+        }
+    };
+    // PATCH does not create: 404 in the envelope, nothing stored.
+    app.admin(
+        Method::PATCH,
+        "/admin/plans/team",
+        Some(r#"{"requests_per_hour": 5}"#),
+    )
+    .await
+    .assert_error(
+        404,
+        "Plan \"team\" not found (PUT /admin/plans/team creates it)",
+    );
+    let response = app
+        .admin(
+            Method::PUT,
+            "/admin/plans/team",
+            Some(
+                r#"{"api_access": true, "requests_per_hour": 1000,
+                    "account_requests_per_hour": 3000, "max_tokens": 10}"#,
+            ),
+        )
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+
+    let team = |access: bool, per_hour: u32, ceiling: Option<u32>, max: Option<u32>| {
+        serde_json::json!({"name": "team", "api_access": access, "requests_per_hour": per_hour,
+                           "account_requests_per_hour": ceiling, "max_tokens": max})
+    };
+    assert_eq!(
+        plan(r#"{"requests_per_hour": 5000}"#).await,
+        team(true, 5000, Some(3000), Some(10)),
+        "PATCH keeps the limits it was not given"
+    );
+    assert_eq!(
+        plan(r#"{"max_tokens": null}"#).await,
+        team(true, 5000, Some(3000), None),
+        "null removes a limit"
+    );
+    assert_eq!(plan("{}").await, team(true, 5000, Some(3000), None));
+    assert_eq!(
+        plan(r#"{"api_access": false, "account_requests_per_hour": null, "max_tokens": 2}"#).await,
+        team(false, 5000, None, Some(2))
+    );
+    // The same rules as PUT: no API access with 0 requests is fine, with access it is not.
+    app.admin(
+        Method::PATCH,
+        "/admin/plans/team",
+        Some(r#"{"api_access": true, "requests_per_hour": 0}"#),
+    )
+    .await
+    .assert_error(
+        400,
+        "requests_per_hour must be at least 1 for a plan with API access",
+    );
+    for body in [r#"{"x": 1}"#, r#"{"requests_per_hour": null}"#, "[]"] {
+        app.admin(Method::PATCH, "/admin/plans/team", Some(body))
+            .await
+            .assert_envelope(400);
+    }
+
+    // PUT replaces: the limits it is not given are gone.
+    let response = app
+        .admin(
+            Method::PUT,
+            "/admin/plans/team",
+            Some(r#"{"api_access": true, "requests_per_hour": 7}"#),
+        )
+        .await;
+    assert_eq!(response.json()["data"], team(true, 7, None, None));
+    let plans = app.admin(Method::GET, "/admin/plans", None).await.json();
+    let stored = plans["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "team")
+        .cloned();
+    assert_eq!(stored, Some(team(true, 7, None, None)));
+}
+
 #[tokio::test]
 async fn plan_upserts_reject_bad_input() {
     let app = TestApp::new().await;

@@ -40,6 +40,14 @@ impl Cli {
         Self { dir, env }
     }
 
+    /// A CLI environment whose database exists and is migrated (the CLI's
+    /// other commands never create or migrate one).
+    fn migrated() -> Self {
+        let cli = Self::new();
+        cli.ok(&["migrate"]);
+        cli
+    }
+
     fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -266,13 +274,45 @@ fn plans_accounts_and_tokens_round_trip() {
     ]);
     let team = plans(&cli).into_iter().find(|p| p.0 == "team").unwrap();
     assert_eq!((team.3.as_str(), team.4.as_str()), ("120", "3"));
+    // `plan set` changes only what it is given; --clear-... removes a limit.
     set_team("false", "60");
     let team = plans(&cli).into_iter().find(|p| p.0 == "team").unwrap();
+    assert_eq!((team.1.as_str(), team.2.as_str()), ("no", "60"), "{team:?}");
     assert_eq!(
         (team.3.as_str(), team.4.as_str()),
-        ("-", "-"),
-        "set replaces"
+        ("120", "3"),
+        "set keeps the limits it was not given"
     );
+    cli.ok(&["plan", "set", "team", "--requests-per-hour", "70"]);
+    assert!(has_plan(&cli, "team", "no", "70"));
+    cli.ok(&["plan", "set", "team", "--clear-max-tokens"]);
+    let team = plans(&cli).into_iter().find(|p| p.0 == "team").unwrap();
+    assert_eq!((team.3.as_str(), team.4.as_str()), ("120", "-"));
+    cli.ok(&[
+        "plan",
+        "set",
+        "team",
+        "--clear-account-requests-per-hour",
+        "--max-tokens",
+        "4",
+    ]);
+    let team = plans(&cli).into_iter().find(|p| p.0 == "team").unwrap();
+    assert_eq!((team.3.as_str(), team.4.as_str()), ("-", "4"));
+    // A new plan needs both of its required settings.
+    cli.fails(
+        &["plan", "set", "newplan", "--requests-per-hour", "5"],
+        "plan \"newplan\" does not exist yet: a new plan needs --api-access and --requests-per-hour",
+    );
+    assert!(!plans(&cli).iter().any(|p| p.0 == "newplan"));
+    let run = cli.run(&[
+        "plan",
+        "set",
+        "team",
+        "--max-tokens",
+        "1",
+        "--clear-max-tokens",
+    ]);
+    assert_eq!(run.code, Some(2), "conflicting flags: {}", run.stderr);
 
     // Accounts.
     cli.ok(&["account", "set", "acct_1", "--plan", "team"]);
@@ -381,7 +421,7 @@ fn plans_accounts_and_tokens_round_trip() {
 
 #[test]
 fn errors_exit_1_with_one_line() {
-    let cli = Cli::new();
+    let cli = Cli::migrated();
     cli.ok(&["account", "set", "acct_1", "--plan", "pro"]);
     let (token, _) = cli.new_token(&["token", "create", "acct_1", "--name", "CI"]);
     let id = token_id(&token);
@@ -544,7 +584,7 @@ async fn answers_within_a_second(server: &Server, token: &str, status: u16) -> D
 
 #[tokio::test]
 async fn a_running_server_sees_cli_changes_within_a_second() {
-    let cli = Cli::new();
+    let cli = Cli::migrated();
     let server = Server::start(cli.path(), &cli.env);
 
     // A token made by the CLI works at once on the server.
@@ -690,7 +730,12 @@ fn degenerate_sqlite_urls_are_refused_before_opening_anything() {
     assert!(!cli.path().join("sub").exists() && !cli.path().join("data").exists());
     std::fs::create_dir(cli.path().join("sub")).unwrap();
     let env = [("DATABASE_URL", "sqlite://./sub/a.db")];
-    cli.fails_with(&env, &["plan", "list"], "no database at ./sub/a.db");
+    let absolute = cli.path().join("sub").join("a.db");
+    cli.fails_with(
+        &env,
+        &["plan", "list"],
+        &format!("no database at {}", absolute.display()),
+    );
     assert!(!cli.path().join("sub/a.db").exists());
     let run = cli.run_with(&env, &["migrate"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
@@ -768,7 +813,7 @@ async fn admin_token_must_be_presentable_as_a_bearer_token() {
 
 #[test]
 fn grace_is_named_as_the_flag() {
-    let cli = Cli::new();
+    let cli = Cli::migrated();
     cli.ok(&["account", "set", "acct_1", "--plan", "pro"]);
     let (token, _) = cli.new_token(&["token", "create", "acct_1", "--name", "CI"]);
     let id = token_id(&token);
@@ -798,15 +843,25 @@ fn cli_commands_are_quiet_unless_rust_log_says_otherwise() {
     let (_, stderr) = cli.ok(&["migrate"]);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.starts_with("database sqlite://") && stderr.contains("is up to date"),
+        stderr.starts_with(&format!(
+            "database {}",
+            cli.path().join("tokengate.db").display()
+        )) && stderr.contains("is up to date"),
         "{stderr}"
     );
 
+    let database = cli.path().join("tokengate.db");
     let (_, stderr) = cli.ok(&["account", "set", "acct_1", "--plan", "pro"]);
-    assert_eq!(stderr, "account acct_1: plan pro\n");
+    assert_eq!(
+        stderr,
+        format!(
+            "database: {}\naccount acct_1: plan pro\n",
+            database.display()
+        )
+    );
     let (_, stderr) = cli.new_token(&["token", "create", "acct_1", "--name", "CI"]);
     assert!(!stderr.contains("INFO"), "{stderr}");
-    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+    assert_eq!(stderr.lines().count(), 3, "{stderr}");
 
     // RUST_LOG still turns them on.
     let run = cli.run_with(
@@ -915,6 +970,21 @@ fn a_malformed_env_file_is_an_error_without_echoing_it() {
     // Help still works.
     cli.ok(&["--help"]);
 
+    // An unclosed quote gets its own hint (not "quote a value"), still without
+    // the value.
+    for quote in ['"', '\''] {
+        std::fs::write(
+            cli.path().join(".env"),
+            format!("TOKEN_PREFIX=iit_\nADMIN_TOKEN={quote}{secret}\nLOG_FORMAT=text\n"),
+        )
+        .unwrap();
+        let stderr = cli.fails(
+            &["plan", "list"],
+            &format!("malformed .env: line 2 opens a {quote} quote it never closes"),
+        );
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+
     // A well-formed one is read: its bad value is reported by name.
     std::fs::write(cli.path().join(".env"), "LOG_FORMAT=yaml\n").unwrap();
     cli.fails(&["migrate"], r#"invalid LOG_FORMAT "yaml""#);
@@ -974,7 +1044,7 @@ fn tokens_can_be_limited_to_scopes_and_plans_capped() {
 
 #[test]
 fn the_audit_log_names_the_cli_and_never_a_secret() {
-    let cli = Cli::new();
+    let cli = Cli::migrated();
     cli.ok(&["account", "set", "acct_1", "--plan", "pro"]);
     cli.ok(&["account", "set", "acct_2", "--plan", "pro"]);
     let (token, _) = cli.new_token(&["token", "create", "acct_1", "--name", "ci"]);
@@ -1060,4 +1130,196 @@ fn env_example_matches_the_variables_the_server_reads() {
     read.sort_unstable();
     read.dedup();
     assert_eq!(documented, read);
+}
+
+/// Only `migrate` (and `serve`) create a database or apply migrations: every
+/// other command, writes included, refuses a missing or unmigrated database,
+/// naming the absolute file and the command to run, and creates nothing (a
+/// `token create` must never "succeed" in a stray database the server does
+/// not read).
+#[test]
+fn only_migrate_creates_or_migrates_a_database() {
+    let mut cli = Cli::new();
+    cli.unset("RUST_LOG");
+    let database = cli.path().join("tokengate.db");
+    let missing = format!("no database at {}", database.display());
+    for args in [
+        &["account", "set", "acct_1", "--plan", "pro"][..],
+        &[
+            "plan",
+            "set",
+            "team",
+            "--api-access",
+            "true",
+            "--requests-per-hour",
+            "5",
+        ],
+        &["token", "create", "acct_1", "--name", "CI"],
+        &["token", "list", "acct_1"],
+        &["plan", "list"],
+        &["audit"],
+        &["admin-token", "reset"],
+    ] {
+        let stderr = cli.fails(args, &missing);
+        assert!(stderr.contains("run `tokengate migrate`"), "{stderr}");
+        assert!(
+            !database.exists(),
+            "{args:?} created {}",
+            database.display()
+        );
+    }
+
+    // A file that is not a migrated database (made by hand, or by an older
+    // CLI that created one): refused, and left unmigrated.
+    std::fs::write(&database, b"").unwrap();
+    for args in [
+        &["account", "set", "acct_1", "--plan", "pro"][..],
+        &["plan", "list"],
+    ] {
+        let stderr = cli.fails(args, &format!("database {} lacks ", database.display()));
+        assert!(stderr.contains("run `tokengate migrate`"), "{stderr}");
+    }
+    let (_, stderr) = cli.ok(&["migrate"]);
+    assert!(
+        stderr.starts_with("applied "),
+        "nothing was migrated before: {stderr}"
+    );
+
+    // Migrated: `-v` names the resolved file, and so does a write's first line.
+    let (_, stderr) = cli.ok(&["-v", "plan", "list"]);
+    assert_eq!(
+        stderr.lines().next(),
+        Some(format!("database: {}", database.display()).as_str()),
+        "{stderr}"
+    );
+    let (_, stderr) = cli.ok(&["plan", "list"]);
+    assert_eq!(stderr, "", "a read is quiet without -v");
+    let (_, stderr) = cli.ok(&["account", "set", "acct_1", "--plan", "pro"]);
+    assert_eq!(
+        stderr.lines().next(),
+        Some(format!("database: {}", database.display()).as_str())
+    );
+}
+
+/// Run from another directory, the default relative `DATABASE_URL` finds no
+/// database there: the CLI says where it looked instead of creating one.
+#[test]
+fn the_cli_from_another_directory_names_the_database_it_looked_for() {
+    // The default DATABASE_URL, sqlite://tokengate.db, as the README's quick start.
+    let mut cli = Cli::new();
+    cli.unset("DATABASE_URL");
+    cli.unset("RUST_LOG");
+    cli.ok(&["migrate"]);
+    cli.ok(&["account", "set", "acct_1", "--plan", "pro"]);
+    assert!(cli.path().join("tokengate.db").exists());
+    let elsewhere = cli.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let run = Command::new(BIN)
+        .args(["token", "create", "acct_1", "--name", "CI"])
+        .current_dir(&elsewhere)
+        .env_clear()
+        .envs(cli.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    let run = Run::from(run);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_eq!(run.stdout, "", "no token was minted");
+    let looked = elsewhere.join("tokengate.db");
+    assert!(
+        run.stderr
+            .contains(&format!("no database at {}", looked.display()))
+            && run.stderr.contains("relative to the working directory")
+            && run.stderr.contains("sqlite:///"),
+        "{}",
+        run.stderr
+    );
+    assert!(!looked.exists());
+}
+
+/// `DATABASE_URL` naming the wrong PostgreSQL database (e.g. `postgres`):
+/// read and write commands refuse it and create no tables there.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn a_wrong_postgres_database_is_refused_not_migrated() {
+    let Some(database) = tokengate_testkit::backends::postgres().await else {
+        return;
+    };
+    let mut cli = Cli::new();
+    cli.unset("RUST_LOG");
+    let env = [("DATABASE_URL", database.url.as_str())];
+    for args in [
+        &["plan", "list"][..],
+        &["token", "list", "acct_1"],
+        &["account", "set", "acct_1", "--plan", "pro"],
+    ] {
+        let stderr = cli.fails_with(&env, args, &format!("database {} lacks ", database.url));
+        assert!(stderr.contains("run `tokengate migrate`"), "{stderr}");
+    }
+    // Nothing was applied: `migrate` finds every migration still pending.
+    let run = cli.run_with(&env, &["migrate"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.starts_with("applied "), "{}", run.stderr);
+    let run = cli.run_with(&env, &["plan", "list"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+}
+
+/// A port in use fails the start before any file is made: no database, no
+/// lock file, no admin token shown.
+#[test]
+fn a_port_in_use_leaves_no_database_files() {
+    let cli = Cli::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut env = cli.env.clone();
+    env.retain(|(k, _)| k != "ADMIN_TOKEN");
+    let run = Run::from(crate::process::cli_within(
+        cli.path(),
+        &env.into_iter()
+            .map(|(k, v)| {
+                if k == "BIND_ADDR" {
+                    (k, addr.clone())
+                } else {
+                    (k, v)
+                }
+            })
+            .collect::<Vec<_>>(),
+        &["serve"],
+        Duration::from_secs(30),
+    ));
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("cannot listen on"), "{}", run.stderr);
+    assert!(!run.stderr.contains("tgadmin_"), "{}", run.stderr);
+    // (cli_within keeps the process's output in cli-*.out / cli-*.err.)
+    let files: Vec<_> = std::fs::read_dir(cli.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with("cli-"))
+        .collect();
+    assert!(files.is_empty(), "files left behind: {files:?}");
+}
+
+/// stderr redirected to a file or a pipe (as systemd, Docker and these tests
+/// do) carries no ANSI colour codes: not in the server's log, not in the
+/// CLI's messages, not in usage errors.
+#[test]
+fn stderr_has_no_ansi_codes_when_it_is_not_a_terminal() {
+    let mut cli = Cli::migrated();
+    cli.unset("ADMIN_TOKEN"); // the generated-token banner too
+    let server = Server::start(cli.path(), &cli.env);
+    let log = server.log_text();
+    assert!(log.contains("listening on"), "{log}");
+    let mut outputs = vec![log];
+    drop(server);
+    for args in [
+        &["plan", "list"][..],
+        &["account", "set", "acct_1", "--plan", "nope"],
+        &["token", "frobnicate"],
+        &["token", "create", "acct_1"],
+        &["-v", "plan", "list"],
+    ] {
+        outputs.push(cli.run(args).stderr);
+    }
+    for stderr in outputs {
+        assert!(!stderr.contains('\x1b'), "ANSI codes in: {stderr:?}");
+    }
 }

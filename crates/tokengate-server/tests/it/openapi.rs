@@ -13,7 +13,7 @@ const ADMIN_OPERATIONS: [(&str, &[&str]); 8] = [
     ("/health", &["get"]),
     ("/ready", &["get"]),
     ("/admin/plans", &["get"]),
-    ("/admin/plans/{plan}", &["put"]),
+    ("/admin/plans/{plan}", &["put", "patch"]),
     ("/admin/accounts/{account_id}", &["get", "put"]),
     ("/admin/accounts/{account_id}/tokens", &["get", "post"]),
     ("/admin/tokens/{token_id}", &["delete", "get"]),

@@ -86,6 +86,15 @@ impl Server {
     /// rest of its arguments (e.g. `prlimit --nofile=512 --`), so the
     /// server keeps the child's process id.
     pub fn start_under(dir: &Path, env: &[(String, String)], wrapper: &[&str]) -> Self {
+        Self::spawn(dir, env, wrapper, &[])
+    }
+
+    /// [`start`](Self::start) with command-line arguments (e.g. `serve --flag`).
+    pub fn start_with_args(dir: &Path, env: &[(String, String)], args: &[&str]) -> Self {
+        Self::spawn(dir, env, &[], args)
+    }
+
+    fn spawn(dir: &Path, env: &[(String, String)], wrapper: &[&str], args: &[&str]) -> Self {
         let log = dir.join(format!("server-{}.log", unique()));
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
@@ -95,6 +104,7 @@ impl Server {
             }
             None => Command::new(BIN),
         };
+        command.args(args);
         // `env_clear` below: the wrapper is found by an absolute path.
         let child = command
             .current_dir(dir)

@@ -108,6 +108,15 @@ async fn two_instances_share_tokens_limits_and_revocations() {
             &[("RATE_LIMIT_FAILURE_POLICY", "local")],
         ),
     );
+    // Each says at start where its limits are counted.
+    for (server, policy) in [(&a, "closed"), (&c, "local")] {
+        let log = server.log_text();
+        assert!(
+            log.contains(&format!("rate limits counted in Redis at {redis_url}"))
+                && log.contains(&format!("RATE_LIMIT_FAILURE_POLICY={policy}")),
+            "{log}"
+        );
+    }
 
     admin(
         &a,

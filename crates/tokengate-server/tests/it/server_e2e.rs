@@ -332,7 +332,11 @@ fn configuration_errors_exit_nonzero_with_one_line() {
             "mysql://localhost/x".into(),
             "unsupported DATABASE_URL",
         ),
-        ("TOKEN_PREFIX", "Bad Prefix".into(), "invalid token prefix"),
+        (
+            "TOKEN_PREFIX",
+            "Bad Prefix".into(),
+            "invalid TOKEN_PREFIX \"Bad Prefix\"",
+        ),
         ("ARGON2_MEMORY_KIB", "1".into(), "invalid argon2 parameters"),
         ("BIND_ADDR", "not-an-address".into(), "invalid BIND_ADDR"),
         (

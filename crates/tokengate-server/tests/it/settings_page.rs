@@ -245,7 +245,7 @@ async fn settings_page_generates_copies_rotates_and_revokes_in_chromium() {
         hint
     );
 
-    // Rotate without a grace period: a new token, shown the same way; the old one stops.
+    // Rotate without a grace period (chosen in the dialog): a new token, shown the same way; the old one stops.
     page.click(&format!(
         r#"button[data-action="rotate"][data-token-id="{first_id}"]"#
     ))
@@ -255,6 +255,18 @@ async fn settings_page_generates_copies_rotates_and_revokes_in_chromium() {
         .await
         .unwrap();
     page.screenshot(screenshot("settings-rotate-dialog-1280"))
+        .await
+        .unwrap();
+    // The default keeps the old token for an hour, and the dialog says why;
+    // this flow chooses none.
+    assert_eq!(page.value("#tg-grace").await.unwrap(), "3600");
+    assert!(
+        page.text("#tg-grace-help")
+            .await
+            .unwrap()
+            .starts_with("An hour gives your apps time to switch"),
+    );
+    page.js("document.getElementById('tg-grace').value = '0'; return true")
         .await
         .unwrap();
     page.click("#tg-dialog-confirm").await.unwrap();
@@ -685,4 +697,168 @@ async fn the_server_believes_the_sign_in_header_only_from_trusted_proxies() {
         .unwrap();
     assert_eq!(created.status(), 401);
     assert!(tokens(&server, "acct_1").await.is_empty());
+}
+
+/// The page in one command: `tokengate serve --settings-demo-user acct_42`
+/// signs every loopback request in as that account (created on Pro), says so
+/// loudly, and is refused anywhere but on loopback or beside an auth proxy.
+#[tokio::test]
+async fn the_settings_page_in_one_command_with_a_demo_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = base_env(dir.path());
+    let server = Server::start_with_args(
+        dir.path(),
+        &env,
+        &["serve", "--settings-demo-user", "acct_42"],
+    );
+    let log = server.log_text();
+    assert!(log.contains("SETTINGS DEMO MODE"), "{log}");
+    assert!(
+        log.contains(&format!("{}{PAGE}", server.base)),
+        "the banner names the page's address: {log}"
+    );
+    assert!(
+        log.contains("rate limits counted in memory"),
+        "the rate-limit backend is logged: {log}"
+    );
+    let account: Value = client()
+        .get(server.url(&format!("{PAGE}/account")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(account["data"]["account_id"], "acct_42", "{account}");
+    assert_eq!(account["data"]["plan"], "pro", "{account}");
+    let page = client().get(server.url(PAGE)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    // No header is believed in demo mode: the account is the flag's.
+    let other: Value = client()
+        .get(server.url(&format!("{PAGE}/account")))
+        .header("x-forwarded-user", "acct_other")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other["data"]["account_id"], "acct_42");
+    server.assert_no_panic();
+
+    // Refused where it would sign in strangers, and beside an auth proxy.
+    for (extra, expected) in [
+        (
+            ("BIND_ADDR", "0.0.0.0:0"),
+            "works only on a loopback BIND_ADDR",
+        ),
+        (
+            ("SETTINGS_AUTH_HEADER", "X-Forwarded-User"),
+            "--settings-demo-user and SETTINGS_AUTH_HEADER both sign in",
+        ),
+    ] {
+        let mut env = env.clone();
+        env.retain(|(k, _)| k != extra.0);
+        env.push((extra.0.into(), extra.1.into()));
+        let run = crate::process::cli_within(
+            dir.path(),
+            &env,
+            &["serve", "--settings-demo-user", "acct_42"],
+            Duration::from_secs(30),
+        );
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
+
+/// Without SETTINGS_AUTH_HEADER the start says the page is off and how to
+/// turn it on.
+#[tokio::test]
+async fn the_start_says_how_to_turn_the_settings_page_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &base_env(dir.path()));
+    let log = server.log_text();
+    assert!(
+        log.contains("settings page off")
+            && log.contains("SETTINGS_AUTH_HEADER")
+            && log.contains("--settings-demo-user"),
+        "{log}"
+    );
+}
+
+/// A first visit without a sign-in asks to sign in (nothing "expired"); a
+/// signed-in account that tokengate does not know is told an administrator
+/// must create it; the demo user's page works straight from the server.
+#[tokio::test]
+async fn settings_page_first_visit_unknown_account_and_demo_user_in_chromium() {
+    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
+    let Some(mut chromium) = browser::launch_or_skip(
+        "settings_page_first_visit_unknown_account_and_demo_user_in_chromium",
+    )
+    .await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &[]);
+
+    // Straight to the server: no proxy, so nobody is signed in.
+    let page = chromium.page(&server.url(PAGE), 1280, 800).await.unwrap();
+    page.wait_for(READY, WAIT).await.unwrap();
+    assert_eq!(
+        page.text("#tg-alert").await.unwrap(),
+        "Sign in to manage API tokens."
+    );
+    page.full_page_screenshot(screenshot("settings-signed-out-1280"), 1280, 800)
+        .await
+        .unwrap();
+
+    // Signed in, but the account was never created.
+    let proxy = AuthProxy::start(&server.base, "acct_nobody").await;
+    page.goto(&format!("{}{PAGE}", proxy.base)).await.unwrap();
+    page.wait_for(READY, WAIT).await.unwrap();
+    page.wait_for("#tg-no-account:not([hidden])", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.text("#tg-no-account").await.unwrap(),
+        "Your account (acct_nobody) has no API plan yet. An administrator must create it before you can generate tokens."
+    );
+    assert_eq!(page.text("#tg-alert").await.unwrap(), "");
+    let body = page.text("body").await.unwrap();
+    assert!(!body.contains("Unknown plan"), "{body}");
+    assert!(!body.contains(UPGRADE), "{body}");
+    assert!(
+        bool_js(
+            &page,
+            "return document.getElementById('tg-generate').disabled"
+        )
+        .await
+    );
+    page.full_page_screenshot(screenshot("settings-no-account-375"), 375, 800)
+        .await
+        .unwrap();
+    drop(server);
+
+    // The demo user: the page works with nothing in front of it.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_args(
+        dir.path(),
+        &base_env(dir.path()),
+        &["serve", "--settings-demo-user", "acct_42"],
+    );
+    let page = chromium.page(&server.url(PAGE), 1280, 800).await.unwrap();
+    page.wait_for(READY, WAIT).await.unwrap();
+    assert_eq!(page.text("#tg-account-id").await.unwrap(), "acct_42");
+    assert_eq!(
+        page.text("#tg-plan").await.unwrap(),
+        "Pro plan · 1,000 requests per hour per token"
+    );
+    assert_eq!(page.text("#tg-alert").await.unwrap(), "");
+    page.fill("#tg-name", "Demo").await.unwrap();
+    page.click_text("Generate New Token").await.unwrap();
+    let token = shown_token(&page, "created").await;
+    assert_eq!(call_api(&server, &token).await.0, 200);
+    chromium.close().await;
 }

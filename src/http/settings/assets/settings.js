@@ -15,6 +15,7 @@
 
   var TEXT = {
     sessionExpired: 'Your session has expired. Sign in again.',
+    signIn: 'Sign in to manage API tokens.',
     network: 'Could not reach the server. Check your connection and try again.',
     nameRequired: 'Enter a name for the token.',
     dateRequired: 'Choose an expiry date.',
@@ -25,6 +26,10 @@
   var AUDIT_PAGE_SIZE = 50;
   var DAY_MS = 86400000;
   var GRACE_LABELS = { 3600: '1 hour', 86400: '1 day', 604800: '7 days' };
+  // Rotating keeps the old token for an hour by default: long enough to
+  // deploy the new one without failed requests (the dialog says so, and
+  // offers no grace for a token that may have leaked).
+  var DEFAULT_GRACE = 3600;
 
   var state = {
     base: '',
@@ -32,6 +37,7 @@
     tokens: [],
     creating: false,
     sessionExpired: false,
+    signedIn: false, // a request has succeeded: a later 401 means the session ended
     auditNext: null,
     auditLoading: false,
     auditUnavailable: false, // the server keeps no security log (its /audit is 404)
@@ -154,8 +160,9 @@
     }
     return fetch(state.base + path, options).then(function (res) {
       if (res.type === 'opaqueredirect' || res.status === 401) {
-        throw new ApiError(TEXT.sessionExpired, 401);
+        throw new ApiError(state.signedIn ? TEXT.sessionExpired : TEXT.signIn, 401);
       }
+      if (res.ok) { state.signedIn = true; }
       return res.json().catch(function () { return null; }).then(function (envelope) {
         if (res.ok && envelope && envelope.success === true) { return envelope.data; }
         var message = envelope && typeof envelope.error === 'string' && envelope.error
@@ -188,9 +195,11 @@
     showError(message);
   }
 
+  // Never signed in (a first visit), or signed out since: either way
+  // nothing can be changed until the user signs in.
   function sessionExpired() {
     state.sessionExpired = true;
-    showError(TEXT.sessionExpired);
+    showError(state.signedIn ? TEXT.sessionExpired : TEXT.signIn);
     $('tg-create-fieldset').disabled = true;
     $('tg-generate').disabled = true;
     document.querySelectorAll('#tg-tokens-body button, #tg-audit-more').forEach(function (b) {
@@ -203,6 +212,16 @@
   function renderAccount(a) {
     $('tg-account-id').textContent = String(a.account_id || '');
     $('tg-signed-in').hidden = false;
+
+    // Signed in, but the account is not in tokengate: only an administrator
+    // can create it (the sign-in names accounts; it never creates them).
+    var missing = a.plan === null || a.plan === undefined;
+    var noAccount = $('tg-no-account');
+    noAccount.hidden = !missing;
+    noAccount.textContent = missing
+      ? 'Your account (' + String(a.account_id || '') + ') has no API plan yet. ' +
+        'An administrator must create it before you can generate tokens.' : '';
+    $('tg-plan').hidden = missing;
 
     var plan = planLabel(a.plan);
     if (a.api_access) {
@@ -222,7 +241,7 @@
     count.textContent = hasCap
       ? formatNumber(a.live_tokens) + ' of ' + formatNumber(a.max_tokens) + ' tokens in use' : '';
 
-    $('tg-upgrade').hidden = !!a.api_access;
+    $('tg-upgrade').hidden = !!a.api_access || missing;
     $('tg-create-section').classList.toggle('tg-locked', !a.api_access);
 
     var capNote = $('tg-cap-note');
@@ -756,12 +775,12 @@
     $('tg-dialog-confirm').textContent = options.confirmLabel;
     $('tg-dialog-confirm').className = 'tg-btn ' + (options.danger ? 'tg-btn-danger' : 'tg-btn-primary');
     $('tg-grace-field').hidden = !options.grace;
-    $('tg-grace').value = '0';
+    $('tg-grace').value = String(DEFAULT_GRACE);
     dialog.setAttribute('data-kind', options.kind);
 
     if (typeof dialog.showModal !== 'function') {
       var ok = window.confirm($('tg-dialog-message').textContent);
-      return Promise.resolve(ok ? { grace: 0 } : null);
+      return Promise.resolve(ok ? { grace: options.grace ? DEFAULT_GRACE : 0 } : null);
     }
     return new Promise(function (resolve) {
       state.dialogResolve = resolve;
@@ -776,7 +795,8 @@
     var resolve = state.dialogResolve;
     state.dialogResolve = null;
     if (!resolve) { return; }
-    resolve(dialog.returnValue === 'confirm' ? { grace: parseInt($('tg-grace').value, 10) || 0 } : null);
+    var grace = parseInt($('tg-grace').value, 10);
+    resolve(dialog.returnValue === 'confirm' ? { grace: isNaN(grace) ? DEFAULT_GRACE : grace } : null);
   }
 
   function setRowBusy(id, busy) {
