@@ -132,15 +132,13 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SETTINGS_AUTH_HEADER")]
     pub(crate) settings_auth_header: Option<String>,
 
-    /// The proxies (comma-separated CIDR blocks) whose SETTINGS_AUTH_HEADER and
-    /// X-Forwarded-Host/-Proto are believed; from any other peer the settings
-    /// API answers 401.
-    #[arg(
-        long,
-        env = "SETTINGS_TRUSTED_PROXIES",
-        default_value = "127.0.0.0/8,::1/128"
-    )]
-    pub(crate) settings_trusted_proxies: String,
+    /// The proxies (comma-separated CIDR blocks, e.g. 127.0.0.1/32) whose
+    /// SETTINGS_AUTH_HEADER and X-Forwarded-Host/-Proto are believed; from any
+    /// other peer the settings API answers 401. Required with
+    /// SETTINGS_AUTH_HEADER: there is no default, since any process that can
+    /// reach the port from a trusted address can sign in as any account.
+    #[arg(long, env = "SETTINGS_TRUSTED_PROXIES")]
+    pub(crate) settings_trusted_proxies: Option<String>,
 
     /// Deadline of the whole shutdown on SIGTERM/SIGINT, in seconds: requests
     /// in flight get up to three quarters of it, saving last-use times and
@@ -223,9 +221,11 @@ impl ServeArgs {
     /// The settings page's sign-in, when `SETTINGS_AUTH_HEADER` is set (an
     /// empty value counts as unset).
     pub(crate) fn settings_sign_in(&self) -> Result<Option<ProxyHeaderSignIn>, String> {
-        let trusted: TrustedProxies = self
+        let trusted: Option<TrustedProxies> = self
             .settings_trusted_proxies
-            .parse()
+            .as_deref()
+            .map(str::parse)
+            .transpose()
             .map_err(|e| format!("invalid SETTINGS_TRUSTED_PROXIES: {e}"))?;
         let Some(name) = self
             .settings_auth_header
@@ -240,10 +240,18 @@ impl ServeArgs {
                 "invalid SETTINGS_AUTH_HEADER {name:?}: not a header name (e.g. X-Forwarded-User)"
             )
         })?;
+        let Some(trusted) = trusted else {
+            return Err(format!(
+                "SETTINGS_AUTH_HEADER is set but SETTINGS_TRUSTED_PROXIES is not: name the \
+                 addresses of the proxy that sets {name}, e.g. SETTINGS_TRUSTED_PROXIES=127.0.0.1/32 \
+                 (comma-separated CIDR blocks); there is no default, because any process that \
+                 can reach the port from a trusted address can sign in as any account"
+            ));
+        };
         if trusted.is_empty() {
             return Err(
                 "SETTINGS_TRUSTED_PROXIES is empty, so SETTINGS_AUTH_HEADER would never be believed: \
-                 name the auth proxy's addresses (default 127.0.0.0/8,::1/128)"
+                 name the auth proxy's addresses, e.g. SETTINGS_TRUSTED_PROXIES=127.0.0.1/32"
                     .into(),
             );
         }

@@ -16,7 +16,9 @@
 //!
 //! The timer is lazy: requests only store timestamps in atomics, and the
 //! task looks at them when its `Sleep` fires (at the earliest moment any rule
-//! could expire), so a request costs no timer operation.
+//! could expire: at most the shorter of the two timeouts from the last look,
+//! so either timeout is honoured exactly whatever their relation), so a
+//! request costs no timer operation.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -166,8 +168,9 @@ impl ConnState {
                 first => (first.saturating_add(header), CloseReason::HeaderTimeout),
             }
         };
-        // A byte may arrive any time from now and start a header deadline.
-        let wake = expiry.0.min(now.saturating_add(header));
+        // A byte may arrive any time from now and start a header deadline,
+        // or a request may start and end and start an idle one.
+        let wake = expiry.0.min(now.saturating_add(header.min(idle)));
         (Some(expiry), wake)
     }
 }
@@ -213,7 +216,11 @@ pub(crate) async fn run<S>(
     let mut conn = pin!(shared.http1.serve_connection(io, service));
     let header = nanos(shared.config.header_read_timeout);
     let idle = nanos(shared.config.idle_timeout);
-    let timer = tokio::time::sleep_until(state.instant(state.accepted.saturating_add(header)));
+    // The first look: a first request may end, and its idle deadline
+    // start, before the header deadline (an idle timeout shorter than the
+    // header one).
+    let timer =
+        tokio::time::sleep_until(state.instant(state.accepted.saturating_add(header.min(idle))));
     let mut timer = pin!(timer);
     // Set once the connection was asked to close: from then on it is
     // dropped when it stays unfinished past this while no request is in
@@ -435,6 +442,27 @@ mod tests {
         assert_eq!(
             expiry,
             Some((idle_since + 50 * S, CloseReason::HeaderTimeout))
+        );
+    }
+
+    #[test]
+    fn an_idle_timeout_shorter_than_the_header_timeout_is_looked_at_in_time() {
+        let state = state();
+        // Before the first request: woken by the shorter idle timeout, since
+        // a request may start and end before the header deadline.
+        assert_eq!(
+            state.next_check(S / 10, 10 * S, 2 * S),
+            (Some((10 * S, CloseReason::HeaderTimeout)), S / 10 + 2 * S)
+        );
+        state.request_started();
+        state.request_finished();
+        let idle_since = state.idle_since.load(Relaxed);
+        assert_eq!(
+            state.next_check(idle_since, 10 * S, 2 * S),
+            (
+                Some((idle_since + 2 * S, CloseReason::IdleTimeout)),
+                idle_since + 2 * S
+            )
         );
     }
 
