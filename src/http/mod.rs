@@ -15,6 +15,7 @@ mod github;
 mod leaks;
 mod openapi;
 mod origin;
+pub(crate) mod redact;
 #[cfg(feature = "settings")]
 mod settings;
 
@@ -28,6 +29,7 @@ pub use github::{GithubKeys, KeyFileError};
 #[cfg_attr(docsrs, doc(cfg(feature = "github-leaks")))]
 pub use leaks::github_leak_router;
 pub use openapi::document_gated_routes;
+pub use redact::redact_token_shaped;
 #[cfg(feature = "settings")]
 #[cfg_attr(docsrs, doc(cfg(feature = "settings")))]
 pub use settings::{

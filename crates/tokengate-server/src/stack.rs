@@ -5,7 +5,9 @@
 //! - an `x-request-id` is kept or generated (`request_id.rs`) and echoed on
 //!   the response;
 //! - a tracing span `request` (target `tokengate::request`, level `debug`)
-//!   with the method, path, version and request id, and one `debug` line when
+//!   with the method, path, query, version and request id (anything
+//!   token-shaped in the path and query replaced by `[redacted]`; the request
+//!   id is never token-shaped, see `request_id.rs`), and one `debug` line when
 //!   the response is ready; when that level is off (the default `info`)
 //!   neither is built;
 //! - request bodies are limited to [`MAX_BODY_BYTES`]: a larger
@@ -37,7 +39,7 @@ use axum::response::Response;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use pin_project_lite::pin_project;
-use tokengate::http::error_response;
+use tokengate::http::{error_response, redact_token_shaped};
 use tokio::time::{Instant, Sleep};
 use tracing::Span;
 
@@ -124,9 +126,10 @@ fn request_span(request: &Request) -> Span {
         target: "tokengate::request",
         "request",
         method = %request.method(),
-        // The path only: a client that puts its token in the query string
+        // A client that puts its token in the path or the query string
         // (which is refused) must not get it written to the log.
-        path = %request.uri().path(),
+        path = %redact_token_shaped(request.uri().path()),
+        query = %request.uri().query().map(redact_token_shaped).unwrap_or_default(),
         version = ?request.version(),
         request_id = request
             .headers()

@@ -17,6 +17,7 @@ mod connections;
 mod crash;
 mod file_faults;
 mod hostile;
+mod log_redaction;
 mod metrics;
 mod openapi;
 mod rate_limit;

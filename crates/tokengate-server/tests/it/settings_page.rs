@@ -32,7 +32,10 @@ static ONE_BROWSER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const
 fn start_server(dir: &std::path::Path, extra: &[(&str, &str)]) -> Server {
     let mut env = base_env(dir);
     env.push(("SETTINGS_AUTH_HEADER".into(), "X-Forwarded-User".into()));
-    env.push(("SETTINGS_TRUSTED_PROXIES".into(), "127.0.0.0/8,::1/128".into()));
+    env.push((
+        "SETTINGS_TRUSTED_PROXIES".into(),
+        "127.0.0.0/8,::1/128".into(),
+    ));
     for (key, value) in extra {
         env.retain(|(k, _)| k != key);
         env.push(((*key).into(), (*value).into()));
@@ -700,8 +703,8 @@ async fn an_origin_only_state_change_through_a_proxy_on_a_non_default_port_is_sa
     assert_eq!(tokens(&server, "acct_1").await.len(), 1);
 
     // So the README's nginx example forwards the host with its port.
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-        .unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
     let forwarded: Vec<&str> = readme
         .lines()
         .filter(|line| line.contains("proxy_set_header X-Forwarded-Host"))
