@@ -164,7 +164,10 @@ mod tests {
                 "?access_token=[redacted]".to_owned(),
             ),
             (format!("/x/{}", &token[..30]), "/x/[redacted]".to_owned()),
-            ("whsec_aGVsbG8gd29ybGQgc2VjcmV0".to_owned(), "[redacted]".to_owned()),
+            (
+                "whsec_aGVsbG8gd29ybGQgc2VjcmV0".to_owned(),
+                "[redacted]".to_owned(),
+            ),
             (format!("é{secret}é"), "é[redacted]é".to_owned()),
             (format!("/x/{encoded}"), "/x/[redacted]".to_owned()),
             // An escaped `/` ends a run: both parts are still token-shaped.
