@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 use http::HeaderName;
 use tokengate::http::{AdminAuth, ProxyHeaderSignIn, TrustedProxies};
 use tokengate::{Argon2Params, LimiterFailurePolicy, TokenFormat};
+use tokengate_server::server::BodyDeadlines;
 
 /// Options every subcommand understands. Each flag also reads an environment
 /// variable (shown in `--help`), and `.env` in the working directory is loaded first.
@@ -159,6 +160,18 @@ pub(crate) struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) idle_timeout_secs: u64,
 
+    /// Seconds a request body has to arrive whole (fractions allowed, at most
+    /// 30, the time a request may take); a slower one is answered 408 and its
+    /// connection closed.
+    #[arg(long, env = "BODY_TIMEOUT_SECS", default_value = "30", value_parser = parse_body_timeout)]
+    pub(crate) body_timeout_secs: Duration,
+
+    /// Least average rate of a request body in bytes per second, after its
+    /// first 2 seconds (0: none); a slower one is answered 408 and its
+    /// connection closed.
+    #[arg(long, env = "BODY_MIN_RATE", default_value_t = 1024)]
+    pub(crate) body_min_rate: u64,
+
     /// Most connections open at once; at the cap the longest-idle ones are
     /// closed to serve new clients. Default: the open-file limit (raised to
     /// its hard limit at start) minus 256, at most 16384.
@@ -206,6 +219,10 @@ impl ServeArgs {
 
     pub(crate) fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    pub(crate) fn body_deadlines(&self) -> BodyDeadlines {
+        BodyDeadlines::new(self.body_timeout_secs, self.body_min_rate)
     }
 
     /// `ADMIN_TOKEN`, if set, once it is known that a client can present it.
@@ -423,6 +440,21 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `BODY_TIMEOUT_SECS`: seconds, fractions allowed, more than 0 and at most
+/// the 30 s a request may take.
+fn parse_body_timeout(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds, e.g. 30 or 0.5"))?;
+    if !(seconds > 0.0 && seconds <= 30.0) {
+        return Err(format!(
+            "{text:?} is out of range: more than 0 and at most 30 (the time a request may take)"
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// Parses a duration like `90s`, `15m`, `1h`, `2d` or a bare number of seconds.

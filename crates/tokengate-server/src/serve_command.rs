@@ -51,7 +51,7 @@ pub(crate) async fn serve(
     }
     let config = serve_config(&args);
     let maintenance = gate.spawn_maintenance();
-    let mut state = AppState::new(gate.clone(), admin);
+    let mut state = AppState::new(gate.clone(), admin).with_body_deadlines(args.body_deadlines());
     if let Some(path) = &args.github_secret_scanning_keys {
         let keys = config::load_github_keys(path)?;
         let ids: Vec<&str> = keys.key_identifiers().map(|(id, _)| id).collect();

@@ -71,6 +71,11 @@ pub(crate) struct ConnState {
     idle_since: AtomicU64,
     /// First byte read while idle, or [`NONE`].
     first_byte: AtomicU64,
+    /// When the request in the service started.
+    busy_since: AtomicU64,
+    /// The request in the service is waiting for more of its body (its last
+    /// read of it was `Pending`).
+    waiting_for_body: AtomicBool,
     /// Chosen for eviction (or already closing): not chosen twice.
     closing: AtomicBool,
     close: Notify,
@@ -96,6 +101,8 @@ impl ConnState {
             requests: AtomicU64::new(0),
             idle_since: AtomicU64::new(accepted),
             first_byte: AtomicU64::new(NONE),
+            busy_since: AtomicU64::new(accepted),
+            waiting_for_body: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             close: Notify::new(),
         }
@@ -109,13 +116,24 @@ impl ConnState {
         self.epoch + Duration::from_nanos(nanos)
     }
 
-    /// Idle and not yet asked to close: the registry may evict it; the
-    /// smaller the key, the longer it has been idle.
+    /// Idle, or stuck waiting for a request body, and not yet asked to
+    /// close: the registry may evict it; the smaller the key, the longer it
+    /// has been idle (or its request has been running).
     pub(crate) fn eviction_key(&self) -> Option<u64> {
-        if self.busy.load(Relaxed) || self.closing.load(Relaxed) {
+        if self.closing.load(Relaxed) {
             return None;
         }
-        Some(self.idle_since.load(Relaxed))
+        if !self.busy.load(Relaxed) {
+            return Some(self.idle_since.load(Relaxed));
+        }
+        self.is_waiting_for_body()
+            .then(|| self.busy_since.load(Relaxed))
+    }
+
+    /// A request is in the service and waiting for more of its body: a slow
+    /// upload, which is reclaimed at the cap like an idle connection.
+    fn is_waiting_for_body(&self) -> bool {
+        self.busy.load(Relaxed) && self.waiting_for_body.load(Relaxed)
     }
 
     /// Asks the connection's task to close it (gracefully: a request in
@@ -135,12 +153,15 @@ impl ConnState {
     }
 
     fn request_started(&self) {
+        self.busy_since.store(self.now(), Relaxed);
+        self.waiting_for_body.store(false, Relaxed);
         self.busy.store(true, Relaxed);
         self.requests
             .store(self.requests.load(Relaxed) + 1, Relaxed);
     }
 
     fn request_finished(&self) {
+        self.waiting_for_body.store(false, Relaxed);
         self.idle_since.store(self.now(), Relaxed);
         self.first_byte.store(NONE, Relaxed);
         self.busy.store(false, Relaxed);
@@ -239,7 +260,9 @@ pub(crate) async fn run<S>(
             () = timer.as_mut() => {
                 let now = Instant::now();
                 if let Some(deadline) = close_by {
-                    if now >= deadline && !state.busy.load(Relaxed) {
+                    if now >= deadline
+                        && (!state.busy.load(Relaxed) || state.is_waiting_for_body())
+                    {
                         return;
                     }
                     timer.as_mut().reset(now + CLOSE_LINGER);
@@ -264,6 +287,12 @@ pub(crate) async fn run<S>(
             // Already closing; only a shutdown can arrive here. The server's
             // deadline bounds what is left.
             continue;
+        }
+        if reason == CloseReason::Evicted && state.is_waiting_for_body() {
+            // A slow upload at the cap: dropped like an idle connection
+            // (its handler with it), not waited for.
+            tracing::debug!(target: "tokengate::connection", %remote, "closing a connection stuck in a request body");
+            return;
         }
         state.closing.store(true, Relaxed);
         tracing::debug!(target: "tokengate::connection", %remote, ?reason, "closing connection");
@@ -303,13 +332,51 @@ where
     type Future = InFlight<Oneshot<S, Request<Body>>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let mut request = request.map(Body::new);
+        let state = Arc::clone(&self.state);
+        let mut request = request.map(|body| Body::new(TrackedBody { body, state }));
         request.extensions_mut().insert(ConnectInfo(self.remote));
         self.state.request_started();
         InFlight {
             future: self.inner.clone().oneshot(request),
             guard: Some(BusyGuard(Arc::clone(&self.state))),
         }
+    }
+}
+
+/// A request body that tells its connection when it waits for more bytes
+/// (see [`ConnState::is_waiting_for_body`]).
+struct TrackedBody {
+    body: Incoming,
+    state: Arc<ConnState>,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        self.state
+            .waiting_for_body
+            .store(polled.is_pending(), Relaxed);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        self.state.waiting_for_body.store(false, Relaxed);
     }
 }
 
@@ -471,6 +538,12 @@ mod tests {
         let state = state();
         assert_eq!(state.eviction_key(), Some(0));
         state.request_started();
+        assert_eq!(state.eviction_key(), None);
+        // Waiting for more of its body: evictable, as old as its request.
+        state.busy_since.store(5, Relaxed);
+        state.waiting_for_body.store(true, Relaxed);
+        assert_eq!(state.eviction_key(), Some(5));
+        state.waiting_for_body.store(false, Relaxed);
         assert_eq!(state.eviction_key(), None);
         state.request_finished();
         assert!(state.request_close());

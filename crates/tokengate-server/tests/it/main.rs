@@ -28,3 +28,4 @@ mod serve_lock;
 mod serve_loop;
 mod server_e2e;
 mod settings_page;
+mod slow_bodies;
