@@ -99,7 +99,7 @@ fn after_prefix(head: &[u8; MAX_PREFIX], characters: usize) -> bool {
         .take(characters)
         .take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || **b == b'_')
         .enumerate()
-        .any(|(at, b)| *b == b'_' && at >= 1 && characters - at - 1 >= MIN_AFTER_PREFIX)
+        .any(|(at, b)| *b == b'_' && at >= 1 && characters - at > MIN_AFTER_PREFIX)
 }
 
 /// The run character at `i` (`A` or `%41`), if any: its length in bytes and

@@ -12,7 +12,9 @@
 //! - once a byte of the next request has arrived: `header_read_timeout` from
 //!   that byte;
 //! - while a request is in the service: no limit here (the router's own
-//!   timeout bounds it).
+//!   timeout and body deadlines bound it); but while it waits for more of
+//!   its body, the registry may pick the connection at the cap, and it is
+//!   then dropped at once, like an idle one.
 //!
 //! The timer is lazy: requests only store timestamps in atomics, and the
 //! task looks at them when its `Sleep` fires (at the earliest moment any rule

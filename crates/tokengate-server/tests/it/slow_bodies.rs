@@ -132,6 +132,18 @@ async fn a_body_past_its_deadline_is_408_in_the_envelope_and_the_connection_clos
     );
     assert!(took >= Duration::from_millis(250), "{took:?}");
     assert!(took < Duration::from_millis(2500), "{took:?}");
+
+    // The OpenAPI document lists it for every operation with a body.
+    let document: serde_json::Value = crate::process::client()
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let responses = &document["paths"]["/admin/accounts/{account_id}"]["put"]["responses"];
+    assert!(responses["408"].is_object(), "{responses}");
     server.assert_no_panic();
 }
 
