@@ -334,8 +334,15 @@ where
     type Future = InFlight<Oneshot<S, Request<Body>>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let state = Arc::clone(&self.state);
-        let mut request = request.map(|body| Body::new(TrackedBody { body, state }));
+        let mut request = request.map(|body| {
+            if hyper::body::Body::is_end_stream(&body) {
+                // No body (every GET): nothing to wait for.
+                Body::new(body)
+            } else {
+                let state = Arc::clone(&self.state);
+                Body::new(TrackedBody { body, state })
+            }
+        });
         request.extensions_mut().insert(ConnectInfo(self.remote));
         self.state.request_started();
         InFlight {
