@@ -12,6 +12,8 @@ use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::{EncodePublicKey, LineEnding};
 use rand_core::OsRng;
+use tokengate::http::{AdminAuth, ProxyHeaderSignIn};
+use tokengate_server::server::{AppState, app as app_router};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -72,6 +74,37 @@ async fn the_admin_api_refuses_before_reading_the_body() {
         assert_eq!(response.status, status, "{}", response.body);
         assert_eq!(response.json()["success"], false);
     }
+}
+
+/// The Settings API refuses a peer it does not trust before reading the body.
+#[tokio::test]
+async fn the_settings_api_refuses_before_reading_the_body() {
+    let mut app = TestApp::new().await;
+    let sign_in = ProxyHeaderSignIn::new(
+        http::HeaderName::from_static("x-forwarded-user"),
+        "192.0.2.0/24".parse().unwrap(),
+    );
+    app.router = app_router(
+        AppState::new(
+            app.gate.clone(),
+            AdminAuth::from_token(ADMIN_TOKEN).unwrap(),
+        )
+        .with_settings(sign_in),
+    );
+    let request = Request::post("/settings/api-tokens/tokens")
+        .header("content-type", "application/json")
+        .header("x-forwarded-user", "acct_1")
+        .body(Body::new(Endless))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), send(&app.router, request))
+        .await
+        .expect("the body was awaited");
+    assert_eq!(
+        response.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        response.body
+    );
 }
 
 fn env_with(dir: &std::path::Path, extra: &[(&str, &str)]) -> Vec<(String, String)> {
