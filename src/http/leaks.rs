@@ -7,24 +7,29 @@
 //! answer is GitHub's feedback array, one entry per reported string:
 //! `true_positive` for a token of ours (live or already revoked),
 //! `false_positive` for anything else. A missing header, unknown key or bad
-//! signature is 401 and changes nothing.
+//! signature is 401 and changes nothing; the headers are checked before the
+//! body is read. A report holds at most 1,000 matches in at most 1 MB (413
+//! beyond, naming both); an entry without string `token`, `type`, `url` and
+//! `source` is 400, naming its index.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
+use futures_util::StreamExt;
 use http::{HeaderMap, StatusCode};
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::envelope::{ApiError, to_json};
+use super::envelope::{ApiError, error_response, to_json};
 use super::github::{
-    GithubKeys, KEY_IDENTIFIER_HEADER, Label, SIGNATURE_HEADER, VerifyError, parse_report,
+    GithubKeys, KEY_IDENTIFIER_HEADER, Label, MAX_REPORT_BYTES, MAX_REPORT_ENTRIES, ReportError,
+    SIGNATURE_HEADER, VerifyError, parse_report,
 };
 use super::openapi::{BadRequest, PayloadTooLarge, ServiceUnavailable};
 use super::origin::RequestOrigin;
@@ -70,18 +75,17 @@ pub fn github_leak_router(
 }
 
 impl LeakState {
-    fn verify(&self, key_id: &str, signature: &str, body: &[u8]) -> Result<(), VerifyError> {
-        let verified = self
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .verify(key_id, signature, body);
-        match verified {
-            Err(VerifyError::UnknownKey) if self.reload() => self
-                .keys
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .verify(key_id, signature, body),
+    /// `check` with the keys, and once more after reading the key file again
+    /// when it names an unknown key (GitHub rotated its keys).
+    fn with_keys(
+        &self,
+        check: impl Fn(&GithubKeys) -> Result<(), VerifyError>,
+    ) -> Result<(), VerifyError> {
+        let checked = check(&self.keys.read().unwrap_or_else(|e| e.into_inner()));
+        match checked {
+            Err(VerifyError::UnknownKey) if self.reload() => {
+                check(&self.keys.read().unwrap_or_else(|e| e.into_inner()))
+            }
             other => other,
         }
     }
@@ -154,17 +158,38 @@ async fn github_report(
     State(state): State<LeakState>,
     origin: RequestOrigin,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let key_id = header(&headers, KEY_IDENTIFIER_HEADER);
     let signature = header(&headers, SIGNATURE_HEADER);
-    if let Err(e) = state.verify(key_id, signature, &body) {
-        tracing::warn!(error = %e, "refused a leak report: not signed by GitHub");
-        return Err(ApiError::NotSignedIn(
-            "Invalid or missing GitHub signature".into(),
-        ));
+    // Everything that can be refused is refused before the body is read: a
+    // missing or unknown key id, a missing or malformed signature, a
+    // declared length over the limit.
+    state
+        .with_keys(|keys| keys.check_headers(key_id, signature))
+        .map_err(not_signed_by_github)?;
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_REPORT_BYTES as u64) {
+        return Ok(report_too_large());
     }
-    let reported = parse_report(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let Some(body) = read_body(body).await? else {
+        return Ok(report_too_large());
+    };
+    state
+        .with_keys(|keys| keys.verify(key_id, signature, &body))
+        .map_err(not_signed_by_github)?;
+    let reported = match parse_report(&body) {
+        Ok(reported) => reported,
+        Err(e @ ReportError::TooManyEntries { .. }) => {
+            return Ok(error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &e.to_string(),
+            ));
+        }
+        Err(e) => return Err(ApiError::BadRequest(e.to_string())),
+    };
     let management = state.gate.acting_as(origin.actor("leak-report:github"));
     let mut feedback = Vec::with_capacity(reported.len());
     for leak in &reported {
@@ -190,4 +215,37 @@ async fn github_report(
         http::HeaderValue::from_static("application/json"),
     );
     Ok(response)
+}
+
+fn not_signed_by_github(error: VerifyError) -> ApiError {
+    tracing::warn!(%error, "refused a leak report: not signed by GitHub");
+    ApiError::NotSignedIn("Invalid or missing GitHub signature".into())
+}
+
+/// The 413 of a report over [`MAX_REPORT_BYTES`], naming the limits.
+fn report_too_large() -> Response {
+    error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &ReportError::TooManyEntries {
+            max: MAX_REPORT_ENTRIES,
+        }
+        .to_string(),
+    )
+}
+
+/// The whole body, or `None` past [`MAX_REPORT_BYTES`]. A body that fails
+/// (the client went away, or the server's body deadline passed) is 400;
+/// the standalone server answers a passed deadline 408 itself.
+async fn read_body(body: Body) -> Result<Option<Vec<u8>>, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|_| ApiError::BadRequest("Could not read the request body".into()))?;
+        if bytes.len() + chunk.len() > MAX_REPORT_BYTES {
+            return Ok(None);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Some(bytes))
 }

@@ -17,6 +17,7 @@ mod leaks;
 mod openapi;
 mod operations;
 mod origin;
+pub(crate) mod redact;
 #[cfg(feature = "settings")]
 mod settings;
 
@@ -30,6 +31,7 @@ pub use github::{GithubKeys, KeyFileError};
 #[cfg_attr(docsrs, doc(cfg(feature = "github-leaks")))]
 pub use leaks::github_leak_router;
 pub use openapi::document_gated_routes;
+pub use redact::redact_token_shaped;
 #[cfg(feature = "settings")]
 #[cfg_attr(docsrs, doc(cfg(feature = "settings")))]
 pub use settings::{

@@ -29,7 +29,8 @@ Environment:
   AUDIT_RETENTION_DAYS (400), GITHUB_SECRET_SCANNING_KEYS (a key file; enables
   POST /leaks/github), SETTINGS_AUTH_HEADER and SETTINGS_TRUSTED_PROXIES (the
   Settings > API Tokens page behind an auth proxy), HEADER_READ_TIMEOUT_SECS,
-  IDLE_TIMEOUT_SECS, MAX_CONNECTIONS and CREATE_DB: see `tokengate serve --help`.
+  IDLE_TIMEOUT_SECS, BODY_TIMEOUT_SECS, BODY_MIN_RATE, MAX_CONNECTIONS and
+  CREATE_DB: see `tokengate serve --help`.
   RUST_LOG sets the log filter (default: info for serve, warn for other commands;
   per-request lines are at debug).";
 

@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 use http::HeaderName;
 use tokengate::http::{AdminAuth, ProxyHeaderSignIn, TrustedProxies};
 use tokengate::{Argon2Params, LimiterFailurePolicy, TokenFormat};
+use tokengate_server::server::BodyDeadlines;
 
 /// Options every subcommand understands. Each flag also reads an environment
 /// variable (shown in `--help`), and `.env` in the working directory is loaded first.
@@ -132,15 +133,13 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SETTINGS_AUTH_HEADER")]
     pub(crate) settings_auth_header: Option<String>,
 
-    /// The proxies (comma-separated CIDR blocks) whose SETTINGS_AUTH_HEADER and
-    /// X-Forwarded-Host/-Proto are believed; from any other peer the settings
-    /// API answers 401.
-    #[arg(
-        long,
-        env = "SETTINGS_TRUSTED_PROXIES",
-        default_value = "127.0.0.0/8,::1/128"
-    )]
-    pub(crate) settings_trusted_proxies: String,
+    /// The proxies (comma-separated CIDR blocks, e.g. 127.0.0.1/32) whose
+    /// SETTINGS_AUTH_HEADER and X-Forwarded-Host/-Proto are believed; from any
+    /// other peer the settings API answers 401. Required with
+    /// SETTINGS_AUTH_HEADER: there is no default, since any process that can
+    /// reach the port from a trusted address can sign in as any account.
+    #[arg(long, env = "SETTINGS_TRUSTED_PROXIES")]
+    pub(crate) settings_trusted_proxies: Option<String>,
 
     /// Try the Settings > API Tokens page without an auth proxy: every request
     /// from this machine is signed in as ACCOUNT (created on the pro plan if
@@ -167,6 +166,18 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 75,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) idle_timeout_secs: u64,
+
+    /// Seconds a request body has to arrive whole (fractions allowed, at most
+    /// 30, the time a request may take); a slower one is answered 408 and its
+    /// connection closed.
+    #[arg(long, env = "BODY_TIMEOUT_SECS", default_value = "30", value_parser = parse_body_timeout)]
+    pub(crate) body_timeout_secs: Duration,
+
+    /// Least average rate of a request body in bytes per second, after its
+    /// first 2 seconds (0: none); a slower one is answered 408 and its
+    /// connection closed.
+    #[arg(long, env = "BODY_MIN_RATE", default_value_t = 1024)]
+    pub(crate) body_min_rate: u64,
 
     /// Most connections open at once; at the cap the longest-idle ones are
     /// closed to serve new clients. Default: the open-file limit (raised to
@@ -217,6 +228,10 @@ impl ServeArgs {
         Duration::from_secs(self.idle_timeout_secs)
     }
 
+    pub(crate) fn body_deadlines(&self) -> BodyDeadlines {
+        BodyDeadlines::new(self.body_timeout_secs, self.body_min_rate)
+    }
+
     /// `ADMIN_TOKEN`, if set, once it is known that a client can present it.
     /// The error never repeats the token.
     pub(crate) fn admin_token(&self) -> Result<Option<&str>, String> {
@@ -230,9 +245,11 @@ impl ServeArgs {
     /// The settings page's sign-in, when `SETTINGS_AUTH_HEADER` is set (an
     /// empty value counts as unset).
     pub(crate) fn settings_sign_in(&self) -> Result<Option<ProxyHeaderSignIn>, String> {
-        let trusted: TrustedProxies = self
+        let trusted: Option<TrustedProxies> = self
             .settings_trusted_proxies
-            .parse()
+            .as_deref()
+            .map(str::parse)
+            .transpose()
             .map_err(|e| format!("invalid SETTINGS_TRUSTED_PROXIES: {e}"))?;
         let Some(name) = self
             .settings_auth_header
@@ -247,10 +264,18 @@ impl ServeArgs {
                 "invalid SETTINGS_AUTH_HEADER {name:?}: not a header name (e.g. X-Forwarded-User)"
             )
         })?;
+        let Some(trusted) = trusted else {
+            return Err(format!(
+                "SETTINGS_AUTH_HEADER is set but SETTINGS_TRUSTED_PROXIES is not: name the \
+                 addresses of the proxy that sets {name}, e.g. SETTINGS_TRUSTED_PROXIES=127.0.0.1/32 \
+                 (comma-separated CIDR blocks); there is no default, because any process that \
+                 can reach the port from a trusted address can sign in as any account"
+            ));
+        };
         if trusted.is_empty() {
             return Err(
                 "SETTINGS_TRUSTED_PROXIES is empty, so SETTINGS_AUTH_HEADER would never be believed: \
-                 name the auth proxy's addresses (default 127.0.0.0/8,::1/128)"
+                 name the auth proxy's addresses, e.g. SETTINGS_TRUSTED_PROXIES=127.0.0.1/32"
                     .into(),
             );
         }
@@ -468,6 +493,21 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `BODY_TIMEOUT_SECS`: seconds, fractions allowed, more than 0 and at most
+/// the 30 s a request may take.
+fn parse_body_timeout(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds, e.g. 30 or 0.5"))?;
+    if !(seconds > 0.0 && seconds <= 30.0) {
+        return Err(format!(
+            "{text:?} is out of range: more than 0 and at most 30 (the time a request may take)"
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// Parses a duration like `90s`, `15m`, `1h`, `2d` or a bare number of seconds.

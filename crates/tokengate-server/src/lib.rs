@@ -7,6 +7,7 @@ pub mod serve;
 pub mod serve_lock;
 pub mod server;
 
+mod body_deadline;
 pub mod demo;
 mod openapi;
 mod ops;

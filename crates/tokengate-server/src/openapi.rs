@@ -20,7 +20,7 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::server::ServerBuilder;
-use utoipa::openapi::{OpenApi, RefOr};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
 
 /// Routes under this prefix are behind the gate and get its contract.
 const GATED_PREFIX: &str = "/api/v1/";
@@ -86,6 +86,7 @@ pub(crate) fn build(routers: Vec<OpenApi>, settings_header: Option<&str>) -> Ope
         document.merge(router);
     }
     tokengate::http::document_gated_routes(&mut document, GATED_PREFIX);
+    document_body_deadlines(&mut document);
     document.servers = Some(vec![
         ServerBuilder::new()
             .url("/")
@@ -192,6 +193,44 @@ fn document_request_id<'a>(
                     ))
                     .build(),
             );
+        }
+    }
+}
+
+/// Every operation with a request body may answer 408 (the server's body
+/// deadlines, `stack.rs`).
+fn document_body_deadlines(document: &mut OpenApi) {
+    let timed_out = ResponseBuilder::new()
+        .description(
+            "The request body did not arrive within `BODY_TIMEOUT_SECS`, or fell behind \
+             `BODY_MIN_RATE` bytes per second; the connection is closed after this answer.",
+        )
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                .example(Some(serde_json::json!({
+                    "success": false,
+                    "error": "Request body timed out: send the whole body within BODY_TIMEOUT_SECS, at BODY_MIN_RATE bytes per second or faster",
+                })))
+                .build(),
+        )
+        .build();
+    for item in document.paths.paths.values_mut() {
+        let operations = [
+            &mut item.put,
+            &mut item.post,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            if operation.request_body.is_some() {
+                operation
+                    .responses
+                    .responses
+                    .entry("408".to_owned())
+                    .or_insert_with(|| RefOr::T(timed_out.clone()));
+            }
         }
     }
 }

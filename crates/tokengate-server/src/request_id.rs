@@ -1,6 +1,8 @@
 //! Request ids for the server's logs: `x-request-id` is kept when the client
 //! (or a proxy in front) sends a well-formed one, generated otherwise, and
-//! echoed on every response.
+//! echoed on every response. An incoming id that holds something
+//! token-shaped (see `tokengate::http::redact_token_shaped`) is replaced: it
+//! would reach every log line and audit event of the request.
 //!
 //! A generated id is 128 random bits as 32 hex digits, e.g.
 //! `6f1c0b3e9a2d4c5b8e7f0a1b2c3d4e5f`: unique across restarts and
@@ -8,8 +10,11 @@
 //! or each other. They come from the thread's CSPRNG (`rand::thread_rng`,
 //! ChaCha12 seeded from the OS): no syscall, no lock, about 30 ns.
 
+use std::borrow::Cow;
+
 use http::{HeaderMap, HeaderName, HeaderValue};
 use rand::RngCore;
+use tokengate::http::redact_token_shaped;
 
 /// The request id header.
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -43,8 +48,14 @@ fn new_id() -> HeaderValue {
     HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
+/// Short, printable, and not token-shaped: an id is written to every log
+/// line of its request and to audit events, so a client that sends a token
+/// as its request id gets a fresh id instead.
 fn is_well_formed(id: &[u8]) -> bool {
-    (1..=MAX_INCOMING_LEN).contains(&id.len()) && id.iter().all(u8::is_ascii_graphic)
+    (1..=MAX_INCOMING_LEN).contains(&id.len())
+        && id.iter().all(u8::is_ascii_graphic)
+        && std::str::from_utf8(id)
+            .is_ok_and(|id| matches!(redact_token_shaped(id), Cow::Borrowed(_)))
 }
 
 #[cfg(test)]
@@ -95,8 +106,15 @@ mod tests {
         };
         let kept = b"f81d4fae-7dec-11d0-a765-00a0c91e6bf6";
         assert_eq!(call(Some(kept)), kept);
-        assert_eq!(call(Some(&[b'a'; 128])), [b'a'; 128]);
-        for bad in [&[b'a'; 129][..], b"", b"two words", b"caf\xc3\xa9"] {
+        // The longest kept (dots: 128 letters in a row would be token-shaped).
+        assert_eq!(call(Some(&[b'.'; 128])), [b'.'; 128]);
+        for bad in [
+            &[b'a'; 129][..],
+            b"",
+            b"two words",
+            b"caf\xc3\xa9",
+            &[b'A'; 74],
+        ] {
             let replaced = call(Some(bad));
             assert_ne!(replaced, bad);
             assert!(is_well_formed(&replaced));

@@ -51,7 +51,7 @@ pub(crate) async fn serve(
     }
     let config = serve_config(&args);
     let maintenance = gate.spawn_maintenance();
-    let mut state = AppState::new(gate.clone(), admin);
+    let mut state = AppState::new(gate.clone(), admin).with_body_deadlines(args.body_deadlines());
     if let Some(path) = &args.github_secret_scanning_keys {
         let keys = config::load_github_keys(path)?;
         let ids: Vec<&str> = keys.key_identifiers().map(|(id, _)| id).collect();
@@ -175,7 +175,7 @@ pub(crate) fn lock_database(url: &str, create_db: bool) -> Result<Option<ServeLo
         return Ok(None);
     };
     let used_before = serve_lock::lock_path(&path).exists();
-    let lock = ServeLock::acquire(&path).map_err(|e| e.to_string())?;
+    let mut lock = ServeLock::acquire(&path).map_err(|e| e.to_string())?;
     if path.exists() {
         return Ok(Some(lock));
     }
@@ -192,6 +192,10 @@ pub(crate) fn lock_database(url: &str, create_db: bool) -> Result<Option<ServeLo
         tracing::info!(database = %path.display(), "creating a new database");
     }
     set_aside_orphans(&path)?;
+    // Created (empty) and locked now, so that a hard link made to it while
+    // the server runs is refused too.
+    lock.create_and_lock_database(&path)
+        .map_err(|e| e.to_string())?;
     Ok(Some(lock))
 }
 

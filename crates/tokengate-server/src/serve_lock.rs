@@ -2,29 +2,37 @@
 //!
 //! Two servers on one database each keep their own rate-limit windows and
 //! caches, so limits and revocations stop holding. `serve` therefore holds
-//! an exclusive OS lock on `<database>.lock` (e.g. `tokengate.db.lock`)
-//! for its whole life; a second `serve` on the same file is refused with one
-//! line naming the file and the running server (its PID and address, which
-//! the holder writes into the lock file). The CLI never takes the lock, so
-//! it keeps working next to a running server; SQLite's own locking still
+//! two exclusive OS locks for its whole life, both following the file, not
+//! the name it was given:
+//!
+//! - on `<database>.lock` (e.g. `tokengate.db.lock`) next to the database's
+//!   real path (symlinks followed, relative parts and `..` resolved), in
+//!   which the holder writes its PID and address;
+//! - on the database file itself (its inode), so a hard link, which has a
+//!   path of its own, is refused too; the holder is then named by its PID,
+//!   read from the kernel's lock table (`/proc/locks`).
+//!
+//! A second `serve` on the same file, by any name, is refused at once with one
+//! line naming the file and the running server. The CLI never takes the locks,
+//! so it keeps working next to a running server; SQLite's own locking still
 //! orders their writes.
 //!
-//! Why a separate file and `flock` (through `std::fs::File::try_lock`):
-//! SQLite locks the database file itself with POSIX `fcntl` locks, which are
-//! per process and released when *any* descriptor of that file in the
-//! process is closed; a second lock on the database file would interfere
-//! with SQLite's (SQLite's docs warn against opening the database file
-//! outside SQLite for exactly this reason). `flock` locks on another file
-//! are independent of SQLite, belong to the open file description (so two
-//! opens in one process conflict too, which the tests use), and are released
-//! by the kernel when the process dies, however it dies: no stale PID file.
-//! The lock file is never deleted: unlinking it while another process waits
-//! on it would let a third process lock a new file of the same name.
+//! Why `flock` (through `std::fs::File::try_lock`): SQLite locks the database
+//! file with POSIX `fcntl` byte-range locks, which `flock` locks do not
+//! interact with (Linux, the BSDs and macOS keep the two apart). What SQLite's
+//! docs warn about is closing another descriptor of the database file, which
+//! drops the process's `fcntl` locks: the serve lock keeps its descriptor
+//! open until the server has closed its database pool. `flock` locks belong
+//! to the open file description (so two opens in one process conflict too,
+//! which the tests use), and are released by the kernel when the process
+//! dies, however it dies: no stale PID file. The lock file is never deleted:
+//! unlinking it while another process waits on it would let a third process
+//! lock a new file of the same name.
 //!
 //! Limits: advisory only (a process that does not ask is not stopped);
 //! `flock` on NFS is emulated with byte-range locks (still exclusive, but
-//! don't share a SQLite file over NFS anyway); deleting the lock file while a
-//! server runs lets a second one start.
+//! don't share a SQLite file over NFS anyway); a copy of the file is another
+//! file.
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions, TryLockError};
@@ -41,6 +49,8 @@ const MAX_HOLDER_LEN: usize = 200;
 pub struct ServeLock {
     file: File,
     path: PathBuf,
+    /// The lock on the database file itself, once it exists.
+    database: Option<File>,
 }
 
 /// Why [`ServeLock::acquire`] failed.
@@ -71,11 +81,45 @@ pub enum ServeLockError {
     },
 }
 
-/// The lock file of `database`: the same path with `.lock` appended.
+/// The lock file of `database`: its real path (see [`real_path`]) with
+/// `.lock` appended.
 pub fn lock_path(database: &Path) -> PathBuf {
-    let mut path = database.as_os_str().to_owned();
+    let mut path = real_path(database).into_os_string();
     path.push(".lock");
     PathBuf::from(path)
+}
+
+/// Most symbolic links followed to a file that does not exist yet (Linux's
+/// own limit).
+const MAX_LINKS: usize = 40;
+
+/// The path `database` names, whatever it was called: symbolic links
+/// followed, relative parts and `..` resolved. A file that does not exist
+/// yet (a new database, or a dangling link to one) gets the real path of its
+/// directory.
+pub fn real_path(database: &Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(database) {
+        return real;
+    }
+    let mut path = database.to_owned();
+    for _ in 0..MAX_LINKS {
+        let Ok(target) = std::fs::read_link(&path) else {
+            break;
+        };
+        path = match path.parent() {
+            Some(parent) => parent.join(target),
+            None => target,
+        };
+    }
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return path;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    std::fs::canonicalize(parent).map_or(path.clone(), |parent| parent.join(name))
 }
 
 impl ServeLock {
@@ -107,11 +151,67 @@ impl ServeLock {
             }
             Err(TryLockError::Error(e)) => return Err(io_error(e)),
         }
-        let mut lock = Self { file, path };
+        let mut lock = Self {
+            file,
+            path,
+            database: None,
+        };
+        // The file itself first: the lock file of another name of it (a
+        // hard link) must not get our description.
+        match File::open(database) {
+            Ok(file) => lock.hold_database(database, file)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(ServeLockError::Io {
+                    lock: database.to_owned(),
+                    source,
+                });
+            }
+        }
         match lock.write_holder(None) {
             Ok(()) => Ok(lock),
             Err(source) => Err(ServeLockError::Io {
                 lock: lock.path,
+                source,
+            }),
+        }
+    }
+
+    /// Creates `database` empty if it does not exist yet (SQLite takes an
+    /// empty file for an empty database) and locks the file itself, if
+    /// [`acquire`](Self::acquire) could not because it did not exist.
+    pub fn create_and_lock_database(&mut self, database: &Path) -> Result<(), ServeLockError> {
+        if self.database.is_some() {
+            return Ok(());
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(database)
+            .map_err(|source| ServeLockError::Io {
+                lock: database.to_owned(),
+                source,
+            })?;
+        self.hold_database(database, file)
+    }
+
+    /// Locks the database file itself: another name of the same file (a hard
+    /// link) gets past the lock file, not past this.
+    fn hold_database(&mut self, database: &Path, file: File) -> Result<(), ServeLockError> {
+        match file.try_lock() {
+            Ok(()) => {
+                self.database = Some(file);
+                Ok(())
+            }
+            Err(TryLockError::WouldBlock) => Err(ServeLockError::Held {
+                database: database.to_owned(),
+                holder: holder_of(&file),
+                lock: self.path.clone(),
+            }),
+            Err(TryLockError::Error(source)) => Err(ServeLockError::Io {
+                lock: database.to_owned(),
                 source,
             }),
         }
@@ -139,6 +239,45 @@ impl ServeLock {
         self.file.write_all(line.as_bytes())?;
         self.file.flush()
     }
+}
+
+/// Who holds the `flock` lock on `file`, from the kernel's lock table: the
+/// holder of a hard link to our database wrote its description into the lock
+/// file of its own name, which we cannot find.
+fn holder_of(file: &File) -> String {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(meta) = file.metadata()
+            && let Ok(table) = std::fs::read_to_string("/proc/locks")
+            && let Some(pid) = flock_holder(&table, meta.dev(), meta.ino())
+        {
+            return format!("pid {pid}");
+        }
+    }
+    let _ = file;
+    "pid unknown".to_owned()
+}
+
+/// The PID holding a `FLOCK` lock on the file `(dev, ino)` in a
+/// `/proc/locks` table (`1: FLOCK  ADVISORY  WRITE 4242 08:02:1234 0 EOF`,
+/// the device's major and minor numbers in hex).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn flock_holder(table: &str, dev: u64, ino: u64) -> Option<u32> {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    table.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // Waiters are listed as `1: -> FLOCK ...`: not holders.
+        if fields.get(1) != Some(&"FLOCK") {
+            return None;
+        }
+        let mut file = fields.get(5)?.split(':');
+        let same_file = u64::from_str_radix(file.next()?, 16).ok()? == major
+            && u64::from_str_radix(file.next()?, 16).ok()? == minor
+            && file.next()?.parse::<u64>().ok()? == ino;
+        same_file.then(|| fields.get(4)?.parse().ok()).flatten()
+    })
 }
 
 /// The holder's description, on one line of printable characters.
@@ -189,6 +328,62 @@ mod tests {
         drop(first);
         let again = ServeLock::acquire(&database).unwrap();
         assert_eq!(again.path(), lock_path(&database));
+    }
+
+    #[test]
+    fn another_name_of_the_same_file_is_refused() {
+        let dir = tempdir();
+        let database = dir.join("tokengate.db");
+        std::fs::write(&database, b"").unwrap();
+        let _first = ServeLock::acquire(&database).unwrap();
+        std::os::unix::fs::symlink(&database, dir.join("symlink.db")).unwrap();
+        std::fs::hard_link(&database, dir.join("hard.db")).unwrap();
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        for other in [
+            dir.join("symlink.db"),
+            dir.join("hard.db"),
+            dir.join("sub/../tokengate.db"),
+        ] {
+            let error = ServeLock::acquire(&other).unwrap_err();
+            let message = error.to_string();
+            assert!(
+                message.contains(&format!("pid {}", std::process::id())),
+                "{other:?}: {message}"
+            );
+            assert!(
+                message.contains(&format!("already serving {}", other.display())),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_database_is_locked_once_created() {
+        let dir = tempdir();
+        let database = dir.join("new.db");
+        let mut first = ServeLock::acquire(&database).unwrap();
+        assert!(!database.exists());
+        first.create_and_lock_database(&database).unwrap();
+        assert_eq!(std::fs::metadata(&database).unwrap().len(), 0);
+        std::fs::hard_link(&database, dir.join("hard.db")).unwrap();
+        assert!(matches!(
+            ServeLock::acquire(&dir.join("hard.db")),
+            Err(ServeLockError::Held { .. })
+        ));
+        // A dangling symlink to a database not created yet names the same lock file.
+        let other = dir.join("later.db");
+        std::os::unix::fs::symlink(&other, dir.join("dangling.db")).unwrap();
+        assert_eq!(lock_path(&dir.join("dangling.db")), lock_path(&other));
+    }
+
+    #[test]
+    fn the_holder_is_found_in_the_kernel_lock_table() {
+        let dev = (8 << 8) | 2; // 08:02
+        let table = "1: POSIX  ADVISORY  WRITE 11 08:02:77 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 4242 08:02:77 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 99 08:02:77 0 EOF\n";
+        assert_eq!(flock_holder(table, dev, 77), Some(4242));
+        assert_eq!(flock_holder(table, dev, 78), None);
     }
 
     #[test]

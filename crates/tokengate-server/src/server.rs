@@ -4,8 +4,8 @@
 //!
 //! Every request goes through one stack (`stack.rs`): an `x-request-id`
 //! (the client's, when well-formed, or a generated one), echoed on the
-//! response and recorded in the request's tracing span; a body limit, a
-//! timeout, a panic catcher and the error envelope. The span is at `debug`
+//! response and recorded in the request's tracing span; a body limit, body
+//! deadlines, a timeout, a panic catcher and the error envelope. The span is at `debug`
 //! level under the target `tokengate::request`, so it is not even built at
 //! the default `info`; `RUST_LOG=info,tokengate::request=debug` attaches the
 //! id (and method and path) to every log line written while a request is
@@ -22,7 +22,7 @@ use tokengate::http::{
     SettingsConfig, admin_router, error_response, github_leak_router, settings_router,
 };
 
-pub use crate::stack::MAX_BODY_BYTES;
+pub use crate::stack::{BodyDeadlines, MAX_BODY_BYTES};
 pub use crate::state::AppState;
 
 use crate::ops::{health, metrics, ready};
@@ -32,6 +32,7 @@ use crate::stack::StackLayer;
 /// `/admin/...`, the demo API under `/api/v1`, and the Settings > API Tokens
 /// page and API under `/settings/api-tokens` when `state.settings` is set.
 pub fn app(state: AppState) -> Router {
+    let body_deadlines = state.body_deadlines;
     let (admin_api, admin_doc) = admin_router(state.gate.clone(), Arc::clone(&state.admin));
     let mut documents = vec![admin_doc];
     let leaks_api = state.github_keys.clone().map(|(keys, file)| {
@@ -50,7 +51,8 @@ pub fn app(state: AppState) -> Router {
     let settings_header = state
         .settings
         .as_ref()
-        .map(|sign_in| sign_in.header().as_str());
+        .and_then(|sign_in| sign_in.header())
+        .map(http::HeaderName::as_str);
     let document = crate::openapi::document(documents, settings_header);
     let demo_api = crate::demo::router(&state.gate);
 
@@ -71,7 +73,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
         })
-        .layer(StackLayer)
+        .layer(StackLayer::new(body_deadlines))
         // Turns every handler into its route once, now. A `Router` called
         // as a service without this (our own accept loop does not go through
         // `into_make_service`, which does it) rebuilds the route of each

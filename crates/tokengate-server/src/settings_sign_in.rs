@@ -32,6 +32,14 @@ impl SettingsSignIn {
             SettingsSignIn::Demo(_) => TrustedProxies::loopback(),
         }
     }
+
+    /// The header an authenticating proxy signs in with; none in demo mode.
+    pub fn header(&self) -> Option<&http::HeaderName> {
+        match self {
+            SettingsSignIn::Proxy(sign_in) => Some(sign_in.header()),
+            SettingsSignIn::Demo(_) => None,
+        }
+    }
 }
 
 impl From<ProxyHeaderSignIn> for SettingsSignIn {

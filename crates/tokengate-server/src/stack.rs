@@ -5,12 +5,19 @@
 //! - an `x-request-id` is kept or generated (`request_id.rs`) and echoed on
 //!   the response;
 //! - a tracing span `request` (target `tokengate::request`, level `debug`)
-//!   with the method, path, version and request id, and one `debug` line when
+//!   with the method, path, query, version and request id (anything
+//!   token-shaped in the path and query replaced by `[redacted]`; the request
+//!   id is never token-shaped, see `request_id.rs`), and one `debug` line when
 //!   the response is ready; when that level is off (the default `info`)
 //!   neither is built;
 //! - request bodies are limited to [`MAX_BODY_BYTES`]: a larger
 //!   `Content-Length` is answered 413 at once, and a body without one stops
 //!   at the limit (axum's extractors then answer 413);
+//! - request bodies have deadlines ([`BodyDeadlines`]): a body still
+//!   arriving after `BODY_TIMEOUT_SECS`, or falling behind `BODY_MIN_RATE`
+//!   bytes per second after its first seconds, fails, and the request is
+//!   answered 408 in the envelope with `connection: close`, whatever the
+//!   handler made of the failed read;
 //! - a request still unanswered 30 s after it first had to wait is answered
 //!   503: the timer is only armed when the handler does not answer on its
 //!   first poll, so a request answered from memory costs no timer;
@@ -28,19 +35,23 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
 use axum::extract::Request;
 use axum::response::Response;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use pin_project_lite::pin_project;
-use tokengate::http::error_response;
+use tokengate::http::{error_response, redact_token_shaped};
 use tokio::time::{Instant, Sleep};
 use tracing::Span;
 
+pub use crate::body_deadline::BodyDeadlines;
+use crate::body_deadline::DeadlineBody;
 use crate::request_id::{X_REQUEST_ID, request_id};
 
 /// Largest accepted request body.
@@ -51,13 +62,24 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The per-request stack of the module docs.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct StackLayer;
+pub(crate) struct StackLayer {
+    body: BodyDeadlines,
+}
+
+impl StackLayer {
+    pub(crate) fn new(body: BodyDeadlines) -> Self {
+        Self { body }
+    }
+}
 
 impl<S> tower::Layer<S> for StackLayer {
     type Service = Stack<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Stack { inner }
+        Stack {
+            inner,
+            body: self.body,
+        }
     }
 }
 
@@ -65,6 +87,7 @@ impl<S> tower::Layer<S> for StackLayer {
 #[derive(Clone, Debug)]
 pub(crate) struct Stack<S> {
     inner: S,
+    body: BodyDeadlines,
 }
 
 impl<S> tower::Service<Request> for Stack<S>
@@ -85,7 +108,8 @@ where
         let span = request_span(&request);
         let trace = (!span.is_disabled()).then(|| (span, Instant::now()));
         let _entered = trace.as_ref().map(|(span, _)| span.enter());
-        let state = match limit_body(&mut request) {
+        let mut body_expired = None;
+        let state = match limit_body(&mut request, self.body, &mut body_expired) {
             Some(too_large) => State::Answered {
                 response: Some(too_large),
             },
@@ -104,6 +128,7 @@ where
             state,
             id: Some(id),
             trace,
+            body_expired,
         }
     }
 }
@@ -124,9 +149,10 @@ fn request_span(request: &Request) -> Span {
         target: "tokengate::request",
         "request",
         method = %request.method(),
-        // The path only: a client that puts its token in the query string
+        // A client that puts its token in the path or the query string
         // (which is refused) must not get it written to the log.
-        path = %request.uri().path(),
+        path = %redact_token_shaped(request.uri().path()),
+        query = %request.uri().query().map(redact_token_shaped).unwrap_or_default(),
         version = ?request.version(),
         request_id = request
             .headers()
@@ -137,9 +163,14 @@ fn request_span(request: &Request) -> Span {
 }
 
 /// A 413 to answer for a declared length over the limit; otherwise a body
-/// that can carry anything is wrapped so that it stops at the limit. An
-/// empty body (every `GET`) is left as it is.
-fn limit_body(request: &mut Request) -> Option<Response> {
+/// that can carry anything is wrapped so that it stops at the limit and
+/// fails past its deadlines (`expired` is then set). An empty body (every
+/// `GET`) is left as it is.
+fn limit_body(
+    request: &mut Request,
+    deadlines: BodyDeadlines,
+    expired: &mut Option<Arc<AtomicBool>>,
+) -> Option<Response> {
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -156,7 +187,10 @@ fn limit_body(request: &mut Request) -> Option<Response> {
     };
     if !request.body().is_end_stream() {
         let body = std::mem::take(request.body_mut());
-        *request.body_mut() = Body::new(http_body_util::Limited::new(body, limit));
+        let limited = http_body_util::Limited::new(body, limit);
+        let flag = Arc::new(AtomicBool::new(false));
+        *request.body_mut() = Body::new(DeadlineBody::new(limited, deadlines, Arc::clone(&flag)));
+        *expired = Some(flag);
     }
     None
 }
@@ -165,6 +199,19 @@ const TOO_LARGE_MESSAGE: &str = "Request body too large (limit 1 MB)";
 
 fn panicked() -> Response {
     error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
+}
+
+/// 408 for a body past its deadlines; the connection is closed after it
+/// (the rest of the body is never read).
+fn body_timed_out() -> Response {
+    let mut response = error_response(
+        StatusCode::REQUEST_TIMEOUT,
+        "Request body timed out: send the whole body within BODY_TIMEOUT_SECS, at BODY_MIN_RATE bytes per second or faster",
+    );
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn timed_out() -> Response {
@@ -181,6 +228,8 @@ pin_project! {
         state: State<F>,
         id: Option<HeaderValue>,
         trace: Option<(Span, Instant)>,
+        // Set when the request's body passed a deadline.
+        body_expired: Option<Arc<AtomicBool>>,
     }
 }
 
@@ -230,7 +279,15 @@ where
                 }
             }
         };
-        let mut response = into_envelope(response);
+        let expired = this
+            .body_expired
+            .as_ref()
+            .is_some_and(|expired| expired.load(Ordering::Relaxed));
+        let mut response = if expired {
+            body_timed_out()
+        } else {
+            into_envelope(response)
+        };
         if let Some(id) = this.id.take() {
             response.headers_mut().insert(X_REQUEST_ID.clone(), id);
         }

@@ -7,6 +7,7 @@ use tokengate::TokenGate;
 use tokengate::http::{AdminAuth, GithubKeys};
 
 use crate::SettingsSignIn;
+use crate::stack::BodyDeadlines;
 
 /// What the server's routes need.
 #[derive(Clone, Debug)]
@@ -21,6 +22,8 @@ pub struct AppState {
     /// The Settings > API Tokens page's sign-in (`SETTINGS_AUTH_HEADER`,
     /// or `--settings-demo-user`); `None`: the page and its API are not served.
     pub settings: Option<SettingsSignIn>,
+    /// The deadlines of request bodies (`BODY_TIMEOUT_SECS`, `BODY_MIN_RATE`).
+    pub body_deadlines: BodyDeadlines,
 }
 
 impl AppState {
@@ -31,12 +34,19 @@ impl AppState {
             admin: Arc::new(admin),
             github_keys: None,
             settings: None,
+            body_deadlines: BodyDeadlines::default(),
         }
     }
 
     /// With `POST /leaks/github`, checking signatures with `keys`.
     pub fn with_github_keys(mut self, keys: GithubKeys, file: Option<PathBuf>) -> Self {
         self.github_keys = Some((keys, file));
+        self
+    }
+
+    /// With these deadlines for request bodies instead of the defaults.
+    pub fn with_body_deadlines(mut self, deadlines: BodyDeadlines) -> Self {
+        self.body_deadlines = deadlines;
         self
     }
 

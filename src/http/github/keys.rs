@@ -171,6 +171,30 @@ impl GithubKeys {
         signature_b64: &str,
         body: &[u8],
     ) -> Result<(), VerifyError> {
+        let (key, signature) = self.key_and_signature(key_identifier, signature_b64)?;
+        // SHA-256 of the raw body; high-S signatures are valid ECDSA and accepted
+        // (GitHub's signer does not normalise S).
+        key.verify(body, &signature)
+            .map_err(|_| VerifyError::BadSignature)
+    }
+
+    /// Everything [`verify`](Self::verify) checks before it needs the body:
+    /// both headers there, a known key, a well-formed signature. A request
+    /// that fails this is refused before its body is read.
+    pub(crate) fn check_headers(
+        &self,
+        key_identifier: &str,
+        signature_b64: &str,
+    ) -> Result<(), VerifyError> {
+        self.key_and_signature(key_identifier, signature_b64)
+            .map(|_| ())
+    }
+
+    fn key_and_signature(
+        &self,
+        key_identifier: &str,
+        signature_b64: &str,
+    ) -> Result<(&VerifyingKey, Signature), VerifyError> {
         let key_identifier = key_identifier.trim();
         let signature_b64 = signature_b64.trim();
         if key_identifier.is_empty() {
@@ -192,11 +216,7 @@ impl GithubKeys {
             .decode(signature_b64)
             .map_err(|_| VerifyError::SignatureEncoding)?;
         let signature = Signature::from_der(&der).map_err(|_| VerifyError::SignatureFormat)?;
-        // SHA-256 of the raw body; high-S signatures are valid ECDSA and accepted
-        // (GitHub's signer does not normalise S).
-        key.key
-            .verify(body, &signature)
-            .map_err(|_| VerifyError::BadSignature)
+        Ok((&key.key, signature))
     }
 
     /// The key identifiers in the file, each with its `is_current` flag.

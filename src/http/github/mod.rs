@@ -42,7 +42,7 @@ mod report;
 
 pub(crate) use keys::VerifyError;
 pub use keys::{GithubKeys, KeyFileError};
-pub(crate) use report::{Label, parse_report};
+pub(crate) use report::{Label, MAX_REPORT_BYTES, MAX_REPORT_ENTRIES, ReportError, parse_report};
 
 /// The request header naming the signing key (`key_identifier` in the key file).
 pub(crate) const KEY_IDENTIFIER_HEADER: &str = "github-public-key-identifier";

@@ -19,56 +19,83 @@ use crate::manage::token_hash;
 
 /// The most matches [`parse_report`] accepts in one request.
 ///
-/// GitHub batches matches; 10,000 is far above what it sends in one request
-/// and bounds the work (one lookup each) a single signed request can cause.
-pub(crate) const MAX_REPORT_ENTRIES: usize = 10_000;
+/// GitHub batches matches, far fewer than this in one request. The limit
+/// bounds the work (one lookup each) a single signed request can cause, and
+/// it fits the 1 MB body limit ([`MAX_REPORT_BYTES`]) with room for long
+/// GitHub URLs: 1,000 entries of up to 1 KB each (a token, its type, a
+/// 600-character URL, the source and the JSON around them).
+pub(crate) const MAX_REPORT_ENTRIES: usize = 1_000;
+
+/// The largest report body read, in bytes: 1 MB, the server's body limit.
+pub(crate) const MAX_REPORT_BYTES: usize = 1024 * 1024;
+
+/// The four fields every entry must have, as strings.
+const ENTRY_FIELDS: [&str; 4] = ["token", "type", "url", "source"];
 
 /// One match in a report: `{"token", "type", "url", "source"}`.
 ///
 /// The token is secret: `Debug` redacts it and it is zeroed on drop; read it
 /// with [`expose_token`](Self::expose_token) only to check and revoke it.
-/// Missing or `null` `type`, `url` and `source` read as `""`.
+/// All four fields are required strings (`url` may be empty, as GitHub
+/// documents); [`parse_report`] refuses an entry without one.
 #[derive(Clone, Deserialize)]
 pub(crate) struct ReportedToken {
-    token: String,
-    #[serde(rename = "type", default, deserialize_with = "string_or_null")]
-    token_type: String,
-    #[serde(default, deserialize_with = "string_or_null")]
-    url: String,
-    #[serde(default, deserialize_with = "string_or_null")]
-    source: String,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(rename = "type", default)]
+    token_type: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
 }
 
 impl ReportedToken {
     /// The reported string: possibly one of our tokens, possibly anything.
     pub(crate) fn expose_token(&self) -> &str {
-        &self.token
+        self.token.as_deref().unwrap_or_default()
     }
 
     /// The secret type name registered with GitHub (`type`).
     pub(crate) fn token_type(&self) -> &str {
-        &self.token_type
+        self.token_type.as_deref().unwrap_or_default()
     }
 
     /// The public URL where the match was found (may be empty).
     pub(crate) fn url(&self) -> &str {
-        &self.url
+        self.url.as_deref().unwrap_or_default()
     }
 
     /// Where on GitHub it was found, e.g. `content`, `commit`, `issue_comment`, `npm`.
     pub(crate) fn source(&self) -> &str {
-        &self.source
+        self.source.as_deref().unwrap_or_default()
     }
 
     /// The feedback entry for this match.
     pub(crate) fn feedback(&self, label: Label) -> Feedback {
-        Feedback::new(&self.token, self.token_type.clone(), label)
+        Feedback::new(self.expose_token(), self.token_type().to_owned(), label)
+    }
+
+    /// The first of the four fields that is missing or `null`.
+    fn missing_field(&self) -> Option<&'static str> {
+        let present = [
+            self.token.is_some(),
+            self.token_type.is_some(),
+            self.url.is_some(),
+            self.source.is_some(),
+        ];
+        ENTRY_FIELDS
+            .iter()
+            .zip(present)
+            .find_map(|(field, present)| (!present).then_some(*field))
     }
 }
 
 impl Drop for ReportedToken {
     fn drop(&mut self) {
-        self.token.zeroize();
+        if let Some(token) = &mut self.token {
+            token.zeroize();
+        }
     }
 }
 
@@ -81,10 +108,6 @@ impl fmt::Debug for ReportedToken {
             .field("source", &self.source)
             .finish()
     }
-}
-
-fn string_or_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// Why a (correctly signed) report body was rejected: answer 400.
@@ -111,8 +134,23 @@ pub(crate) enum ReportError {
         /// 1-based column.
         column: usize,
     },
-    /// More than [`MAX_REPORT_ENTRIES`] matches.
-    #[error("report has more than {max} matches")]
+    /// An entry without one of the four fields as a string (missing,
+    /// `null`, or another type), or not an object.
+    #[error(
+        "entry {index} of the report (counting from 0) needs \"token\", \"type\", \"url\" and \"source\" as strings{}",
+        field.map(|field| format!(": \"{field}\" is missing or null")).unwrap_or_default()
+    )]
+    Entry {
+        /// Its position in the array, from 0.
+        index: usize,
+        /// The missing (or `null`) field, if that is what is wrong.
+        field: Option<&'static str>,
+    },
+    /// More than [`MAX_REPORT_ENTRIES`] matches: answer 413.
+    #[error(
+        "Report too large: at most {max} matches per request (and {} MB); send the rest in another request",
+        MAX_REPORT_BYTES / (1024 * 1024)
+    )]
     TooManyEntries {
         /// The limit.
         max: usize,
@@ -123,31 +161,39 @@ pub(crate) enum ReportError {
 /// with at most [`MAX_REPORT_ENTRIES`] entries (stopping at the first one over).
 /// An empty array is a valid, empty report. Verify the signature first.
 pub(crate) fn parse_report(body: &[u8]) -> Result<Vec<ReportedToken>, ReportError> {
-    let over_limit = Cell::new(false);
+    let refused = Cell::new(None);
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let parsed = BoundedReport {
-        over_limit: &over_limit,
-    }
-    .deserialize(&mut deserializer)
-    .and_then(|tokens| deserializer.end().map(|()| tokens));
-    parsed.map_err(|e| {
-        if over_limit.get() {
-            return ReportError::TooManyEntries {
-                max: MAX_REPORT_ENTRIES,
-            };
+    let parsed = BoundedReport { refused: &refused }
+        .deserialize(&mut deserializer)
+        .and_then(|tokens| deserializer.end().map(|()| tokens));
+    let tokens = parsed.map_err(|e| {
+        if let Some(refused) = refused.get() {
+            return refused;
         }
         let (line, column) = (e.line(), e.column());
         match e.classify() {
             serde_json::error::Category::Data => ReportError::Shape { line, column },
             _ => ReportError::Syntax { line, column },
         }
-    })
+    })?;
+    // Checked once the JSON is known to be whole: a truncated body is a
+    // syntax error, not a missing field.
+    for (index, entry) in tokens.iter().enumerate() {
+        if let Some(field) = entry.missing_field() {
+            return Err(ReportError::Entry {
+                index,
+                field: Some(field),
+            });
+        }
+    }
+    Ok(tokens)
 }
 
 /// Deserialises the array, refusing the entry after the limit instead of
-/// growing without bound.
+/// growing without bound, and an entry without its four string fields.
 struct BoundedReport<'a> {
-    over_limit: &'a Cell<bool>,
+    /// Why it stopped, when that is not a JSON error of its own.
+    refused: &'a Cell<Option<ReportError>>,
 }
 
 impl<'de> DeserializeSeed<'de> for BoundedReport<'_> {
@@ -167,14 +213,29 @@ impl<'de> Visitor<'de> for BoundedReport<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut tokens = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-        while let Some(token) = seq.next_element::<ReportedToken>()? {
-            if tokens.len() == MAX_REPORT_ENTRIES {
-                self.over_limit.set(true);
-                return Err(A::Error::custom("too many matches"));
+        loop {
+            let index = tokens.len();
+            let refuse = |error: ReportError| {
+                self.refused.set(Some(error));
+                A::Error::custom("refused")
+            };
+            let entry = match seq.next_element::<ReportedToken>() {
+                Ok(Some(entry)) => entry,
+                Ok(None) => return Ok(tokens),
+                // A field of another type, or an entry that is not an object
+                // (serde's "invalid type: ..."); anything else is the JSON's.
+                Err(e) if e.to_string().starts_with("invalid type") => {
+                    return Err(refuse(ReportError::Entry { index, field: None }));
+                }
+                Err(e) => return Err(e),
+            };
+            if index == MAX_REPORT_ENTRIES {
+                return Err(refuse(ReportError::TooManyEntries {
+                    max: MAX_REPORT_ENTRIES,
+                }));
             }
-            tokens.push(token);
+            tokens.push(entry);
         }
-        Ok(tokens)
     }
 }
 

@@ -32,6 +32,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::proxies::TrustedProxies;
 use crate::http::envelope::ApiError;
+use crate::http::redact::redact_token_shaped;
 
 /// The page's policy: its own script and style files only, no inline code,
 /// requests only to its own origin, never framed.
@@ -59,7 +60,11 @@ pub(super) async fn refuse_cross_site(
     if !request.method().is_safe() {
         let (parts, body) = request.into_parts();
         if !is_same_origin(&parts, &trusted) {
-            tracing::info!(method = %parts.method, path = %parts.uri.path(), "cross-site request refused");
+            tracing::info!(
+                method = %parts.method,
+                path = %redact_token_shaped(parts.uri.path()),
+                "cross-site request refused"
+            );
             return ApiError::Forbidden(CROSS_SITE_MESSAGE.into()).into_response();
         }
         let bodyless = body.is_end_stream() && !parts.headers.contains_key(CONTENT_TYPE);

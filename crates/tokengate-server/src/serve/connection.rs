@@ -12,11 +12,15 @@
 //! - once a byte of the next request has arrived: `header_read_timeout` from
 //!   that byte;
 //! - while a request is in the service: no limit here (the router's own
-//!   timeout bounds it).
+//!   timeout and body deadlines bound it); but while it waits for more of
+//!   its body, the registry may pick the connection at the cap, and it is
+//!   then dropped at once, like an idle one.
 //!
 //! The timer is lazy: requests only store timestamps in atomics, and the
 //! task looks at them when its `Sleep` fires (at the earliest moment any rule
-//! could expire), so a request costs no timer operation.
+//! could expire: at most the shorter of the two timeouts from the last look,
+//! so either timeout is honoured exactly whatever their relation), so a
+//! request costs no timer operation.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -69,6 +73,11 @@ pub(crate) struct ConnState {
     idle_since: AtomicU64,
     /// First byte read while idle, or [`NONE`].
     first_byte: AtomicU64,
+    /// When the request in the service started.
+    busy_since: AtomicU64,
+    /// The request in the service is waiting for more of its body (its last
+    /// read of it was `Pending`).
+    waiting_for_body: AtomicBool,
     /// Chosen for eviction (or already closing): not chosen twice.
     closing: AtomicBool,
     close: Notify,
@@ -94,6 +103,8 @@ impl ConnState {
             requests: AtomicU64::new(0),
             idle_since: AtomicU64::new(accepted),
             first_byte: AtomicU64::new(NONE),
+            busy_since: AtomicU64::new(accepted),
+            waiting_for_body: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             close: Notify::new(),
         }
@@ -107,13 +118,24 @@ impl ConnState {
         self.epoch + Duration::from_nanos(nanos)
     }
 
-    /// Idle and not yet asked to close: the registry may evict it; the
-    /// smaller the key, the longer it has been idle.
+    /// Idle, or stuck waiting for a request body, and not yet asked to
+    /// close: the registry may evict it; the smaller the key, the longer it
+    /// has been idle (or its request has been running).
     pub(crate) fn eviction_key(&self) -> Option<u64> {
-        if self.busy.load(Relaxed) || self.closing.load(Relaxed) {
+        if self.closing.load(Relaxed) {
             return None;
         }
-        Some(self.idle_since.load(Relaxed))
+        if !self.busy.load(Relaxed) {
+            return Some(self.idle_since.load(Relaxed));
+        }
+        self.is_waiting_for_body()
+            .then(|| self.busy_since.load(Relaxed))
+    }
+
+    /// A request is in the service and waiting for more of its body: a slow
+    /// upload, which is reclaimed at the cap like an idle connection.
+    fn is_waiting_for_body(&self) -> bool {
+        self.busy.load(Relaxed) && self.waiting_for_body.load(Relaxed)
     }
 
     /// Asks the connection's task to close it (gracefully: a request in
@@ -133,12 +155,15 @@ impl ConnState {
     }
 
     fn request_started(&self) {
+        self.busy_since.store(self.now(), Relaxed);
+        self.waiting_for_body.store(false, Relaxed);
         self.busy.store(true, Relaxed);
         self.requests
             .store(self.requests.load(Relaxed) + 1, Relaxed);
     }
 
     fn request_finished(&self) {
+        self.waiting_for_body.store(false, Relaxed);
         self.idle_since.store(self.now(), Relaxed);
         self.first_byte.store(NONE, Relaxed);
         self.busy.store(false, Relaxed);
@@ -166,8 +191,9 @@ impl ConnState {
                 first => (first.saturating_add(header), CloseReason::HeaderTimeout),
             }
         };
-        // A byte may arrive any time from now and start a header deadline.
-        let wake = expiry.0.min(now.saturating_add(header));
+        // A byte may arrive any time from now and start a header deadline,
+        // or a request may start and end and start an idle one.
+        let wake = expiry.0.min(now.saturating_add(header.min(idle)));
         (Some(expiry), wake)
     }
 }
@@ -213,7 +239,11 @@ pub(crate) async fn run<S>(
     let mut conn = pin!(shared.http1.serve_connection(io, service));
     let header = nanos(shared.config.header_read_timeout);
     let idle = nanos(shared.config.idle_timeout);
-    let timer = tokio::time::sleep_until(state.instant(state.accepted.saturating_add(header)));
+    // The first look: a first request may end, and its idle deadline
+    // start, before the header deadline (an idle timeout shorter than the
+    // header one).
+    let timer =
+        tokio::time::sleep_until(state.instant(state.accepted.saturating_add(header.min(idle))));
     let mut timer = pin!(timer);
     // Set once the connection was asked to close: from then on it is
     // dropped when it stays unfinished past this while no request is in
@@ -232,7 +262,9 @@ pub(crate) async fn run<S>(
             () = timer.as_mut() => {
                 let now = Instant::now();
                 if let Some(deadline) = close_by {
-                    if now >= deadline && !state.busy.load(Relaxed) {
+                    if now >= deadline
+                        && (!state.busy.load(Relaxed) || state.is_waiting_for_body())
+                    {
                         return;
                     }
                     timer.as_mut().reset(now + CLOSE_LINGER);
@@ -257,6 +289,12 @@ pub(crate) async fn run<S>(
             // Already closing; only a shutdown can arrive here. The server's
             // deadline bounds what is left.
             continue;
+        }
+        if reason == CloseReason::Evicted && state.is_waiting_for_body() {
+            // A slow upload at the cap: dropped like an idle connection
+            // (its handler with it), not waited for.
+            tracing::debug!(target: "tokengate::connection", %remote, "closing a connection stuck in a request body");
+            return;
         }
         state.closing.store(true, Relaxed);
         tracing::debug!(target: "tokengate::connection", %remote, ?reason, "closing connection");
@@ -296,13 +334,58 @@ where
     type Future = InFlight<Oneshot<S, Request<Body>>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let mut request = request.map(Body::new);
+        let mut request = request.map(|body| {
+            if hyper::body::Body::is_end_stream(&body) {
+                // No body (every GET): nothing to wait for.
+                Body::new(body)
+            } else {
+                let state = Arc::clone(&self.state);
+                Body::new(TrackedBody { body, state })
+            }
+        });
         request.extensions_mut().insert(ConnectInfo(self.remote));
         self.state.request_started();
         InFlight {
             future: self.inner.clone().oneshot(request),
             guard: Some(BusyGuard(Arc::clone(&self.state))),
         }
+    }
+}
+
+/// A request body that tells its connection when it waits for more bytes
+/// (see [`ConnState::is_waiting_for_body`]).
+struct TrackedBody {
+    body: Incoming,
+    state: Arc<ConnState>,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        self.state
+            .waiting_for_body
+            .store(polled.is_pending(), Relaxed);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        self.state.waiting_for_body.store(false, Relaxed);
     }
 }
 
@@ -439,10 +522,37 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_timeout_shorter_than_the_header_timeout_is_looked_at_in_time() {
+        let state = state();
+        // Before the first request: woken by the shorter idle timeout, since
+        // a request may start and end before the header deadline.
+        assert_eq!(
+            state.next_check(S / 10, 10 * S, 2 * S),
+            (Some((10 * S, CloseReason::HeaderTimeout)), S / 10 + 2 * S)
+        );
+        state.request_started();
+        state.request_finished();
+        let idle_since = state.idle_since.load(Relaxed);
+        assert_eq!(
+            state.next_check(idle_since, 10 * S, 2 * S),
+            (
+                Some((idle_since + 2 * S, CloseReason::IdleTimeout)),
+                idle_since + 2 * S
+            )
+        );
+    }
+
+    #[test]
     fn eviction_skips_busy_and_closing_connections() {
         let state = state();
         assert_eq!(state.eviction_key(), Some(0));
         state.request_started();
+        assert_eq!(state.eviction_key(), None);
+        // Waiting for more of its body: evictable, as old as its request.
+        state.busy_since.store(5, Relaxed);
+        state.waiting_for_body.store(true, Relaxed);
+        assert_eq!(state.eviction_key(), Some(5));
+        state.waiting_for_body.store(false, Relaxed);
         assert_eq!(state.eviction_key(), None);
         state.request_finished();
         assert!(state.request_close());

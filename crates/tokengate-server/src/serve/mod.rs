@@ -9,8 +9,11 @@
 //!   [`ServeConfig::with_idle_timeout`] after a response is closed.
 //! - **Connection cap**: at most `max_connections` are open. When a client
 //!   connects at the cap, the connections idle longest are closed (a batch at
-//!   a time) and the new one is served as soon as a slot frees; the cap is
-//!   reported by one warning line per [`ServeConfig::with_cap_warning_interval`].
+//!   a time) and the new one is served as soon as a slot frees; a connection
+//!   whose request is waiting for more of its body (a slow upload) counts as
+//!   idle since its request started, and is dropped with its request. The
+//!   cap is reported by one warning line per
+//!   [`ServeConfig::with_cap_warning_interval`].
 //! - **Bounded shutdown**: when `shutdown` completes, the listener is closed,
 //!   idle connections are closed at once, requests in flight are answered
 //!   (with `connection: close`), and after

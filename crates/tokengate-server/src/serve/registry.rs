@@ -1,5 +1,5 @@
-//! The open connections, so that at the cap the ones idle longest can be
-//! closed to make room.
+//! The open connections, so that at the cap the ones idle longest (or stuck
+//! longest in a slow request body) can be closed to make room.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,8 +26,9 @@ impl Registry {
         self.lock().remove(&id);
     }
 
-    /// Asks up to `count` idle connections to close, those idle longest
-    /// first; returns how many were asked.
+    /// Asks up to `count` idle connections (or connections waiting for a
+    /// request body) to close, those idle longest first; returns how many
+    /// were asked.
     pub(crate) fn close_oldest_idle(&self, count: usize) -> usize {
         let connections = self.lock();
         let mut idle: Vec<(u64, &Arc<ConnState>)> = connections

@@ -457,3 +457,118 @@ async fn usage_is_served_per_hour_and_summed_in_token_views() {
         assert_eq!(response.json()["success"], false);
     }
 }
+
+/// A body that never ends: the endpoint must refuse what it can without it.
+struct Endless;
+
+impl hyper::body::Body for Endless {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+fn endless_body() -> Body {
+    Body::new(Endless)
+}
+
+/// The handler read the whole body before it even checked that a signature
+/// header was there: slow uploads held connections at the cap.
+#[tokio::test]
+async fn a_report_is_refused_before_its_body_is_read() {
+    let (app, key) = app_with_github_key().await;
+    let signature = sign(&key, b"[]");
+    let other_key = "0".repeat(64);
+    for (key_id, signature, declared, status) in [
+        (
+            None,
+            Some(signature.as_str()),
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (Some(KEY_ID), None, None, StatusCode::UNAUTHORIZED),
+        (
+            Some(other_key.as_str()),
+            Some(signature.as_str()),
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Some(KEY_ID),
+            Some("not base64!"),
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Some(KEY_ID),
+            Some(signature.as_str()),
+            Some("1048577"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ] {
+        let mut request = Request::post("/leaks/github").header("content-type", "application/json");
+        if let Some(key_id) = key_id {
+            request = request.header("github-public-key-identifier", key_id);
+        }
+        if let Some(signature) = signature {
+            request = request.header("github-public-key-signature", signature);
+        }
+        if let Some(length) = declared {
+            request = request.header("content-length", length);
+        }
+        let response = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            send(&app.router, request.body(endless_body()).unwrap()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{key_id:?} {signature:?} {declared:?}: the body was awaited"));
+        assert_eq!(response.status, status, "{}", response.body);
+        assert_eq!(response.json()["success"], false);
+    }
+}
+
+/// The documented maximum (10,000) did not fit the 1 MB body limit with
+/// GitHub-length URLs, and `[{"token":"x"}]` was accepted with an empty type.
+#[tokio::test]
+async fn over_the_most_matches_is_413_naming_it_and_an_incomplete_entry_400_naming_its_index() {
+    let (app, key) = app_with_github_key().await;
+    let strings: Vec<String> = (0..1001).map(|i| format!("iit_{i:070}")).collect();
+    let refs: Vec<&str> = strings.iter().map(String::as_str).collect();
+    let body = report(&refs);
+    assert!(body.len() < 1024 * 1024);
+    let signature = sign(&key, &body);
+    let response = post_report(&app, body, Some(KEY_ID), Some(&signature)).await;
+    assert_eq!(
+        response.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        response.body
+    );
+    assert!(
+        response.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("at most 1000 matches per request"),
+        "{}",
+        response.body
+    );
+
+    let body = br#"[{"token":"a","type":"t","url":"","source":"content"},{"token":"x"}]"#.to_vec();
+    let signature = sign(&key, &body);
+    let response = post_report(&app, body, Some(KEY_ID), Some(&signature)).await;
+    assert_eq!(
+        response.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        response.body
+    );
+    assert_eq!(
+        response.json()["error"],
+        "entry 1 of the report (counting from 0) needs \"token\", \"type\", \"url\" and \"source\" as strings: \"type\" is missing or null"
+    );
+}

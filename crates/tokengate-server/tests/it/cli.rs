@@ -899,6 +899,23 @@ fn bad_settings_configuration_is_one_line_before_serving() {
     assert!(!cli.path().join("tokengate.db").exists());
 }
 
+/// The sign-in header was believed from all of loopback by default: any
+/// local process could act as any account.
+#[test]
+fn the_settings_header_without_trusted_proxies_refuses_to_start_with_an_example() {
+    let cli = Cli::new();
+    cli.fails_with(
+        &[
+            ("SETTINGS_AUTH_HEADER", "X-Forwarded-User"),
+            ("BIND_ADDR", "127.0.0.1:0"),
+        ],
+        &["serve"],
+        "SETTINGS_AUTH_HEADER is set but SETTINGS_TRUSTED_PROXIES is not: name the addresses \
+         of the proxy that sets X-Forwarded-User, e.g. SETTINGS_TRUSTED_PROXIES=127.0.0.1/32",
+    );
+    assert!(!cli.path().join("tokengate.db").exists());
+}
+
 #[test]
 fn top_level_help_names_every_environment_variable() {
     let cli = Cli::new();
@@ -923,6 +940,8 @@ fn top_level_help_names_every_environment_variable() {
         "SETTINGS_TRUSTED_PROXIES",
         "HEADER_READ_TIMEOUT_SECS",
         "IDLE_TIMEOUT_SECS",
+        "BODY_TIMEOUT_SECS",
+        "BODY_MIN_RATE",
         "MAX_CONNECTIONS",
         "CREATE_DB",
         "RUST_LOG",
@@ -941,6 +960,8 @@ fn top_level_help_names_every_environment_variable() {
         "SHUTDOWN_GRACE_SECS",
         "HEADER_READ_TIMEOUT_SECS",
         "IDLE_TIMEOUT_SECS",
+        "BODY_TIMEOUT_SECS",
+        "BODY_MIN_RATE",
         "MAX_CONNECTIONS",
         "CREATE_DB",
         "AUDIT_RETENTION_DAYS",

@@ -70,3 +70,45 @@ async fn a_second_server_on_the_same_file_exits_1_naming_it_and_the_cli_keeps_wo
     let response = client().get(again.url("/ready")).send().await.unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// The lock followed the path's spelling: a second `serve` through a symlink
+/// or a hard link started and served, and a 5/hour token was admitted 10
+/// times in one hour.
+#[tokio::test]
+async fn a_second_server_through_another_name_of_the_file_exits_1_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = base_env(dir.path());
+    let first = Server::start(dir.path(), &env);
+    let database = dir.path().join("tokengate.db");
+    std::os::unix::fs::symlink(&database, dir.path().join("symlink.db")).unwrap();
+    std::fs::hard_link(&database, dir.path().join("hard.db")).unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+
+    for url in [
+        format!("sqlite://{}", dir.path().join("symlink.db").display()),
+        format!("sqlite://{}", dir.path().join("hard.db").display()),
+        "sqlite://tokengate.db".to_owned(),
+        "sqlite://./sub/../tokengate.db".to_owned(),
+    ] {
+        let mut env = env.clone();
+        env.retain(|(key, _)| key != "DATABASE_URL");
+        env.push(("DATABASE_URL".into(), url.clone()));
+        let started = Instant::now();
+        let second = cli_within(dir.path(), &env, &["serve"], Duration::from_secs(30));
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&second.stderr);
+        assert_eq!(second.status.code(), Some(1), "{url}: {stderr}");
+        assert!(took < Duration::from_secs(10), "{url}: {took:?}");
+        assert!(
+            stderr.starts_with("error: another tokengate server is already serving"),
+            "{url}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("(pid {}", first.pid())),
+            "{url}: the holder is named: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    let response = client().get(first.url("/ready")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}

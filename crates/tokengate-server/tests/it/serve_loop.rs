@@ -197,6 +197,28 @@ async fn an_idle_keep_alive_connection_is_closed_by_the_idle_timeout_not_the_hea
     assert!(took < Duration::from_millis(2500), "{took:?}");
 }
 
+/// `IDLE_TIMEOUT_SECS=2` with the 10 s header timeout closed idle
+/// connections after ~10 s: the lazy timer still slept on the header
+/// deadline of the first request.
+#[tokio::test]
+async fn an_idle_timeout_shorter_than_the_header_timeout_is_honoured_within_half_a_second() {
+    let idle = Duration::from_millis(200);
+    let server = Server::start(
+        config()
+            .with_header_read_timeout(Duration::from_secs(4))
+            .with_idle_timeout(idle),
+    )
+    .await;
+    for _ in 0..2 {
+        let mut stream = server.connect().await;
+        let (status, _) = request(&mut stream, HEALTH).await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        let took = closed_within(&mut stream, Duration::from_secs(3)).await;
+        assert!(took >= idle - Duration::from_millis(50), "{took:?}");
+        assert!(took < idle + Duration::from_millis(500), "{took:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_keep_alive_connection_is_reused_and_its_next_head_gets_the_header_timeout() {
     let server = Server::start(config().with_idle_timeout(Duration::from_secs(10))).await;

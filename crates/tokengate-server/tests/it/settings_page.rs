@@ -32,6 +32,10 @@ static ONE_BROWSER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const
 fn start_server(dir: &std::path::Path, extra: &[(&str, &str)]) -> Server {
     let mut env = base_env(dir);
     env.push(("SETTINGS_AUTH_HEADER".into(), "X-Forwarded-User".into()));
+    env.push((
+        "SETTINGS_TRUSTED_PROXIES".into(),
+        "127.0.0.0/8,::1/128".into(),
+    ));
     for (key, value) in extra {
         env.retain(|(k, _)| k != key);
         env.push(((*key).into(), (*value).into()));
@@ -861,4 +865,55 @@ async fn settings_page_first_visit_unknown_account_and_demo_user_in_chromium() {
     let token = shown_token(&page, "created").await;
     assert_eq!(call_api(&server, &token).await.0, 200);
     chromium.close().await;
+}
+
+/// A browser too old for `Sec-Fetch-Site` sends only `Origin`, with the
+/// port the user typed. Behind a proxy on a non-default port, the proxy must
+/// forward the host *with* its port (nginx's `$http_host`; `$host` drops it),
+/// or the server sees another origin and refuses the change.
+#[tokio::test]
+async fn an_origin_only_state_change_through_a_proxy_on_a_non_default_port_is_same_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &[]);
+    set_plan(&server, "acct_1", "pro").await;
+    let proxy = AuthProxy::start(&server.base, "acct_1").await;
+    let port = proxy.base.rsplit(':').next().unwrap().to_owned();
+    assert_ne!(port, "80");
+    let create = |url: String, origin: &str| {
+        client()
+            .post(url)
+            .header("origin", origin)
+            .header("content-type", "application/json")
+            .body(r#"{"name": "CI"}"#)
+    };
+
+    // Through the proxy, which forwards `Host` as it came (`$http_host`).
+    let response = create(format!("{}{PAGE}/tokens", proxy.base), &proxy.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+
+    // What `proxy_set_header X-Forwarded-Host $host` sends: no port, refused.
+    let response = create(server.url(&format!("{PAGE}/tokens")), &proxy.base)
+        .header("x-forwarded-user", "acct_1")
+        .header("x-forwarded-host", "127.0.0.1")
+        .header("x-forwarded-proto", "http")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(tokens(&server, "acct_1").await.len(), 1);
+
+    // So the README's nginx example forwards the host with its port.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let forwarded: Vec<&str> = readme
+        .lines()
+        .filter(|line| line.contains("proxy_set_header X-Forwarded-Host"))
+        .collect();
+    assert!(!forwarded.is_empty());
+    for line in forwarded {
+        assert!(line.contains("$http_host;"), "{line}");
+    }
 }
