@@ -140,6 +140,7 @@ mod limit;
 mod manage;
 mod metrics;
 mod principal;
+mod redact;
 mod require_scope;
 mod response;
 mod scope;

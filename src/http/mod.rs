@@ -17,10 +17,10 @@ mod leaks;
 mod openapi;
 mod operations;
 mod origin;
-pub(crate) mod redact;
 #[cfg(feature = "settings")]
 mod settings;
 
+pub use crate::redact::redact_token_shaped;
 pub use admin::admin_router;
 pub use admin_auth::{AdminAuth, AdminTokenOrigin, InvalidAdminToken};
 pub use envelope::{ApiError, SuccessEnvelope, error_response, success_response};
@@ -31,7 +31,6 @@ pub use github::{GithubKeys, KeyFileError};
 #[cfg_attr(docsrs, doc(cfg(feature = "github-leaks")))]
 pub use leaks::github_leak_router;
 pub use openapi::document_gated_routes;
-pub use redact::redact_token_shaped;
 #[cfg(feature = "settings")]
 #[cfg_attr(docsrs, doc(cfg(feature = "settings")))]
 pub use settings::{

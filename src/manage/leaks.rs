@@ -77,7 +77,10 @@ impl Management<'_> {
         }
         let details = json!({ "url": report.url, "source": report.source, "type": report.kind });
         self.revoke(&id, "leaked", "token.leaked", details).await?;
-        tracing::warn!(token_id = %id, url = report.url, "leaked token revoked");
+        // The audit event keeps the whole URL (where to look); the log line
+        // is redacted like every logged path, in case it carries a token.
+        let url = crate::redact::redact_token_shaped(report.url);
+        tracing::warn!(token_id = %id, url = %url, "leaked token revoked");
         Ok(LeakOutcome::Revoked(id))
     }
 }

@@ -100,8 +100,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                 // Refuse a bad key file before touching the database.
                 config::load_github_keys(path)?;
             }
-            args.settings_sign_in()?;
+            // The demo sign-in's conflicts first: with SETTINGS_AUTH_HEADER
+            // set, "both sign in" is the fix to name, not its proxies.
             args.settings_demo_user(bind_addr)?;
+            args.settings_sign_in()?;
             // Listen before touching the database: a port in use leaves no
             // database (nor lock) file behind.
             let listener = serve_command::listen(bind_addr).await?;

@@ -32,7 +32,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::proxies::TrustedProxies;
 use crate::http::envelope::ApiError;
-use crate::http::redact::redact_token_shaped;
+use crate::redact::redact_token_shaped;
 
 /// The page's policy: its own script and style files only, no inline code,
 /// requests only to its own origin, never framed.
