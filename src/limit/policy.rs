@@ -163,7 +163,12 @@ impl LimiterPolicy {
                         };
                         tracing::debug!(error = %e, "rate-limit backend down: using the local limiter");
                         metrics.limiter_fallbacks.inc();
-                        verdict(check_local(local, principal))
+                        let decision = check_local(local, principal);
+                        if decision.allowed {
+                            // Counted in the shared windows too once they are back.
+                            shared.admitted_locally(&id, account.map(|(account, _)| account));
+                        }
+                        verdict(decision)
                     }
                 }
             }
@@ -203,6 +208,14 @@ impl LimiterPolicy {
                 }
                 taken
             }
+        }
+    }
+
+    /// Times the shared backend was found to have lost its windows.
+    pub(crate) fn resets_detected(&self) -> u64 {
+        match self {
+            LimiterPolicy::Local(_) => 0,
+            LimiterPolicy::Shared { shared, .. } => shared.resets_detected(),
         }
     }
 
