@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use tokengate::{RedisLimiterConfig, RedisRateLimiter, TokenId};
+use tokengate_testkit::redis_server::RedisServer;
 
 fn config(prefix: &str) -> RedisLimiterConfig {
     RedisLimiterConfig {
@@ -84,8 +87,14 @@ async fn keys_expire_on_their_own() {
     limiter.check(&token, 10, None).await.unwrap();
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let generation: String = redis::cmd("HGET")
+        .arg(format!("{prefix}:gen"))
+        .arg("id")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
     let ttl: i64 = redis::cmd("PTTL")
-        .arg(format!("{prefix}:rl:{token}"))
+        .arg(format!("{prefix}:rl:{token}:{generation}"))
         .query_async(&mut connection)
         .await
         .unwrap();
@@ -269,4 +278,129 @@ async fn an_unreachable_redis_fails_fast_and_recovers() {
         assert!(Instant::now() < deadline, "never recovered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Checks until `tries` answers (admitted or refused) came back, each
+/// instance in turn; failures (Redis unreachable) are retried after a short
+/// pause, for at most 20 s in all. Returns the admissions.
+async fn answered(instances: &[RedisRateLimiter], token: TokenId, limit: u32, tries: u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut answers, mut admitted) = (0, 0);
+    for i in 0.. {
+        if answers == tries {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{answers} answers in 20 s");
+        match instances[i % instances.len()]
+            .check(&token, limit, None)
+            .await
+        {
+            Ok(decision) => {
+                answers += 1;
+                admitted += u32::from(decision.allowed);
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    admitted
+}
+
+/// The staged outage of issue 31: two instances, 100/hour, 60 admitted,
+/// Redis killed (SIGKILL) and started again empty on the same address, then
+/// 100 tries. The instances add back what they counted: at most 100 in the
+/// hour, not 160.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restarted_empty_is_reseeded_and_the_hour_stays_strict() {
+    let Some(mut server) = RedisServer::start().await else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let instances = [
+        RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap(),
+        RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap(),
+    ];
+    let token = TokenId::random();
+    let mut admitted = answered(&instances, token, 100, 60).await;
+    assert_eq!(admitted, 60);
+    server.kill();
+    // During the outage, leases already held admit; the rest fails fast.
+    for i in 0..10 {
+        if let Ok(decision) = instances[i % 2].check(&token, 100, None).await {
+            admitted += u32::from(decision.allowed);
+        }
+    }
+    server.restart().await;
+    admitted += answered(&instances, token, 100, 100).await;
+    eprintln!("{admitted} admitted across the restart");
+    assert!(
+        admitted <= 100,
+        "{admitted} admitted in the hour, limit 100"
+    );
+    // Only permits held when Redis went down may be lost (counted as used).
+    assert!(
+        admitted >= 90,
+        "{admitted} admitted: the hour's room was lost"
+    );
+    for instance in &instances {
+        assert_eq!(
+            instance.resets_detected(),
+            1,
+            "each instance re-seeded once"
+        );
+    }
+}
+
+/// `FLUSHALL` in the middle of concurrent load on two instances: the
+/// instances re-seed the flushed windows and the total stays at most the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flushall_mid_load_is_reseeded_and_the_hour_stays_strict() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let instances = [
+        Arc::new(RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap()),
+        Arc::new(RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap()),
+    ];
+    let token = TokenId::random();
+    let admitted = Arc::new(AtomicU32::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|i| {
+            let limiter = Arc::clone(&instances[i % 2]);
+            let admitted = Arc::clone(&admitted);
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    assert!(Instant::now() < deadline, "never refused");
+                    match limiter.check(&token, 100, None).await {
+                        Ok(decision) if decision.allowed => {
+                            admitted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(_) => return,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                    // Slow enough that the flush lands mid-load.
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    while admitted.load(Ordering::SeqCst) < 50 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    server.command("FLUSHALL").await;
+    let flushed_at = admitted.load(Ordering::SeqCst);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let total = admitted.load(Ordering::SeqCst);
+    eprintln!("flushed after {flushed_at} admissions; {total} admitted in all");
+    assert!(
+        flushed_at < 100,
+        "the flush came after the load ({flushed_at})"
+    );
+    assert!(total <= 100, "{total} admitted in the hour, limit 100");
+    assert!(total >= 90, "{total} admitted: the hour's room was lost");
+    let resets: u64 = instances.iter().map(|i| i.resets_detected()).sum();
+    assert!(resets >= 1, "the flush was detected");
 }
