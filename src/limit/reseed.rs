@@ -264,11 +264,19 @@ mod tests {
     #[test]
     fn bytes_per_active_token() {
         let tokens = 10_000u64;
+        /// The shape of `redis_script::WindowKey` (a token id, or an account's).
+        #[derive(Clone, PartialEq, Eq, Hash)]
+        #[allow(dead_code)]
+        enum Key {
+            Token([u8; 16]),
+            Account(Box<str>),
+        }
         for (per_token, most) in [(1u64, 150usize), (61, 1_300)] {
-            let mut record: Contributions<[u8; 16]> = Contributions::default();
+            let mut record: Contributions<Key> = Contributions::default();
             for t in 0..tokens {
-                let mut key = [0u8; 16];
-                key[..8].copy_from_slice(&t.to_le_bytes());
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&t.to_le_bytes());
+                let key = Key::Token(id);
                 for bucket in 0..per_token {
                     record.add(&key, bucket, 3);
                 }
