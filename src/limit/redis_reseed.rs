@@ -59,6 +59,10 @@ pub(super) struct Reseeder {
     gate: tokio::sync::RwLock<()>,
     resets: AtomicU64,
     watching: AtomicBool,
+    /// Set by a local admission, cleared when a delivery starts.
+    pending: AtomicBool,
+    /// Calls so far: with `instance`, a fresh candidate id for each call.
+    calls: AtomicU64,
 }
 
 fn lock(mutex: &Mutex<Recorded>) -> std::sync::MutexGuard<'_, Recorded> {
@@ -83,6 +87,8 @@ impl Default for Reseeder {
             gate: tokio::sync::RwLock::new(()),
             resets: AtomicU64::new(0),
             watching: AtomicBool::new(false),
+            pending: AtomicBool::new(false),
+            calls: AtomicU64::new(0),
         }
     }
 }
@@ -97,6 +103,14 @@ impl Reseeder {
         lock(&self.state).known.clone()
     }
 
+    /// The id to open a new generation under, should Redis have none: never
+    /// the same twice, so that a generation this instance opened is never
+    /// taken for one it knew.
+    fn candidate(&self) -> String {
+        let call = self.calls.fetch_add(1, Ordering::Relaxed);
+        format!("{}.{call}", self.instance)
+    }
+
     /// One lease call, recorded: gives back and asks in the known
     /// generation, then records what Redis counted.
     pub(super) async fn lease_call(
@@ -108,7 +122,7 @@ impl Reseeder {
     ) -> Result<Answer<Grant>, LimitError> {
         let _shared = self.gate.read().await;
         let known = self.known();
-        let candidate = random_id();
+        let candidate = self.candidate();
         let generation = InGeneration {
             known: known.as_deref(),
             candidate: &candidate,
@@ -139,6 +153,7 @@ impl Reseeder {
     /// One admission by the local fallback while Redis was unreachable:
     /// added to the shared windows once Redis answers again.
     pub(super) fn admitted_locally(&self, token: &TokenId, account: Option<&str>) {
+        self.pending.store(true, Ordering::Release);
         let mut state = lock(&self.state);
         let bucket = state.redis_now_ms() / WindowConfig::default().bucket_ms();
         state.record.add_pending(&WindowKey::Token(*token), bucket);
@@ -265,7 +280,7 @@ impl Reseeder {
             return Ok(());
         }
         let known = self.known();
-        let candidate = random_id();
+        let candidate = self.candidate();
         let generation = InGeneration {
             known: known.as_deref(),
             candidate: &candidate,
@@ -296,7 +311,7 @@ impl Reseeder {
         calls: &ScriptCall,
         every: Duration,
     ) {
-        if self.watching.swap(true, Ordering::AcqRel) {
+        if self.watching.load(Ordering::Acquire) || self.watching.swap(true, Ordering::AcqRel) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
