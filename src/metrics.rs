@@ -260,6 +260,7 @@ mod tests {
         metrics.record_outcome(Outcome::RateLimited);
         metrics.record_admin("create_token");
         metrics.record_verify(Duration::from_millis(3));
+        metrics.limiter_resets.inc_by(2);
         let text = metrics.render();
         assert!(
             text.contains("tokengate_requests_total{outcome=\"ok\"} 2"),
@@ -270,6 +271,10 @@ mod tests {
         assert!(text.contains("tokengate_admin_operations_total{operation=\"create_token\"} 1"));
         assert!(text.contains("tokengate_argon2_verify_seconds_count 1"));
         assert!(text.contains("# TYPE tokengate_cache_hits counter"));
+        assert!(
+            text.contains("tokengate_ratelimit_resets_total 2"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -299,6 +299,8 @@ mod tests {
         now: bool,
         asked: Mutex<Vec<Asked>>,
         evictions: AtomicU32,
+        /// Admissions by the local fallback reported to the backend.
+        admitted_locally: AtomicU32,
     }
 
     #[async_trait]
@@ -335,6 +337,14 @@ mod tests {
 
         fn evict_idle(&self) {
             self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+
+        fn resets_detected(&self) -> u64 {
+            3
+        }
+
+        fn admitted_locally(&self, _token: &TokenId, _account: Option<&str>) {
+            self.admitted_locally.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -379,6 +389,7 @@ mod tests {
         assert_eq!(usage(&policy), vec![(p.token_id(), 2, 1)]);
         assert_eq!(policy.tracked(), 1);
         assert_eq!(policy.evict_idle(), 1, "not idle yet");
+        assert_eq!(policy.resets_detected(), 0);
         assert!(policy.snapshot().is_some_and(|s| !s.is_empty()));
         assert_eq!(policy.restore(""), Some(0));
     }
@@ -421,6 +432,7 @@ mod tests {
         assert_eq!(usage(&policy), vec![(p.token_id(), 1, 0)]);
         assert_eq!(usage(&policy), vec![], "taken once");
         assert_eq!(policy.tracked(), 7);
+        assert_eq!(policy.resets_detected(), 3, "the backend's count");
         assert_eq!(policy.evict_idle(), 7);
         assert_eq!(backend.evictions.load(Ordering::Relaxed), 1);
         assert_eq!(policy.snapshot(), None);
@@ -475,7 +487,7 @@ mod tests {
         assert_eq!(metrics.limiter_fallbacks.get(), 0);
         assert_eq!(usage(&closed), vec![], "nothing was checked");
 
-        let (local, _) = shared(down(), LimiterFailurePolicy::FallBackToLocal);
+        let (local, backend) = shared(down(), LimiterFailurePolicy::FallBackToLocal);
         let metrics = Metrics::new();
         assert!(local.check(&p, &metrics).await.is_ok());
         assert!(matches!(
@@ -484,6 +496,11 @@ mod tests {
         ));
         assert_eq!(metrics.limiter_backend_errors.get(), 2);
         assert_eq!(metrics.limiter_fallbacks.get(), 2);
+        assert_eq!(
+            backend.admitted_locally.load(Ordering::Relaxed),
+            1,
+            "the local admission, for the shared window once it is back"
+        );
         assert_eq!(
             usage(&local),
             vec![(p.token_id(), 1, 1)],
