@@ -388,7 +388,7 @@ async fn a_flushall_mid_load_is_reseeded_and_the_hour_stays_strict() {
     while admitted.load(Ordering::SeqCst) < 50 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    server.command("FLUSHALL").await;
+    server.command(&["FLUSHALL"]).await;
     let flushed_at = admitted.load(Ordering::SeqCst);
     for worker in workers {
         worker.await.unwrap();
@@ -403,4 +403,50 @@ async fn a_flushall_mid_load_is_reseeded_and_the_hour_stays_strict() {
     assert!(total >= 90, "{total} admitted: the hour's room was lost");
     let resets: u64 = instances.iter().map(|i| i.resets_detected()).sum();
     assert!(resets >= 1, "the flush was detected");
+}
+
+/// A failover to a replica that lagged: the replica stopped following after
+/// 40 admissions (so it lacks the last 20) and is promoted; the instances
+/// reach it on the same address. Its windows carry the old generation's id,
+/// but under a new replication id: a new generation, re-seeded, and the
+/// hour stays at most 100 (120 if the lost writes went unnoticed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_to_a_lagging_replica_is_reseeded_and_the_hour_stays_strict() {
+    let (Some(primary), Some(replica)) = (RedisServer::start().await, RedisServer::start().await)
+    else {
+        return;
+    };
+    let port = primary.port().to_string();
+    replica.command(&["REPLICAOF", "127.0.0.1", &port]).await;
+    let address = |server: &RedisServer| format!("127.0.0.1:{}", server.port()).parse().unwrap();
+    let proxy = tokengate_testkit::proxy::Proxy::start(address(&primary)).await;
+    let url = format!("redis://{}", proxy.addr);
+    let prefix = unique_prefix();
+    let instances = [
+        RedisRateLimiter::new(&url, config(&prefix)).unwrap(),
+        RedisRateLimiter::new(&url, config(&prefix)).unwrap(),
+    ];
+    let token = TokenId::random();
+    let mut admitted = answered(&instances, token, 100, 40).await;
+    // The replica has every write so far, then stops following.
+    let synced = primary.command(&["WAIT", "1", "5000"]).await;
+    assert_eq!(synced, redis::Value::Int(1), "the replica caught up");
+    replica.command(&["REPLICAOF", "NO", "ONE"]).await;
+    admitted += answered(&instances, token, 100, 20).await;
+    assert_eq!(admitted, 60);
+    proxy.cut();
+    proxy.retarget(address(&replica));
+    proxy.restore();
+    admitted += answered(&instances, token, 100, 100).await;
+    eprintln!("{admitted} admitted across the failover");
+    assert!(
+        admitted <= 100,
+        "{admitted} admitted in the hour, limit 100"
+    );
+    assert!(
+        admitted >= 90,
+        "{admitted} admitted: the hour's room was lost"
+    );
+    let resets: u64 = instances.iter().map(|i| i.resets_detected()).sum();
+    assert_eq!(resets, 2, "each instance re-seeded once");
 }

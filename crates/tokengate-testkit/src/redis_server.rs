@@ -87,14 +87,20 @@ impl RedisServer {
         }
     }
 
-    /// Sends one command to the server (e.g. `FLUSHALL`).
-    pub async fn command(&self, name: &str) {
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Sends one command to the server (e.g. `["FLUSHALL"]`, `["REPLICAOF", "NO", "ONE"]`).
+    pub async fn command(&self, args: &[&str]) -> redis::Value {
         let client = redis::Client::open(self.url()).unwrap();
         let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-        redis::cmd(name)
-            .query_async::<()>(&mut connection)
-            .await
-            .unwrap();
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        command.query_async(&mut connection).await.unwrap()
     }
 
     async fn answers(&mut self, deadline: Instant) -> bool {
