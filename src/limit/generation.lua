@@ -2,11 +2,11 @@
 -- KEYS[1] is the generation key, a hash: `id` (random, chosen by the
 -- instance that opened it), `replid` (the Redis replication id it was
 -- opened under) and `until` (Unix ms before which no permit is granted).
--- A restart without persistence, a FLUSHALL (the key is gone) or a failover
--- to a replica (a new replication id, and maybe lost writes) opens a new
--- generation, with window keys of its own that start empty; every instance
--- then adds back what it counted in the last window (the re-seed script)
--- before any permit is granted in it.
+-- A restart (with or without persistence), a FLUSHALL (the key is gone) or
+-- a failover to a replica (a new replication id) opens a new generation:
+-- the windows may have lost some or all of their counts, so every instance
+-- adds back what it counted in the last window (reseed.lua) before any
+-- permit is granted again.
 
 -- Redis's clock, or the time a test passes.
 local function clock(override)
@@ -24,7 +24,7 @@ end
 -- nil and the generation's id when `known` is the current, settled
 -- generation (or the caller is new and adopts it); otherwise the answer to
 -- return: {'gen', id} (re-seed into generation `id`, then call again) or
--- {'settling', id, until, now}. Window keys are named `<KEYS[i]>:<id>`.
+-- {'settling', id, until, now}.
 -- `candidate`: the id of a new generation, if one must be opened. Nothing
 -- is granted in it for `settle_ms`, while the instances add their counts
 -- back: a new deployment cannot be told from a Redis that lost everything.

@@ -1,8 +1,7 @@
 -- After generation.lua (its functions, and KEYS[1]: the generation key).
--- KEYS[2]: the token's buckets (hash: bucket number -> count), named
--- `<KEYS[2]>:<generation>` in Redis;
+-- KEYS[2]: the token's buckets (hash: bucket number -> count);
 -- KEYS[3], optional: the account's buckets, a second window shared by all
--- of the account's tokens, named likewise.
+-- of the account's tokens.
 -- ARGV: [1] token limit, [2] bucket width in ms, [3] buckets per window (B),
 -- [4] account limit (0 without an account), [5] permits asked,
 -- [6] lease ttl in ms, [7] bucket and [8] count of permits given back,
@@ -19,7 +18,7 @@ local stale_generation, current_generation =
 if stale_generation then
   return stale_generation
 end
-local token_key = KEYS[2] .. ':' .. current_generation
+local token_key = KEYS[2]
 local current = math.floor(now_ms / bucket_ms)
 local first = current - buckets
 -- Granted permits count in the bucket of the lease's end, so each one
@@ -103,7 +102,7 @@ local permits = math.min(tonumber(ARGV[5]), token_limit - token.sum)
 local account, account_limit
 local account_key
 if #KEYS > 2 then
-  account_key = KEYS[3] .. ':' .. current_generation
+  account_key = KEYS[3]
   account_limit = tonumber(ARGV[4])
   account = load(account_key)
   permits = math.min(permits, account_limit - account.sum)

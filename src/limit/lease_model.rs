@@ -68,8 +68,20 @@ impl Twin {
         }
     }
 
+    /// The count of one bucket of one key.
+    pub(crate) fn get(&self, key: &str, bucket: u64) -> u32 {
+        self.keys
+            .get(key)
+            .and_then(|counts| counts.get(&bucket))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// What the re-seed script does for one bucket of one key.
     pub(crate) fn add(&mut self, key: &str, bucket: u64, n: u32) {
+        if n == 0 {
+            return;
+        }
         *self
             .keys
             .entry(key.to_owned())

@@ -46,8 +46,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Settings of the Redis limiter.
 #[derive(Debug, Clone)]
 pub struct RedisLimiterConfig {
-    /// Prefix of every key (`<prefix>:rl:<token id>:<generation>`,
-    /// `<prefix>:gen`). Default `tokengate`.
+    /// Prefix of every key (`<prefix>:rl:<token id>`, `<prefix>:gen`, ...).
+    /// Default `tokengate`.
     pub key_prefix: String,
     /// Longest wait for one round trip before it counts as a failure. Default 250 ms.
     pub timeout: Duration,

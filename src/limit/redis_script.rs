@@ -137,7 +137,7 @@ impl ScriptCall {
         format!("{}:gen", self.key_prefix)
     }
 
-    /// The key of a window, without its generation (the scripts add it).
+    /// The key of a window.
     pub(super) fn window_key(&self, key: &WindowKey) -> String {
         let prefix = &self.key_prefix;
         match key {
@@ -267,9 +267,9 @@ impl ScriptCall {
         }
     }
 
-    /// Adds `seeds` into `generation`'s windows: once per instance and
-    /// generation when `once` (a re-seed), otherwise as more counts (local
-    /// admissions Redis has not seen).
+    /// Adds `seeds` into the windows of `generation`: once per instance and
+    /// generation, merged with what the windows kept, when `once` (a
+    /// re-seed); otherwise as more counts (local admissions Redis has not seen).
     pub(super) async fn reseed(
         &self,
         connection: &mut ConnectionManager,

@@ -6,7 +6,7 @@
 //! `reseed.lua`; each instance's record is [`Contributions`], as in
 //! `redis_reseed.rs`.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use proptest::prelude::*;
 
@@ -31,8 +31,9 @@ struct Generation {
     until: u64,
 }
 
-/// The model's Redis: the generation key, the windows (named by
-/// generation), the re-seed markers.
+/// The model's Redis: the generation key, the windows, the re-seed markers
+/// and, per generation, key and bucket, what the bucket kept through the
+/// loss and the sum of the re-seeds.
 #[derive(Debug, Clone, Default)]
 struct Redis {
     generation: Option<Generation>,
@@ -40,6 +41,7 @@ struct Redis {
     replid: u64,
     windows: Twin,
     markers: HashSet<(u64, u64)>,
+    seeds: HashMap<(u64, &'static str, u64), (u32, u32)>,
 }
 
 /// Why a script did not run in the caller's generation.
@@ -74,10 +76,6 @@ impl Redis {
     }
 }
 
-fn named(generation: u64, key: &str) -> String {
-    format!("{generation}:{key}")
-}
-
 /// One simulated instance (one incarnation of it: a crash starts a new one).
 #[derive(Debug, Default)]
 struct Instance {
@@ -98,13 +96,18 @@ impl Instance {
         keys
     }
 
-    /// `Reseeder::reseed`: the record into generation `id`, once.
+    /// `Reseeder::reseed`: the record into generation `id`, once, merged
+    /// as `reseed.lua` does: max(what the bucket kept, the re-seeds' sum).
     fn reseed(&mut self, redis: &mut Redis, id: u64, now: u64, config: &WindowConfig) {
         let first = (now / config.bucket_ms()).saturating_sub(u64::from(config.buckets()));
         if redis.markers.insert((id, self.incarnation)) {
             for (key, seeds) in self.record.seeds(first) {
                 for (bucket, n) in seeds {
-                    redis.windows.add(&named(id, key), bucket, n);
+                    let kept = redis.windows.get(key, bucket);
+                    let (kept, sum) = redis.seeds.entry((id, key, bucket)).or_insert((kept, 0));
+                    let add = (*kept).max(*sum + n) - (*kept).max(*sum);
+                    *sum += n;
+                    redis.windows.add(key, bucket, add);
                 }
             }
         }
@@ -152,10 +155,9 @@ impl Instance {
                 Ok(id) => {
                     self.known.get_or_insert(id);
                     let keys = Self::keys(token, limits.1.is_some());
-                    let names: Vec<String> = keys.iter().map(|k| named(id, k)).collect();
-                    let mut windows = vec![(names[0].as_str(), limits.0)];
+                    let mut windows = vec![(keys[0], limits.0)];
                     if let Some(ceiling) = limits.1 {
-                        windows.push((names[1].as_str(), ceiling));
+                        windows.push((keys[1], ceiling));
                     }
                     let grant = redis.windows.lease(&windows, ask, ttl_ms, now, config);
                     for key in &keys {
@@ -362,10 +364,9 @@ proptest! {
                         let current = redis.generation.filter(|g| g.replid == redis.replid);
                         if current.is_some_and(|g| g.id == known) {
                             let keys = Instance::keys(token, account_limit.is_some());
-                            let names: Vec<String> = keys.iter().map(|k| named(known, k)).collect();
-                            let mut windows = vec![(names[0].as_str(), token_limit)];
+                            let mut windows = vec![(keys[0], token_limit)];
                             if let Some(ceiling) = account_limit {
-                                windows.push((names[1].as_str(), ceiling));
+                                windows.push((keys[1], ceiling));
                             }
                             let ask = Ask { permits: 0, give_back: Some(back) };
                             redis.windows.lease(&windows, ask, ttl_ms, now, &config);

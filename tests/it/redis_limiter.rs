@@ -87,14 +87,8 @@ async fn keys_expire_on_their_own() {
     limiter.check(&token, 10, None).await.unwrap();
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let generation: String = redis::cmd("HGET")
-        .arg(format!("{prefix}:gen"))
-        .arg("id")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
     let ttl: i64 = redis::cmd("PTTL")
-        .arg(format!("{prefix}:rl:{token}:{generation}"))
+        .arg(format!("{prefix}:rl:{token}"))
         .query_async(&mut connection)
         .await
         .unwrap();
@@ -449,4 +443,40 @@ async fn a_failover_to_a_lagging_replica_is_reseeded_and_the_hour_stays_strict()
     );
     let resets: u64 = instances.iter().map(|i| i.resets_detected()).sum();
     assert_eq!(resets, 2, "each instance re-seeded once");
+}
+
+/// A restart with AOF keeps the windows, including what an instance that has
+/// since crashed counted there; the new generation's re-seeds merge with
+/// what was kept instead of replacing it: 30 by the crashed instance, 30 by
+/// the live ones, then at most 40 more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_aof_keeps_what_a_crashed_instance_counted() {
+    let Some(mut server) = RedisServer::start_persistent().await else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let token = TokenId::random();
+    let crashed = [RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap()];
+    let mut admitted = answered(&crashed, token, 100, 30).await;
+    drop(crashed);
+    let instances = [
+        RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap(),
+        RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap(),
+    ];
+    admitted += answered(&instances, token, 100, 30).await;
+    assert_eq!(admitted, 60);
+    server.kill();
+    server.restart().await;
+    admitted += answered(&instances, token, 100, 100).await;
+    eprintln!("{admitted} admitted across the restart with AOF");
+    assert!(
+        admitted <= 100,
+        "{admitted} admitted in the hour, limit 100"
+    );
+    assert!(
+        admitted >= 90,
+        "{admitted} admitted: the hour's room was lost"
+    );
+    let resets: u64 = instances.iter().map(|i| i.resets_detected()).sum();
+    assert_eq!(resets, 2, "a restart is a new generation, even with AOF");
 }

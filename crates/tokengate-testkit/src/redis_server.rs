@@ -1,7 +1,7 @@
 //! A `redis-server` of a test's own, on a free loopback port, without
-//! persistence (`--save "" --appendonly no`, as most cache deployments run):
-//! killed with SIGKILL and started again empty on the same port, to stage
-//! the loss of every window.
+//! persistence (`--save "" --appendonly no`, as most cache deployments run)
+//! or with AOF: killed with SIGKILL and started again on the same port, to
+//! stage the loss of every window (or a restart that keeps them).
 //!
 //! Without the binary a test prints a loud SKIPPED line and returns; with
 //! `TOKENGATE_REQUIRE_BACKENDS=1` (set by `.ci/run`) it fails instead.
@@ -16,6 +16,11 @@ pub struct RedisServer {
     binary: String,
     port: u16,
     child: Option<Child>,
+    /// Its working directory (a replica writes the primary's RDB there),
+    /// removed on drop.
+    dir: std::path::PathBuf,
+    /// With AOF (`appendfsync always`).
+    aof: bool,
 }
 
 fn binary() -> String {
@@ -26,6 +31,16 @@ impl RedisServer {
     /// Starts one on a free port, or `None` (after a loud skip notice) when
     /// there is no `redis-server` to run.
     pub async fn start() -> Option<Self> {
+        Self::start_with(false).await
+    }
+
+    /// One with AOF (`appendonly yes`, `appendfsync always`): a restart keeps
+    /// every write.
+    pub async fn start_persistent() -> Option<Self> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(aof: bool) -> Option<Self> {
         let binary = binary();
         if let Err(e) = Command::new(&binary).arg("--version").output() {
             let required = std::env::var("TOKENGATE_REQUIRE_BACKENDS").is_ok_and(|v| v == "1");
@@ -42,10 +57,15 @@ impl RedisServer {
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
+        let dir =
+            std::env::temp_dir().join(format!("tokengate-redis-{}", tokengate::TokenId::random()));
+        std::fs::create_dir_all(&dir).unwrap();
         let mut server = Self {
             binary,
             port,
             child: None,
+            dir,
+            aof,
         };
         server.restart().await;
         Some(server)
@@ -64,15 +84,23 @@ impl RedisServer {
         }
     }
 
-    /// Starts a fresh, empty server on the same port (after [`kill`](Self::kill))
-    /// and waits until it answers PING (at most 10 s).
+    /// Starts the server again on the same port (after [`kill`](Self::kill)):
+    /// empty, or with what its AOF kept. Waits until it answers PING (at most 10 s).
     pub async fn restart(&mut self) {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let child = Command::new(&self.binary)
+            let mut command = Command::new(&self.binary);
+            command
                 .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .args(["--save", "", "--daemonize", "no", "--dir"])
+                .arg(&self.dir);
+            if self.aof {
+                command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+            } else {
+                command.args(["--appendonly", "no"]);
+            }
+            let child = command
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -130,5 +158,6 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
