@@ -358,14 +358,21 @@ async fn a_flushall_mid_load_is_reseeded_and_the_hour_stays_strict() {
     ];
     let token = TokenId::random();
     let admitted = Arc::new(AtomicU32::new(0));
+    // From 50 admissions on, the workers wait for the flush: it lands mid-load
+    // however the machine schedules them, with leases held.
+    let (flushed, flush_seen) = tokio::sync::watch::channel(false);
     let workers: Vec<_> = (0..8)
         .map(|i| {
             let limiter = Arc::clone(&instances[i % 2]);
             let admitted = Arc::clone(&admitted);
+            let mut flush_seen = flush_seen.clone();
             tokio::spawn(async move {
                 let deadline = Instant::now() + Duration::from_secs(20);
                 loop {
                     assert!(Instant::now() < deadline, "never refused");
+                    if admitted.load(Ordering::SeqCst) >= 50 {
+                        flush_seen.wait_for(|&flushed| flushed).await.unwrap();
+                    }
                     match limiter.check(&token, 100, None).await {
                         Ok(decision) if decision.allowed => {
                             admitted.fetch_add(1, Ordering::SeqCst);
@@ -373,8 +380,6 @@ async fn a_flushall_mid_load_is_reseeded_and_the_hour_stays_strict() {
                         Ok(_) => return,
                         Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                     }
-                    // Slow enough that the flush lands mid-load.
-                    tokio::task::yield_now().await;
                 }
             })
         })
@@ -384,6 +389,7 @@ async fn a_flushall_mid_load_is_reseeded_and_the_hour_stays_strict() {
     }
     server.command(&["FLUSHALL"]).await;
     let flushed_at = admitted.load(Ordering::SeqCst);
+    flushed.send(true).unwrap();
     for worker in workers {
         worker.await.unwrap();
     }
@@ -406,7 +412,8 @@ async fn a_flushall_mid_load_is_reseeded_and_the_hour_stays_strict() {
 /// hour stays at most 100 (120 if the lost writes went unnoticed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_to_a_lagging_replica_is_reseeded_and_the_hour_stays_strict() {
-    let (Some(primary), Some(replica)) = (RedisServer::start().await, RedisServer::start().await)
+    let (Some(mut primary), Some(replica)) =
+        (RedisServer::start().await, RedisServer::start().await)
     else {
         return;
     };
@@ -428,7 +435,9 @@ async fn a_failover_to_a_lagging_replica_is_reseeded_and_the_hour_stays_strict()
     replica.command(&["REPLICAOF", "NO", "ONE"]).await;
     admitted += answered(&instances, token, 100, 20).await;
     assert_eq!(admitted, 60);
+    // The primary dies; the proxy sends new connections to the replica.
     proxy.cut();
+    primary.kill();
     proxy.retarget(address(&replica));
     proxy.restore();
     admitted += answered(&instances, token, 100, 100).await;
