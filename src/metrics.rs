@@ -100,6 +100,7 @@ pub struct Metrics {
     pub(crate) limiter_tracked: Gauge,
     pub(crate) limiter_backend_errors: Counter,
     pub(crate) limiter_fallbacks: Counter,
+    pub(crate) limiter_resets: Counter,
     admin_operations: Family<Labels, Counter>,
 }
 
@@ -146,6 +147,7 @@ impl Metrics {
             limiter_tracked: Gauge::default(),
             limiter_backend_errors: Counter::default(),
             limiter_fallbacks: Counter::default(),
+            limiter_resets: Counter::default(),
             admin_operations: Family::default(),
             registry: Mutex::new(Registry::default()),
         };
@@ -198,6 +200,11 @@ impl Metrics {
             "ratelimit_fallbacks",
             "Rate-limit checks answered by the local limiter because the shared backend was down",
             metrics.limiter_fallbacks.clone(),
+        );
+        registry.register(
+            "ratelimit_resets",
+            "Times this instance found that Redis had lost the shared rate-limit windows (restart, failover, flush) and added its counts of the last hour back",
+            metrics.limiter_resets.clone(),
         );
         registry.register(
             "admin_operations",
@@ -253,6 +260,7 @@ mod tests {
         metrics.record_outcome(Outcome::RateLimited);
         metrics.record_admin("create_token");
         metrics.record_verify(Duration::from_millis(3));
+        metrics.limiter_resets.inc_by(2);
         let text = metrics.render();
         assert!(
             text.contains("tokengate_requests_total{outcome=\"ok\"} 2"),
@@ -263,6 +271,10 @@ mod tests {
         assert!(text.contains("tokengate_admin_operations_total{operation=\"create_token\"} 1"));
         assert!(text.contains("tokengate_argon2_verify_seconds_count 1"));
         assert!(text.contains("# TYPE tokengate_cache_hits counter"));
+        assert!(
+            text.contains("tokengate_ratelimit_resets_total 2"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }

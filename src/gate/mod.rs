@@ -332,6 +332,11 @@ impl TokenGate {
             .metrics
             .limiter_tracked
             .set(inner.limiter.tracked() as i64);
+        let resets = inner.limiter.resets_detected();
+        let counted = inner.metrics.limiter_resets.get();
+        if resets > counted {
+            inner.metrics.limiter_resets.inc_by(resets - counted);
+        }
         inner.metrics.cache_entries.set(inner.cache.len() as i64);
     }
 

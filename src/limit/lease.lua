@@ -1,19 +1,24 @@
--- KEYS[1]: the token's buckets (hash: bucket number -> count);
--- KEYS[2], optional: the account's buckets, a second window shared by all
+-- After generation.lua (its functions, and KEYS[1]: the generation key).
+-- KEYS[2]: the token's buckets (hash: bucket number -> count);
+-- KEYS[3], optional: the account's buckets, a second window shared by all
 -- of the account's tokens.
 -- ARGV: [1] token limit, [2] bucket width in ms, [3] buckets per window (B),
 -- [4] account limit (0 without an account), [5] permits asked,
 -- [6] lease ttl in ms, [7] bucket and [8] count of permits given back,
--- [9] optional, tests only: the time in ms instead of Redis's TIME.
+-- [9] the caller's generation ('' when it knows none yet), [10] the id of
+-- a new generation if one must be opened, [11] its settle time in ms,
+-- [12] optional, tests only: the time in ms instead of Redis's TIME.
+-- Answer: {'ok', generation, permits, record, now, remaining, reset
+-- [, account remaining, account reset]}, or generation()'s answer.
 local bucket_ms = tonumber(ARGV[2])
 local buckets = tonumber(ARGV[3])
-local now_ms
-if ARGV[9] then
-  now_ms = tonumber(ARGV[9])
-else
-  local time = redis.call('TIME')
-  now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local now_ms = clock(ARGV[12])
+local stale_generation, current_generation =
+  generation(now_ms, ARGV[9], ARGV[10], tonumber(ARGV[11]))
+if stale_generation then
+  return stale_generation
 end
+local token_key = KEYS[2]
 local current = math.floor(now_ms / bucket_ms)
 local first = current - buckets
 -- Granted permits count in the bucket of the lease's end, so each one
@@ -92,22 +97,25 @@ local function remaining(w, limit)
 end
 
 local token_limit = tonumber(ARGV[1])
-local token = load(KEYS[1])
+local token = load(token_key)
 local permits = math.min(tonumber(ARGV[5]), token_limit - token.sum)
 local account, account_limit
-if #KEYS > 1 then
+local account_key
+if #KEYS > 2 then
+  account_key = KEYS[3]
   account_limit = tonumber(ARGV[4])
-  account = load(KEYS[2])
+  account = load(account_key)
   permits = math.min(permits, account_limit - account.sum)
 end
 if permits < 0 then permits = 0 end
 if permits > 0 then
-  count(KEYS[1], token, permits)
-  if account then count(KEYS[2], account, permits) end
+  count(token_key, token, permits)
+  if account then count(account_key, account, permits) end
 end
-local answer = {permits, record, now_ms, remaining(token, token_limit), reset(token, token_limit)}
+local answer = {'ok', current_generation, permits, record, now_ms,
+  remaining(token, token_limit), reset(token, token_limit)}
 if account then
-  answer[6] = remaining(account, account_limit)
-  answer[7] = reset(account, account_limit)
+  answer[8] = remaining(account, account_limit)
+  answer[9] = reset(account, account_limit)
 end
 return answer

@@ -11,7 +11,7 @@ use super::lease::{Ask, Grant, Lease, Room};
 use super::window::{HOUR_MS, WindowConfig};
 
 /// The shared windows as the lease script keeps them: per key, bucket -> count.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Twin {
     keys: HashMap<String, BTreeMap<u64, u32>>,
 }
@@ -68,8 +68,30 @@ impl Twin {
         }
     }
 
+    /// The count of one bucket of one key.
+    pub(crate) fn get(&self, key: &str, bucket: u64) -> u32 {
+        self.keys
+            .get(key)
+            .and_then(|counts| counts.get(&bucket))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// What the re-seed script does for one bucket of one key.
+    pub(crate) fn add(&mut self, key: &str, bucket: u64, n: u32) {
+        if n == 0 {
+            return;
+        }
+        *self
+            .keys
+            .entry(key.to_owned())
+            .or_default()
+            .entry(bucket)
+            .or_default() += n;
+    }
+
     /// The count of `key`'s window at `now_ms` (buckets not yet left).
-    fn counted(&self, key: &str, now_ms: u64, config: &WindowConfig) -> u32 {
+    pub(crate) fn counted(&self, key: &str, now_ms: u64, config: &WindowConfig) -> u32 {
         let first = (now_ms / config.bucket_ms()).saturating_sub(u64::from(config.buckets()));
         self.keys
             .get(key)

@@ -3,7 +3,8 @@
 //! `window.rs` holds the arithmetic (pure, property-tested); `memory.rs`
 //! keeps one window per token in a sharded map for a single process;
 //! `redis.rs` (feature `redis`) enforces the same algorithm across several
-//! instances; `policy.rs` decides which of them answers a request, and what
+//! instances, with leases (`lease.rs`) and re-seeds after Redis lost the
+//! windows (`reseed.rs`); `policy.rs` decides which of them answers a request, and what
 //! happens when the shared one is down.
 
 use async_trait::async_trait;
@@ -19,7 +20,13 @@ mod policy;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
+mod redis_reseed;
+#[cfg(feature = "redis")]
 mod redis_script;
+#[cfg(any(test, feature = "redis"))]
+mod reseed;
+#[cfg(test)]
+mod reseed_model;
 #[cfg(test)]
 mod two_windows;
 pub(crate) mod window;
@@ -70,4 +77,13 @@ pub(crate) trait RateLimitStore: Send + Sync + 'static {
 
     /// Drops state of idle tokens. Backends whose keys expire on their own do nothing.
     fn evict_idle(&self) {}
+
+    /// One request admitted by the local fallback while this backend was
+    /// unreachable: a shared backend adds it to its windows once it is back.
+    fn admitted_locally(&self, _token: &TokenId, _account: Option<&str>) {}
+
+    /// Times the backend was found to have lost its windows (and re-seeded).
+    fn resets_detected(&self) -> u64 {
+        0
+    }
 }

@@ -164,7 +164,12 @@ impl LimiterPolicy {
                         };
                         tracing::debug!(error = %e, "rate-limit backend down: using the local limiter");
                         metrics.limiter_fallbacks.inc();
-                        verdict(check_local(local, principal))
+                        let decision = check_local(local, principal);
+                        if decision.allowed {
+                            // Counted in the shared windows too once they are back.
+                            shared.admitted_locally(&id, account.map(|(account, _)| account));
+                        }
+                        verdict(decision)
                     }
                 }
             }
@@ -204,6 +209,14 @@ impl LimiterPolicy {
                 }
                 taken
             }
+        }
+    }
+
+    /// Times the shared backend was found to have lost its windows.
+    pub(crate) fn resets_detected(&self) -> u64 {
+        match self {
+            LimiterPolicy::Local(_) => 0,
+            LimiterPolicy::Shared { shared, .. } => shared.resets_detected(),
         }
     }
 
@@ -288,6 +301,8 @@ mod tests {
         now: bool,
         asked: Mutex<Vec<Asked>>,
         evictions: AtomicU32,
+        /// Admissions by the local fallback reported to the backend.
+        admitted_locally: AtomicU32,
     }
 
     #[async_trait]
@@ -324,6 +339,14 @@ mod tests {
 
         fn evict_idle(&self) {
             self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+
+        fn resets_detected(&self) -> u64 {
+            3
+        }
+
+        fn admitted_locally(&self, _token: &TokenId, _account: Option<&str>) {
+            self.admitted_locally.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -368,6 +391,7 @@ mod tests {
         assert_eq!(usage(&policy), vec![(p.token_id(), 2, 1)]);
         assert_eq!(policy.tracked(), 1);
         assert_eq!(policy.evict_idle(), 1, "not idle yet");
+        assert_eq!(policy.resets_detected(), 0);
         assert!(policy.snapshot().is_some_and(|s| !s.is_empty()));
         assert_eq!(policy.restore(""), Some(0));
     }
@@ -410,6 +434,7 @@ mod tests {
         assert_eq!(usage(&policy), vec![(p.token_id(), 1, 0)]);
         assert_eq!(usage(&policy), vec![], "taken once");
         assert_eq!(policy.tracked(), 7);
+        assert_eq!(policy.resets_detected(), 3, "the backend's count");
         assert_eq!(policy.evict_idle(), 7);
         assert_eq!(backend.evictions.load(Ordering::Relaxed), 1);
         assert_eq!(policy.snapshot(), None);
@@ -464,7 +489,7 @@ mod tests {
         assert_eq!(metrics.limiter_fallbacks.get(), 0);
         assert_eq!(usage(&closed), vec![], "nothing was checked");
 
-        let (local, _) = shared(down(), LimiterFailurePolicy::FallBackToLocal);
+        let (local, backend) = shared(down(), LimiterFailurePolicy::FallBackToLocal);
         let metrics = Metrics::new();
         assert!(local.check(&p, &metrics).await.is_ok());
         assert!(matches!(
@@ -473,6 +498,11 @@ mod tests {
         ));
         assert_eq!(metrics.limiter_backend_errors.get(), 2);
         assert_eq!(metrics.limiter_fallbacks.get(), 2);
+        assert_eq!(
+            backend.admitted_locally.load(Ordering::Relaxed),
+            1,
+            "the local admission, for the shared window once it is back"
+        );
         assert_eq!(
             usage(&local),
             vec![(p.token_id(), 1, 1)],

@@ -15,6 +15,11 @@
 //! [`LimitError`]; the gate then applies its
 //! [`LimiterFailurePolicy`](crate::LimiterFailurePolicy) (503 by default).
 //! A lease still valid keeps admitting. Reconnection is automatic.
+//!
+//! When Redis comes back without the windows (a restart without
+//! persistence, a failover to a replica, a `FLUSHALL`), the instances add
+//! back what each counted in the last window before any permit is granted
+//! again (see `redis_reseed.rs`), so the limit holds across the loss.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,7 +30,8 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::lease::{Ask, Grant, Lease};
-use super::redis_script::{SCRIPT, ScriptCall, Windows};
+use super::redis_reseed::Reseeder;
+use super::redis_script::{Answer, ScriptCall, Windows};
 use super::window::Decision;
 use super::{LimitError, RateLimitStore};
 use crate::token::{RandomIdState, TokenId};
@@ -40,7 +46,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Settings of the Redis limiter.
 #[derive(Debug, Clone)]
 pub struct RedisLimiterConfig {
-    /// Prefix of every key (`<prefix>:rl:<token id>`). Default `tokengate`.
+    /// Prefix of every key (`<prefix>:rl:<token id>`, `<prefix>:gen`, ...).
+    /// Default `tokengate`.
     pub key_prefix: String,
     /// Longest wait for one round trip before it counts as a failure. Default 250 ms.
     pub timeout: Duration,
@@ -51,6 +58,14 @@ pub struct RedisLimiterConfig {
     /// How long a lease's permits may be used. Default 2 s. Unused permits
     /// go back to the window with the next ask or the next idle sweep (30 s).
     pub lease_ttl: Duration,
+    /// How long a new generation of the shared windows (after Redis lost
+    /// them) grants nothing, so that every instance adds its counts back
+    /// first. Default 1 s: ten generation checks, with room for a slow one.
+    pub reseed_wait: Duration,
+    /// How often an instance with counts in the last window checks that
+    /// Redis still has them, even without requests. Default 100 ms; keep
+    /// it well under `reseed_wait`.
+    pub generation_check_interval: Duration,
 }
 
 impl Default for RedisLimiterConfig {
@@ -60,6 +75,8 @@ impl Default for RedisLimiterConfig {
             timeout: Duration::from_millis(250),
             max_lease: 50,
             lease_ttl: Duration::from_secs(2),
+            reseed_wait: Duration::from_secs(1),
+            generation_check_interval: Duration::from_millis(100),
         }
     }
 }
@@ -105,6 +122,7 @@ pub struct RedisRateLimiter {
     down_until_ms: AtomicU64,
     healthy: AtomicBool,
     round_trips: AtomicU64,
+    reseeder: Arc<Reseeder>,
     leases: [Mutex<HashMap<TokenId, Arc<Entry>, RandomIdState>>; SHARDS],
 }
 
@@ -128,12 +146,12 @@ impl RedisRateLimiter {
         let client = redis::Client::open(url).map_err(|e| LimitError(Box::new(e)))?;
         Ok(Self {
             client,
-            calls: ScriptCall {
-                script: redis::Script::new(SCRIPT),
-                key_prefix: config.key_prefix.clone(),
-                lease_ms: config.lease_ttl.as_millis() as u64,
-                timeout: config.timeout,
-            },
+            calls: ScriptCall::new(
+                &config.key_prefix,
+                config.lease_ttl.as_millis() as u64,
+                config.reseed_wait.as_millis() as u64,
+                config.timeout,
+            ),
             config,
             connection: tokio::sync::RwLock::new(None),
             connecting: tokio::sync::Mutex::new(()),
@@ -142,6 +160,7 @@ impl RedisRateLimiter {
             down_until_ms: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             round_trips: AtomicU64::new(0),
+            reseeder: Arc::default(),
             leases: Default::default(),
         })
     }
@@ -150,9 +169,63 @@ impl RedisRateLimiter {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Script invocations sent to Redis so far (one per lease asked or given back).
+    /// Lease calls answered by Redis so far (one per lease asked or given
+    /// back; calls turned away while the windows were being re-seeded,
+    /// generation checks and re-seeds are not counted).
     pub fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// Times this instance found that Redis had lost the shared windows
+    /// (restart, failover, flush) and added its counts back.
+    pub fn resets_detected(&self) -> u64 {
+        self.reseeder.resets()
+    }
+
+    /// The lease call, in the windows' current generation: re-seeds first
+    /// when Redis lost them, refuses while a new generation settles.
+    async fn call(
+        &self,
+        connection: &mut ConnectionManager,
+        windows: &Windows<'_>,
+        ask: Ask,
+    ) -> Result<Grant, LimitError> {
+        self.reseeder.watch(
+            connection,
+            &self.calls,
+            self.config.generation_check_interval,
+        );
+        if self.reseeder.has_pending() {
+            self.reseeder
+                .deliver_pending(connection, &self.calls)
+                .await?;
+        }
+        for _ in 0..3 {
+            let answer = self
+                .reseeder
+                .lease_call(connection, &self.calls, windows, ask)
+                .await?;
+            match answer {
+                Answer::Done { value, .. } => {
+                    self.round_trips.fetch_add(1, Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Answer::Reseed(generation) => {
+                    self.reseeder
+                        .reseed(connection, &self.calls, &generation)
+                        .await?;
+                }
+                // A new generation: wait for the instances' re-seeds (at
+                // most `reseed_wait`), then ask again.
+                Answer::Settling { until, now, .. } => {
+                    let wait = until.saturating_sub(now).min(self.calls.settle_ms) + 1;
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+            }
+        }
+        Err(LimitError(
+            "the shared rate-limit windows are being re-seeded after Redis lost them".into(),
+        ))
     }
 
     fn shard(&self, token: &TokenId) -> &Mutex<HashMap<TokenId, Arc<Entry>, RandomIdState>> {
@@ -224,10 +297,7 @@ impl RedisRateLimiter {
             }
         }
         let result = match self.connection().await {
-            Ok(mut connection) => {
-                self.round_trips.fetch_add(1, Ordering::Relaxed);
-                self.calls.call(&mut connection, windows, ask, None).await
-            }
+            Ok(mut connection) => self.call(&mut connection, windows, ask).await,
             Err(e) => Err(e),
         };
         match &result {
@@ -316,6 +386,7 @@ impl RedisRateLimiter {
     /// Gives back the unused permits of expired leases (one round trip per
     /// token, in the background) and forgets idle tokens.
     fn sweep(&self) {
+        self.reseeder.forget_old();
         let now = self.since_start_ms();
         let mut give_backs = Vec::new();
         for shard in &self.leases {
@@ -343,6 +414,7 @@ impl RedisRateLimiter {
             return;
         };
         let calls = self.calls.clone();
+        let reseeder = Arc::clone(&self.reseeder);
         self.round_trips
             .fetch_add(give_backs.len() as u64, Ordering::Relaxed);
         runtime.spawn(async move {
@@ -356,8 +428,11 @@ impl RedisRateLimiter {
                     permits: 0,
                     give_back: Some(back),
                 };
-                // A lost give-back leaves the permits counted: never too many.
-                let _ = calls.call(&mut connection, &windows, ask, None).await;
+                // A lost give-back leaves the permits counted: never too
+                // many. One in another generation is not applied at all.
+                let _ = reseeder
+                    .lease_call(&mut connection, &calls, &windows, ask)
+                    .await;
             }
         });
     }
@@ -387,6 +462,14 @@ impl RateLimitStore for RedisRateLimiter {
         Some(self.leases.iter().map(|shard| lock(shard).len()).sum())
     }
 
+    fn admitted_locally(&self, token: &TokenId, account: Option<&str>) {
+        self.reseeder.admitted_locally(token, account);
+    }
+
+    fn resets_detected(&self) -> u64 {
+        self.reseeder.resets()
+    }
+
     fn evict_idle(&self) {
         self.sweep();
     }
@@ -396,6 +479,7 @@ impl RateLimitStore for RedisRateLimiter {
 mod tests {
     use super::*;
     use crate::limit::lease_model::Twin;
+    use crate::limit::redis_script::InGeneration;
     use crate::limit::window::WindowConfig;
 
     /// The script and its Rust twin (which the lease model is property-tested
@@ -430,6 +514,16 @@ mod tests {
             state % n
         };
         let mut now = 1_800_000_000_000u64;
+        let adopt = InGeneration {
+            known: None,
+            candidate: "twin",
+        };
+        // Opens the generation a while ago, so that it has settled.
+        limiter
+            .calls
+            .check_generation(&mut connection, adopt, Some(now - 5_000))
+            .await
+            .unwrap();
         let mut grants: Vec<(usize, bool, u64, u32)> = Vec::new();
         let mut granted = 0;
         for _ in 0..400 {
@@ -461,11 +555,14 @@ mod tests {
                 limit,
                 account: with_account.then_some(("acct", 60)),
             };
-            let real = limiter
+            let Answer::Done { value: real, .. } = limiter
                 .calls
-                .call(&mut connection, &windows, ask, Some(now))
+                .call(&mut connection, &windows, ask, adopt, Some(now))
                 .await
-                .unwrap();
+                .unwrap()
+            else {
+                panic!("a new instance adopts the generation and is answered")
+            };
             let mut keyed = vec![(keys[token].as_str(), limit)];
             if with_account {
                 keyed.push((account_key.as_str(), 60));

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use tokengate::{RedisLimiterConfig, RedisRateLimiter, TokenId};
+use tokengate_testkit::redis_server::RedisServer;
 
 fn config(prefix: &str) -> RedisLimiterConfig {
     RedisLimiterConfig {
@@ -269,4 +272,220 @@ async fn an_unreachable_redis_fails_fast_and_recovers() {
         assert!(Instant::now() < deadline, "never recovered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Checks until `tries` answers (admitted or refused) came back, each
+/// instance in turn; failures (Redis unreachable) are retried after a short
+/// pause, for at most 20 s in all. Returns the admissions.
+async fn answered(instances: &[RedisRateLimiter], token: TokenId, limit: u32, tries: u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut answers, mut admitted) = (0, 0);
+    for i in 0.. {
+        if answers == tries {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{answers} answers in 20 s");
+        match instances[i % instances.len()]
+            .check(&token, limit, None)
+            .await
+        {
+            Ok(decision) => {
+                answers += 1;
+                admitted += u32::from(decision.allowed);
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    admitted
+}
+
+/// The staged outage of issue 31: two instances, 100/hour, 60 admitted,
+/// Redis killed (SIGKILL) and started again empty on the same address, then
+/// 100 tries. The instances add back what they counted: at most 100 in the
+/// hour, not 160.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restarted_empty_is_reseeded_and_the_hour_stays_strict() {
+    let Some(mut server) = RedisServer::start().await else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let instances = [
+        RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap(),
+        RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap(),
+    ];
+    let token = TokenId::random();
+    let mut admitted = answered(&instances, token, 100, 60).await;
+    assert_eq!(admitted, 60);
+    server.kill();
+    // During the outage, leases already held admit; the rest fails fast.
+    for i in 0..10 {
+        if let Ok(decision) = instances[i % 2].check(&token, 100, None).await {
+            admitted += u32::from(decision.allowed);
+        }
+    }
+    server.restart().await;
+    admitted += answered(&instances, token, 100, 100).await;
+    eprintln!("{admitted} admitted across the restart");
+    assert!(
+        admitted <= 100,
+        "{admitted} admitted in the hour, limit 100"
+    );
+    // Only permits held when Redis went down may be lost (counted as used).
+    assert!(
+        admitted >= 90,
+        "{admitted} admitted: the hour's room was lost"
+    );
+    for instance in &instances {
+        assert_eq!(
+            instance.resets_detected(),
+            1,
+            "each instance re-seeded once"
+        );
+    }
+}
+
+/// `FLUSHALL` in the middle of concurrent load on two instances: the
+/// instances re-seed the flushed windows and the total stays at most the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flushall_mid_load_is_reseeded_and_the_hour_stays_strict() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let instances = [
+        Arc::new(RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap()),
+        Arc::new(RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap()),
+    ];
+    let token = TokenId::random();
+    let admitted = Arc::new(AtomicU32::new(0));
+    // From 50 admissions on, the workers wait for the flush: it lands mid-load
+    // however the machine schedules them, with leases held.
+    let (flushed, flush_seen) = tokio::sync::watch::channel(false);
+    let workers: Vec<_> = (0..8)
+        .map(|i| {
+            let limiter = Arc::clone(&instances[i % 2]);
+            let admitted = Arc::clone(&admitted);
+            let mut flush_seen = flush_seen.clone();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    assert!(Instant::now() < deadline, "never refused");
+                    if admitted.load(Ordering::SeqCst) >= 50 {
+                        flush_seen.wait_for(|&flushed| flushed).await.unwrap();
+                    }
+                    match limiter.check(&token, 100, None).await {
+                        Ok(decision) if decision.allowed => {
+                            admitted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(_) => return,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+            })
+        })
+        .collect();
+    while admitted.load(Ordering::SeqCst) < 50 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    server.command(&["FLUSHALL"]).await;
+    let flushed_at = admitted.load(Ordering::SeqCst);
+    flushed.send(true).unwrap();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let total = admitted.load(Ordering::SeqCst);
+    eprintln!("flushed after {flushed_at} admissions; {total} admitted in all");
+    assert!(
+        flushed_at < 100,
+        "the flush came after the load ({flushed_at})"
+    );
+    assert!(total <= 100, "{total} admitted in the hour, limit 100");
+    assert!(total >= 90, "{total} admitted: the hour's room was lost");
+    let resets: u64 = instances.iter().map(|i| i.resets_detected()).sum();
+    assert!(resets >= 1, "the flush was detected");
+}
+
+/// A failover to a replica that lagged: the replica stopped following after
+/// 40 admissions (so it lacks the last 20) and is promoted; the instances
+/// reach it on the same address. Its windows carry the old generation's id,
+/// but under a new replication id: a new generation, re-seeded, and the
+/// hour stays at most 100 (120 if the lost writes went unnoticed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_to_a_lagging_replica_is_reseeded_and_the_hour_stays_strict() {
+    let (Some(mut primary), Some(replica)) =
+        (RedisServer::start().await, RedisServer::start().await)
+    else {
+        return;
+    };
+    let port = primary.port().to_string();
+    replica.command(&["REPLICAOF", "127.0.0.1", &port]).await;
+    let address = |server: &RedisServer| format!("127.0.0.1:{}", server.port()).parse().unwrap();
+    let proxy = tokengate_testkit::proxy::Proxy::start(address(&primary)).await;
+    let url = format!("redis://{}", proxy.addr);
+    let prefix = unique_prefix();
+    let instances = [
+        RedisRateLimiter::new(&url, config(&prefix)).unwrap(),
+        RedisRateLimiter::new(&url, config(&prefix)).unwrap(),
+    ];
+    let token = TokenId::random();
+    let mut admitted = answered(&instances, token, 100, 40).await;
+    // The replica has every write so far, then stops following.
+    let synced = primary.command(&["WAIT", "1", "5000"]).await;
+    assert_eq!(synced, redis::Value::Int(1), "the replica caught up");
+    replica.command(&["REPLICAOF", "NO", "ONE"]).await;
+    admitted += answered(&instances, token, 100, 20).await;
+    assert_eq!(admitted, 60);
+    // The primary dies; the proxy sends new connections to the replica.
+    proxy.cut();
+    primary.kill();
+    proxy.retarget(address(&replica));
+    proxy.restore();
+    admitted += answered(&instances, token, 100, 100).await;
+    eprintln!("{admitted} admitted across the failover");
+    assert!(
+        admitted <= 100,
+        "{admitted} admitted in the hour, limit 100"
+    );
+    assert!(
+        admitted >= 90,
+        "{admitted} admitted: the hour's room was lost"
+    );
+    let resets: u64 = instances.iter().map(|i| i.resets_detected()).sum();
+    assert_eq!(resets, 2, "each instance re-seeded once");
+}
+
+/// A restart with AOF keeps the windows, including what an instance that has
+/// since crashed counted there; the new generation's re-seeds merge with
+/// what was kept instead of replacing it: 30 by the crashed instance, 30 by
+/// the live ones, then at most 40 more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_aof_keeps_what_a_crashed_instance_counted() {
+    let Some(mut server) = RedisServer::start_persistent().await else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let token = TokenId::random();
+    let crashed = [RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap()];
+    let mut admitted = answered(&crashed, token, 100, 30).await;
+    drop(crashed);
+    let instances = [
+        RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap(),
+        RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap(),
+    ];
+    admitted += answered(&instances, token, 100, 30).await;
+    assert_eq!(admitted, 60);
+    server.kill();
+    server.restart().await;
+    admitted += answered(&instances, token, 100, 100).await;
+    eprintln!("{admitted} admitted across the restart with AOF");
+    assert!(
+        admitted <= 100,
+        "{admitted} admitted in the hour, limit 100"
+    );
+    assert!(
+        admitted >= 90,
+        "{admitted} admitted: the hour's room was lost"
+    );
+    let resets: u64 = instances.iter().map(|i| i.resets_detected()).sum();
+    assert_eq!(resets, 2, "a restart is a new generation, even with AOF");
 }

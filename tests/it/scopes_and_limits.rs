@@ -462,3 +462,60 @@ async fn a_rotated_token_and_its_successor_share_one_window() {
     assert_eq!(usage(&new).await, (3, 1));
     assert_eq!(usage(&newer).await, (0, 1));
 }
+
+/// Issue 31, the `local` failure policy: while Redis is down an instance
+/// admits from its own windows (each instance separately, as documented);
+/// once Redis is back, empty, the shared window again holds what it
+/// admitted, from Redis and locally, and the other instance gets only the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_fallback_admissions_count_in_the_shared_window_once_redis_is_back() {
+    let Some(mut server) = tokengate_testkit::redis_server::RedisServer::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("fallback.db").display());
+    let store = SqliteStore::connect(&db).await.unwrap();
+    store.migrate().await.unwrap();
+    let instance = |store: SqliteStore| {
+        let config = tokengate::RedisLimiterConfig {
+            key_prefix: "fallback".into(),
+            ..Default::default()
+        };
+        TokenGate::builder(Arc::new(store))
+            .with_argon2_params(Argon2Params::insecure_fast_for_tests())
+            .with_redis_limiter(tokengate::RedisRateLimiter::new(&server.url(), config).unwrap())
+            .with_limiter_failure_policy(tokengate::LimiterFailurePolicy::FallBackToLocal)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (instance(store.clone()), instance(store));
+    a.set_plan(&Plan::new("ten", true, 10)).await.unwrap();
+    a.set_account_plan("acct", "ten").await.unwrap();
+    let token = token(&a, "acct", None).await;
+    let (router_a, router_b) = (router(&a), router(&b));
+    for _ in 0..3 {
+        assert_eq!(get_with(&router_a, "/open", &token).await.status, 200);
+    }
+    server.kill();
+    for _ in 0..4 {
+        assert_eq!(
+            get_with(&router_a, "/open", &token).await.status,
+            200,
+            "admitted by A's own windows while Redis is down"
+        );
+    }
+    server.restart().await;
+    // B asks Redis only now: 3 + 4 of the 10 are A's.
+    let mut admitted_by_b = 0;
+    for _ in 0..12 {
+        match get_with(&router_b, "/open", &token).await.status.as_u16() {
+            200 => admitted_by_b += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(
+        admitted_by_b, 3,
+        "A's 7 admissions count in the shared window"
+    );
+}

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 pub struct Proxy {
     pub addr: SocketAddr,
+    target: Arc<Mutex<SocketAddr>>,
     cut: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
@@ -21,9 +22,11 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
+        let target = Arc::new(Mutex::new(target));
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let accept = {
             let cut = Arc::clone(&cut);
+            let target = Arc::clone(&target);
             let connections = Arc::clone(&connections);
             tokio::spawn(async move {
                 while let Ok((mut client, _)) = listener.accept().await {
@@ -31,6 +34,7 @@ impl Proxy {
                         drop(client); // refused, as far as the client can tell
                         continue;
                     }
+                    let target = *target.lock().unwrap();
                     let task = tokio::spawn(async move {
                         if let Ok(mut upstream) = TcpStream::connect(target).await {
                             let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
@@ -42,6 +46,7 @@ impl Proxy {
         };
         Self {
             addr,
+            target,
             cut,
             connections,
             accept,
@@ -54,6 +59,12 @@ impl Proxy {
         for task in self.connections.lock().unwrap().drain(..) {
             task.abort();
         }
+    }
+
+    /// Sends new connections to `target` from now on (a failover, with
+    /// [`cut`](Self::cut) before it).
+    pub fn retarget(&self, target: SocketAddr) {
+        *self.target.lock().unwrap() = target;
     }
 
     /// Accepts connections again.
