@@ -8,6 +8,7 @@ pub mod serve_lock;
 pub mod server;
 
 pub mod demo;
+pub mod forward;
 mod openapi;
 mod ops;
 mod request_id;

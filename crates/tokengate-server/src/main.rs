@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokengate::{SqliteStore, StoreError, TokenGate, TokenStore};
+use tokengate_server::forward::RouteRules;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
@@ -87,6 +88,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     };
     // Refuse bad configuration before touching the database.
     common.token_format()?;
+    common.route_rules()?;
     common
         .argon2_params()
         .validate()
@@ -101,6 +103,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 config::load_github_keys(path)?;
             }
             args.settings_sign_in()?;
+            args.forward_auth(RouteRules::default())?;
             // Before connecting: connecting creates the database file.
             let lock = serve_command::lock_database(&common.database_url, args.create_db)?;
             let store = connect(&common.database_url, Create::Yes).await?;
@@ -205,7 +208,8 @@ fn build_gate(
     let mut builder = TokenGate::builder(store)
         .with_token_format(common.token_format()?)
         .with_argon2_params(common.argon2_params())
-        .with_scopes(tokengate_server::demo::SCOPES);
+        .with_scopes(tokengate_server::demo::SCOPES)
+        .with_scopes(common.route_rules()?.scopes());
     if let Some(args) = serve {
         builder = builder
             .with_cache_ttl(args.cache_ttl())

@@ -50,6 +50,7 @@ struct ServerDoc;
 pub(crate) fn document(routers: Vec<OpenApi>) -> Bytes {
     let mut document = ServerDoc::openapi();
     document.merge(crate::demo::DemoDoc::openapi());
+    document.merge(crate::forward::VerifyDoc::openapi());
     for router in routers {
         document.merge(router);
     }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use tokengate::TokenGate;
 use tokengate::http::{AdminAuth, GithubKeys, ProxyHeaderSignIn};
 
+use crate::forward::ForwardAuth;
+
 /// What the server's routes need.
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -19,6 +21,9 @@ pub struct AppState {
     /// The Settings > API Tokens page's sign-in (`SETTINGS_AUTH_HEADER`);
     /// `None`: the page and its API are not served.
     pub settings: Option<ProxyHeaderSignIn>,
+    /// `/forward-auth` and `/v1/verify`: route scopes, trusted proxies,
+    /// `VERIFY_TOKEN`.
+    pub forward_auth: ForwardAuth,
 }
 
 impl AppState {
@@ -29,12 +34,19 @@ impl AppState {
             admin: Arc::new(admin),
             github_keys: None,
             settings: None,
+            forward_auth: ForwardAuth::default(),
         }
     }
 
     /// With `POST /leaks/github`, checking signatures with `keys`.
     pub fn with_github_keys(mut self, keys: GithubKeys, file: Option<PathBuf>) -> Self {
         self.github_keys = Some((keys, file));
+        self
+    }
+
+    /// With this forward auth and verify configuration.
+    pub fn with_forward_auth(mut self, forward_auth: ForwardAuth) -> Self {
+        self.forward_auth = forward_auth;
         self
     }
 

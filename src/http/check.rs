@@ -1,0 +1,116 @@
+//! One request checked the way [`TokenGateLayer`](crate::TokenGateLayer)
+//! checks it, for a caller that relays the answer instead of calling an
+//! inner service: a reverse proxy's auth subrequest (forward auth), or an
+//! application in another language asking over HTTP (a verify API).
+//!
+//! The answer is the layer's to the byte: `200` with the rate-limit headers
+//! when the request may go on; otherwise the contract's 401, 403, the
+//! scope's 403 (counted, with the rate-limit headers), 429 or 503. An
+//! admitted request counts once in the token's window and in the account's.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use tokengate::http::check_token;
+//! use tokengate::{SqliteStore, TokenGate, TokenStore};
+//!
+//! let store = SqliteStore::connect("sqlite::memory:").await?;
+//! store.migrate().await?;
+//! let gate = TokenGate::new(Arc::new(store))?;
+//!
+//! let answer = check_token(&gate, "not-a-token", &["reports:read"]).await;
+//! assert_eq!(answer.response.status(), 401);
+//! assert!(answer.principal.is_none());
+//! # Ok(())
+//! # }
+//! ```
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+use crate::gate::TokenGate;
+use crate::metrics::Outcome;
+use crate::principal::Principal;
+use crate::response::{Rejection, missing_scope, write_rate_limit_headers};
+
+/// The gate's answer to one request: what to relay, and who asked.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct GateAnswer {
+    /// `200` with an empty body and the rate-limit headers when the request
+    /// may go on; otherwise the contract's response (status, headers, body).
+    pub response: Response,
+    /// The authenticated principal: set when the request was admitted, and
+    /// for a token that lacks the route's scope (its 403 was counted).
+    pub principal: Option<Principal>,
+}
+
+impl GateAnswer {
+    /// Whether the request may go on.
+    pub fn is_allowed(&self) -> bool {
+        self.response.status().is_success()
+    }
+
+    fn refused(gate: &TokenGate, rejection: Rejection) -> Self {
+        gate.metrics().record_outcome(rejection.outcome());
+        Self {
+            response: rejection.into_response(),
+            principal: None,
+        }
+    }
+}
+
+/// Checks a request by its `Authorization` header (one `Bearer` token);
+/// the token must have every scope in `scopes`.
+pub async fn check_request<S: AsRef<str> + Sync>(
+    gate: &TokenGate,
+    headers: &HeaderMap,
+    scopes: &[S],
+) -> GateAnswer {
+    match gate.authenticate(headers).await {
+        Ok(principal) => admit(gate, principal, scopes).await,
+        Err(rejection) => GateAnswer::refused(gate, rejection),
+    }
+}
+
+/// Checks a bare token (an empty one is a missing token); it must have
+/// every scope in `scopes`.
+pub async fn check_token<S: AsRef<str> + Sync>(gate: &TokenGate, token: &str, scopes: &[S]) -> GateAnswer {
+    if token.is_empty() {
+        return GateAnswer::refused(gate, Rejection::MissingToken);
+    }
+    match gate.authenticate_token(token).await {
+        Ok(principal) => admit(gate, principal, scopes).await,
+        Err(rejection) => GateAnswer::refused(gate, rejection),
+    }
+}
+
+/// The limiter, then the scopes: a token without one was admitted by the
+/// limiter, so its 403 (naming the first scope it lacks) counts and carries
+/// the headers, as behind the layer.
+async fn admit<S: AsRef<str> + Sync>(gate: &TokenGate, principal: Principal, scopes: &[S]) -> GateAnswer {
+    let decision = match gate.check_rate_limit(&principal).await {
+        Ok(decision) => decision,
+        Err(rejection) => return GateAnswer::refused(gate, rejection),
+    };
+    gate.metrics().record_outcome(Outcome::Ok);
+    let lacking = scopes.iter().map(AsRef::as_ref).find(|s| !principal.has_scope(s));
+    let mut response = match lacking {
+        Some(scope) => missing_scope(scope),
+        None => {
+            let mut ok = Response::new(Body::from(Bytes::new()));
+            *ok.status_mut() = StatusCode::OK;
+            ok
+        }
+    };
+    write_rate_limit_headers(&decision, response.headers_mut());
+    GateAnswer {
+        response,
+        principal: Some(principal),
+    }
+}
