@@ -1,13 +1,15 @@
 //! The server's integration tests, one crate: the admin API, the CLI, the
 //! release binary over HTTP, hostile input, crashes and file faults, the
 //! accept loop and the connection limits, one server per SQLite file, the
-//! OpenAPI document, metrics, request ids, scale-out, and the Settings > API
-//! Tokens page in headless Chromium.
+//! OpenAPI document, metrics, request ids, scale-out, the Settings > API
+//! Tokens page in headless Chromium, and forward auth behind real nginx and
+//! Caddy.
 #![allow(unreachable_pub)] // helpers are `pub` for their sibling modules
 
 mod auth_proxy;
 mod browser;
 mod process;
+mod proxies;
 mod support;
 
 mod admin_api;
@@ -16,6 +18,7 @@ mod cli;
 mod connections;
 mod crash;
 mod file_faults;
+mod forward_auth;
 mod hostile;
 mod metrics;
 mod openapi;
