@@ -80,7 +80,11 @@ pub async fn check_request<S: AsRef<str> + Sync>(
 
 /// Checks a bare token (an empty one is a missing token); it must have
 /// every scope in `scopes`.
-pub async fn check_token<S: AsRef<str> + Sync>(gate: &TokenGate, token: &str, scopes: &[S]) -> GateAnswer {
+pub async fn check_token<S: AsRef<str> + Sync>(
+    gate: &TokenGate,
+    token: &str,
+    scopes: &[S],
+) -> GateAnswer {
     if token.is_empty() {
         return GateAnswer::refused(gate, Rejection::MissingToken);
     }
@@ -93,13 +97,20 @@ pub async fn check_token<S: AsRef<str> + Sync>(gate: &TokenGate, token: &str, sc
 /// The limiter, then the scopes: a token without one was admitted by the
 /// limiter, so its 403 (naming the first scope it lacks) counts and carries
 /// the headers, as behind the layer.
-async fn admit<S: AsRef<str> + Sync>(gate: &TokenGate, principal: Principal, scopes: &[S]) -> GateAnswer {
+async fn admit<S: AsRef<str> + Sync>(
+    gate: &TokenGate,
+    principal: Principal,
+    scopes: &[S],
+) -> GateAnswer {
     let decision = match gate.check_rate_limit(&principal).await {
         Ok(decision) => decision,
         Err(rejection) => return GateAnswer::refused(gate, rejection),
     };
     gate.metrics().record_outcome(Outcome::Ok);
-    let lacking = scopes.iter().map(AsRef::as_ref).find(|s| !principal.has_scope(s));
+    let lacking = scopes
+        .iter()
+        .map(AsRef::as_ref)
+        .find(|s| !principal.has_scope(s));
     let mut response = match lacking {
         Some(scope) => missing_scope(scope),
         None => {

@@ -64,7 +64,10 @@ pub(crate) async fn serve(
     }
     let rules = common.route_rules()?;
     if !rules.is_empty() {
-        tracing::info!(rules = rules.len(), "forward auth: route scopes from FORWARD_AUTH_ROUTES");
+        tracing::info!(
+            rules = rules.len(),
+            "forward auth: route scopes from FORWARD_AUTH_ROUTES"
+        );
     }
     state = state.with_forward_auth(args.forward_auth(rules)?);
     let router = app(state);

@@ -71,8 +71,7 @@ pub(crate) async fn forward_auth(State(state): State<ForwardState>, request: Req
 fn original_request(headers: &HeaderMap) -> Result<(&str, String), String> {
     let method = one_of(headers, "x-forwarded-method", "x-original-method")?;
     let uri = one_of(headers, "x-forwarded-uri", "x-original-uri")?;
-    let path =
-        normalize(uri).map_err(|e| format!("Ambiguous request path refused: {e}"))?;
+    let path = normalize(uri).map_err(|e| format!("Ambiguous request path refused: {e}"))?;
     Ok((method, path))
 }
 

@@ -103,7 +103,10 @@ mod tests {
 
     #[test]
     fn plain_paths_are_lower_cased_without_query_or_trailing_slash() {
-        assert_eq!(normalize("/api/v1/Reports?x=/admin").unwrap(), "/api/v1/reports");
+        assert_eq!(
+            normalize("/api/v1/Reports?x=/admin").unwrap(),
+            "/api/v1/reports"
+        );
         assert_eq!(normalize("/api/v1/reports/").unwrap(), "/api/v1/reports");
         assert_eq!(normalize("/").unwrap(), "/");
         assert_eq!(normalize("/?q").unwrap(), "/");

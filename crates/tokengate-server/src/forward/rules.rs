@@ -104,7 +104,11 @@ impl RouteRules {
     /// `method` and `normalized_path` (from [`normalize`]), none if no
     /// rule matches.
     pub fn required_scopes(&self, method: &str, normalized_path: &str) -> &[String] {
-        let segments: Vec<&str> = normalized_path.split('/').skip(1).filter(|s| !s.is_empty()).collect();
+        let segments: Vec<&str> = normalized_path
+            .split('/')
+            .skip(1)
+            .filter(|s| !s.is_empty())
+            .collect();
         self.rules
             .iter()
             .find(|rule| rule.covers_method(method) && rule.matches(&segments))
@@ -125,8 +129,13 @@ impl RouteRules {
 impl Rule {
     fn parse(raw: RawRule, text: &str) -> Result<Self, String> {
         let at = |span: std::ops::Range<usize>| line_of(text, span.start);
-        let pattern = parse_pattern(raw.path.get_ref())
-            .map_err(|e| format!("line {}: path {:?}: {e}", at(raw.path.span()), raw.path.get_ref()))?;
+        let pattern = parse_pattern(raw.path.get_ref()).map_err(|e| {
+            format!(
+                "line {}: path {:?}: {e}",
+                at(raw.path.span()),
+                raw.path.get_ref()
+            )
+        })?;
         let methods = match raw.methods {
             None => None,
             Some(methods) => {
@@ -206,7 +215,11 @@ fn parse_pattern(pattern: &str) -> Result<Vec<Segment>, String> {
     if pattern.contains('?') {
         return Err("a pattern has no query ('?')".into());
     }
-    let parts: Vec<&str> = normal.split('/').skip(1).filter(|s| !s.is_empty()).collect();
+    let parts: Vec<&str> = normal
+        .split('/')
+        .skip(1)
+        .filter(|s| !s.is_empty())
+        .collect();
     let last = parts.len().saturating_sub(1);
     parts
         .iter()
@@ -275,7 +288,10 @@ path = "/api/v1/public"
         assert_eq!(needs("GET", "/api/v1/admin").unwrap(), ["admin:all"]);
         assert_eq!(needs("PUT", "/api/v1/admin/a/b/c").unwrap(), ["admin:all"]);
         assert_eq!(needs("GET", "/api/v1/reports/7").unwrap(), ["reports:read"]);
-        assert_eq!(needs("HEAD", "/api/v1/reports/7").unwrap(), ["reports:read"]);
+        assert_eq!(
+            needs("HEAD", "/api/v1/reports/7").unwrap(),
+            ["reports:read"]
+        );
         assert_eq!(
             needs("POST", "/api/v1/reports/7?x=1").unwrap(),
             ["reports:write", "reports:read"]
@@ -326,9 +342,15 @@ path = "/api/v1/public"
             ("[[route]]\npath = \"/a/b*\"\n", "line 2"),
             ("[[route]]\npath = \"a\"\n", "line 2"),
             ("[[route]]\npath = \"/a/../b\"\n", "line 2"),
-            ("\n[[route]]\npath = \"/a\"\nmethods = [\"G T\"]\n", "line 4"),
+            (
+                "\n[[route]]\npath = \"/a\"\nmethods = [\"G T\"]\n",
+                "line 4",
+            ),
             ("[[route]]\npath = \"/a\"\nmethods = []\n", "line 3"),
-            ("[[route]]\npath = \"/a\"\n\nscopes = [\"ok\", \"Not Valid\"]\n", "line 4"),
+            (
+                "[[route]]\npath = \"/a\"\n\nscopes = [\"ok\", \"Not Valid\"]\n",
+                "line 4",
+            ),
             ("[[route]\npath = \"/a\"\n", "line 1"),
         ];
         for (text, line) in cases {

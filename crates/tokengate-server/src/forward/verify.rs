@@ -68,8 +68,11 @@ pub(crate) struct Verdict {
 /// `data.body` and `data.headers` are exactly what to relay to the client
 /// (the contract's 401, 403, 429 and 503, the scope's 403, or 200 with the
 /// rate-limit headers). The call counts in the token's hourly window, like
-/// the request it stands for. Authenticated with the admin token or
-/// `VERIFY_TOKEN`.
+/// the request it stands for. Give `path` (and `method`, default `GET`) to
+/// apply the route's scopes from `FORWARD_AUTH_ROUTES`, or `scopes`, or
+/// neither (a valid token then needs no scope). An ambiguous path is refused
+/// with a relayable 400. Authenticated with the admin token or
+/// `VERIFY_TOKEN` (`Authorization: Bearer ...`), which can call nothing else.
 #[utoipa::path(
     post,
     path = "/v1/verify",
@@ -154,7 +157,9 @@ async fn verdict(response: Response, principal: Option<&tokengate::Principal>) -
     let headers = parts
         .headers
         .iter()
-        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
         .collect();
     Verdict {
         valid,
@@ -170,5 +175,37 @@ async fn verdict(response: Response, principal: Option<&tokengate::Principal>) -
 
 /// The verify API's OpenAPI paths.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(verify), tags((name = "verify", description = "The gate's answer for an application with no proxy")))]
+#[openapi(
+    paths(verify),
+    modifiers(&CallerErrors),
+    tags((name = "verify", description = "The gate's answer for an application with no proxy")),
+)]
 pub(crate) struct VerifyDoc;
+
+/// The caller's own errors, as the shared response components the admin
+/// API brings (a bad body, a wrong credential, a body over the limit).
+struct CallerErrors;
+
+impl utoipa::Modify for CallerErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Ref, RefOr};
+        let Some(operation) = openapi
+            .paths
+            .paths
+            .get_mut("/v1/verify")
+            .and_then(|item| item.post.as_mut())
+        else {
+            return;
+        };
+        for (status, component) in [
+            ("400", "BadRequest"),
+            ("401", "AdminUnauthorized"),
+            ("413", "PayloadTooLarge"),
+        ] {
+            operation.responses.responses.insert(
+                status.into(),
+                RefOr::Ref(Ref::from_response_name(component)),
+            );
+        }
+    }
+}

@@ -9,12 +9,15 @@ use tempfile::TempDir;
 use tokengate_testkit::{FORBIDDEN, UNAUTHORIZED};
 
 use crate::process::{Server, base_env};
-use crate::proxies::{Proxy, RawResponse, find_or_skip, raw, start_caddy, start_nginx, start_upstream};
+use crate::proxies::{
+    Proxy, RawResponse, find_or_skip, raw, start_caddy, start_nginx, start_upstream,
+};
 use crate::support::ADMIN_TOKEN;
 
 const VERIFY_TOKEN: &str = "verify-only-credential-0123456789";
 const GUARDED: &str = "/api/v1/external_tests";
-const SCOPE_403: &str = r#"{"success": false, "error": "Token is missing the required scope: tests:read"}"#;
+const SCOPE_403: &str =
+    r#"{"success": false, "error": "Token is missing the required scope: tests:read"}"#;
 
 const ROUTES: &str = r#"
 [[route]]
@@ -99,9 +102,25 @@ async fn start_stack(extra: &[(&str, &str)]) -> Stack {
     }
     let server = Server::start(dir.path(), &env);
     let put = reqwest::Method::PUT;
-    admin(&server, put.clone(), "/admin/plans/tiny", json!({"api_access": true, "requests_per_hour": 3})).await;
-    for (account, plan) in [("acct-pro", "pro"), ("acct-free", "free"), ("acct-tiny", "tiny")] {
-        admin(&server, put.clone(), &format!("/admin/accounts/{account}"), json!({"plan": plan})).await;
+    admin(
+        &server,
+        put.clone(),
+        "/admin/plans/tiny",
+        json!({"api_access": true, "requests_per_hour": 3}),
+    )
+    .await;
+    for (account, plan) in [
+        ("acct-pro", "pro"),
+        ("acct-free", "free"),
+        ("acct-tiny", "tiny"),
+    ] {
+        admin(
+            &server,
+            put.clone(),
+            &format!("/admin/accounts/{account}"),
+            json!({"plan": plan}),
+        )
+        .await;
     }
     let (pro, pro_id) = token(&server, "acct-pro", None).await;
     let (free, _) = token(&server, "acct-free", None).await;
@@ -159,9 +178,16 @@ fn assert_same_contract(what: &str, direct: &RawResponse, proxied: &RawResponse)
         if name == "retry-after" && direct.status == 429 {
             continue;
         }
-        assert_eq!(proxied.one(name), direct.one(name), "{what}: {name}\n{direct:?}\n{proxied:?}");
+        assert_eq!(
+            proxied.one(name),
+            direct.one(name),
+            "{what}: {name}\n{direct:?}\n{proxied:?}"
+        );
     }
-    let remaining = |r: &RawResponse| r.one("x-ratelimit-remaining").map(|v| v.parse::<u64>().unwrap());
+    let remaining = |r: &RawResponse| {
+        r.one("x-ratelimit-remaining")
+            .map(|v| v.parse::<u64>().unwrap())
+    };
     match (remaining(direct), remaining(proxied)) {
         (Some(d), Some(p)) if direct.status == 429 => assert_eq!((d, p), (0, 0), "{what}"),
         (Some(d), Some(p)) => assert_eq!(p + 1, d, "{what}: one request, one count"),
@@ -209,7 +235,12 @@ async fn exercise(stack: &Stack, proxy: &Proxy, strips_every_prefixed_header: bo
     for name in ["x-ratelimit-limit", "x-ratelimit-reset", "ratelimit-policy"] {
         assert_eq!(proxied.one(name), direct.one(name), "{name}: {proxied:?}");
     }
-    let remaining = |r: &RawResponse| r.one("x-ratelimit-remaining").unwrap().parse::<u64>().unwrap();
+    let remaining = |r: &RawResponse| {
+        r.one("x-ratelimit-remaining")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
     assert_eq!(remaining(&proxied) + 1, remaining(&direct));
     assert!(proxied.one("ratelimit").is_some());
     let seen = proxied.json();
@@ -243,7 +274,13 @@ async fn exercise(stack: &Stack, proxy: &Proxy, strips_every_prefixed_header: bo
 
     // Revoked: the next proxied request is a 401.
     assert_eq!(get(px, "/a", Some(&t.doomed), &[]).await.status, 200);
-    admin(&stack.server, reqwest::Method::DELETE, &format!("/admin/tokens/{}", t.doomed_id), json!(null)).await;
+    admin(
+        &stack.server,
+        reqwest::Method::DELETE,
+        &format!("/admin/tokens/{}", t.doomed_id),
+        json!(null),
+    )
+    .await;
     let revoked = get(px, "/a", Some(&t.doomed), &[]).await;
     assert_eq!((revoked.status, revoked.body.as_str()), (401, UNAUTHORIZED));
 
@@ -267,15 +304,25 @@ async fn exercise(stack: &Stack, proxy: &Proxy, strips_every_prefixed_header: bo
             "{trick}: {response:?}"
         );
         // (nginx refuses some of them itself, with its own 400 page.)
-        assert!(!response.body.contains("\"headers\""), "{trick} reached the upstream");
+        assert!(
+            !response.body.contains("\"headers\""),
+            "{trick} reached the upstream"
+        );
     }
-    let head = raw(px, "HEAD", GUARDED, &[("Authorization", &bearer(&t.providers_only))]).await;
+    let head = raw(
+        px,
+        "HEAD",
+        GUARDED,
+        &[("Authorization", &bearer(&t.providers_only))],
+    )
+    .await;
     assert_eq!(head.status, 403, "HEAD covered by the GET rule");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nginx_with_the_shipped_config_relays_the_contract() {
-    let Some(nginx) = find_or_skip("nginx", "nginx_with_the_shipped_config_relays_the_contract") else {
+    let Some(nginx) = find_or_skip("nginx", "nginx_with_the_shipped_config_relays_the_contract")
+    else {
         return;
     };
     let stack = start_stack(&[]).await;
@@ -287,7 +334,8 @@ async fn nginx_with_the_shipped_config_relays_the_contract() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn caddy_with_the_shipped_config_relays_the_contract() {
-    let Some(caddy) = find_or_skip("caddy", "caddy_with_the_shipped_config_relays_the_contract") else {
+    let Some(caddy) = find_or_skip("caddy", "caddy_with_the_shipped_config_relays_the_contract")
+    else {
         return;
     };
     let stack = start_stack(&[]).await;
@@ -313,33 +361,55 @@ async fn forward_auth_answers_only_trusted_proxies_with_the_original_request() {
     let tg = stack.server.addr();
     let pro = bearer(&stack.tokens.pro);
     // Caddy's and Traefik's headers, then nginx's.
-    let allowed = raw(tg, "GET", "/forward-auth", &[
-        ("Authorization", &pro),
-        ("X-Forwarded-Method", "POST"),
-        ("X-Forwarded-Uri", "/api/v1/reports/7?full=1"),
-    ])
+    let allowed = raw(
+        tg,
+        "GET",
+        "/forward-auth",
+        &[
+            ("Authorization", &pro),
+            ("X-Forwarded-Method", "POST"),
+            ("X-Forwarded-Uri", "/api/v1/reports/7?full=1"),
+        ],
+    )
     .await;
     // Allowed by the token's `*`, with the identity for the upstream.
     assert_eq!(allowed.status, 200, "{allowed:?}");
     assert_eq!(allowed.one("x-tokengate-account-id"), Some("acct-pro"));
     assert_eq!(allowed.one("x-tokengate-plan"), Some("pro"));
     assert_eq!(allowed.one("x-tokengate-scopes"), Some("*"));
-    assert_eq!(allowed.one("x-tokengate-token-id"), Some(stack.tokens.pro_id.as_str()));
-    for name in ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "ratelimit-policy", "ratelimit"] {
+    assert_eq!(
+        allowed.one("x-tokengate-token-id"),
+        Some(stack.tokens.pro_id.as_str())
+    );
+    for name in [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "ratelimit-policy",
+        "ratelimit",
+    ] {
         assert!(allowed.one(name).is_some(), "{name}: {allowed:?}");
     }
-    let scoped = raw(tg, "GET", "/forward-auth", &[
-        ("Authorization", &bearer(&stack.tokens.providers_only)),
-        ("X-Original-Method", "GET"),
-        ("X-Original-URI", "/api/v1/reports/7"),
-    ])
+    let scoped = raw(
+        tg,
+        "GET",
+        "/forward-auth",
+        &[
+            ("Authorization", &bearer(&stack.tokens.providers_only)),
+            ("X-Original-Method", "GET"),
+            ("X-Original-URI", "/api/v1/reports/7"),
+        ],
+    )
     .await;
     assert_eq!(scoped.status, 403);
     assert_eq!(
         scoped.body,
         r#"{"success": false, "error": "Token is missing the required scope: reports:read"}"#
     );
-    assert!(scoped.one("x-ratelimit-remaining").is_some(), "counted: {scoped:?}");
+    assert!(
+        scoped.one("x-ratelimit-remaining").is_some(),
+        "counted: {scoped:?}"
+    );
     assert!(scoped.one("x-tokengate-body").is_none(), "only for nginx");
     // Without the original request, or with two, nothing is guessed.
     for headers in [
@@ -349,7 +419,10 @@ async fn forward_auth_answers_only_trusted_proxies_with_the_original_request() {
             ("X-Forwarded-Uri", "/public"),
             ("X-Original-URI", "/api/v1/reports/7"),
         ],
-        vec![("X-Forwarded-Method", "GET"), ("X-Forwarded-Uri", "/api/v1/reports/../x")],
+        vec![
+            ("X-Forwarded-Method", "GET"),
+            ("X-Forwarded-Uri", "/api/v1/reports/../x"),
+        ],
     ] {
         let mut headers = headers;
         headers.push(("Authorization", &pro));
@@ -360,14 +433,22 @@ async fn forward_auth_answers_only_trusted_proxies_with_the_original_request() {
 
     // A peer that is not a trusted proxy gets 404, as for no route at all.
     let elsewhere = start_stack(&[("FORWARD_AUTH_TRUSTED_PROXIES", "10.0.0.0/8")]).await;
-    let refused = raw(elsewhere.server.addr(), "GET", "/forward-auth", &[
-        ("Authorization", &bearer(&elsewhere.tokens.pro)),
-        ("X-Forwarded-Method", "GET"),
-        ("X-Forwarded-Uri", "/x"),
-    ])
+    let refused = raw(
+        elsewhere.server.addr(),
+        "GET",
+        "/forward-auth",
+        &[
+            ("Authorization", &bearer(&elsewhere.tokens.pro)),
+            ("X-Forwarded-Method", "GET"),
+            ("X-Forwarded-Uri", "/x"),
+        ],
+    )
     .await;
     assert_eq!(refused.status, 404);
-    assert_eq!(refused.json(), json!({"success": false, "error": "Not found"}));
+    assert_eq!(
+        refused.json(),
+        json!({"success": false, "error": "Not found"})
+    );
 }
 
 /// `POST /v1/verify` with `credential` and `body`.
@@ -418,7 +499,10 @@ async fn verify_gives_the_layers_answer_and_counts_like_a_request() {
     }
     let (_, missing) = verify(&stack, VERIFY_TOKEN, json!({"token": ""})).await;
     assert_eq!(relayed(&missing["data"]).body, UNAUTHORIZED);
-    assert_eq!(missing["data"]["headers"]["www-authenticate"], r#"Bearer realm="api""#);
+    assert_eq!(
+        missing["data"]["headers"]["www-authenticate"],
+        r#"Bearer realm="api""#
+    );
 
     // Valid: the headers to add, the identity, one count per call.
     let direct = get(tg, GUARDED, Some(&t.pro), &[]).await;
@@ -432,14 +516,32 @@ async fn verify_gives_the_layers_answer_and_counts_like_a_request() {
     assert_eq!(data["plan"], "pro");
     assert_eq!(data["scopes"], json!(["*"]));
     let verdict = relayed(data);
-    assert_eq!(verdict.one("x-ratelimit-limit"), direct.one("x-ratelimit-limit"));
-    let remaining = |r: &RawResponse| r.one("x-ratelimit-remaining").unwrap().parse::<u64>().unwrap();
+    assert_eq!(
+        verdict.one("x-ratelimit-limit"),
+        direct.one("x-ratelimit-limit")
+    );
+    let remaining = |r: &RawResponse| {
+        r.one("x-ratelimit-remaining")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
     assert_eq!(remaining(&verdict) + 1, remaining(&direct));
-    let (_, again) = verify(&stack, ADMIN_TOKEN, json!({"token": t.pro, "scopes": ["tests:read"]})).await;
+    let (_, again) = verify(
+        &stack,
+        ADMIN_TOKEN,
+        json!({"token": t.pro, "scopes": ["tests:read"]}),
+    )
+    .await;
     assert_eq!(remaining(&relayed(&again["data"])) + 1, remaining(&verdict));
 
     // Scopes asked for directly.
-    let (_, json) = verify(&stack, VERIFY_TOKEN, json!({"token": t.providers_only, "scopes": ["tests:read"]})).await;
+    let (_, json) = verify(
+        &stack,
+        VERIFY_TOKEN,
+        json!({"token": t.providers_only, "scopes": ["tests:read"]}),
+    )
+    .await;
     assert_eq!(relayed(&json["data"]).body, SCOPE_403);
     assert_eq!(json["data"]["account_id"], "acct-pro");
 
@@ -452,10 +554,20 @@ async fn verify_gives_the_layers_answer_and_counts_like_a_request() {
     assert_same_contract("over the limit", &direct, &relayed(&json["data"]));
 
     // An ambiguous path is refused, not guessed.
-    let (_, json) = verify(&stack, VERIFY_TOKEN, json!({"token": t.pro, "path": "/api/v1//external_tests"})).await;
+    let (_, json) = verify(
+        &stack,
+        VERIFY_TOKEN,
+        json!({"token": t.pro, "path": "/api/v1//external_tests"}),
+    )
+    .await;
     assert_eq!(json["data"]["status"], 400, "{json}");
     // A malformed call is the caller's 400, not a verdict.
-    let (status, json) = verify(&stack, VERIFY_TOKEN, json!({"token": t.pro, "path": "/a", "scopes": ["x"]})).await;
+    let (status, json) = verify(
+        &stack,
+        VERIFY_TOKEN,
+        json!({"token": t.pro, "path": "/a", "scopes": ["x"]}),
+    )
+    .await;
     assert_eq!((status, &json["success"]), (400, &json!(false)));
 }
 
@@ -463,7 +575,11 @@ async fn verify_gives_the_layers_answer_and_counts_like_a_request() {
 async fn the_verify_token_can_verify_and_nothing_else() {
     let stack = start_stack(&[]).await;
     let client = crate::process::client();
-    for path in ["/admin/plans", "/admin/scopes", "/admin/accounts/acct-pro/tokens"] {
+    for path in [
+        "/admin/plans",
+        "/admin/scopes",
+        "/admin/accounts/acct-pro/tokens",
+    ] {
         let response = client
             .get(stack.server.url(path))
             .bearer_auth(VERIFY_TOKEN)
@@ -474,11 +590,48 @@ async fn the_verify_token_can_verify_and_nothing_else() {
     }
     let (status, _) = verify(&stack, VERIFY_TOKEN, json!({"token": stack.tokens.pro})).await;
     assert_eq!(status, 200);
-    for wrong in [stack.tokens.pro.as_str(), "verify-only-credential-0123456780"] {
+    for wrong in [
+        stack.tokens.pro.as_str(),
+        "verify-only-credential-0123456780",
+    ] {
         let (status, json) = verify(&stack, wrong, json!({"token": stack.tokens.pro})).await;
         assert_eq!((status, &json["success"]), (401, &json!(false)), "{json}");
     }
     // The route rules' scopes are the server's: the admin API offers them.
-    let scopes = admin(&stack.server, reqwest::Method::GET, "/admin/scopes", json!(null)).await;
+    let scopes = admin(
+        &stack.server,
+        reqwest::Method::GET,
+        "/admin/scopes",
+        json!(null),
+    )
+    .await;
     assert!(scopes.to_string().contains("reports:read"), "{scopes}");
+}
+
+#[test]
+fn a_malformed_rules_file_stops_the_server_at_start_with_the_line_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes.toml");
+    std::fs::write(
+        &routes,
+        "[[route]]\npath = \"/api/v1/reports/**\"\n\n[[route]]\npath = \"/api/**/x\"\n",
+    )
+    .unwrap();
+    let mut env = base_env(dir.path());
+    env.push(("FORWARD_AUTH_ROUTES".into(), routes.display().to_string()));
+    let out = crate::process::cli_within(
+        dir.path(),
+        &env,
+        &["serve"],
+        std::time::Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("invalid FORWARD_AUTH_ROUTES"), "{stderr}");
+    assert!(stderr.contains("line 5"), "{stderr}");
+    assert!(
+        stderr.contains("'**' (the rest of the path) can only be the last segment"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
 }

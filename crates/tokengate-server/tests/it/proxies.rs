@@ -24,7 +24,9 @@ const UPSTREAM_DEFAULT: &str = "127.0.0.1:3000";
 const PROXY_DEFAULT: &str = "127.0.0.1:8000";
 
 fn repo_file(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
 }
 
 /// Whether a missing proxy must fail the test.
@@ -256,14 +258,10 @@ impl RawResponse {
 
 /// `method target` sent byte for byte (no client-side normalization of the
 /// path), with `headers`, over a fresh connection.
-pub async fn raw(
-    addr: &str,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-) -> RawResponse {
+pub async fn raw(addr: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> RawResponse {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut request = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request =
+        format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -281,7 +279,14 @@ fn parse(bytes: &[u8]) -> RawResponse {
     let text = String::from_utf8_lossy(bytes);
     let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
     let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -289,7 +294,11 @@ fn parse(bytes: &[u8]) -> RawResponse {
     let chunked = headers
         .iter()
         .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     RawResponse {
         status,
         headers,
