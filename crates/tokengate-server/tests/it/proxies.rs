@@ -111,7 +111,19 @@ pub struct Proxy {
 }
 
 impl Drop for Proxy {
+    /// SIGTERM, so nginx's master stops its workers too (a SIGKILL would
+    /// orphan them); SIGKILL only if it is still running 10 s later.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
