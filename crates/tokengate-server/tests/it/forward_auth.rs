@@ -217,6 +217,15 @@ async fn exercise(stack: &Stack, proxy: &Proxy, strips_every_prefixed_header: bo
     }
     let scoped = get(px, GUARDED, Some(&t.providers_only), &[]).await;
     assert_eq!((scoped.status, scoped.body.as_str()), (403, SCOPE_403));
+    // Rendering the denial did not count it again.
+    let after = get(tg, GUARDED, Some(&t.providers_only), &[]).await;
+    let remaining = |r: &RawResponse| {
+        r.one("x-ratelimit-remaining")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(remaining(&after) + 1, remaining(&scoped), "{after:?}");
     assert_eq!(get(px, GUARDED, Some(&t.free), &[]).await.body, FORBIDDEN);
     assert_eq!(get(px, GUARDED, None, &[]).await.body, UNAUTHORIZED);
 
@@ -235,12 +244,6 @@ async fn exercise(stack: &Stack, proxy: &Proxy, strips_every_prefixed_header: bo
     for name in ["x-ratelimit-limit", "x-ratelimit-reset", "ratelimit-policy"] {
         assert_eq!(proxied.one(name), direct.one(name), "{name}: {proxied:?}");
     }
-    let remaining = |r: &RawResponse| {
-        r.one("x-ratelimit-remaining")
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    };
     assert_eq!(remaining(&proxied) + 1, remaining(&direct));
     assert!(proxied.one("ratelimit").is_some());
     let seen = proxied.json();
