@@ -394,7 +394,7 @@ async fn a_relayed_check_answers_what_the_layer_answers() {
     assert_eq!(answer.principal.as_ref().unwrap().account_id(), "acct");
     let (status, allowed, body) = parts(answer).await;
     assert_eq!((status, body.as_str()), (200, ""));
-    assert_eq!(allowed["x-ratelimit-remaining"], "996");
+    assert_eq!(allowed["x-ratelimit-remaining"], "997");
     assert!(allowed.contains_key("ratelimit"));
 
     // Refused before the limiter: no principal, nothing counted.
@@ -412,5 +412,5 @@ async fn a_relayed_check_answers_what_the_layer_answers() {
     let (status, ..) = parts(check_token(&app.gate, "iit_nope", &[] as &[&str]).await).await;
     assert_eq!(status, 401);
     let next = get_with(&app.router, "/open", &reader).await;
-    assert_eq!(next.header("x-ratelimit-remaining"), "995");
+    assert_eq!(next.header("x-ratelimit-remaining"), "996");
 }
