@@ -31,12 +31,14 @@
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 
-use crate::gate::TokenGate;
+use crate::bearer::single_authorization;
+use crate::gate::{Quick, TokenGate};
+use crate::limit::Decision;
 use crate::metrics::Outcome;
 use crate::principal::Principal;
-use crate::response::{Rejection, missing_scope, write_rate_limit_headers};
+use crate::response::{Rejection, missing_scope, write_rate_limit_headers_with};
 
 /// The gate's answer to one request: what to relay, and who asked.
 #[derive(Debug)]
@@ -66,16 +68,27 @@ impl GateAnswer {
 }
 
 /// Checks a request by its `Authorization` header (one `Bearer` token);
-/// the token must have every scope in `scopes`.
+/// the token must have every scope in `scopes`. Takes the layer's path: a
+/// cached token and a local limiter are answered from memory.
 pub async fn check_request<S: AsRef<str> + Sync>(
     gate: &TokenGate,
     headers: &HeaderMap,
     scopes: &[S],
 ) -> GateAnswer {
-    match gate.authenticate(headers).await {
-        Ok(principal) => admit(gate, principal, scopes).await,
-        Err(rejection) => GateAnswer::refused(gate, rejection),
-    }
+    let authorization = single_authorization(headers);
+    let authenticated = match gate.check_now(authorization) {
+        Quick::Admitted(principal, decision) => {
+            return admitted(gate, principal, &decision, scopes);
+        }
+        Quick::Rejected(rejection) => return GateAnswer::refused(gate, rejection),
+        Quick::NeedsLimiter(principal) => Some(principal),
+        Quick::NeedsStore => None,
+    };
+    let (principal, decision) = match gate.check(authorization.cloned(), authenticated).await {
+        Ok(admitted) => admitted,
+        Err(rejection) => return GateAnswer::refused(gate, rejection),
+    };
+    admitted(gate, principal, &decision, scopes)
 }
 
 /// Checks a bare token (an empty one is a missing token); it must have
@@ -94,18 +107,27 @@ pub async fn check_token<S: AsRef<str> + Sync>(
     }
 }
 
-/// The limiter, then the scopes: a token without one was admitted by the
-/// limiter, so its 403 (naming the first scope it lacks) counts and carries
-/// the headers, as behind the layer.
+/// The limiter, then the scopes.
 async fn admit<S: AsRef<str> + Sync>(
     gate: &TokenGate,
     principal: Principal,
     scopes: &[S],
 ) -> GateAnswer {
-    let decision = match gate.check_rate_limit(&principal).await {
-        Ok(decision) => decision,
-        Err(rejection) => return GateAnswer::refused(gate, rejection),
-    };
+    match gate.check_rate_limit(&principal).await {
+        Ok(decision) => admitted(gate, principal, &decision, scopes),
+        Err(rejection) => GateAnswer::refused(gate, rejection),
+    }
+}
+
+/// An admitted request's answer: a token without one of `scopes` was
+/// admitted by the limiter, so its 403 (naming the first scope it lacks)
+/// counts and carries the headers, as behind the layer.
+fn admitted<S: AsRef<str>>(
+    gate: &TokenGate,
+    principal: Principal,
+    decision: &Decision,
+    scopes: &[S],
+) -> GateAnswer {
     gate.metrics().record_outcome(Outcome::Ok);
     let lacking = scopes
         .iter()
@@ -113,13 +135,13 @@ async fn admit<S: AsRef<str> + Sync>(
         .find(|s| !principal.has_scope(s));
     let mut response = match lacking {
         Some(scope) => missing_scope(scope),
-        None => {
-            let mut ok = Response::new(Body::from(Bytes::new()));
-            *ok.status_mut() = StatusCode::OK;
-            ok
-        }
+        None => Response::new(Body::from(Bytes::new())),
     };
-    write_rate_limit_headers(&decision, response.headers_mut());
+    write_rate_limit_headers_with(
+        decision,
+        principal.policy_headers(decision),
+        response.headers_mut(),
+    );
     GateAnswer {
         response,
         principal: Some(principal),

@@ -25,10 +25,10 @@ use super::ForwardState;
 use super::path::normalize;
 
 /// The identity headers of an allowed request, for the upstream.
-pub(crate) const ACCOUNT_ID: HeaderName = HeaderName::from_static("x-tokengate-account-id");
-pub(crate) const TOKEN_ID: HeaderName = HeaderName::from_static("x-tokengate-token-id");
-pub(crate) const PLAN: HeaderName = HeaderName::from_static("x-tokengate-plan");
-pub(crate) const SCOPES: HeaderName = HeaderName::from_static("x-tokengate-scopes");
+const ACCOUNT_ID: HeaderName = HeaderName::from_static("x-tokengate-account-id");
+const TOKEN_ID: HeaderName = HeaderName::from_static("x-tokengate-token-id");
+const PLAN: HeaderName = HeaderName::from_static("x-tokengate-plan");
+const SCOPES: HeaderName = HeaderName::from_static("x-tokengate-scopes");
 
 const PROXY: &str = "x-tokengate-proxy";
 const STATUS: HeaderName = HeaderName::from_static("x-tokengate-status");
@@ -55,7 +55,7 @@ pub(crate) async fn forward_auth(State(state): State<ForwardState>, request: Req
             if response.status().is_success()
                 && let Some(principal) = &answer.principal
             {
-                add_identity(&principal_headers(principal), response.headers_mut());
+                add_identity(principal, response.headers_mut());
             }
             response
         }
@@ -88,21 +88,19 @@ fn one_of<'a>(headers: &'a HeaderMap, first: &str, second: &str) -> Result<&'a s
         .map_err(|_| format!("Forward auth: {first}/{second} is not ASCII"))
 }
 
-/// The identity headers for `principal`.
-pub(crate) fn principal_headers(principal: &Principal) -> Vec<(HeaderName, String)> {
-    vec![
-        (ACCOUNT_ID, principal.account_id().to_owned()),
-        (TOKEN_ID, principal.token_id().to_string()),
-        (PLAN, principal.plan().to_owned()),
-        (SCOPES, principal.scopes().join(" ")),
-    ]
-}
-
-fn add_identity(identity: &[(HeaderName, String)], headers: &mut HeaderMap) {
-    for (name, value) in identity {
+/// Adds the identity headers of `principal`, for the upstream.
+fn add_identity(principal: &Principal, headers: &mut HeaderMap) {
+    let token_id = principal.token_id().to_string();
+    let scopes = principal.scopes().join(" ");
+    for (name, value) in [
+        (ACCOUNT_ID, principal.account_id()),
+        (TOKEN_ID, token_id.as_str()),
+        (PLAN, principal.plan()),
+        (SCOPES, scopes.as_str()),
+    ] {
         match HeaderValue::from_str(value) {
             Ok(value) => {
-                headers.insert(name.clone(), value);
+                headers.insert(name, value);
             }
             Err(_) => tracing::warn!(header = %name, "identity value cannot be a header; left out"),
         }
