@@ -37,6 +37,14 @@
 #
 #   SCENARIOS=versus OTHER_BIN_DIR=/work/old/target/release scripts/loadtest.sh
 #
+# Scenario of issue 24 (not in the default set; needs nginx):
+#   proxy      nginx -> upstream (examples/bare.rs) vs nginx + tokengate
+#              forward auth (the shipped deploy/nginx/tokengate.conf, a
+#              cached token, keepalive to tokengate) -> the same upstream;
+#              then p50/p99 of both at 4 connections               >= 0.60
+#
+#   SCENARIOS=proxy scripts/loadtest.sh
+#
 #   SCENARIOS="embedded stack" WRK_THREADS=2 CONNECTIONS=64 scripts/loadtest.sh
 #   BIN_DIR=/tmp/old scripts/loadtest.sh   # binaries built elsewhere (tokengate,
 #                                          # examples/embed, examples/bare); no build
@@ -65,7 +73,7 @@ need python3 || { echo "python3 is required" >&2; exit 1; }
 if [ -z "${BIN_DIR:-}" ]; then
   BIN_DIR=target/release
   cargo build --release --quiet
-  if want embedded || want stack || want scope; then cargo build --release --examples -p tokengate --quiet; fi
+  if want embedded || want stack || want scope || want proxy; then cargo build --release --examples -p tokengate --quiet; fi
 fi
 tmp=$(mktemp -d)
 server_pid=""
@@ -302,6 +310,57 @@ if want scope; then
   # (The query makes both requests the same length; the router ignores it.)
   compare scope 0.99 "CPU_PID=$embed_pid rps -H 'Authorization: Bearer $STOKEN' $EBASE/api/v1/ping?scoped" \
     "CPU_PID=$embed_pid rps -H 'Authorization: Bearer $STOKEN' $EBASE/api/v1/ping/scoped"
+fi
+
+if want proxy; then
+  NGINX=$(command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true)
+  if [ -z "$NGINX" ]; then
+    echo "proxy    SKIPPED: needs nginx (apt-get install nginx)"
+  else
+    # One nginx (one worker), two servers: straight to the upstream, and the
+    # shipped forward-auth config with its addresses replaced.
+    UPORT=$((PORT + 5)); DPORT=$((PORT + 6)); FPORT=$((PORT + 7))
+    start_example bare "$UPORT"
+    ngx="$tmp/nginx"; mkdir -p "$ngx"
+    sed -e "s/127\.0\.0\.1:8080/127.0.0.1:$PORT/" -e "s/127\.0\.0\.1:3000/127.0.0.1:$UPORT/" \
+      -e "s/127\.0\.0\.1:8000/127.0.0.1:$FPORT/" deploy/nginx/tokengate.conf >"$ngx/tokengate.conf"
+    cat >"$ngx/nginx.conf" <<NGINX
+worker_processes 1;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $ngx/body; proxy_temp_path $ngx/proxy; fastcgi_temp_path $ngx/fastcgi;
+  uwsgi_temp_path $ngx/uwsgi; scgi_temp_path $ngx/scgi;
+  upstream direct_api { server 127.0.0.1:$UPORT; keepalive 32; }
+  server {
+    listen 127.0.0.1:$DPORT;
+    location / { proxy_http_version 1.1; proxy_set_header Connection ""; proxy_pass http://direct_api; }
+  }
+  include $ngx/tokengate.conf;
+}
+NGINX
+    "$NGINX" -p "$ngx" -c "$ngx/nginx.conf" -g "daemon off; pid $ngx/nginx.pid; error_log $ngx/error.log;" &
+    example_pids+=("$!")
+    for _ in $(seq 100); do curl -fs "http://127.0.0.1:$DPORT/health" >/dev/null && break; sleep 0.1; done
+    DIRECT="http://127.0.0.1:$DPORT/health"; GUARDED="http://127.0.0.1:$FPORT/health"
+    curl -fs "$GUARDED" -H "Authorization: Bearer $HOT" >/dev/null   # cache it
+    # (Server CPU/request is tokengate's: none on the direct path.)
+    compare proxy 0.60 "rps $DIRECT" "rps -H 'Authorization: Bearer $HOT' $GUARDED"
+    # Closed-loop latency at 4 connections: "p50 <us> us  p99 <us> us" from wrk --latency.
+    wlat() { wrk -t1 -c4 -d"${DURATION}s" --latency "$@" | python3 -c '
+import re, sys
+text = sys.stdin.read()
+def us(label):
+    value, unit = re.search(r"^\s*" + label + r"%\s+([\d.]+)(us|ms|s)\s*$", text, re.M).groups()
+    return float(value) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+p50, p99 = us("50"), us("99")
+print(f"p50 {p50:7.0f} us  p99 {p99:7.0f} us")'; }
+    echo "         latency at 4 connections, alternating:"
+    for i in 1 2; do
+      echo "         nginx -> upstream                 $(wlat "$DIRECT")"
+      echo "         nginx + forward auth -> upstream  $(wlat -H "Authorization: Bearer $HOT" "$GUARDED")"
+    done
+  fi
 fi
 
 if want versus; then

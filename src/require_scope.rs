@@ -51,6 +51,7 @@ use http::{Extensions, HeaderValue, Request, StatusCode};
 use tower::{Layer, Service};
 
 use crate::principal::Principal;
+use crate::response::missing_scope_body;
 use crate::scope::is_valid_name;
 
 /// A route layer that lets a request through only if its token has `scope`.
@@ -73,8 +74,7 @@ pub fn require_scope(scope: &str) -> RequireScopeLayer {
         is_valid_name(scope),
         "require_scope({scope:?}): scope names are 1 to 64 characters of a-z, 0-9, '_', '.', ':' and '-'"
     );
-    let body =
-        format!(r#"{{"success": false, "error": "Token is missing the required scope: {scope}"}}"#);
+    let body = missing_scope_body(scope);
     RequireScopeLayer(Arc::new(Required {
         scope: scope.into(),
         body: Bytes::from(body),

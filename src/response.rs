@@ -123,6 +123,20 @@ pub(crate) fn forbidden() -> Response {
     fixed(StatusCode::FORBIDDEN, FORBIDDEN_BODY)
 }
 
+/// The scope 403's body, naming the missing `scope`.
+pub(crate) fn missing_scope_body(scope: &str) -> String {
+    format!(r#"{{"success": false, "error": "Token is missing the required scope: {scope}"}}"#)
+}
+
+/// 403 for a token without the route's `scope` (the caller adds the
+/// rate-limit headers: the request was counted).
+pub(crate) fn missing_scope(scope: &str) -> Response {
+    let mut response = Response::new(Body::from(missing_scope_body(scope)));
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    response.headers_mut().insert(CONTENT_TYPE, JSON);
+    response
+}
+
 /// 503 for a backend fault: never a 401 for a token we could not check.
 pub(crate) fn unavailable() -> Response {
     let mut response = fixed(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE_BODY);

@@ -12,7 +12,7 @@ use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::bearer::parse_bearer;
+use crate::bearer::{bearer_token, parse_bearer};
 use crate::store::{StoreError, TokenStore};
 use crate::token::PlaintextToken;
 
@@ -83,6 +83,12 @@ impl AdminAuth {
     pub fn accepts(&self, presented: &str) -> bool {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         self.digest.ct_eq(&digest).into()
+    }
+
+    /// Whether a request's only `Authorization: Bearer` field carries this
+    /// credential (compared as [`accepts`](Self::accepts) does).
+    pub fn accepts_request(&self, headers: &http::HeaderMap) -> bool {
+        bearer_token(headers).is_ok_and(|presented| self.accepts(presented))
     }
 
     /// The stored admin credential, or a new one if none exists yet.

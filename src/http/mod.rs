@@ -9,6 +9,7 @@
 
 mod admin;
 mod admin_auth;
+mod check;
 pub(crate) mod envelope;
 #[cfg(feature = "github-leaks")]
 mod github;
@@ -23,6 +24,7 @@ mod settings;
 pub use crate::redact::redact_token_shaped;
 pub use admin::admin_router;
 pub use admin_auth::{AdminAuth, AdminTokenOrigin, InvalidAdminToken};
+pub use check::{GateAnswer, check_request, check_token};
 pub use envelope::{ApiError, SuccessEnvelope, error_response, success_response};
 #[cfg(feature = "github-leaks")]
 #[cfg_attr(docsrs, doc(cfg(feature = "github-leaks")))]

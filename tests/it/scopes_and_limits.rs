@@ -519,3 +519,74 @@ async fn local_fallback_admissions_count_in_the_shared_window_once_redis_is_back
         "A's 7 admissions count in the shared window"
     );
 }
+
+/// `check_request` and `check_token` (forward auth, verify) answer what the
+/// layer answers, to the byte, and count once per call.
+#[tokio::test]
+async fn a_relayed_check_answers_what_the_layer_answers() {
+    use http::HeaderMap;
+    use http_body_util::BodyExt;
+    use tokengate::http::{GateAnswer, check_request, check_token};
+
+    async fn parts(answer: GateAnswer) -> (u16, HeaderMap, String) {
+        let (parts, body) = answer.response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status.as_u16(),
+            parts.headers,
+            String::from_utf8(bytes.to_vec()).unwrap(),
+        )
+    }
+    let app = app_with(|b| b).await;
+    app.gate.set_account_plan("acct", "pro").await.unwrap();
+    let reader = token(&app.gate, "acct", Some(&["reports:read"])).await;
+    let mut headers = HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {reader}").parse().unwrap());
+
+    let layer = get_with(&app.router, "/reports/new", &reader).await;
+    let (status, relayed, body) =
+        parts(check_request(&app.gate, &headers, &["reports:write"]).await).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (layer.status.as_u16(), layer.body.as_str())
+    );
+    for name in [
+        "content-type",
+        "x-ratelimit-limit",
+        "x-ratelimit-reset",
+        "ratelimit-policy",
+    ] {
+        assert_eq!(relayed[name], layer.header(name), "{name}");
+    }
+    let remaining = |value: &str| value.parse::<u32>().unwrap();
+    assert_eq!(
+        remaining(relayed["x-ratelimit-remaining"].to_str().unwrap()) + 1,
+        remaining(layer.header("x-ratelimit-remaining"))
+    );
+
+    // Allowed: 200, empty, the five headers, the principal.
+    let answer = check_token(&app.gate, &reader, &["reports:read"]).await;
+    assert!(answer.is_allowed());
+    assert_eq!(answer.principal.as_ref().unwrap().account_id(), "acct");
+    let (status, allowed, body) = parts(answer).await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    assert_eq!(allowed["x-ratelimit-remaining"], "997");
+    assert!(allowed.contains_key("ratelimit"));
+
+    // Refused before the limiter: no principal, nothing counted.
+    let missing = check_token(&app.gate, "", &[] as &[&str]).await;
+    assert!(missing.principal.is_none());
+    let (status, challenge, body) = parts(missing).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            401,
+            r#"{"success": false, "error": "Invalid or missing API token"}"#
+        )
+    );
+    assert_eq!(challenge["www-authenticate"], r#"Bearer realm="api""#);
+    let (status, ..) = parts(check_token(&app.gate, "iit_nope", &[] as &[&str]).await).await;
+    assert_eq!(status, 401);
+    let next = get_with(&app.router, "/open", &reader).await;
+    assert_eq!(next.header("x-ratelimit-remaining"), "996");
+}

@@ -4,12 +4,14 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use http::HeaderName;
 use tokengate::http::{AdminAuth, ProxyHeaderSignIn, TrustedProxies};
 use tokengate::{Argon2Params, LimiterFailurePolicy, TokenFormat};
+use tokengate_server::forward::{ForwardAuth, RouteRules};
 use tokengate_server::server::BodyDeadlines;
 
 /// Options every subcommand understands. Each flag also reads an environment
@@ -69,6 +71,12 @@ pub(crate) struct Common {
         hide = true
     )]
     pub argon2_parallelism: u32,
+
+    /// Scopes per route for /forward-auth and /v1/verify: a TOML file of
+    /// [[route]] tables (path, optional methods, scopes). Its scopes are
+    /// the server's: tokens may be created with them.
+    #[arg(long, env = "FORWARD_AUTH_ROUTES", global = true)]
+    pub(crate) forward_auth_routes: Option<std::path::PathBuf>,
 
     /// Log format on stderr (any case).
     #[arg(long, env = "LOG_FORMAT", value_enum, ignore_case = true, default_value_t = LogFormat::Text, global = true, hide = true)]
@@ -147,6 +155,20 @@ pub(crate) struct ServeArgs {
     /// only (no variable), so it cannot be left on in a .env file.
     #[arg(long, value_name = "ACCOUNT")]
     pub(crate) settings_demo_user: Option<String>,
+
+    /// The proxies (comma-separated CIDR blocks) that /forward-auth answers;
+    /// any other peer gets 404.
+    #[arg(
+        long,
+        env = "FORWARD_AUTH_TRUSTED_PROXIES",
+        default_value = "127.0.0.0/8,::1/128"
+    )]
+    pub(crate) forward_auth_trusted_proxies: String,
+
+    /// A credential (16 or more characters, like ADMIN_TOKEN) that can call
+    /// POST /v1/verify and nothing else. The admin token can call it too.
+    #[arg(long, env = "VERIFY_TOKEN", hide_env_values = true)]
+    pub(crate) verify_token: Option<String>,
 
     /// Deadline of the whole shutdown on SIGTERM/SIGINT, in seconds: requests
     /// in flight get up to three quarters of it, saving last-use times and
@@ -242,6 +264,31 @@ impl ServeArgs {
         Ok(Some(token))
     }
 
+    /// `/forward-auth` and `/v1/verify`: the route rules, the trusted
+    /// proxies and `VERIFY_TOKEN`.
+    pub(crate) fn forward_auth(&self, rules: RouteRules) -> Result<ForwardAuth, String> {
+        let trusted_proxies: TrustedProxies = self
+            .forward_auth_trusted_proxies
+            .parse()
+            .map_err(|e| format!("invalid FORWARD_AUTH_TRUSTED_PROXIES: {e}"))?;
+        let verify = match self.verify_token.as_deref().filter(|t| !t.is_empty()) {
+            None => None,
+            Some(token) => {
+                let auth = AdminAuth::from_token(token)
+                    .map_err(|e| format!("invalid VERIFY_TOKEN: {e}"))?;
+                if self.admin_token.as_deref() == Some(token) {
+                    return Err("VERIFY_TOKEN is the ADMIN_TOKEN: give the verify-only credential its own value".into());
+                }
+                Some(Arc::new(auth))
+            }
+        };
+        Ok(ForwardAuth {
+            rules: Arc::new(rules),
+            trusted_proxies,
+            verify,
+        })
+    }
+
     /// The settings page's sign-in, when `SETTINGS_AUTH_HEADER` is set (an
     /// empty value counts as unset).
     pub(crate) fn settings_sign_in(&self) -> Result<Option<ProxyHeaderSignIn>, String> {
@@ -335,6 +382,15 @@ impl ServeArgs {
 }
 
 impl Common {
+    /// The rules of `FORWARD_AUTH_ROUTES` (none when unset); a malformed
+    /// file is an error naming its line.
+    pub(crate) fn route_rules(&self) -> Result<RouteRules, String> {
+        match &self.forward_auth_routes {
+            Some(path) => RouteRules::load(path),
+            None => Ok(RouteRules::default()),
+        }
+    }
+
     pub(crate) fn token_format(&self) -> Result<TokenFormat, String> {
         // The library's message says "token prefix": name the variable.
         TokenFormat::new(self.token_prefix.clone()).map_err(|e| {

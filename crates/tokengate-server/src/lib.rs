@@ -9,6 +9,7 @@ pub mod server;
 
 mod body_deadline;
 pub mod demo;
+pub mod forward;
 mod openapi;
 mod ops;
 mod request_id;

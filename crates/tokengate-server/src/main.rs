@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokengate::{SqliteStore, StoreError, TokenGate, TokenStore};
+use tokengate_server::forward::RouteRules;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
@@ -87,6 +88,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     };
     // Refuse bad configuration before touching the database.
     common.token_format()?;
+    common.route_rules()?;
     common
         .argon2_params()
         .validate()
@@ -104,6 +106,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             // set, "both sign in" is the fix to name, not its proxies.
             args.settings_demo_user(bind_addr)?;
             args.settings_sign_in()?;
+            args.forward_auth(RouteRules::default())?;
             // Listen before touching the database: a port in use leaves no
             // database (nor lock) file behind.
             let listener = serve_command::listen(bind_addr).await?;
@@ -222,7 +225,8 @@ fn build_gate(
     let mut builder = TokenGate::builder(store)
         .with_token_format(common.token_format()?)
         .with_argon2_params(common.argon2_params())
-        .with_scopes(tokengate_server::demo::SCOPES);
+        .with_scopes(tokengate_server::demo::SCOPES)
+        .with_scopes(common.route_rules()?.scopes());
     if let Some(args) = serve {
         builder = builder
             .with_cache_ttl(args.cache_ttl())

@@ -82,6 +82,7 @@ pub(crate) fn document(routers: Vec<OpenApi>, settings_header: Option<&str>) -> 
 pub(crate) fn build(routers: Vec<OpenApi>, settings_header: Option<&str>) -> OpenApi {
     let mut document = ServerDoc::openapi();
     document.merge(crate::demo::DemoDoc::openapi());
+    document.merge(crate::forward::VerifyDoc::openapi());
     for router in routers {
         document.merge(router);
     }

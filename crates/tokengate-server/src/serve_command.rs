@@ -68,6 +68,14 @@ pub(crate) async fn serve(
     if let Some(sign_in) = &settings {
         state = state.with_settings(sign_in.clone());
     }
+    let rules = common.route_rules()?;
+    if !rules.is_empty() {
+        tracing::info!(
+            rules = rules.len(),
+            "forward auth: route scopes from FORWARD_AUTH_ROUTES"
+        );
+    }
+    state = state.with_forward_auth(args.forward_auth(rules)?);
     let router = app(state);
     let local = listener
         .local_addr()

@@ -1,5 +1,5 @@
 //! The standalone server's router: health, readiness, metrics, OpenAPI, the
-//! admin API and the demo protected API. `main` and the tests build the same
+//! admin API, the demo protected API, forward auth and the verify API. `main` and the tests build the same
 //! app with [`app`].
 //!
 //! Every request goes through one stack (`stack.rs`): an `x-request-id`
@@ -55,6 +55,11 @@ pub fn app(state: AppState) -> Router {
         .map(http::HeaderName::as_str);
     let document = crate::openapi::document(documents, settings_header);
     let demo_api = crate::demo::router(&state.gate);
+    let forward_auth = crate::forward::router(
+        state.gate.clone(),
+        Arc::clone(&state.admin),
+        state.forward_auth.clone(),
+    );
 
     Router::new()
         .route("/health", get(health))
@@ -67,6 +72,7 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
         .merge(admin_api)
         .merge(demo_api)
+        .merge(forward_auth)
         .merge(leaks_api.unwrap_or_default())
         .merge(settings_page)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "Not found") })

@@ -7,6 +7,7 @@ use tokengate::TokenGate;
 use tokengate::http::{AdminAuth, GithubKeys};
 
 use crate::SettingsSignIn;
+use crate::forward::ForwardAuth;
 use crate::stack::BodyDeadlines;
 
 /// What the server's routes need.
@@ -24,6 +25,9 @@ pub struct AppState {
     pub settings: Option<SettingsSignIn>,
     /// The deadlines of request bodies (`BODY_TIMEOUT_SECS`, `BODY_MIN_RATE`).
     pub body_deadlines: BodyDeadlines,
+    /// `/forward-auth` and `/v1/verify`: route scopes, trusted proxies,
+    /// `VERIFY_TOKEN`.
+    pub forward_auth: ForwardAuth,
 }
 
 impl AppState {
@@ -35,6 +39,7 @@ impl AppState {
             github_keys: None,
             settings: None,
             body_deadlines: BodyDeadlines::default(),
+            forward_auth: ForwardAuth::default(),
         }
     }
 
@@ -47,6 +52,12 @@ impl AppState {
     /// With these deadlines for request bodies instead of the defaults.
     pub fn with_body_deadlines(mut self, deadlines: BodyDeadlines) -> Self {
         self.body_deadlines = deadlines;
+        self
+    }
+
+    /// With this forward auth and verify configuration.
+    pub fn with_forward_auth(mut self, forward_auth: ForwardAuth) -> Self {
+        self.forward_auth = forward_auth;
         self
     }
 

@@ -2,13 +2,15 @@
 //! release binary over HTTP, hostile input, crashes and file faults, the
 //! accept loop and the connection limits, one server per SQLite file, the
 //! OpenAPI document (against the router, and through generated TypeScript and
-//! Python clients), metrics, request ids, scale-out, and the Settings > API
-//! Tokens page in headless Chromium.
+//! Python clients), metrics, request ids, scale-out, the Settings > API
+//! Tokens page in headless Chromium, and forward auth behind real nginx and
+//! Caddy.
 #![allow(unreachable_pub)] // helpers are `pub` for their sibling modules
 
 mod auth_proxy;
 mod browser;
 mod process;
+mod proxies;
 mod support;
 
 mod admin_api;
@@ -17,6 +19,7 @@ mod cli;
 mod connections;
 mod crash;
 mod file_faults;
+mod forward_auth;
 mod generated_clients;
 mod hostile;
 mod log_redaction;
