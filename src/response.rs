@@ -293,6 +293,7 @@ fn count_value(n: u32) -> HeaderValue {
 }
 
 /// Adds `X-RateLimit-*`, `RateLimit-Policy` and `RateLimit` for a decision.
+#[cfg(any(test, feature = "test-util"))]
 pub(crate) fn write_rate_limit_headers(decision: &Decision, headers: &mut HeaderMap) {
     write_rate_limit_headers_with(
         decision,

@@ -26,7 +26,7 @@ type Shard = Mutex<HashMap<TokenId, TokenEntry, RandomIdState>>;
 struct TokenEntry {
     window: WindowState,
     usage: Tally,
-    shared_usage: Option<Box<Vec<(TokenId, Tally)>>>,
+    shared_usage: Vec<(TokenId, Tally)>,
 }
 
 impl TokenEntry {
@@ -34,7 +34,7 @@ impl TokenEntry {
         Self {
             window: WindowState::new(config),
             usage: Tally::default(),
-            shared_usage: None,
+            shared_usage: Vec::new(),
         }
     }
 
@@ -43,19 +43,18 @@ impl TokenEntry {
         if token == window {
             return self.usage.count(allowed);
         }
-        let shared = self.shared_usage.get_or_insert_with(Box::default);
-        match shared.iter_mut().find(|(id, _)| id == token) {
+        match self.shared_usage.iter_mut().find(|(id, _)| id == token) {
             Some((_, tally)) => tally.count(allowed),
             None => {
                 let mut tally = Tally::default();
                 tally.count(allowed);
-                shared.push((*token, tally));
+                self.shared_usage.push((*token, tally));
             }
         }
     }
 
     fn has_usage(&self) -> bool {
-        !self.usage.is_empty() || self.shared_usage.is_some()
+        !self.usage.is_empty() || !self.shared_usage.is_empty()
     }
 }
 
@@ -186,9 +185,7 @@ impl MemoryRateLimiter {
                 if !entry.usage.is_empty() {
                     taken.push((*token, std::mem::take(&mut entry.usage)));
                 }
-                if let Some(shared) = entry.shared_usage.take() {
-                    taken.extend(shared.into_iter());
-                }
+                taken.append(&mut entry.shared_usage);
             }
         }
         taken

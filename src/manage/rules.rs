@@ -150,6 +150,7 @@ pub(super) fn old_token_stops(
 /// Whether `token` counts against its plan's token cap at `now`: it
 /// authenticates (neither revoked nor expired), a rotated token still in
 /// its grace period included. The store's `count_live_tokens` counts the same.
+#[cfg(feature = "settings")]
 pub(crate) fn counts_against_the_cap(token: &TokenRecord, now: OffsetDateTime) -> bool {
     token.revoked_at.is_none() && token.expires_at.is_none_or(|at| at > now)
 }

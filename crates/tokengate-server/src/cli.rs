@@ -56,6 +56,8 @@ pub(crate) struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of the `serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Command {
     /// Run the server: admin API, demo API, health, metrics, and the Settings >
     /// API Tokens page behind an auth proxy (the default).
