@@ -217,23 +217,15 @@ fn document_body_deadlines(document: &mut OpenApi) {
                 .build(),
         )
         .build();
-    for item in document.paths.paths.values_mut() {
-        let operations = [
-            &mut item.put,
-            &mut item.post,
-            &mut item.patch,
-            &mut item.delete,
-        ];
-        for operation in operations.into_iter().flatten() {
-            if operation.request_body.is_some() {
-                operation
-                    .responses
-                    .responses
-                    .entry("408".to_owned())
-                    .or_insert_with(|| RefOr::T(timed_out.clone()));
-            }
+    for_each_operation(document, |operation| {
+        if operation.request_body.is_some() {
+            operation
+                .responses
+                .responses
+                .entry("408".to_owned())
+                .or_insert_with(|| RefOr::T(timed_out.clone()));
         }
-    }
+    });
 }
 
 /// This OpenAPI 3.1 document.
