@@ -814,6 +814,18 @@ async fn settings_page_first_visit_unknown_account_and_demo_user_in_chromium() {
         page.text("#tg-alert").await.unwrap(),
         "Sign in to manage API tokens."
     );
+    // Nothing failed: the lists say what to do, and the empty log is not shown.
+    assert_eq!(
+        page.text("#tg-tokens-loading").await.unwrap(),
+        "Sign in to see your tokens."
+    );
+    assert!(
+        bool_js(
+            &page,
+            "return document.getElementById('tg-audit-section').hidden"
+        )
+        .await
+    );
     page.full_page_screenshot(screenshot("settings-signed-out-1280"), 1280, 800)
         .await
         .unwrap();

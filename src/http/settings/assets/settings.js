@@ -557,10 +557,16 @@
       renderTokens();
       return loadAudit(false);
     }, function (err) {
+      // Not signed in: nothing failed, there is just nothing to show yet.
+      var signedOut = err && err.status === 401;
       if (!state.tokens.length) {
-        $('tg-tokens-loading').textContent = 'Could not load tokens.';
+        $('tg-tokens-loading').textContent = signedOut
+          ? 'Sign in to see your tokens.' : 'Could not load tokens.';
       }
-      if ($('tg-audit-list').childElementCount === 0) { $('tg-audit-loading').hidden = true; }
+      if ($('tg-audit-list').childElementCount === 0) {
+        $('tg-audit-loading').hidden = true;
+        if (signedOut) { $('tg-audit-section').hidden = true; }
+      }
       throw err;
     });
   }
