@@ -175,14 +175,20 @@ impl<S> TokenGateService<S> {
     }
 }
 
-/// The 429 for an authenticated principal, with its plan's prebuilt values.
-fn rate_limited(gate: &TokenGate, principal: &Principal, decision: &Decision) -> Response {
+/// The 429 for an authenticated principal, with its plan's prebuilt values
+/// (also the forward-auth and verify answers', `http/check.rs`).
+pub(crate) fn rate_limited(
+    gate: &TokenGate,
+    principal: &Principal,
+    decision: &Decision,
+) -> Response {
     gate.metrics().record_outcome(Outcome::RateLimited);
     tracing::debug!(?decision, "request rate-limited");
     response::too_many_requests_with(decision, principal.policy_headers(decision))
 }
 
-fn reject(gate: &TokenGate, rejection: Rejection) -> Response {
+/// A rejection's documented response, counted in the metrics.
+pub(crate) fn reject(gate: &TokenGate, rejection: Rejection) -> Response {
     gate.metrics().record_outcome(rejection.outcome());
     tracing::debug!(?rejection, "request rejected");
     rejection.into_response()

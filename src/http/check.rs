@@ -29,7 +29,7 @@
 //! ```
 
 use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use http::HeaderMap;
 
@@ -58,23 +58,18 @@ impl GateAnswer {
         self.response.status().is_success()
     }
 
-    /// The 429, with the principal's prebuilt header values (no lock).
+    /// The 429, with the principal's prebuilt header values (the layer's).
     fn rate_limited(gate: &TokenGate, principal: &Principal, decision: &Decision) -> Self {
-        gate.metrics()
-            .record_outcome(crate::metrics::Outcome::RateLimited);
         Self {
-            response: crate::response::too_many_requests_with(
-                decision,
-                principal.policy_headers(decision),
-            ),
+            response: crate::layer::rate_limited(gate, principal, decision),
             principal: None,
         }
     }
 
+    /// A rejection's documented response (the layer's).
     fn refused(gate: &TokenGate, rejection: Rejection) -> Self {
-        gate.metrics().record_outcome(rejection.outcome());
         Self {
-            response: rejection.into_response(),
+            response: crate::layer::reject(gate, rejection),
             principal: None,
         }
     }
