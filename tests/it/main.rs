@@ -7,6 +7,7 @@ mod admin_token;
 mod audit_and_usage;
 mod fuzz_equivalent;
 mod layer;
+mod module_graph;
 mod readme;
 mod redis_limiter;
 mod scopes_and_limits;
