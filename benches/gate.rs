@@ -15,17 +15,22 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, Request};
 use sha2::{Digest, Sha256};
-use tokengate::{Argon2Params, SqliteStore, TokenGate, TokenStore, require_scope};
+use tokengate::{Argon2Params, Manager, SqliteStore, TokenGate, TokenStore, require_scope};
 use tower::ServiceExt;
 
 /// A token whose one request per hour is spent: every request is a 429.
 fn spent_token(rt: &tokio::runtime::Runtime, gate: &TokenGate) -> String {
     rt.block_on(async {
-        gate.set_plan(&tokengate::Plan::new("spent", true, 1))
+        let manager = Manager::new(gate);
+        manager
+            .set_plan(&tokengate::Plan::new("spent", true, 1))
             .await
             .unwrap();
-        gate.set_account_plan("acct_spent", "spent").await.unwrap();
-        let token = gate
+        manager
+            .set_account_plan("acct_spent", "spent")
+            .await
+            .unwrap();
+        let token = manager
             .create_token("acct_spent", "spent", None)
             .await
             .unwrap();
@@ -46,10 +51,12 @@ fn setup(rt: &tokio::runtime::Runtime) -> (TokenGate, String) {
             .build()
             .unwrap();
         // A limit that never runs out, so every iteration takes the admit path.
-        gate.set_plan(&tokengate::Plan::new("bench", true, u32::MAX))
+        let manager = Manager::new(&gate);
+        manager
+            .set_plan(&tokengate::Plan::new("bench", true, u32::MAX))
             .await
             .unwrap();
-        gate.set_account_plan("acct", "bench").await.unwrap();
+        manager.set_account_plan("acct", "bench").await.unwrap();
         // Explicit scopes, so the scoped routes below run the real lookup
         // (a token with every scope would answer at once).
         let spec = tokengate::TokenSpec::new("bench").scopes(Some([
@@ -57,7 +64,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> (TokenGate, String) {
             "reports:write",
             "usage:read",
         ]));
-        let token = gate.create_token_with("acct", spec).await.unwrap();
+        let token = manager.create_token_with("acct", spec).await.unwrap();
         let token = token.token.expose_secret().to_owned();
         gate.authenticate_token(&token).await.unwrap();
         (gate, token)

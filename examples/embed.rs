@@ -27,7 +27,9 @@ use axum::routing::get;
 use http::StatusCode;
 use serde_json::json;
 use tokengate::http::success_response;
-use tokengate::{Plan, Principal, SqliteStore, TokenGate, TokenSpec, TokenStore, require_scope};
+use tokengate::{
+    Manager, Plan, Principal, SqliteStore, TokenGate, TokenSpec, TokenStore, require_scope,
+};
 use tracing_subscriber::EnvFilter;
 
 /// `GET /api/v1/hello`: only reached with a valid token of a plan with API access.
@@ -74,22 +76,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     gate.restore_rate_windows().await?; // the windows saved at the last shutdown
     let maintenance = gate.spawn_maintenance(); // change feed, last_used_at flushing
 
-    // In a real app, your Settings > API Tokens page calls these.
+    // In a real app, your Settings > API Tokens page calls these: the
+    // management component, given what it needs by the gate.
+    let manager = Manager::new(&gate);
     let plan = match std::env::var("DEMO_REQUESTS_PER_HOUR") {
         Ok(limit) => {
-            gate.set_plan(&Plan::new("demo", true, limit.parse()?))
+            manager
+                .set_plan(&Plan::new("demo", true, limit.parse()?))
                 .await?;
             "demo"
         }
         Err(_) => "pro",
     };
-    gate.set_account_plan("acct_demo", plan).await?;
-    let created = gate
+    manager.set_account_plan("acct_demo", plan).await?;
+    let created = manager
         .create_token("acct_demo", "embed example", None)
         .await?;
     let token = created.token.expose_secret(); // the only time the plaintext exists
     // A second token that may only say hello: /api/v1/usage answers it 403.
-    let hello_only = gate
+    let hello_only = manager
         .create_token_with(
             "acct_demo",
             TokenSpec::new("hello only").scopes(Some(["hello:read"])),

@@ -28,7 +28,7 @@ use axum::routing::{get, post};
 use axum::{Router, http::request::Parts};
 use serde::Deserialize;
 use tokengate::http::{SettingsConfig, SignIn, settings_router};
-use tokengate::{Principal, SqliteStore, TokenGate, TokenStore};
+use tokengate::{Manager, Principal, SqliteStore, TokenGate, TokenStore};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, MemoryStore, Session, SessionManagerLayer};
 use tracing_subscriber::EnvFilter;
@@ -132,8 +132,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let maintenance = gate.spawn_maintenance();
     // Your billing would do this when a customer subscribes.
+    let manager = Manager::new(&gate);
     for (user, _, plan) in USERS {
-        gate.set_account_plan(user, plan).await?;
+        manager.set_account_plan(user, plan).await?;
     }
 
     let (settings, _openapi) =

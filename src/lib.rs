@@ -27,7 +27,7 @@
 //! use std::net::SocketAddr;
 //! use std::sync::Arc;
 //! use axum::{Router, routing::get};
-//! use tokengate::{Principal, SqliteStore, TokenGate, TokenStore, require_scope};
+//! use tokengate::{Manager, Principal, SqliteStore, TokenGate, TokenStore, require_scope};
 //!
 //! async fn hello(principal: Principal) -> String {
 //!     format!("hello, {} on {}", principal.account_id(), principal.plan())
@@ -54,9 +54,10 @@
 //!
 //!     // On the first start only: a Pro account and a token for it, whose
 //!     // plaintext exists only in `created` (a restart mints nothing).
-//!     if gate.account("acct_42").await?.is_none() {
-//!         gate.set_account_plan("acct_42", "pro").await?;
-//!         let created = gate.create_token("acct_42", "CI", None).await?;
+//!     let manager = Manager::new(&gate); // tokens, accounts, plans, audit
+//!     if manager.account("acct_42").await?.is_none() {
+//!         manager.set_account_plan("acct_42", "pro").await?;
+//!         let created = manager.create_token("acct_42", "CI", None).await?;
 //!         println!("token for acct_42, shown once: {}", created.token.expose_secret());
 //!     }
 //!
@@ -88,16 +89,24 @@
 //! }
 //! ```
 //!
-//! [`TokenGate`] is the handle everything starts from: its
-//! [`layer`](TokenGate::layer) guards routes, its management methods
-//! ([`create_token`](TokenGate::create_token),
-//! [`revoke_token`](TokenGate::revoke_token),
-//! [`rotate_token`](TokenGate::rotate_token),
-//! [`set_account_plan`](TokenGate::set_account_plan),
-//! [`set_plan`](TokenGate::set_plan)) are the same operations the admin API,
-//! the CLI and the settings page use, each recorded in the audit log
-//! ([`acting_as`](TokenGate::acting_as) names who made the change).
-//! Handlers read the caller with the [`Principal`] extractor.
+//! [`TokenGate`] is the request path everything starts from: its
+//! [`layer`](TokenGate::layer) guards routes, and handlers read the caller
+//! with the [`Principal`] extractor. A [`Manager`] made from the gate
+//! changes tokens ([`create_token`](Manager::create_token),
+//! [`revoke_token`](Manager::revoke_token),
+//! [`rotate_token`](Manager::rotate_token)), accounts
+//! ([`set_account_plan`](Manager::set_account_plan)) and plans
+//! ([`set_plan`](Manager::set_plan)): the same operations the admin API, the
+//! CLI and the settings page use, each recorded in the audit log
+//! ([`acting_as`](Manager::acting_as) names who made the change), each
+//! reaching the gate's cache as it commits. [`Maintenance`] (from
+//! [`TokenGate::spawn_maintenance`]) owns the background work.
+//!
+//! The management methods used to be on `TokenGate` itself:
+//! `gate.create_token(..)` is now `Manager::new(&gate).create_token(..)`,
+//! and likewise `acting_as`, `create_token_with`, `revoke_token`,
+//! `rotate_token`, `set_account_plan`, `set_plan`, `update_plan`, `plans`,
+//! `account`, `tokens`, `token`, `audit_events`, `token_usage` and `now`.
 //!
 //! The routers in [`http`] add the rest: [`http::settings_router`] (the
 //! Settings > API Tokens page and its JSON API, for your signed-in users),
@@ -135,7 +144,6 @@ mod clock;
 mod gate;
 mod hash;
 pub mod http;
-mod layer;
 mod limit;
 mod manage;
 mod metrics;
@@ -152,15 +160,16 @@ mod store;
 pub mod test_util;
 mod token;
 
-pub use gate::{BuildError, Maintenance, TokenGate, TokenGateBuilder};
+pub use gate::{
+    BuildError, Maintenance, TokenGate, TokenGateBuilder, TokenGateLayer, TokenGateService,
+};
 pub use hash::{Argon2Params, InvalidArgon2Params};
-pub use layer::{TokenGateLayer, TokenGateService};
 pub use limit::{Decision, LimitError, LimiterFailurePolicy};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use limit::{RedisLimiterConfig, RedisRateLimiter};
 pub use manage::{
-    Actor, CreatedToken, LeakOutcome, LeakReport, ManageError, Management, PlanUpdate,
+    Actor, CreatedToken, LeakOutcome, LeakReport, ManageError, Management, Manager, PlanUpdate,
     RotatedToken, TokenSpec,
 };
 pub use metrics::Metrics;

@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
-use crate::limit::Decision;
+use crate::limit::{Decision, Quota};
 use crate::response::{PolicyHeaders, fixed};
 use crate::scope::Scopes;
 use crate::store::Credential;
@@ -72,12 +72,21 @@ impl Principal {
         }))
     }
 
-    /// Prebuilt rate-limit header values for the window a decision describes.
-    /// The key of the token's rate window (shared across a rotation).
-    pub(crate) fn window_id(&self) -> TokenId {
-        self.0.window_id
+    /// What its requests count against: its token's window (shared across
+    /// a rotation) and its account's, if the plan has a ceiling.
+    pub(crate) fn quota(&self) -> Quota<'_> {
+        let data = &*self.0;
+        Quota {
+            token_id: data.token_id,
+            window_id: data.window_id,
+            requests_per_hour: data.requests_per_hour,
+            account: data
+                .account_requests_per_hour
+                .map(|ceiling| (data.account_id.as_str(), ceiling)),
+        }
     }
 
+    /// Prebuilt rate-limit header values for the window a decision describes.
     pub(crate) fn policy_headers(&self, decision: &Decision) -> &PolicyHeaders {
         match &self.0.headers {
             (_, Some(account)) if account.describes(decision) => account,

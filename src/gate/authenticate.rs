@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use http::{HeaderMap, HeaderValue};
 
-use super::TokenGate;
 use super::cache::{CachedAuth, TokenDigest};
 use super::feed::Known;
 use super::verify::{SecretCheck, Verdict};
+use super::{TokenGate, revalidate};
 use crate::bearer::{BearerError, is_bearer_scheme, parse_bearer, single_authorization};
 use crate::clock::monotonic_unix_ms;
 use crate::limit::{Decision, Refused};
@@ -96,9 +96,9 @@ impl TokenGate {
             Some(entry) => {
                 inner.metrics.cache_hits.inc();
                 if entry.must_revalidate.load(Ordering::Acquire) {
-                    self.revalidate_now(digest, entry).await?
+                    revalidate::revalidate_now(self, digest, entry).await?
                 } else {
-                    self.refresh_if_stale(digest, &entry, monotonic_unix_ms());
+                    revalidate::refresh_if_stale(self, digest, &entry, monotonic_unix_ms());
                     entry
                 }
             }
@@ -113,7 +113,10 @@ impl TokenGate {
     /// Checks (and counts, if admitted) one request against the principal's hourly limit.
     pub async fn check_rate_limit(&self, principal: &Principal) -> Result<Decision, Rejection> {
         let inner = &self.inner;
-        Ok(inner.limiter.check(principal, &inner.metrics).await?)
+        Ok(inner
+            .limiter
+            .check(principal.quota(), &inner.metrics)
+            .await?)
     }
 
     /// The layer's fast path: the answer from memory alone when there is
@@ -138,13 +141,13 @@ impl TokenGate {
             if entry.must_revalidate.load(Ordering::Acquire) {
                 return None;
             }
-            self.refresh_if_stale(digest, entry, now_ms);
+            revalidate::refresh_if_stale(self, digest, entry, now_ms);
             Some(self.admit(entry))
         });
         match cached {
             Some(Some(Ok(principal))) => {
                 inner.metrics.cache_hits.inc();
-                match inner.limiter.check_now(&principal) {
+                match inner.limiter.check_now(principal.quota()) {
                     Some(Ok(decision)) => Quick::Admitted(principal, decision),
                     Some(Err(Refused::Limited(decision))) => Quick::Limited(principal, decision),
                     Some(Err(refused)) => Quick::Rejected(refused.into()),

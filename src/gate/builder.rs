@@ -185,7 +185,8 @@ impl TokenGateBuilder {
     }
 
     /// Builds the gate. Starts no task and no thread: see
-    /// [`TokenGate::spawn_maintenance`].
+    /// [`TokenGate::spawn_maintenance`]; tokens are created with a
+    /// [`Manager`](crate::Manager) made from the gate.
     pub fn build(mut self) -> Result<TokenGate, BuildError> {
         if let Some(bad) = self.scopes.iter().find(|s| !crate::scope::is_valid_name(s)) {
             return Err(BuildError::InvalidScope(bad.clone()));
@@ -204,13 +205,14 @@ impl TokenGateBuilder {
                 format: self.format,
                 clock: WallClock::default(),
                 cache: super::VerifiedCache::new(self.cache_capacity),
-                verifier: super::Verifier::new(hasher, self.negative_ttl),
+                verifier: super::Verifier::new(hasher.clone(), self.negative_ttl),
+                hasher,
                 feed: super::Feed::new(monotonic_unix_ms()),
                 last_use: super::LastUse::default(),
                 usage: super::PendingUsage::default(),
                 limiter: LimiterPolicy::new(self.window, self.shared_limiter, self.limiter_failure),
                 metrics,
-                scopes: self.scopes,
+                scopes: self.scopes.into(),
                 timing: self.timing,
             }),
         })

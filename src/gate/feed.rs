@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::store::{Change, CredentialStore, StoreError};
+use crate::store::{Change, CredentialStore, StoreError, within};
 use crate::token::{RandomIdState, TokenId};
 
 /// Rows read per query when catching up.
@@ -258,20 +258,4 @@ impl Feed {
         }
         Outage::Tolerated
     }
-}
-
-/// Runs one store call with a deadline: a database that hangs (a partition,
-/// not a refusal) is an error, never a call "in progress" forever.
-pub(super) async fn within<T>(
-    timeout: Duration,
-    call: impl Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    tokio::time::timeout(timeout, call)
-        .await
-        .unwrap_or_else(|_| {
-            Err(StoreError::unavailable(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no answer from the store within {timeout:?}"),
-            )))
-        })
 }

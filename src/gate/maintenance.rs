@@ -21,13 +21,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::TokenGate;
+use crate::clock::monotonic_unix_ms;
+use crate::store::{StoreError, USAGE_RETENTION, within};
 
 /// Changes are kept this long (a process that cannot poll for an hour
 /// empties its cache, see `feed.rs`).
 const CHANGE_RETENTION: Duration = Duration::from_secs(24 * 3600);
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
-/// The settings key under which the limiter's windows wait for the next start.
-const RATE_WINDOWS_SETTING: &str = "rate_limit_windows";
 
 /// Handle to a gate's background tasks. Dropping it stops them without a final
 /// flush; call [`shutdown`](Self::shutdown) on the way out.
@@ -65,7 +65,9 @@ impl Maintenance {
                 }
             })
         };
-        let (poll_every, flush_every) = gate.intervals();
+        let timing = gate.inner.timing;
+        let (poll_every, flush_every) =
+            (timing.change_poll_interval, timing.last_used_flush_interval);
         let tasks = vec![
             every(poll_every, |gate| {
                 Box::pin(async move {
@@ -74,13 +76,13 @@ impl Maintenance {
             }),
             every(flush_every, |gate| {
                 Box::pin(async move {
-                    if let Err(e) = gate.flush_last_used().await {
+                    if let Err(e) = flush_last_used(&gate).await {
                         tracing::warn!(error = %e, "could not flush last-use times; will retry");
                     }
                 })
             }),
             every(HOUSEKEEPING_EVERY, |gate| {
-                Box::pin(async move { gate.housekeeping(CHANGE_RETENTION).await })
+                Box::pin(async move { housekeeping(&gate, CHANGE_RETENTION).await })
             }),
         ];
         Maintenance { gate, stop, tasks }
@@ -93,7 +95,7 @@ impl Maintenance {
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }
-        match self.gate.flush_last_used().await {
+        match flush_last_used(&self.gate).await {
             Ok(n) => tracing::info!(tokens = n, "flushed last-use times"),
             Err(e) => tracing::error!(error = %e, "could not flush last-use times at shutdown"),
         }
@@ -113,41 +115,47 @@ impl Drop for Maintenance {
     }
 }
 
-impl TokenGate {
-    /// Saves the in-memory limiter's windows to the store, so that
-    /// [`restore_rate_windows`](Self::restore_rate_windows) at the next start
-    /// carries them on: a restart or deploy does not give every token a fresh
-    /// hour. [`Maintenance::shutdown`] calls it. `Ok(None)` when the limiter is
-    /// shared (Redis keeps its own windows). A crash loses the windows since
-    /// the last save. The windows are kept under one key per database: with
-    /// several instances on one database, use the shared limiter.
-    pub async fn save_rate_windows(&self) -> Result<Option<usize>, crate::StoreError> {
-        let Some(snapshot) = self.limiter().snapshot() else {
-            return Ok(None);
-        };
-        let tokens = snapshot.lines().count().saturating_sub(1);
-        self.within_store_timeout(self.store().put_setting(RATE_WINDOWS_SETTING, &snapshot))
-            .await?;
-        Ok(Some(tokens))
-    }
+/// Writes pending `last_used_at` times and usage counts; on failure they
+/// are kept for the next try.
+pub(super) async fn flush_last_used(gate: &TokenGate) -> Result<usize, StoreError> {
+    let inner = &gate.inner;
+    let timeout = inner.timing.store_timeout;
+    let store = inner.store.as_ref();
+    let used = within(timeout, inner.last_use.flush(store)).await;
+    let taken = inner.limiter.take_usage();
+    let counted = within(timeout, inner.usage.flush(taken, inner.clock.now(), store)).await;
+    counted?;
+    used
+}
 
-    /// Loads the windows saved by [`save_rate_windows`](Self::save_rate_windows)
-    /// (and clears them, so they are used once). Call it before serving; the
-    /// server does. `Ok(None)` when the limiter is shared.
-    pub async fn restore_rate_windows(&self) -> Result<Option<usize>, crate::StoreError> {
-        if !self.limiter().is_local() {
-            return Ok(None);
+/// Periodic cleanup: idle rate-limit windows, expired negative entries,
+/// old change rows, audit events past their retention and usage past
+/// [`USAGE_RETENTION`] (in bounded batches); refreshes the gauges.
+async fn housekeeping(gate: &TokenGate, change_retention: Duration) {
+    const BATCH: u32 = 1000;
+    let inner = &gate.inner;
+    inner.limiter.evict_idle();
+    inner.verifier.sweep(monotonic_unix_ms());
+    gate.refresh_gauges();
+    let now = inner.clock.now();
+    let store = inner.store.as_ref();
+    let timeout = inner.timing.store_timeout;
+    let audit_cutoff = now - inner.timing.audit_retention;
+    let pruned = async {
+        within(timeout, store.prune_changes(now - change_retention)).await?;
+        // At most ten batches a run: a backlog is worked off over several
+        // runs without holding the database for long.
+        for _ in 0..10 {
+            let audit = within(timeout, store.prune_audit(audit_cutoff, BATCH)).await?;
+            let usage = within(timeout, store.prune_usage(now - USAGE_RETENTION, BATCH)).await?;
+            if audit < u64::from(BATCH) && usage < u64::from(BATCH) {
+                break;
+            }
         }
-        let saved = self
-            .within_store_timeout(self.store().get_setting(RATE_WINDOWS_SETTING))
-            .await?;
-        let snapshot = saved.unwrap_or_default();
-        if snapshot.is_empty() {
-            return Ok(Some(0));
-        }
-        let restored = self.limiter().restore(&snapshot).unwrap_or(0);
-        self.within_store_timeout(self.store().put_setting(RATE_WINDOWS_SETTING, ""))
-            .await?;
-        Ok(Some(restored))
+        Ok::<_, StoreError>(())
+    }
+    .await;
+    if let Err(e) = pruned {
+        tracing::debug!(error = %e, "could not prune old changes, audit events or usage");
     }
 }

@@ -15,32 +15,37 @@
 //! The parts own their state: the cache, the verifier (flights, negative
 //! cache, argon2), the change feed (cursor, known ids), last-use tracking
 //! and the limiter policy. The gate composes them: `authenticate.rs` runs a
-//! request through them, `revalidate.rs` re-reads a cached token's state,
-//! and [`invalidate_all`](TokenGate::invalidate_all) applies a change to all
-//! of them. One `TokenGate` is shared by the layer (which authenticates) and
-//! by the admin API, settings page and CLI (which change tokens through
-//! `manage.rs`), so a revocation reaches the cache the moment it commits.
+//! request through them (`revalidate.rs` re-reads a cached token's state),
+//! `layer.rs` is the tower middleware over it, and `maintenance.rs` owns
+//! the background work. The gate knows nothing of management: the
+//! management component ([`Manager`](crate::Manager)) is *given* the store,
+//! the hasher, the clock and a [`ChangeHook`] through which its committed
+//! changes reach the cache the moment they commit.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{WallClock, monotonic_unix_ms};
+use crate::hash::SecretHasher;
 use crate::limit::LimiterPolicy;
 use crate::metrics::Metrics;
-use crate::store::{Change, TokenStore};
-use crate::token::TokenFormat;
+use crate::store::{Change, StoreError, TokenStore, within};
+use crate::token::{TokenFormat, TokenId};
 
 mod authenticate;
 pub(crate) use authenticate::Quick;
 mod builder;
 mod cache;
 mod feed;
+mod layer;
 mod maintenance;
 mod revalidate;
 mod usage;
 mod verify;
 
 pub use builder::{BuildError, TokenGateBuilder};
+pub use layer::{TokenGateLayer, TokenGateService};
+pub(crate) use layer::{rate_limited, reject};
 pub use maintenance::Maintenance;
 
 use cache::VerifiedCache;
@@ -48,8 +53,10 @@ use feed::{Feed, Outage};
 use usage::{LastUse, PendingUsage};
 use verify::Verifier;
 
-/// The token engine: authenticates requests, rate-limits them, and applies
-/// token changes. Cheap to clone; clones share everything.
+/// The request path: authenticates requests, rate-limits them, and guards
+/// routes with its [`layer`](Self::layer). Cheap to clone; clones share
+/// everything. Tokens, accounts and plans are changed through a
+/// [`Manager`](crate::Manager) made from the gate.
 ///
 /// # Example
 ///
@@ -57,15 +64,16 @@ use verify::Verifier;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::sync::Arc;
-/// use tokengate::{Argon2Params, SqliteStore, TokenGate, TokenStore};
+/// use tokengate::{Argon2Params, Manager, SqliteStore, TokenGate, TokenStore};
 ///
 /// let store = SqliteStore::connect("sqlite::memory:").await?;
 /// store.migrate().await?;
 /// let gate = TokenGate::builder(Arc::new(store))
 ///     .with_argon2_params(Argon2Params::insecure_fast_for_tests())
 ///     .build()?;
-/// gate.set_account_plan("acct_1", "pro").await?;
-/// let created = gate.create_token("acct_1", "CI", None).await?;
+/// let manager = Manager::new(&gate);
+/// manager.set_account_plan("acct_1", "pro").await?;
+/// let created = manager.create_token("acct_1", "CI", None).await?;
 ///
 /// let principal = gate
 ///     .authenticate_token(created.token.expose_secret())
@@ -85,6 +93,8 @@ struct Inner {
     store: Arc<dyn TokenStore>,
     format: TokenFormat,
     clock: WallClock,
+    /// The verifier's hasher, handed to management for new secrets.
+    hasher: SecretHasher,
     cache: VerifiedCache,
     verifier: Verifier,
     feed: Feed,
@@ -93,7 +103,7 @@ struct Inner {
     limiter: LimiterPolicy,
     metrics: Arc<Metrics>,
     /// The scopes tokens may be created with, sorted.
-    scopes: Vec<String>,
+    scopes: Arc<[String]>,
     timing: Timing,
 }
 
@@ -128,9 +138,9 @@ impl TokenGate {
         TokenGateBuilder::new(store)
     }
 
-    /// A [`TokenGateLayer`](crate::TokenGateLayer) that guards routes with this gate.
-    pub fn layer(&self) -> crate::TokenGateLayer {
-        crate::TokenGateLayer::new(self.clone())
+    /// A [`TokenGateLayer`] that guards routes with this gate.
+    pub fn layer(&self) -> TokenGateLayer {
+        TokenGateLayer::new(self.clone())
     }
 
     /// The metrics this gate counts into (render them at `/metrics`).
@@ -150,68 +160,33 @@ impl TokenGate {
     }
 
     /// Checks that the store answers (for a readiness probe).
-    pub async fn ping(&self) -> Result<(), crate::StoreError> {
-        feed::within(self.inner.timing.store_timeout, self.inner.store.ping()).await
-    }
-
-    pub(crate) fn store(&self) -> &Arc<dyn TokenStore> {
-        &self.inner.store
-    }
-
-    pub(crate) fn clock(&self) -> &WallClock {
-        &self.inner.clock
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.within_store_timeout(self.inner.store.ping()).await
     }
 
     /// Runs a store call with the configured store timeout.
-    pub(crate) async fn within_store_timeout<T>(
+    async fn within_store_timeout<T>(
         &self,
-        call: impl Future<Output = Result<T, crate::StoreError>>,
-    ) -> Result<T, crate::StoreError> {
-        feed::within(self.inner.timing.store_timeout, call).await
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        within(self.inner.timing.store_timeout, call).await
     }
 
-    /// Hashes a new token's secret (argon2id, on the bounded pool).
-    pub(crate) async fn hash_secret(
-        &self,
-        secret: crate::token::SecretBytes,
-    ) -> Result<String, crate::hash::HashError> {
-        self.inner.verifier.hash(secret).await
-    }
-
-    /// Whether a parsed token's secret is the stored credential's (the tag,
-    /// then argon2 for tokens made before tags).
-    pub(crate) async fn secret_matches(
-        &self,
-        token: &crate::token::ParsedToken,
-        credential: &crate::store::Credential,
-    ) -> Result<bool, crate::ManageError> {
-        match self.inner.verifier.check_secret(token, credential).await {
-            Ok(verify::SecretCheck::Right { .. }) => Ok(true),
-            Ok(verify::SecretCheck::Wrong) => Ok(false),
-            Err(e) => Err(crate::ManageError::Internal(e.to_string())),
+    /// What the management component is given: the store, the hasher, the
+    /// clock and the token format it creates with, and the hook through
+    /// which its committed changes reach this gate.
+    pub(crate) fn management_parts(&self) -> ManagementParts {
+        let inner = &self.inner;
+        ManagementParts {
+            store: Arc::clone(&inner.store),
+            hasher: inner.hasher.clone(),
+            clock: inner.clock.clone(),
+            format: inner.format.clone(),
+            scopes: Arc::clone(&inner.scopes),
+            metrics: Arc::clone(&inner.metrics),
+            store_timeout: inner.timing.store_timeout,
+            hook: Arc::clone(&self.inner) as Arc<dyn ChangeHook>,
         }
-    }
-
-    /// A token this process just created: known at once, without a poll.
-    pub(crate) fn learn_token(&self, id: crate::TokenId, secret_tag: u32) {
-        self.inner.feed.learn(id, Some(secret_tag));
-    }
-
-    /// Applies changes to this process's state at once (the management
-    /// operations call this after committing; the feed for other processes'
-    /// changes): cached authentications are dropped or marked, and
-    /// verifications in flight are detached.
-    pub(crate) fn invalidate_all(&self, changes: &[Change]) {
-        if changes.is_empty() {
-            return;
-        }
-        let affected = self.inner.cache.invalidate(changes);
-        self.inner.verifier.detach(changes);
-        self.inner
-            .metrics
-            .invalidations
-            .inc_by(changes.len() as u64);
-        tracing::debug!(changes = changes.len(), affected, "cache invalidated");
     }
 
     /// Reads the change feed now and applies it (a poll that starts after
@@ -251,13 +226,13 @@ impl TokenGate {
                     .await;
                 let ok = match read {
                     Ok(changes) => {
-                        gate.invalidate_all(&changes);
+                        gate.inner.invalidate(&changes);
                         inner.feed.succeeded(now_ms);
                         true
                     }
                     Err(e) => {
                         if inner.feed.failed(&e, now_ms) == Outage::TooLong {
-                            gate.invalidate_all(&[Change::Everything]);
+                            gate.inner.invalidate(&[Change::Everything]);
                         }
                         false
                     }
@@ -272,57 +247,6 @@ impl TokenGate {
     /// [`Maintenance::shutdown`].
     pub fn spawn_maintenance(&self) -> Maintenance {
         Maintenance::spawn(self.clone())
-    }
-
-    /// Writes pending `last_used_at` times and usage counts; on failure
-    /// they are kept for the next try.
-    pub(crate) async fn flush_last_used(&self) -> Result<usize, crate::StoreError> {
-        let inner = &self.inner;
-        let timeout = inner.timing.store_timeout;
-        let store = inner.store.as_ref();
-        let used = feed::within(timeout, inner.last_use.flush(store)).await;
-        let taken = inner.limiter.take_usage();
-        let counted =
-            feed::within(timeout, inner.usage.flush(taken, inner.clock.now(), store)).await;
-        counted?;
-        used
-    }
-
-    /// Periodic cleanup: idle rate-limit windows, expired negative entries,
-    /// old change rows, audit events past their retention and usage older
-    /// than 90 days (in bounded batches); refreshes the gauges.
-    pub(crate) async fn housekeeping(&self, change_retention: Duration) {
-        const BATCH: u32 = 1000;
-        const USAGE_RETENTION: time::Duration = time::Duration::days(90);
-        let inner = &self.inner;
-        inner.limiter.evict_idle();
-        inner.verifier.sweep(monotonic_unix_ms());
-        self.refresh_gauges();
-        let now = inner.clock.now();
-        let store = inner.store.as_ref();
-        let audit_cutoff = now - inner.timing.audit_retention;
-        let pruned = async {
-            self.within_store_timeout(store.prune_changes(now - change_retention))
-                .await?;
-            // At most ten batches a run: a backlog is worked off over several
-            // runs without holding the database for long.
-            for _ in 0..10 {
-                let audit = self
-                    .within_store_timeout(store.prune_audit(audit_cutoff, BATCH))
-                    .await?;
-                let usage = self
-                    .within_store_timeout(store.prune_usage(now - USAGE_RETENTION, BATCH))
-                    .await?;
-                if audit < u64::from(BATCH) && usage < u64::from(BATCH) {
-                    break;
-                }
-            }
-            Ok::<_, crate::StoreError>(())
-        }
-        .await;
-        if let Err(e) = pruned {
-            tracing::debug!(error = %e, "could not prune old changes, audit events or usage");
-        }
     }
 
     /// Refreshes gauges that are computed on demand (for `/metrics`).
@@ -340,17 +264,86 @@ impl TokenGate {
         inner.metrics.cache_entries.set(inner.cache.len() as i64);
     }
 
-    /// The intervals of the background tasks.
-    pub(crate) fn intervals(&self) -> (Duration, Duration) {
-        (
-            self.inner.timing.change_poll_interval,
-            self.inner.timing.last_used_flush_interval,
-        )
+    /// Saves the in-memory limiter's windows to the store, so that
+    /// [`restore_rate_windows`](Self::restore_rate_windows) at the next start
+    /// carries them on: a restart or deploy does not give every token a fresh
+    /// hour. [`Maintenance::shutdown`] calls it. `Ok(None)` when the limiter is
+    /// shared (Redis keeps its own windows). A crash loses the windows since
+    /// the last save. The windows are kept under one key per database: with
+    /// several instances on one database, use the shared limiter.
+    pub async fn save_rate_windows(&self) -> Result<Option<usize>, StoreError> {
+        let inner = &self.inner;
+        let Some(snapshot) = inner.limiter.snapshot() else {
+            return Ok(None);
+        };
+        let tokens = snapshot.lines().count().saturating_sub(1);
+        self.within_store_timeout(inner.store.put_setting(RATE_WINDOWS_SETTING, &snapshot))
+            .await?;
+        Ok(Some(tokens))
     }
 
-    pub(crate) fn limiter(&self) -> &LimiterPolicy {
-        &self.inner.limiter
+    /// Loads the windows saved by [`save_rate_windows`](Self::save_rate_windows)
+    /// (and clears them, so they are used once). Call it before serving; the
+    /// server does. `Ok(None)` when the limiter is shared.
+    pub async fn restore_rate_windows(&self) -> Result<Option<usize>, StoreError> {
+        let inner = &self.inner;
+        if !inner.limiter.is_local() {
+            return Ok(None);
+        }
+        let saved = self
+            .within_store_timeout(inner.store.get_setting(RATE_WINDOWS_SETTING))
+            .await?;
+        let snapshot = saved.unwrap_or_default();
+        if snapshot.is_empty() {
+            return Ok(Some(0));
+        }
+        let restored = inner.limiter.restore(&snapshot).unwrap_or(0);
+        self.within_store_timeout(inner.store.put_setting(RATE_WINDOWS_SETTING, ""))
+            .await?;
+        Ok(Some(restored))
     }
+}
+
+/// The settings key under which the limiter's windows wait for the next start.
+const RATE_WINDOWS_SETTING: &str = "rate_limit_windows";
+
+/// How management tells the request path what it changed, right after the
+/// commit (other processes learn it from the change feed).
+pub(crate) trait ChangeHook: Send + Sync {
+    /// Drops or marks the cached authentications `changes` make stale, and
+    /// detaches verifications in flight.
+    fn invalidate(&self, changes: &[Change]);
+    /// A token this process just created: known at once, without a poll.
+    fn learn_token(&self, id: TokenId, secret_tag: u32);
+}
+
+impl ChangeHook for Inner {
+    fn invalidate(&self, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        let affected = self.cache.invalidate(changes);
+        self.verifier.detach(changes);
+        self.metrics.invalidations.inc_by(changes.len() as u64);
+        tracing::debug!(changes = changes.len(), affected, "cache invalidated");
+    }
+
+    fn learn_token(&self, id: TokenId, secret_tag: u32) {
+        self.feed.learn(id, Some(secret_tag));
+    }
+}
+
+/// What a gate gives the management component (see
+/// [`TokenGate::management_parts`]).
+pub(crate) struct ManagementParts {
+    pub(crate) store: Arc<dyn TokenStore>,
+    pub(crate) hasher: SecretHasher,
+    pub(crate) clock: WallClock,
+    pub(crate) format: TokenFormat,
+    pub(crate) scopes: Arc<[String]>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) store_timeout: Duration,
+    pub(crate) hook: Arc<dyn ChangeHook>,
 }
 
 /// Test hooks (feature `test-util`).
@@ -373,7 +366,7 @@ impl TokenGate {
 
     /// Writes pending last-use times now, as the background flush would.
     pub async fn flush_last_use(&self) -> Result<usize, crate::StoreError> {
-        self.flush_last_used().await
+        maintenance::flush_last_used(self).await
     }
 
     /// Moves the gate's wall clock, as a stepped host clock would (expiry,

@@ -23,96 +23,94 @@ enum Reread {
     Failed(StoreError),
 }
 
-impl TokenGate {
-    /// Re-reads `entry`'s token and replaces or removes the entry. A change
-    /// that raced the read makes the cache refuse the replacement; the next
-    /// request then revalidates again.
-    async fn reread(&self, digest: TokenDigest, entry: &Arc<CachedAuth>) -> Reread {
-        let inner = &self.inner;
-        let read_epoch = inner.cache.epoch();
-        let id = entry.principal.token_id();
-        let credential = self
-            .within_store_timeout(inner.store.find_credential(&id))
-            .await;
-        match credential {
-            Ok(Some(credential))
-                if credential.revoked_at.is_none()
-                    && !self
-                        .cached_auth(&credential)
-                        .is_expired_at(inner.clock.now_unix_ms()) =>
+/// Re-reads `entry`'s token and replaces or removes the entry. A change
+/// that raced the read makes the cache refuse the replacement; the next
+/// request then revalidates again.
+async fn reread(gate: &TokenGate, digest: TokenDigest, entry: &Arc<CachedAuth>) -> Reread {
+    let inner = &gate.inner;
+    let read_epoch = inner.cache.epoch();
+    let id = entry.principal.token_id();
+    let credential = gate
+        .within_store_timeout(inner.store.find_credential(&id))
+        .await;
+    match credential {
+        Ok(Some(credential))
+            if credential.revoked_at.is_none()
+                && !gate
+                    .cached_auth(&credential)
+                    .is_expired_at(inner.clock.now_unix_ms()) =>
+        {
+            let fresh = Arc::new(gate.cached_auth(&credential));
+            fresh.last_seen_sec.store(
+                entry.last_seen_sec.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+            if !inner
+                .cache
+                .insert(digest, Arc::clone(&fresh), read_epoch, monotonic_unix_ms())
             {
-                let fresh = Arc::new(self.cached_auth(&credential));
-                fresh.last_seen_sec.store(
-                    entry.last_seen_sec.load(Ordering::Relaxed),
-                    Ordering::Relaxed,
-                );
-                if !inner
-                    .cache
-                    .insert(digest, Arc::clone(&fresh), read_epoch, monotonic_unix_ms())
-                {
-                    // A racing change: leave the entry marked or removed by it.
-                    entry.refreshing.store(false, Ordering::Release);
-                }
-                Reread::Usable(fresh)
-            }
-            Ok(_) => {
-                inner.cache.remove(&digest, entry);
-                inner.verifier.remember_bad(id, monotonic_unix_ms());
-                Reread::Gone
-            }
-            Err(e) => Reread::Failed(e),
-        }
-    }
-
-    /// The account's plan or the plan itself changed: re-read the token's
-    /// state before answering.
-    pub(super) async fn revalidate_now(
-        &self,
-        digest: TokenDigest,
-        entry: Arc<CachedAuth>,
-    ) -> Verdict {
-        match self.reread(digest, &entry).await {
-            // This request uses what it read, even if a racing change kept
-            // it out of the cache.
-            Reread::Usable(fresh) => Ok(fresh),
-            Reread::Gone => Err(Rejection::InvalidToken),
-            Reread::Failed(e) => {
-                // The plan is known to have changed; answering from the old one
-                // could let a downgraded account through.
-                tracing::error!(error = %e, token_id = %entry.principal.token_id(), "store unavailable while revalidating a changed plan");
-                Err(Rejection::Unavailable)
-            }
-        }
-    }
-
-    /// Past its TTL, an entry is re-read in the background, one refresh per
-    /// entry at a time, while requests keep using it.
-    pub(super) fn refresh_if_stale(
-        &self,
-        digest: TokenDigest,
-        entry: &Arc<CachedAuth>,
-        now_ms: u64,
-    ) {
-        if entry.refresh_after_ms > now_ms || entry.refreshing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let gate = self.clone();
-        let entry = Arc::clone(entry);
-        // A task, not the request's future: it finishes even if the client leaves.
-        tokio::spawn(async move {
-            if let Reread::Failed(e) = gate.reread(digest, &entry).await {
-                let inner = &gate.inner;
-                let stale_ms = inner.timing.stale_if_error.as_millis() as u64;
-                let deadline = entry.refresh_after_ms.saturating_add(stale_ms);
-                let id = entry.principal.token_id();
-                if monotonic_unix_ms() >= deadline {
-                    tracing::error!(error = %e, token_id = %id, "store unavailable past the stale-if-error limit; dropping the cached token");
-                    inner.cache.remove(&digest, &entry);
-                } else {
-                    tracing::warn!(error = %e, token_id = %id, "store unavailable; serving the cached authentication");
-                }
+                // A racing change: leave the entry marked or removed by it.
                 entry.refreshing.store(false, Ordering::Release);
             }
-        });
+            Reread::Usable(fresh)
+        }
+        Ok(_) => {
+            inner.cache.remove(&digest, entry);
+            inner.verifier.remember_bad(id, monotonic_unix_ms());
+            Reread::Gone
+        }
+        Err(e) => Reread::Failed(e),
     }
+}
+
+/// The account's plan or the plan itself changed: re-read the token's
+/// state before answering.
+pub(super) async fn revalidate_now(
+    gate: &TokenGate,
+    digest: TokenDigest,
+    entry: Arc<CachedAuth>,
+) -> Verdict {
+    match reread(gate, digest, &entry).await {
+        // This request uses what it read, even if a racing change kept
+        // it out of the cache.
+        Reread::Usable(fresh) => Ok(fresh),
+        Reread::Gone => Err(Rejection::InvalidToken),
+        Reread::Failed(e) => {
+            // The plan is known to have changed; answering from the old one
+            // could let a downgraded account through.
+            tracing::error!(error = %e, token_id = %entry.principal.token_id(), "store unavailable while revalidating a changed plan");
+            Err(Rejection::Unavailable)
+        }
+    }
+}
+
+/// Past its TTL, an entry is re-read in the background, one refresh per
+/// entry at a time, while requests keep using it.
+pub(super) fn refresh_if_stale(
+    gate: &TokenGate,
+    digest: TokenDigest,
+    entry: &Arc<CachedAuth>,
+    now_ms: u64,
+) {
+    if entry.refresh_after_ms > now_ms || entry.refreshing.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let gate = gate.clone();
+    let entry = Arc::clone(entry);
+    // A task, not the request's future: it finishes even if the client leaves.
+    tokio::spawn(async move {
+        if let Reread::Failed(e) = reread(&gate, digest, &entry).await {
+            let inner = &gate.inner;
+            let stale_ms = inner.timing.stale_if_error.as_millis() as u64;
+            let deadline = entry.refresh_after_ms.saturating_add(stale_ms);
+            let id = entry.principal.token_id();
+            if monotonic_unix_ms() >= deadline {
+                tracing::error!(error = %e, token_id = %id, "store unavailable past the stale-if-error limit; dropping the cached token");
+                inner.cache.remove(&digest, &entry);
+            } else {
+                tracing::warn!(error = %e, token_id = %id, "store unavailable; serving the cached authentication");
+            }
+            entry.refreshing.store(false, Ordering::Release);
+        }
+    });
 }

@@ -61,7 +61,7 @@ impl GateAnswer {
     /// The 429, with the principal's prebuilt header values (the layer's).
     fn rate_limited(gate: &TokenGate, principal: &Principal, decision: &Decision) -> Self {
         Self {
-            response: crate::layer::rate_limited(gate, principal, decision),
+            response: crate::gate::rate_limited(gate, principal, decision),
             principal: None,
         }
     }
@@ -69,7 +69,7 @@ impl GateAnswer {
     /// A rejection's documented response (the layer's).
     fn refused(gate: &TokenGate, rejection: Rejection) -> Self {
         Self {
-            response: crate::layer::reject(gate, rejection),
+            response: crate::gate::reject(gate, rejection),
             principal: None,
         }
     }

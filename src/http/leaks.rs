@@ -35,6 +35,7 @@ use super::openapi::{BadRequest, PayloadTooLarge, ServiceUnavailable};
 use super::origin::RequestOrigin;
 use crate::gate::TokenGate;
 use crate::manage::LeakReport;
+use crate::manage::Manager;
 
 /// A key file is read again at most this often, when a request names a key
 /// it does not know (GitHub rotated its keys).
@@ -42,7 +43,7 @@ const RELOAD_AT_MOST_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 struct LeakState {
-    gate: TokenGate,
+    manager: Manager,
     keys: Arc<RwLock<GithubKeys>>,
     key_file: Option<PathBuf>,
     last_reload: Arc<Mutex<Option<Instant>>>,
@@ -60,7 +61,7 @@ pub fn github_leak_router(
     key_file: Option<PathBuf>,
 ) -> (Router, OpenApi) {
     let state = LeakState {
-        gate,
+        manager: Manager::new(&gate),
         keys: Arc::new(RwLock::new(keys)),
         key_file,
         last_reload: Arc::default(),
@@ -190,7 +191,7 @@ async fn github_report(
         }
         Err(e) => return Err(ApiError::BadRequest(e.to_string())),
     };
-    let management = state.gate.acting_as(origin.actor("leak-report:github"));
+    let management = state.manager.acting_as(origin.actor("leak-report:github"));
     let mut feedback = Vec::with_capacity(reported.len());
     for leak in &reported {
         let report = LeakReport {

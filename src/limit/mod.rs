@@ -33,7 +33,7 @@ pub(crate) mod window;
 
 pub(crate) use memory::{MemoryRateLimiter, Tally};
 pub use policy::LimiterFailurePolicy;
-pub(crate) use policy::{LimiterPolicy, Refused};
+pub(crate) use policy::{LimiterPolicy, Quota, Refused};
 #[cfg(feature = "redis")]
 pub use redis::{RedisLimiterConfig, RedisRateLimiter};
 pub use window::Decision;

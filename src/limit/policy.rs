@@ -11,7 +11,6 @@ use super::memory::Tally;
 use super::{Decision, MemoryRateLimiter, RateLimitStore, WindowConfig};
 use crate::clock::monotonic_unix_ms;
 use crate::metrics::Metrics;
-use crate::principal::Principal;
 use crate::token::{RandomIdState, TokenId};
 
 /// What to do when a shared rate-limit backend (Redis) cannot be reached.
@@ -73,21 +72,28 @@ impl UsageTally {
     }
 }
 
-/// The principal's account window, if its plan has one: `(account, ceiling)`.
-fn account_window(principal: &Principal) -> Option<(&str, u32)> {
-    principal
-        .account_requests_per_hour()
-        .map(|ceiling| (principal.account_id(), ceiling))
+/// What one request is counted against: the token's window (shared across
+/// a rotation) with its hourly limit, and the account's window if its plan
+/// has a ceiling. The limiter knows nothing else of the caller.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Quota<'a> {
+    /// The token that made the request (for usage counts).
+    pub(crate) token_id: TokenId,
+    /// The key of the token's rate window.
+    pub(crate) window_id: TokenId,
+    /// Requests per token in any rolling hour.
+    pub(crate) requests_per_hour: u32,
+    /// `(account, ceiling)`, if the plan caps the account's tokens together.
+    pub(crate) account: Option<(&'a str, u32)>,
 }
 
-/// The principal's token window and, if its plan has one, its account's.
-fn check_local(local: &MemoryRateLimiter, principal: &Principal) -> Decision {
-    let account = account_window(principal);
+/// The quota's token window and, if it has one, its account's.
+fn check_local(local: &MemoryRateLimiter, quota: Quota<'_>) -> Decision {
     local.check_both_at(
-        &principal.window_id(),
-        &principal.token_id(),
-        principal.requests_per_hour(),
-        account,
+        &quota.window_id,
+        &quota.token_id,
+        quota.requests_per_hour,
+        quota.account,
         monotonic_unix_ms(),
     )
 }
@@ -119,38 +125,33 @@ impl LimiterPolicy {
 
     /// The answer without waiting, when the limiter can give one (the
     /// in-memory limiter always can). `None`: call [`check`](Self::check).
-    pub(crate) fn check_now(&self, principal: &Principal) -> Option<Result<Decision, Refused>> {
+    pub(crate) fn check_now(&self, quota: Quota<'_>) -> Option<Result<Decision, Refused>> {
         match self {
-            LimiterPolicy::Local(local) => Some(verdict(check_local(local, principal))),
+            LimiterPolicy::Local(local) => Some(verdict(check_local(local, quota))),
             LimiterPolicy::Shared { shared, tally, .. } => {
-                let id = principal.token_id();
-                let decision = shared.check_now(
-                    &principal.window_id(),
-                    principal.requests_per_hour(),
-                    account_window(principal),
-                )?;
-                tally.count(id, decision.allowed);
+                let decision =
+                    shared.check_now(&quota.window_id, quota.requests_per_hour, quota.account)?;
+                tally.count(quota.token_id, decision.allowed);
                 Some(verdict(decision))
             }
         }
     }
 
-    /// Checks (and counts, if admitted) one request of `principal`.
+    /// Checks (and counts, if admitted) one request against `quota`.
     pub(crate) async fn check(
         &self,
-        principal: &Principal,
+        quota: Quota<'_>,
         metrics: &Metrics,
     ) -> Result<Decision, Refused> {
-        let (id, limit) = (principal.token_id(), principal.requests_per_hour());
-        let account = account_window(principal);
+        let (id, limit, account) = (quota.token_id, quota.requests_per_hour, quota.account);
         match self {
-            LimiterPolicy::Local(local) => verdict(check_local(local, principal)),
+            LimiterPolicy::Local(local) => verdict(check_local(local, quota)),
             LimiterPolicy::Shared {
                 shared,
                 fallback,
                 tally,
             } => {
-                match shared.check(&principal.window_id(), limit, account).await {
+                match shared.check(&quota.window_id, limit, account).await {
                     Ok(decision) => {
                         tally.count(id, decision.allowed);
                         verdict(decision)
@@ -164,7 +165,7 @@ impl LimiterPolicy {
                         };
                         tracing::debug!(error = %e, "rate-limit backend down: using the local limiter");
                         metrics.limiter_fallbacks.inc();
-                        let decision = check_local(local, principal);
+                        let decision = check_local(local, quota);
                         if decision.allowed {
                             // Counted in the shared windows too once they are back.
                             shared.admitted_locally(&id, account.map(|(account, _)| account));
@@ -262,20 +263,15 @@ mod tests {
 
     use super::*;
     use crate::limit::LimitError;
-    use crate::store::{Credential, Plan};
 
-    fn principal(limit: u32, ceiling: Option<u32>) -> Principal {
-        Principal::of(&Credential {
-            token_id: TokenId::random(),
-            account_id: "acct".into(),
-            secret_hash: String::new(),
-            secret_tag: None,
-            expires_at: None,
-            revoked_at: None,
-            scopes: vec!["*".into()],
-            plan: Plan::new("p", true, limit).with_account_requests_per_hour(ceiling),
-            window_id: None,
-        })
+    fn principal(limit: u32, ceiling: Option<u32>) -> Quota<'static> {
+        let token_id = TokenId::random();
+        Quota {
+            token_id,
+            window_id: token_id,
+            requests_per_hour: limit,
+            account: ceiling.map(|ceiling| ("acct", ceiling)),
+        }
     }
 
     fn decision(allowed: bool, remaining: u32) -> Decision {
@@ -382,13 +378,13 @@ mod tests {
         assert!(policy.is_local());
         let p = principal(2, None);
         let metrics = Metrics::new();
-        assert!(policy.check_now(&p).unwrap().is_ok());
-        assert!(policy.check(&p, &metrics).await.is_ok());
-        let Some(Err(Refused::Limited(refused))) = policy.check_now(&p) else {
+        assert!(policy.check_now(p).unwrap().is_ok());
+        assert!(policy.check(p, &metrics).await.is_ok());
+        let Some(Err(Refused::Limited(refused))) = policy.check_now(p) else {
             panic!("the third request of a limit of 2 must be refused")
         };
         assert_eq!(refused.remaining, 0);
-        assert_eq!(usage(&policy), vec![(p.token_id(), 2, 1)]);
+        assert_eq!(usage(&policy), vec![(p.token_id, 2, 1)]);
         assert_eq!(policy.tracked(), 1);
         assert_eq!(policy.evict_idle(), 1, "not idle yet");
         assert_eq!(policy.resets_detected(), 0);
@@ -405,11 +401,11 @@ mod tests {
         );
         let (a, b) = (principal(5, Some(3)), principal(5, Some(3)));
         let metrics = Metrics::new();
-        for p in [&a, &b, &a] {
+        for p in [a, b, a] {
             assert!(policy.check(p, &metrics).await.is_ok());
         }
         assert!(
-            matches!(policy.check(&b, &metrics).await, Err(Refused::Limited(d)) if d.limit == 3)
+            matches!(policy.check(b, &metrics).await, Err(Refused::Limited(d)) if d.limit == 3)
         );
     }
 
@@ -424,14 +420,14 @@ mod tests {
         );
         assert!(!policy.is_local());
         let p = principal(3, Some(9));
-        assert!(policy.check_now(&p).is_none(), "no lease: ask");
+        assert!(policy.check_now(p).is_none(), "no lease: ask");
         let metrics = Metrics::new();
-        assert_eq!(policy.check(&p, &metrics).await, Ok(decision(true, 1)));
+        assert_eq!(policy.check(p, &metrics).await, Ok(decision(true, 1)));
         assert_eq!(
             *backend.asked.lock().unwrap(),
-            vec![(p.token_id(), 3, Some(("acct".to_owned(), 9)))]
+            vec![(p.token_id, 3, Some(("acct".to_owned(), 9)))]
         );
-        assert_eq!(usage(&policy), vec![(p.token_id(), 1, 0)]);
+        assert_eq!(usage(&policy), vec![(p.token_id, 1, 0)]);
         assert_eq!(usage(&policy), vec![], "taken once");
         assert_eq!(policy.tracked(), 7);
         assert_eq!(policy.resets_detected(), 3, "the backend's count");
@@ -453,10 +449,10 @@ mod tests {
         );
         let p = principal(3, None);
         assert_eq!(
-            policy.check(&p, &Metrics::new()).await,
+            policy.check(p, &Metrics::new()).await,
             Err(Refused::Limited(decision(false, 0)))
         );
-        assert_eq!(usage(&policy), vec![(p.token_id(), 0, 1)]);
+        assert_eq!(usage(&policy), vec![(p.token_id, 0, 1)]);
     }
 
     #[tokio::test]
@@ -470,9 +466,9 @@ mod tests {
             LimiterFailurePolicy::FailClosed,
         );
         let p = principal(3, None);
-        assert_eq!(policy.check_now(&p), Some(Ok(decision(true, 2))));
+        assert_eq!(policy.check_now(p), Some(Ok(decision(true, 2))));
         assert!(backend.asked.lock().unwrap().is_empty());
-        assert_eq!(usage(&policy), vec![(p.token_id(), 1, 0)]);
+        assert_eq!(usage(&policy), vec![(p.token_id, 1, 0)]);
     }
 
     #[tokio::test]
@@ -484,16 +480,16 @@ mod tests {
         };
         let (closed, _) = shared(down(), LimiterFailurePolicy::FailClosed);
         let metrics = Metrics::new();
-        assert_eq!(closed.check(&p, &metrics).await, Err(Refused::Unavailable));
+        assert_eq!(closed.check(p, &metrics).await, Err(Refused::Unavailable));
         assert_eq!(metrics.limiter_backend_errors.get(), 1);
         assert_eq!(metrics.limiter_fallbacks.get(), 0);
         assert_eq!(usage(&closed), vec![], "nothing was checked");
 
         let (local, backend) = shared(down(), LimiterFailurePolicy::FallBackToLocal);
         let metrics = Metrics::new();
-        assert!(local.check(&p, &metrics).await.is_ok());
+        assert!(local.check(p, &metrics).await.is_ok());
         assert!(matches!(
-            local.check(&p, &metrics).await,
+            local.check(p, &metrics).await,
             Err(Refused::Limited(_))
         ));
         assert_eq!(metrics.limiter_backend_errors.get(), 2);
@@ -505,7 +501,7 @@ mod tests {
         );
         assert_eq!(
             usage(&local),
-            vec![(p.token_id(), 1, 1)],
+            vec![(p.token_id, 1, 1)],
             "the fallback's usage"
         );
     }

@@ -58,18 +58,27 @@ impl Management<'_> {
     /// Revokes a leaked token at once (reason `leaked`), recording where it
     /// was found. Reports of strings that are not our tokens change nothing.
     pub async fn revoke_leaked(&self, report: LeakReport<'_>) -> Result<LeakOutcome, ManageError> {
-        let gate = self.gate();
-        let Ok(parsed) = gate.format().parse(report.token) else {
+        let manager = self.manager();
+        let Ok(parsed) = manager.format.parse(report.token) else {
             return Ok(LeakOutcome::NotOurs);
         };
         let id = parsed.id();
-        let credential = gate
-            .within_store_timeout(gate.store().find_credential(&id))
-            .await?;
+        let credential = manager.within(manager.store.find_credential(&id)).await?;
         let Some(credential) = credential else {
             return Ok(LeakOutcome::NotOurs);
         };
-        if !gate.secret_matches(&parsed, &credential).await? {
+        // The tag first (no argon2 for a secret it rules out), then argon2
+        // (tokens made before tags have none).
+        let tag_differs = credential
+            .secret_tag
+            .is_some_and(|stored| stored != parsed.secret_tag());
+        let matches = !tag_differs
+            && manager
+                .hasher
+                .verify(parsed.secret().clone(), credential.secret_hash.clone())
+                .await
+                .map_err(|e| ManageError::Internal(e.to_string()))?;
+        if !matches {
             return Ok(LeakOutcome::NotOurs);
         }
         if credential.revoked_at.is_some() {

@@ -8,27 +8,30 @@
 //! records. Each operation (`operations.rs`) runs in one store
 //! transaction with its audit event, then applies its changes to this
 //! process's caches; other processes see them through the change feed.
-//! Changes are made by an [`Actor`]: `gate.acting_as(actor)` names who is
-//! acting for the audit log; `gate.create_token(...)` and friends act as
-//! `app` (your code).
+//!
+//! The component is the [`Manager`] (`manager.rs`): made from a
+//! [`TokenGate`](crate::TokenGate), it is *given* the store, the hasher,
+//! the clock and the gate's change hook, and never reaches into the gate.
+//! Changes are made by an [`Actor`]: `manager.acting_as(actor)` names who
+//! is acting for the audit log; `manager.create_token(...)` and friends act
+//! as `app` (your code).
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::gate::TokenGate;
-use crate::store::{
-    Account, AuditEvent, AuditQuery, Plan, StoreError, TokenRecord, UsageHour, truncate_to_second,
-};
+use crate::store::{Plan, StoreError, TokenRecord, USAGE_RETENTION};
 use crate::token::{PlaintextToken, TokenId};
 
 mod leaks;
+mod manager;
 mod operations;
 mod rules;
 
 pub(crate) use leaks::token_hash;
 pub use leaks::{LeakOutcome, LeakReport};
+pub use manager::Manager;
 pub use operations::Management;
 #[cfg(feature = "settings")]
 pub(crate) use rules::{counts_against_the_cap, validate_account_id};
@@ -37,8 +40,8 @@ pub(crate) use rules::{counts_against_the_cap, validate_account_id};
 pub(crate) const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Most audit events one read returns.
 pub(crate) const MAX_AUDIT_PAGE: u32 = 500;
-/// Longest usage series one read returns: 90 days, the retention.
-pub(crate) const MAX_USAGE_HOURS: u32 = 90 * 24;
+/// Longest usage series one read returns: the whole retention (90 days).
+pub(crate) const MAX_USAGE_HOURS: u32 = USAGE_RETENTION.whole_hours() as u32;
 
 /// Who makes a change, for the audit log: a name (`admin`, `cli`,
 /// `settings:<account>`, `leak-report:github`, ...) and, when the change
@@ -149,7 +152,7 @@ impl TokenSpec {
 }
 
 /// A change to some of an existing plan's settings: each `None` keeps the
-/// plan's current value (unlike [`set_plan`](TokenGate::set_plan), which
+/// plan's current value (unlike [`set_plan`](Manager::set_plan), which
 /// replaces the whole plan).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PlanUpdate {
@@ -276,164 +279,5 @@ pub enum ManageError {
 impl From<StoreError> for ManageError {
     fn from(e: StoreError) -> Self {
         ManageError::Unavailable(e)
-    }
-}
-
-impl TokenGate {
-    /// The current time, UTC, whole seconds (the gate's wall clock).
-    pub fn now(&self) -> OffsetDateTime {
-        truncate_to_second(self.clock().now()).unwrap_or(OffsetDateTime::UNIX_EPOCH)
-    }
-
-    /// Changes on behalf of `actor`, who is named in the audit log.
-    pub fn acting_as(&self, actor: Actor) -> Management<'_> {
-        Management::new(self, actor)
-    }
-
-    fn as_app(&self) -> Management<'_> {
-        self.acting_as(Actor::new("app"))
-    }
-
-    /// Creates a token with every scope for an existing account, as `app`.
-    /// The plaintext is in the result, once.
-    pub async fn create_token(
-        &self,
-        account_id: &str,
-        name: &str,
-        expires_at: Option<OffsetDateTime>,
-    ) -> Result<CreatedToken, ManageError> {
-        self.as_app()
-            .create_token(account_id, name, expires_at)
-            .await
-    }
-
-    /// Creates a token as `spec` says, as `app` (see [`Management::create_token_with`]).
-    pub async fn create_token_with(
-        &self,
-        account_id: &str,
-        spec: TokenSpec,
-    ) -> Result<CreatedToken, ManageError> {
-        self.as_app().create_token_with(account_id, spec).await
-    }
-
-    /// Revokes a token, as `app` (see [`Management::revoke_token`]).
-    pub async fn revoke_token(&self, id: &TokenId) -> Result<TokenRecord, ManageError> {
-        self.as_app().revoke_token(id).await
-    }
-
-    /// Rotates a token, as `app` (see [`Management::rotate_token`]).
-    pub async fn rotate_token(
-        &self,
-        id: &TokenId,
-        grace: Duration,
-        new_expires_at: Option<OffsetDateTime>,
-    ) -> Result<RotatedToken, ManageError> {
-        self.as_app().rotate_token(id, grace, new_expires_at).await
-    }
-
-    /// Creates an account or moves it to another plan, as `app`.
-    pub async fn set_account_plan(
-        &self,
-        account_id: &str,
-        plan: &str,
-    ) -> Result<Account, ManageError> {
-        self.as_app().set_account_plan(account_id, plan).await
-    }
-
-    /// Creates or replaces a plan, as `app`.
-    pub async fn set_plan(&self, plan: &Plan) -> Result<Plan, ManageError> {
-        self.as_app().set_plan(plan).await
-    }
-
-    /// Changes some of an existing plan's settings and keeps the rest, as `app`.
-    pub async fn update_plan(&self, name: &str, update: &PlanUpdate) -> Result<Plan, ManageError> {
-        self.as_app().update_plan(name, update).await
-    }
-
-    /// Every plan, by name.
-    pub async fn plans(&self) -> Result<Vec<Plan>, ManageError> {
-        Ok(self.within_store_timeout(self.store().list_plans()).await?)
-    }
-
-    /// One account, if it exists.
-    pub async fn account(&self, account_id: &str) -> Result<Option<Account>, ManageError> {
-        Ok(self
-            .within_store_timeout(self.store().get_account(account_id))
-            .await?)
-    }
-
-    /// An account's tokens, oldest first, revoked and expired ones included.
-    pub async fn tokens(&self, account_id: &str) -> Result<Vec<TokenRecord>, ManageError> {
-        if self.account(account_id).await?.is_none() {
-            return Err(ManageError::UnknownAccount(account_id.to_owned()));
-        }
-        Ok(self
-            .within_store_timeout(self.store().list_tokens(account_id))
-            .await?)
-    }
-
-    /// One token, if it exists (never its secret).
-    pub async fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>, ManageError> {
-        Ok(self
-            .within_store_timeout(self.store().get_token(id))
-            .await?)
-    }
-
-    /// Audit events matching `query`, newest first (at most 500 at a time;
-    /// page with `before` set to the last event's id).
-    pub async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, ManageError> {
-        if !(1..=MAX_AUDIT_PAGE).contains(&query.limit) {
-            return Err(rules::invalid(format!(
-                "limit must be 1 to {MAX_AUDIT_PAGE}"
-            )));
-        }
-        Ok(self
-            .within_store_timeout(self.store().audit_events(query))
-            .await?)
-    }
-
-    /// A token's requests per hour over the last `hours` hours (1 to 2160),
-    /// oldest first, one entry per hour (zeros included). Counts reach the
-    /// store every last-use flush interval (10 s by default).
-    pub async fn token_usage(
-        &self,
-        id: &TokenId,
-        hours: u32,
-    ) -> Result<Vec<UsageHour>, ManageError> {
-        if !(1..=MAX_USAGE_HOURS).contains(&hours) {
-            return Err(rules::invalid(format!(
-                "hours must be 1 to {MAX_USAGE_HOURS}"
-            )));
-        }
-        let current = crate::clock::hour_of(self.clock().now());
-        let first = current - time::Duration::hours(i64::from(hours) - 1);
-        let rows = self
-            .within_store_timeout(self.store().usage_series(id, first))
-            .await?;
-        Ok((0..i64::from(hours))
-            .map(|i| {
-                let hour = first + time::Duration::hours(i);
-                rows.iter()
-                    .find(|row| row.hour == hour)
-                    .copied()
-                    .unwrap_or(UsageHour {
-                        hour,
-                        admitted: 0,
-                        limited: 0,
-                    })
-            })
-            .collect())
-    }
-
-    /// Admitted requests in the last 24 hours of each of `ids`.
-    pub(crate) async fn requests_24h(
-        &self,
-        ids: &[TokenId],
-    ) -> Result<std::collections::HashMap<TokenId, u64>, ManageError> {
-        let since = crate::clock::hour_of(self.clock().now()) - time::Duration::hours(23);
-        let totals = self
-            .within_store_timeout(self.store().usage_totals(ids, since))
-            .await?;
-        Ok(totals.into_iter().collect())
     }
 }

@@ -10,8 +10,9 @@ use super::rules::{
     adds_a_live_token, check_api_access, check_rotatable, closest, grace_ends, inserted, invalid,
     old_token_stops, validate_account_id, validate_expiry, validate_plan_name, validate_token_name,
 };
-use super::{Actor, CreatedToken, MAX_GRACE, ManageError, PlanUpdate, RotatedToken, TokenSpec};
-use crate::gate::TokenGate;
+use super::{
+    Actor, CreatedToken, MAX_GRACE, ManageError, Manager, PlanUpdate, RotatedToken, TokenSpec,
+};
 use crate::scope::Scopes;
 use crate::store::{
     Account, AuditEvent, Change, NewToken, Plan, StoreError, TokenRecord, TokenUpdate, WriteTx,
@@ -19,33 +20,31 @@ use crate::store::{
 use crate::token::TokenId;
 
 /// Changes made on behalf of an [`Actor`], who is named in the audit log.
-/// Made by [`TokenGate::acting_as`].
+/// Made by [`Manager::acting_as`].
 #[derive(Debug, Clone)]
-pub struct Management<'g> {
-    gate: &'g TokenGate,
+pub struct Management<'m> {
+    manager: &'m Manager,
     actor: Actor,
 }
 
-impl<'g> Management<'g> {
+impl<'m> Management<'m> {
     /// The longest grace period a rotation may give the old token: 30 days.
     pub const MAX_GRACE: Duration = MAX_GRACE;
 
-    pub(super) fn new(gate: &'g TokenGate, actor: Actor) -> Self {
-        Self { gate, actor }
+    pub(super) fn new(manager: &'m Manager, actor: Actor) -> Self {
+        Self { manager, actor }
     }
 
     /// Starts a write transaction (rolled back if dropped uncommitted).
     async fn begin(&self) -> Result<Box<dyn WriteTx>, ManageError> {
-        let gate = self.gate;
-        Ok(gate
-            .within_store_timeout(gate.store().begin_write())
-            .await?)
+        let manager = self.manager;
+        Ok(manager.within(manager.store.begin_write()).await?)
     }
 
     /// Commits `tx`, then applies `changes` to this process's caches.
     async fn commit(&self, tx: Box<dyn WriteTx>, changes: &[Change]) -> Result<(), ManageError> {
-        self.gate.within_store_timeout(tx.commit()).await?;
-        self.gate.invalidate_all(changes);
+        self.manager.within(tx.commit()).await?;
+        self.manager.hook.invalidate(changes);
         Ok(())
     }
 
@@ -71,8 +70,8 @@ impl<'g> Management<'g> {
         }
     }
 
-    pub(super) fn gate(&self) -> &TokenGate {
-        self.gate
+    pub(super) fn manager(&self) -> &Manager {
+        self.manager
     }
 
     /// Creates a token as `spec` says for an existing account. The
@@ -83,7 +82,7 @@ impl<'g> Management<'g> {
         account_id: &str,
         spec: TokenSpec,
     ) -> Result<CreatedToken, ManageError> {
-        let gate = self.gate;
+        let manager = self.manager;
         let TokenSpec {
             name,
             expires_at,
@@ -91,16 +90,17 @@ impl<'g> Management<'g> {
         } = spec;
         validate_account_id(account_id)?;
         validate_token_name(&name)?;
-        let now = gate.now();
+        let now = manager.now();
         let expires_at = validate_expiry(expires_at, now)?;
-        let scopes = Scopes::requested(scopes.as_deref(), gate.scopes())
+        let scopes = Scopes::requested(scopes.as_deref(), &manager.scopes)
             .map_err(|e| ManageError::Scope(e.to_string()))?;
         // Fail fast, before spending argon2, on an account that does not
         // exist or may not have tokens; the transaction checks again.
         self.check_may_have_tokens(account_id).await?;
-        let minted = gate.format().generate();
-        let secret_hash = gate
-            .hash_secret(minted.secret.clone())
+        let minted = manager.format.generate();
+        let secret_hash = manager
+            .hasher
+            .hash(minted.secret.clone())
             .await
             .map_err(|e| ManageError::Internal(e.to_string()))?;
         let token = NewToken {
@@ -122,7 +122,10 @@ impl<'g> Management<'g> {
         let plan = tx.plan(&account.plan).await?;
         check_api_access(&account, plan.as_ref())?;
         if let Some(max) = plan.as_ref().and_then(|plan| plan.max_tokens)
-            && tx.count_live_tokens(account_id, gate.clock().now()).await? >= max
+            && tx
+                .count_live_tokens(account_id, manager.clock.now())
+                .await?
+                >= max
         {
             return Err(ManageError::TooManyTokens {
                 plan: account.plan,
@@ -146,8 +149,8 @@ impl<'g> Management<'g> {
         tx.record_audit(&event).await?;
         let record = inserted(tx.token(&token.id).await?)?;
         self.commit(tx, &[]).await?;
-        gate.learn_token(record.id, token.secret_tag);
-        gate.metrics().record_admin("create_token");
+        manager.hook.learn_token(record.id, token.secret_tag);
+        manager.metrics.record_admin("create_token");
         tracing::info!(token_id = %record.id, account_id, actor = %self.actor.name, "token created");
         Ok(CreatedToken {
             record,
@@ -157,12 +160,12 @@ impl<'g> Management<'g> {
 
     /// The account exists and its plan has API access.
     async fn check_may_have_tokens(&self, account_id: &str) -> Result<(), ManageError> {
-        let gate = self.gate;
-        let Some(account) = gate.account(account_id).await? else {
+        let manager = self.manager;
+        let Some(account) = manager.account(account_id).await? else {
             return Err(ManageError::UnknownAccount(account_id.to_owned()));
         };
-        let plan = gate
-            .within_store_timeout(gate.store().get_plan(&account.plan))
+        let plan = manager
+            .within(manager.store.get_plan(&account.plan))
             .await?;
         check_api_access(&account, plan.as_ref())
     }
@@ -197,7 +200,7 @@ impl<'g> Management<'g> {
         action: &str,
         details: serde_json::Value,
     ) -> Result<TokenRecord, ManageError> {
-        let now = self.gate.clock().now();
+        let now = self.manager.clock.now();
         let mut tx = self.begin().await?;
         let token = tx.token(id).await?.ok_or(ManageError::UnknownToken(*id))?;
         if token.revoked_at.is_some() {
@@ -216,7 +219,7 @@ impl<'g> Management<'g> {
         tx.record_audit(&event).await?;
         let record = tx.token(id).await?.ok_or(ManageError::UnknownToken(*id))?;
         self.commit(tx, &[change]).await?;
-        self.gate.metrics().record_admin("revoke_token");
+        self.manager.metrics.record_admin("revoke_token");
         Ok(record)
     }
 
@@ -230,7 +233,7 @@ impl<'g> Management<'g> {
         grace: Duration,
         new_expires_at: Option<OffsetDateTime>,
     ) -> Result<RotatedToken, ManageError> {
-        let gate = self.gate;
+        let manager = self.manager;
         let too_long = || invalid("grace_seconds must be at most 2592000 (30 days)");
         if grace > MAX_GRACE {
             return Err(too_long());
@@ -238,12 +241,13 @@ impl<'g> Management<'g> {
         let grace = time::Duration::try_from(grace).map_err(|_| too_long())?;
         // The grace period ends when it says, to the millisecond; the new
         // token's creation time is shown in whole seconds.
-        let precise_now = gate.clock().now();
-        let now = gate.now();
+        let precise_now = manager.clock.now();
+        let now = manager.now();
         let new_expires_at = validate_expiry(new_expires_at, now)?;
-        let minted = gate.format().generate();
-        let new_secret_hash = gate
-            .hash_secret(minted.secret.clone())
+        let minted = manager.format.generate();
+        let new_secret_hash = manager
+            .hasher
+            .hash(minted.secret.clone())
             .await
             .map_err(|e| ManageError::Internal(e.to_string()))?;
         let secret_tag = minted.secret_tag();
@@ -318,8 +322,8 @@ impl<'g> Management<'g> {
         tx.record_audit(&event).await?;
         let new = inserted(tx.token(&new.id).await?)?;
         self.commit(tx, &changes).await?;
-        gate.learn_token(new.id, secret_tag);
-        gate.metrics().record_admin("rotate_token");
+        manager.hook.learn_token(new.id, secret_tag);
+        manager.metrics.record_admin("rotate_token");
         tracing::info!(old_token_id = %id, new_token_id = %new.id, grace_secs = grace.whole_seconds(), actor = %self.actor.name, "token rotated");
         Ok(RotatedToken {
             old,
@@ -334,11 +338,11 @@ impl<'g> Management<'g> {
         account_id: &str,
         plan: &str,
     ) -> Result<Account, ManageError> {
-        let gate = self.gate;
+        let manager = self.manager;
         validate_account_id(account_id)?;
-        let now = gate.now();
+        let now = manager.now();
         let unknown_plan = async || {
-            let plans = gate.plans().await.unwrap_or_default();
+            let plans = manager.plans().await.unwrap_or_default();
             ManageError::UnknownPlan {
                 plan: plan.to_owned(),
                 closest: closest(plan, plans.iter().map(|p| p.name.as_str())),
@@ -387,7 +391,7 @@ impl<'g> Management<'g> {
             .await?
             .ok_or_else(|| StoreError::Corrupt("an upserted account vanished".into()))?;
         self.commit(tx, &changes).await?;
-        gate.metrics().record_admin("set_account_plan");
+        manager.metrics.record_admin("set_account_plan");
         tracing::info!(account_id, plan, actor = %self.actor.name, "account plan set");
         Ok(account)
     }
@@ -409,7 +413,7 @@ impl<'g> Management<'g> {
         let mut tx = self.begin().await?;
         let Some(previous) = tx.plan(name).await? else {
             drop(tx);
-            let plans = self.gate.plans().await.unwrap_or_default();
+            let plans = self.manager.plans().await.unwrap_or_default();
             return Err(ManageError::UnknownPlan {
                 plan: name.to_owned(),
                 closest: closest(name, plans.iter().map(|p| p.name.as_str())),
@@ -432,7 +436,7 @@ impl<'g> Management<'g> {
         if previous.as_ref() == Some(plan) {
             return Ok(plan.clone());
         }
-        let now = self.gate.now();
+        let now = self.manager.now();
         tx.upsert_plan(plan).await?;
         let change = Change::Plan(name.to_owned());
         tx.record_change(&change, now).await?;
@@ -443,7 +447,7 @@ impl<'g> Management<'g> {
         tx.record_audit(&self.event(now, action, None, None, details))
             .await?;
         self.commit(tx, &[change]).await?;
-        self.gate.metrics().record_admin("set_plan");
+        self.manager.metrics.record_admin("set_plan");
         tracing::info!(
             plan = name,
             api_access = plan.api_access,

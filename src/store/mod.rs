@@ -49,3 +49,22 @@ pub use rows::{
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use traits::{AdminStore, CredentialStore, StoreError, TokenStore, WriteTx};
+
+/// Runs one store call with a deadline: a database that hangs (a partition,
+/// not a refusal) is an error, never a call "in progress" forever.
+pub(crate) async fn within<T>(
+    timeout: std::time::Duration,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::unavailable(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from the store within {timeout:?}"),
+            )))
+        })
+}
+
+/// Usage counts are kept this long (the longest series a read returns).
+pub(crate) const USAGE_RETENTION: time::Duration = time::Duration::days(90);

@@ -12,7 +12,7 @@ use axum::routing::get;
 use http::{Request, StatusCode};
 use tokengate::{
     Actor, Argon2Params, AuditEvent, AuditQuery, CredentialStore, LeakOutcome, LeakReport,
-    ManageError, Plan, SqliteStore, TokenGate, TokenStore,
+    ManageError, Manager, Plan, SqliteStore, TokenGate, TokenStore,
 };
 use tokengate_testkit::{FlakyStore, send};
 
@@ -32,12 +32,13 @@ async fn sqlite() -> (SqliteStore, tempfile::TempDir) {
 }
 
 async fn all_events(gate: &TokenGate) -> Vec<AuditEvent> {
-    gate.audit_events(&AuditQuery {
-        limit: 500,
-        ..AuditQuery::default()
-    })
-    .await
-    .unwrap()
+    Manager::new(gate)
+        .audit_events(&AuditQuery {
+            limit: 500,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap()
 }
 
 fn admin() -> Actor {
@@ -51,7 +52,8 @@ fn admin() -> Actor {
 async fn every_change_is_one_event(store: Arc<dyn TokenStore>) {
     let gate = gate_on(store);
     let before = all_events(&gate).await.len();
-    let as_admin = gate.acting_as(admin());
+    let manager = Manager::new(&gate);
+    let as_admin = manager.acting_as(admin());
 
     as_admin
         .set_plan(&Plan::new("team", true, 50))
@@ -76,10 +78,13 @@ async fn every_change_is_one_event(store: Arc<dyn TokenStore>) {
         .unwrap();
     let new_id = rotated.record.id;
     // As `app` (the embedding application's own calls).
-    gate.revoke_token(&new_id).await.unwrap();
-    gate.revoke_token(&new_id).await.unwrap(); // already revoked
-    let leaked = gate.create_token("acme", "laptop", None).await.unwrap();
-    let outcome = gate
+    Manager::new(&gate).revoke_token(&new_id).await.unwrap();
+    Manager::new(&gate).revoke_token(&new_id).await.unwrap(); // already revoked
+    let leaked = Manager::new(&gate)
+        .create_token("acme", "laptop", None)
+        .await
+        .unwrap();
+    let outcome = Manager::new(&gate)
         .acting_as(Actor::new("leak-report:github"))
         .revoke_leaked(LeakReport {
             token: leaked.token.expose_secret(),
@@ -142,7 +147,7 @@ async fn every_change_is_one_event(store: Arc<dyn TokenStore>) {
     );
 
     // Filters: by token, by account, by action.
-    let by_token = gate
+    let by_token = Manager::new(&gate)
         .audit_events(&AuditQuery {
             token_id: Some(id),
             limit: 10,
@@ -152,7 +157,7 @@ async fn every_change_is_one_event(store: Arc<dyn TokenStore>) {
         .unwrap();
     let actions: Vec<_> = by_token.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, ["token.rotated", "token.created"]);
-    let revocations = gate
+    let revocations = Manager::new(&gate)
         .audit_events(&AuditQuery {
             account_id: Some("acme".into()),
             action: Some("token.revoked".into()),
@@ -201,38 +206,47 @@ async fn a_change_and_its_event_commit_together() {
     let (sqlite, _dir) = sqlite().await;
     let store = Arc::new(FlakyStore::new(sqlite));
     let gate = gate_on(store.clone());
-    gate.set_account_plan("acme", "pro").await.unwrap();
-    let kept = gate.create_token("acme", "kept", None).await.unwrap();
+    Manager::new(&gate)
+        .set_account_plan("acme", "pro")
+        .await
+        .unwrap();
+    let kept = Manager::new(&gate)
+        .create_token("acme", "kept", None)
+        .await
+        .unwrap();
     let events_before = all_events(&gate).await;
     let feed_before = store.latest_change().await.unwrap();
 
     store.fail_audit(true);
     assert!(matches!(
-        gate.create_token("acme", "lost", None).await,
+        Manager::new(&gate).create_token("acme", "lost", None).await,
         Err(ManageError::Unavailable(_))
     ));
     assert!(matches!(
-        gate.revoke_token(&kept.record.id).await,
+        Manager::new(&gate).revoke_token(&kept.record.id).await,
         Err(ManageError::Unavailable(_))
     ));
     assert!(matches!(
-        gate.set_account_plan("acme", "enterprise").await,
+        Manager::new(&gate)
+            .set_account_plan("acme", "enterprise")
+            .await,
         Err(ManageError::Unavailable(_))
     ));
     assert!(matches!(
-        gate.rotate_token(&kept.record.id, Duration::ZERO, None)
+        Manager::new(&gate)
+            .rotate_token(&kept.record.id, Duration::ZERO, None)
             .await,
         Err(ManageError::Unavailable(_))
     ));
     store.fail_audit(false);
 
-    let tokens = gate.tokens("acme").await.unwrap();
+    let tokens = Manager::new(&gate).tokens("acme").await.unwrap();
     assert_eq!(tokens.len(), 1, "no token without its event");
     assert_eq!(
         tokens[0].revoked_at, None,
         "no revocation without its event"
     );
-    let account = gate.account("acme").await.unwrap().unwrap();
+    let account = Manager::new(&gate).account("acme").await.unwrap().unwrap();
     assert_eq!(account.plan, "pro");
     assert_eq!(all_events(&gate).await, events_before);
     assert_eq!(store.latest_change().await.unwrap(), feed_before);
@@ -248,9 +262,13 @@ async fn a_change_and_its_event_commit_together() {
 async fn paging_is_stable_while_events_are_added() {
     let (store, _dir) = sqlite().await;
     let gate = gate_on(Arc::new(store));
-    gate.set_account_plan("acme", "pro").await.unwrap();
+    Manager::new(&gate)
+        .set_account_plan("acme", "pro")
+        .await
+        .unwrap();
     for i in 0..40 {
-        gate.create_token("acme", &format!("t{i}"), None)
+        Manager::new(&gate)
+            .create_token("acme", &format!("t{i}"), None)
             .await
             .unwrap();
     }
@@ -260,7 +278,8 @@ async fn paging_is_stable_while_events_are_added() {
         let gate = gate.clone();
         tokio::spawn(async move {
             for i in 0..30 {
-                gate.create_token("acme", &format!("late{i}"), None)
+                Manager::new(&gate)
+                    .create_token("acme", &format!("late{i}"), None)
                     .await
                     .unwrap();
                 tokio::task::yield_now().await;
@@ -270,7 +289,7 @@ async fn paging_is_stable_while_events_are_added() {
     let mut seen = Vec::new();
     let mut before = None;
     loop {
-        let page = gate
+        let page = Manager::new(&gate)
             .audit_events(&AuditQuery {
                 before,
                 limit: 7,
@@ -311,9 +330,18 @@ async fn get_with(router: &Router, token: &str) -> StatusCode {
 async fn usage_is_exact_and_additive(store: Arc<dyn TokenStore>) {
     let first = gate_on(Arc::clone(&store));
     let second = gate_on(store);
-    first.set_plan(&Plan::new("tiny", true, 5)).await.unwrap();
-    first.set_account_plan("acme", "tiny").await.unwrap();
-    let created = first.create_token("acme", "ci", None).await.unwrap();
+    Manager::new(&first)
+        .set_plan(&Plan::new("tiny", true, 5))
+        .await
+        .unwrap();
+    Manager::new(&first)
+        .set_account_plan("acme", "tiny")
+        .await
+        .unwrap();
+    let created = Manager::new(&first)
+        .create_token("acme", "ci", None)
+        .await
+        .unwrap();
     let token = created.token.expose_secret();
     let id = created.record.id;
 
@@ -334,10 +362,13 @@ async fn usage_is_exact_and_additive(store: Arc<dyn TokenStore>) {
     assert_eq!((ok, limited), (9, 3));
 
     // Nothing reaches the store until a flush.
-    assert_eq!(first.token_usage(&id, 1).await.unwrap()[0].admitted, 0);
+    assert_eq!(
+        Manager::new(&first).token_usage(&id, 1).await.unwrap()[0].admitted,
+        0
+    );
     first.flush_last_use().await.unwrap();
     second.flush_last_use().await.unwrap();
-    let usage = first.token_usage(&id, 24).await.unwrap();
+    let usage = Manager::new(&first).token_usage(&id, 24).await.unwrap();
     assert_eq!(usage.len(), 24, "one entry per hour, zeros included");
     let now = usage.last().unwrap();
     assert_eq!((now.admitted, now.limited), (9, 3));
@@ -356,19 +387,24 @@ async fn usage_is_exact_and_additive(store: Arc<dyn TokenStore>) {
         StatusCode::TOO_MANY_REQUESTS
     );
     second.flush_last_use().await.unwrap();
-    let now = *first.token_usage(&id, 1).await.unwrap().last().unwrap();
+    let now = *Manager::new(&first)
+        .token_usage(&id, 1)
+        .await
+        .unwrap()
+        .last()
+        .unwrap();
     assert_eq!((now.admitted, now.limited), (10, 4));
 
     // The next hour is a new row.
     first.step_wall_clock(time::Duration::hours(1));
-    let usage = first.token_usage(&id, 2).await.unwrap();
+    let usage = Manager::new(&first).token_usage(&id, 2).await.unwrap();
     assert_eq!((usage[0].admitted, usage[1].admitted), (10, 0), "{usage:?}");
     assert!(matches!(
-        first.token_usage(&id, 0).await,
+        Manager::new(&first).token_usage(&id, 0).await,
         Err(ManageError::Invalid(_))
     ));
     assert!(matches!(
-        first.token_usage(&id, 2161).await,
+        Manager::new(&first).token_usage(&id, 2161).await,
         Err(ManageError::Invalid(_))
     ));
 }
@@ -398,11 +434,18 @@ async fn postgres_usage_is_exact_and_additive() {
 async fn only_a_real_leaked_token_is_revoked() {
     let (store, _dir) = sqlite().await;
     let gate = gate_on(Arc::new(store));
-    gate.set_account_plan("acme", "pro").await.unwrap();
-    let created = gate.create_token("acme", "ci", None).await.unwrap();
+    Manager::new(&gate)
+        .set_account_plan("acme", "pro")
+        .await
+        .unwrap();
+    let created = Manager::new(&gate)
+        .create_token("acme", "ci", None)
+        .await
+        .unwrap();
     let token = created.token.expose_secret().to_owned();
     let id = created.record.id;
-    let reporter = gate.acting_as(Actor::new("support"));
+    let manager = Manager::new(&gate);
+    let reporter = manager.acting_as(Actor::new("support"));
     fn report(token: &str) -> LeakReport<'_> {
         LeakReport {
             token,
@@ -420,13 +463,21 @@ async fn only_a_real_leaked_token_is_revoked() {
             LeakOutcome::NotOurs
         );
     }
-    assert_eq!(gate.token(&id).await.unwrap().unwrap().revoked_at, None);
+    assert_eq!(
+        Manager::new(&gate)
+            .token(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        None
+    );
 
     assert_eq!(
         reporter.revoke_leaked(report(&token)).await.unwrap(),
         LeakOutcome::Revoked(id)
     );
-    let record = gate.token(&id).await.unwrap().unwrap();
+    let record = Manager::new(&gate).token(&id).await.unwrap().unwrap();
     assert!(record.revoked_at.is_some());
     assert_eq!(record.revoked_reason.as_deref(), Some("leaked"));
     assert_eq!(
@@ -437,7 +488,7 @@ async fn only_a_real_leaked_token_is_revoked() {
         reporter.revoke_leaked(report(&token)).await.unwrap(),
         LeakOutcome::AlreadyRevoked(id)
     );
-    let leaked = gate
+    let leaked = Manager::new(&gate)
         .audit_events(&AuditQuery {
             action: Some("token.leaked".into()),
             limit: 10,
@@ -456,8 +507,14 @@ async fn usage_survives_a_failed_or_cut_flush() {
     let (sqlite, _dir) = sqlite().await;
     let store = Arc::new(FlakyStore::new(sqlite));
     let gate = gate_on(store.clone());
-    gate.set_account_plan("acme", "pro").await.unwrap();
-    let created = gate.create_token("acme", "ci", None).await.unwrap();
+    Manager::new(&gate)
+        .set_account_plan("acme", "pro")
+        .await
+        .unwrap();
+    let created = Manager::new(&gate)
+        .create_token("acme", "ci", None)
+        .await
+        .unwrap();
     let router = gated_router(&gate);
     for _ in 0..3 {
         get_with(&router, created.token.expose_secret()).await;
@@ -472,7 +529,7 @@ async fn usage_survives_a_failed_or_cut_flush() {
     store.hang(false);
     get_with(&router, created.token.expose_secret()).await;
     gate.flush_last_use().await.unwrap();
-    let now = *gate
+    let now = *Manager::new(&gate)
         .token_usage(&created.record.id, 1)
         .await
         .unwrap()

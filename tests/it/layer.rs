@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::routing::get;
 use http::Request;
 use tokengate::{
-    Argon2Params, Principal, SqliteStore, TokenGate, TokenGateBuilder, TokenId, TokenStore,
+    Argon2Params, Manager, Principal, SqliteStore, TokenGate, TokenGateBuilder, TokenId, TokenStore,
 };
 use tokengate_testkit::{
     FORBIDDEN, FlakyStore, TestResponse, UNAUTHORIZED, UNAVAILABLE, forge_wrong_secret, send,
@@ -75,16 +75,21 @@ impl Tiny {
     async fn token(&self, account: &str, plan: &str) -> String {
         // Tokens are made on a plan with API access; then the account
         // moves to `plan` (it may have none: its tokens then get the 403).
-        self.gate.set_account_plan(account, "pro").await.unwrap();
-        let token = self
-            .gate
+        Manager::new(&self.gate)
+            .set_account_plan(account, "pro")
+            .await
+            .unwrap();
+        let token = Manager::new(&self.gate)
             .create_token(account, "t", None)
             .await
             .unwrap()
             .token
             .expose_secret()
             .to_owned();
-        self.gate.set_account_plan(account, plan).await.unwrap();
+        Manager::new(&self.gate)
+            .set_account_plan(account, plan)
+            .await
+            .unwrap();
         token
     }
 }
@@ -289,7 +294,7 @@ async fn plans_without_api_access_get_the_exact_403() {
     assert_eq!(response.body, FORBIDDEN);
     assert_eq!(response.header("content-type"), "application/json");
     // A revoked free token is a 401, not a 403.
-    app.gate
+    Manager::new(&app.gate)
         .revoke_token(&token[4..24].parse().unwrap())
         .await
         .unwrap();
@@ -305,11 +310,14 @@ async fn the_next_request_sees_revocation_and_plan_changes() {
     assert_eq!(app.bearer(&other).await.status, 200);
 
     // Downgrade: 403 at once; the other account is unaffected.
-    app.gate.set_account_plan("acct_1", "free").await.unwrap();
+    Manager::new(&app.gate)
+        .set_account_plan("acct_1", "free")
+        .await
+        .unwrap();
     assert_eq!(app.bearer(&token).await.body, FORBIDDEN);
     assert_eq!(app.bearer(&other).await.status, 200);
     // Upgrade: 200 at once, with the new plan's limit.
-    app.gate
+    Manager::new(&app.gate)
         .set_account_plan("acct_1", "enterprise")
         .await
         .unwrap();
@@ -318,24 +326,24 @@ async fn the_next_request_sees_revocation_and_plan_changes() {
     assert_eq!(response.header("x-ratelimit-limit"), "10000");
 
     // Plan edits: the limit, then access.
-    app.gate
+    Manager::new(&app.gate)
         .set_plan(&tokengate::Plan::new("pro", true, 1234))
         .await
         .unwrap();
     assert_eq!(app.bearer(&other).await.header("x-ratelimit-limit"), "1234");
-    app.gate
+    Manager::new(&app.gate)
         .set_plan(&tokengate::Plan::new("pro", false, 1234))
         .await
         .unwrap();
     assert_eq!(app.bearer(&other).await.body, FORBIDDEN);
-    app.gate
+    Manager::new(&app.gate)
         .set_plan(&tokengate::Plan::new("pro", true, 1000))
         .await
         .unwrap();
     assert_eq!(app.bearer(&other).await.status, 200);
 
     // Revocation.
-    app.gate
+    Manager::new(&app.gate)
         .revoke_token(&other[4..24].parse().unwrap())
         .await
         .unwrap();
@@ -358,13 +366,16 @@ async fn a_request_after_a_revocation_does_not_join_an_older_verification() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         match change {
             "revoke" => {
-                app.gate
+                Manager::new(&app.gate)
                     .revoke_token(&token[4..24].parse().unwrap())
                     .await
                     .unwrap();
             }
             _ => {
-                app.gate.set_account_plan("acct_1", "free").await.unwrap();
+                Manager::new(&app.gate)
+                    .set_account_plan("acct_1", "free")
+                    .await
+                    .unwrap();
             }
         }
         let late = app.bearer(&token).await;
@@ -411,7 +422,8 @@ async fn changes_made_by_another_process_arrive_through_the_change_feed() {
         .with_argon2_params(Argon2Params::insecure_fast_for_tests())
         .build()
         .unwrap();
-    cli.revoke_token(&token[4..24].parse().unwrap())
+    Manager::new(&cli)
+        .revoke_token(&token[4..24].parse().unwrap())
         .await
         .unwrap();
     // Still cached in this process until the feed is read...
@@ -436,10 +448,12 @@ async fn changes_made_by_another_process_arrive_through_the_change_feed() {
 #[tokio::test]
 async fn expired_tokens_stop_working_even_when_cached() {
     let app = tiny().await;
-    app.gate.set_account_plan("acct_1", "pro").await.unwrap();
-    let expires_at = app.gate.now() + time::Duration::seconds(2);
-    let created = app
-        .gate
+    Manager::new(&app.gate)
+        .set_account_plan("acct_1", "pro")
+        .await
+        .unwrap();
+    let expires_at = Manager::new(&app.gate).now() + time::Duration::seconds(2);
+    let created = Manager::new(&app.gate)
         .create_token("acct_1", "short-lived", Some(expires_at))
         .await
         .unwrap();
@@ -464,7 +478,8 @@ async fn concurrent_first_uses_verify_once() {
     let more: Vec<String> = futures_util::future::join_all((0..5).map(|i| {
         let gate = app.gate.clone();
         async move {
-            gate.create_token("acct_1", &format!("t{i}"), None)
+            Manager::new(&gate)
+                .create_token("acct_1", &format!("t{i}"), None)
                 .await
                 .unwrap()
                 .token
@@ -518,7 +533,7 @@ async fn with_the_feed_loaded_unknown_ids_cost_no_lookup_at_all() {
         .with_argon2_params(Argon2Params::insecure_fast_for_tests())
         .build()
         .unwrap();
-    let elsewhere = cli
+    let elsewhere = Manager::new(&cli)
         .create_token("acct_1", "from the CLI", None)
         .await
         .unwrap();
@@ -760,7 +775,10 @@ async fn a_plan_change_during_an_outage_is_503_not_the_old_plan() {
     let app = tiny().await;
     let token = app.token("acct_1", "pro").await;
     assert_eq!(app.bearer(&token).await.status, 200);
-    app.gate.set_account_plan("acct_1", "free").await.unwrap();
+    Manager::new(&app.gate)
+        .set_account_plan("acct_1", "free")
+        .await
+        .unwrap();
     app.store.fail(true);
     assert_eq!(app.bearer(&token).await.body, UNAVAILABLE);
     app.store.fail(false);
@@ -790,12 +808,12 @@ async fn last_use_is_batched_in_memory_and_flushed() {
     let token = app.token("acct_1", "pro").await;
     let id: TokenId = token[4..24].parse().unwrap();
     assert_eq!(app.bearer(&token).await.status, 200);
-    let stored = app.gate.token(&id).await.unwrap().unwrap();
+    let stored = Manager::new(&app.gate).token(&id).await.unwrap().unwrap();
     assert_eq!(stored.last_used_at, None, "the request path does not write");
     assert_eq!(app.gate.flush_last_use().await.unwrap(), 1);
-    let stored = app.gate.token(&id).await.unwrap().unwrap();
+    let stored = Manager::new(&app.gate).token(&id).await.unwrap().unwrap();
     let used = stored.last_used_at.expect("flushed");
-    assert!((app.gate.now() - used).whole_seconds().abs() <= 2);
+    assert!((Manager::new(&app.gate).now() - used).whole_seconds().abs() <= 2);
     // A failed flush keeps the batch for the next one.
     assert_eq!(app.bearer(&token).await.status, 200);
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -812,10 +830,12 @@ async fn last_use_is_batched_in_memory_and_flushed() {
 #[tokio::test]
 async fn a_stepped_wall_clock_moves_expiry_decisions_and_stored_times() {
     let app = tiny().await;
-    app.gate.set_account_plan("acct_1", "pro").await.unwrap();
-    let expires_at = app.gate.now() + time::Duration::hours(1);
-    let created = app
-        .gate
+    Manager::new(&app.gate)
+        .set_account_plan("acct_1", "pro")
+        .await
+        .unwrap();
+    let expires_at = Manager::new(&app.gate).now() + time::Duration::hours(1);
+    let created = Manager::new(&app.gate)
         .create_token("acct_1", "an hour", Some(expires_at))
         .await
         .unwrap();
@@ -828,8 +848,7 @@ async fn a_stepped_wall_clock_moves_expiry_decisions_and_stored_times() {
         &app.bearer(token).await,
         "expired by the stepped clock, though cached",
     );
-    let later = app
-        .gate
+    let later = Manager::new(&app.gate)
         .create_token("acct_1", "later", None)
         .await
         .unwrap();

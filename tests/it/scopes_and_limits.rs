@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::routing::get;
 use http::Request;
 use tokengate::{
-    Argon2Params, BuildError, ManageError, Plan, Principal, SqliteStore, TokenGate,
+    Argon2Params, BuildError, ManageError, Manager, Plan, Principal, SqliteStore, TokenGate,
     TokenGateBuilder, TokenSpec, TokenStore, require_scope,
 };
 use tokengate_testkit::{TestResponse, send};
@@ -72,7 +72,8 @@ async fn get_with(router: &Router, path: &str, token: &str) -> TestResponse {
 
 async fn token(gate: &TokenGate, account: &str, scopes: Option<&[&str]>) -> String {
     let spec = TokenSpec::new("t").scopes(scopes.map(|s| s.to_vec()));
-    gate.create_token_with(account, spec)
+    Manager::new(gate)
+        .create_token_with(account, spec)
         .await
         .unwrap()
         .token
@@ -83,7 +84,10 @@ async fn token(gate: &TokenGate, account: &str, scopes: Option<&[&str]>) -> Stri
 #[tokio::test]
 async fn a_missing_scope_is_the_exact_403_counted_and_with_rate_limit_headers() {
     let app = app_with(|b| b).await;
-    app.gate.set_account_plan("acct", "pro").await.unwrap();
+    Manager::new(&app.gate)
+        .set_account_plan("acct", "pro")
+        .await
+        .unwrap();
     let reader = token(&app.gate, "acct", Some(&["reports:read"])).await;
 
     let ok = get_with(&app.router, "/reports", &reader).await;
@@ -113,20 +117,21 @@ async fn a_missing_scope_is_the_exact_403_counted_and_with_rate_limit_headers() 
 #[tokio::test]
 async fn tokens_have_every_scope_by_default_and_keep_their_scopes_when_rotated() {
     let app = app_with(|b| b).await;
-    app.gate.set_account_plan("acct", "pro").await.unwrap();
+    Manager::new(&app.gate)
+        .set_account_plan("acct", "pro")
+        .await
+        .unwrap();
     let everything = token(&app.gate, "acct", None).await;
     let response = get_with(&app.router, "/reports/new", &everything).await;
     assert_eq!(response.status, 200);
     assert_eq!(response.body, "acct *");
 
-    let reader = app
-        .gate
+    let reader = Manager::new(&app.gate)
         .create_token_with("acct", TokenSpec::new("r").scopes(Some(["reports:read"])))
         .await
         .unwrap();
     assert_eq!(reader.record.scopes, ["reports:read"]);
-    let rotated = app
-        .gate
+    let rotated = Manager::new(&app.gate)
         .rotate_token(&reader.record.id, Duration::ZERO, None)
         .await
         .unwrap();
@@ -139,7 +144,10 @@ async fn tokens_have_every_scope_by_default_and_keep_their_scopes_when_rotated()
 #[tokio::test]
 async fn unknown_or_malformed_scopes_are_refused_by_name() {
     let app = app_with(|b| b).await;
-    app.gate.set_account_plan("acct", "pro").await.unwrap();
+    Manager::new(&app.gate)
+        .set_account_plan("acct", "pro")
+        .await
+        .unwrap();
     for (scopes, expected) in [
         (
             vec!["reports:delete"],
@@ -148,8 +156,7 @@ async fn unknown_or_malformed_scopes_are_refused_by_name() {
         (vec!["Reports"], "scope \"Reports\" is not a valid name"),
         (vec![], "scopes must not be empty"),
     ] {
-        let result = app
-            .gate
+        let result = Manager::new(&app.gate)
             .create_token_with("acct", TokenSpec::new("t").scopes(Some(scopes)))
             .await;
         match result {
@@ -173,8 +180,11 @@ async fn unknown_or_malformed_scopes_are_refused_by_name() {
 async fn the_account_ceiling_holds_across_tokens_under_concurrency() {
     let app = app_with(|b| b).await;
     let plan = Plan::new("shared", true, 10).with_account_requests_per_hour(Some(15));
-    app.gate.set_plan(&plan).await.unwrap();
-    app.gate.set_account_plan("acct", "shared").await.unwrap();
+    Manager::new(&app.gate).set_plan(&plan).await.unwrap();
+    Manager::new(&app.gate)
+        .set_account_plan("acct", "shared")
+        .await
+        .unwrap();
     let tokens = [
         token(&app.gate, "acct", None).await,
         token(&app.gate, "acct", None).await,
@@ -214,8 +224,11 @@ async fn the_account_ceiling_holds_across_tokens_under_concurrency() {
 async fn the_headers_describe_the_window_with_fewer_requests_left() {
     let app = app_with(|b| b).await;
     let plan = Plan::new("shared", true, 10).with_account_requests_per_hour(Some(4));
-    app.gate.set_plan(&plan).await.unwrap();
-    app.gate.set_account_plan("acct", "shared").await.unwrap();
+    Manager::new(&app.gate).set_plan(&plan).await.unwrap();
+    Manager::new(&app.gate)
+        .set_account_plan("acct", "shared")
+        .await
+        .unwrap();
     let (a, b) = (
         token(&app.gate, "acct", None).await,
         token(&app.gate, "acct", None).await,
@@ -244,7 +257,7 @@ async fn the_headers_describe_the_window_with_fewer_requests_left() {
             .clamp(1, 3660)
     );
     // The plan drops the ceiling: the token's own window is the one shown.
-    app.gate
+    Manager::new(&app.gate)
         .set_plan(&Plan::new("shared", true, 10))
         .await
         .unwrap();
@@ -262,14 +275,26 @@ async fn the_headers_describe_the_window_with_fewer_requests_left() {
 #[tokio::test]
 async fn the_token_cap_is_409_until_a_slot_is_freed_and_counts_tokens_in_grace() {
     let app = app_with(|b| b).await;
-    app.gate
+    Manager::new(&app.gate)
         .set_plan(&Plan::new("capped", true, 100).with_max_tokens(Some(2)))
         .await
         .unwrap();
-    app.gate.set_account_plan("acct", "capped").await.unwrap();
-    let first = app.gate.create_token("acct", "one", None).await.unwrap();
-    app.gate.create_token("acct", "two", None).await.unwrap();
-    match app.gate.create_token("acct", "three", None).await {
+    Manager::new(&app.gate)
+        .set_account_plan("acct", "capped")
+        .await
+        .unwrap();
+    let first = Manager::new(&app.gate)
+        .create_token("acct", "one", None)
+        .await
+        .unwrap();
+    Manager::new(&app.gate)
+        .create_token("acct", "two", None)
+        .await
+        .unwrap();
+    match Manager::new(&app.gate)
+        .create_token("acct", "three", None)
+        .await
+    {
         Err(ManageError::TooManyTokens { plan, max }) => {
             assert_eq!((plan.as_str(), max), ("capped", 2))
         }
@@ -279,26 +304,39 @@ async fn the_token_cap_is_409_until_a_slot_is_freed_and_counts_tokens_in_grace()
     // authenticating (the cap counts tokens in grace): refused. Without
     // grace it replaces one with one.
     assert!(matches!(
-        app.gate
+        Manager::new(&app.gate)
             .rotate_token(&first.record.id, Duration::from_secs(3600), None)
             .await,
         Err(ManageError::GraceOverTokenCap { max: 2, .. })
     ));
-    let rotated = app
-        .gate
+    let rotated = Manager::new(&app.gate)
         .rotate_token(&first.record.id, Duration::ZERO, None)
         .await
         .unwrap();
     assert!(matches!(
-        app.gate.create_token("acct", "three", None).await,
+        Manager::new(&app.gate)
+            .create_token("acct", "three", None)
+            .await,
         Err(ManageError::TooManyTokens { .. })
     ));
     // Revoking frees a slot.
-    app.gate.revoke_token(&rotated.record.id).await.unwrap();
-    app.gate.create_token("acct", "three", None).await.unwrap();
+    Manager::new(&app.gate)
+        .revoke_token(&rotated.record.id)
+        .await
+        .unwrap();
+    Manager::new(&app.gate)
+        .create_token("acct", "three", None)
+        .await
+        .unwrap();
     // Other accounts are not affected.
-    app.gate.set_account_plan("other", "capped").await.unwrap();
-    app.gate.create_token("other", "one", None).await.unwrap();
+    Manager::new(&app.gate)
+        .set_account_plan("other", "capped")
+        .await
+        .unwrap();
+    Manager::new(&app.gate)
+        .create_token("other", "one", None)
+        .await
+        .unwrap();
 }
 
 /// Two instances (two gates, each with its own Redis limiter) share one
@@ -325,10 +363,12 @@ async fn the_account_ceiling_holds_across_two_instances_with_redis() {
             .unwrap()
     };
     let (a, b) = (instance(store.clone()), instance(store));
-    a.set_plan(&Plan::new("shared", true, 10).with_account_requests_per_hour(Some(15)))
+    let manager = Manager::new(&a);
+    manager
+        .set_plan(&Plan::new("shared", true, 10).with_account_requests_per_hour(Some(15)))
         .await
         .unwrap();
-    a.set_account_plan("acct", "shared").await.unwrap();
+    manager.set_account_plan("acct", "shared").await.unwrap();
     let tokens = [token(&a, "acct", None).await, token(&a, "acct", None).await];
     let routers = [router(&a), router(&b)];
     for (router, token) in routers.iter().zip(&tokens) {
@@ -357,7 +397,8 @@ fn id_of(token: &str) -> tokengate::TokenId {
 }
 
 async fn rotate(gate: &TokenGate, token: &str, grace_secs: u64) -> Result<String, ManageError> {
-    gate.rotate_token(&id_of(token), Duration::from_secs(grace_secs), None)
+    Manager::new(gate)
+        .rotate_token(&id_of(token), Duration::from_secs(grace_secs), None)
         .await
         .map(|rotated| rotated.token.expose_secret().to_owned())
 }
@@ -372,8 +413,11 @@ async fn rotation_with_grace_never_beats_the_token_cap_or_the_window() {
     let app = app_with(|b| b).await;
     let gate = &app.gate;
     let plan = Plan::new("capped", true, 1000).with_max_tokens(Some(2));
-    gate.set_plan(&plan).await.unwrap();
-    gate.set_account_plan("acct", "capped").await.unwrap();
+    Manager::new(gate).set_plan(&plan).await.unwrap();
+    Manager::new(gate)
+        .set_account_plan("acct", "capped")
+        .await
+        .unwrap();
     let first = token(gate, "acct", None).await;
     let second = token(gate, "acct", None).await;
 
@@ -389,7 +433,8 @@ async fn rotation_with_grace_never_beats_the_token_cap_or_the_window() {
 
     // One more slot: rotations with grace go through, and each ends the
     // grace of the one before, so one lineage authenticates with two tokens.
-    gate.set_plan(&plan.clone().with_max_tokens(Some(3)))
+    Manager::new(gate)
+        .set_plan(&plan.clone().with_max_tokens(Some(3)))
         .await
         .unwrap();
     let mut lineage = vec![newest.clone()];
@@ -409,7 +454,9 @@ async fn rotation_with_grace_never_beats_the_token_cap_or_the_window() {
     );
     // ...and the cap sees all three: no new token, and no rotation with grace
     // of the token outside the lineage.
-    let refused = gate.create_token("acct", "fourth", None).await;
+    let refused = Manager::new(gate)
+        .create_token("acct", "fourth", None)
+        .await;
     assert!(
         matches!(refused, Err(ManageError::TooManyTokens { max: 3, .. })),
         "{refused:?}"
@@ -426,8 +473,14 @@ async fn rotation_with_grace_never_beats_the_token_cap_or_the_window() {
 async fn a_rotated_token_and_its_successor_share_one_window() {
     let app = app_with(|b| b).await;
     let gate = &app.gate;
-    gate.set_plan(&Plan::new("ten", true, 10)).await.unwrap();
-    gate.set_account_plan("acct", "ten").await.unwrap();
+    Manager::new(gate)
+        .set_plan(&Plan::new("ten", true, 10))
+        .await
+        .unwrap();
+    Manager::new(gate)
+        .set_account_plan("acct", "ten")
+        .await
+        .unwrap();
     let old = token(gate, "acct", None).await;
     for _ in 0..6 {
         assert_eq!(get_with(&app.router, "/open", &old).await.status, 200);
@@ -451,7 +504,7 @@ async fn a_rotated_token_and_its_successor_share_one_window() {
         let gate = gate.clone();
         let id = id_of(token);
         async move {
-            let hours = gate.token_usage(&id, 2).await.unwrap();
+            let hours = Manager::new(&gate).token_usage(&id, 2).await.unwrap();
             hours
                 .iter()
                 .map(|h| (h.admitted, h.limited))
@@ -489,8 +542,9 @@ async fn local_fallback_admissions_count_in_the_shared_window_once_redis_is_back
             .unwrap()
     };
     let (a, b) = (instance(store.clone()), instance(store));
-    a.set_plan(&Plan::new("ten", true, 10)).await.unwrap();
-    a.set_account_plan("acct", "ten").await.unwrap();
+    let manager = Manager::new(&a);
+    manager.set_plan(&Plan::new("ten", true, 10)).await.unwrap();
+    manager.set_account_plan("acct", "ten").await.unwrap();
     let token = token(&a, "acct", None).await;
     let (router_a, router_b) = (router(&a), router(&b));
     for _ in 0..3 {
@@ -538,7 +592,10 @@ async fn a_relayed_check_answers_what_the_layer_answers() {
         )
     }
     let app = app_with(|b| b).await;
-    app.gate.set_account_plan("acct", "pro").await.unwrap();
+    Manager::new(&app.gate)
+        .set_account_plan("acct", "pro")
+        .await
+        .unwrap();
     let reader = token(&app.gate, "acct", Some(&["reports:read"])).await;
     let mut headers = HeaderMap::new();
     headers.insert("authorization", format!("Bearer {reader}").parse().unwrap());

@@ -14,7 +14,7 @@ use axum::routing::get;
 use http::{HeaderName, Method, Request, StatusCode};
 use serde_json::{Value, json};
 use tokengate::http::{ProxyHeaderSignIn, SettingsConfig, TrustedProxies, settings_router};
-use tokengate::{Argon2Params, SqliteStore, TokenGate, TokenStore};
+use tokengate::{Argon2Params, Manager, SqliteStore, TokenGate, TokenStore};
 use tokengate_testkit::{FORBIDDEN, TestResponse, send};
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
@@ -55,9 +55,18 @@ async fn app_with(config: SettingsConfig) -> App {
     let api = Router::new()
         .route("/api/v1/me", get(|| async { "ok" }))
         .layer(gate.layer());
-    gate.set_account_plan("acct_a", "pro").await.unwrap();
-    gate.set_account_plan("acct_b", "pro").await.unwrap();
-    gate.set_account_plan("acct_free", "free").await.unwrap();
+    Manager::new(&gate)
+        .set_account_plan("acct_a", "pro")
+        .await
+        .unwrap();
+    Manager::new(&gate)
+        .set_account_plan("acct_b", "pro")
+        .await
+        .unwrap();
+    Manager::new(&gate)
+        .set_account_plan("acct_free", "free")
+        .await
+        .unwrap();
     App {
         gate,
         settings,
@@ -173,7 +182,7 @@ impl App {
     }
 
     async fn live_tokens(&self, account: &str) -> usize {
-        self.gate
+        Manager::new(&self.gate)
             .tokens(account)
             .await
             .unwrap()
@@ -312,7 +321,7 @@ async fn another_accounts_token_is_404_and_untouched() {
 
     let list = app.ok(Call::get("/tokens").by("acct_a"), 200).await;
     assert_eq!(list, json!([]));
-    let stored = app.gate.tokens("acct_b").await.unwrap();
+    let stored = Manager::new(&app.gate).tokens("acct_b").await.unwrap();
     assert_eq!(stored.len(), 1, "no rotation happened");
     assert_eq!(stored[0].revoked_at, None);
     assert_eq!(stored[0].revoked_reason, None);
@@ -346,7 +355,14 @@ async fn cross_site_state_changes_are_refused_and_change_nothing() {
         assert_eq!(response.body, CROSS_SITE);
         assert_eq!(response.header("content-security-policy"), CSP);
     }
-    assert_eq!(app.gate.tokens("acct_a").await.unwrap().len(), 1);
+    assert_eq!(
+        Manager::new(&app.gate)
+            .tokens("acct_a")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(app.live_tokens("acct_a").await, 1);
     assert_eq!(app.api_status(mine["token"].as_str().unwrap()).await, 200);
 
@@ -388,7 +404,14 @@ async fn state_changes_must_be_json() {
         assert_eq!(response.status, 415, "{}", response.body);
         assert_eq!(response.body, NOT_JSON);
     }
-    assert_eq!(app.gate.tokens("acct_a").await.unwrap().len(), 1);
+    assert_eq!(
+        Manager::new(&app.gate)
+            .tokens("acct_a")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(app.live_tokens("acct_a").await, 1);
     // With a charset parameter it is JSON.
     let charset = Call::post("/tokens", json!({"name": "ok"}))
@@ -529,7 +552,13 @@ async fn without_sign_in_the_api_is_401() {
         assert_eq!(response.status, 401, "{}", response.body);
         assert_eq!(response.body, NOT_SIGNED_IN);
     }
-    assert!(app.gate.tokens("acct_a").await.unwrap().is_empty());
+    assert!(
+        Manager::new(&app.gate)
+            .tokens("acct_a")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // The page itself holds no data: it loads and says to sign in again.
     assert_eq!(Call::get("").send(&app).await.status, 200);
 }
@@ -547,7 +576,13 @@ async fn a_sign_in_header_from_an_untrusted_peer_is_401() {
             assert_eq!(response.body, NOT_SIGNED_IN);
         }
     }
-    assert!(app.gate.tokens("acct_a").await.unwrap().is_empty());
+    assert!(
+        Manager::new(&app.gate)
+            .tokens("acct_a")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // From the proxy it works; but the header twice is ambiguous, so nobody.
     assert_eq!(
         Call::get("/account").by("acct_a").send(&app).await.status,
@@ -575,9 +610,12 @@ async fn a_plan_without_api_access_cannot_create_or_rotate() {
 
     // A token made while the account was on Pro cannot be rotated on Free,
     // but can still be revoked.
-    app.gate.set_account_plan("acct_free", "pro").await.unwrap();
+    Manager::new(&app.gate)
+        .set_account_plan("acct_free", "pro")
+        .await
+        .unwrap();
     let old = app.create("acct_free", "old").await;
-    app.gate
+    Manager::new(&app.gate)
         .set_account_plan("acct_free", "free")
         .await
         .unwrap();
@@ -590,7 +628,14 @@ async fn a_plan_without_api_access_cannot_create_or_rotate() {
         (rotate.status.as_u16(), rotate.body.as_str()),
         (403, FORBIDDEN)
     );
-    assert_eq!(app.gate.tokens("acct_free").await.unwrap().len(), 1);
+    assert_eq!(
+        Manager::new(&app.gate)
+            .tokens("acct_free")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     app.ok(Call::delete(&format!("/tokens/{id}")).by("acct_free"), 200)
         .await;
     assert_eq!(app.api_status(old["token"].as_str().unwrap()).await, 401);
@@ -657,7 +702,14 @@ async fn invalid_requests_are_400_and_create_nothing() {
         .await;
     assert_eq!(response.status, 400);
     assert!(!response.body.contains(token));
-    assert_eq!(app.gate.tokens("acct_a").await.unwrap().len(), 1);
+    assert_eq!(
+        Manager::new(&app.gate)
+            .tokens("acct_a")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(app.live_tokens("acct_a").await, 1);
 }
 
@@ -728,7 +780,7 @@ async fn openapi_documents_the_settings_routes() {
 #[tokio::test]
 async fn scopes_limits_and_recent_use_are_the_accounts() {
     let app = app().await;
-    app.gate
+    Manager::new(&app.gate)
         .set_plan(
             &tokengate::Plan::new("team", true, 2)
                 .with_account_requests_per_hour(Some(500))
@@ -736,7 +788,10 @@ async fn scopes_limits_and_recent_use_are_the_accounts() {
         )
         .await
         .unwrap();
-    app.gate.set_account_plan("acct_a", "team").await.unwrap();
+    Manager::new(&app.gate)
+        .set_account_plan("acct_a", "team")
+        .await
+        .unwrap();
     let account = app.ok(Call::get("/account").by("acct_a"), 200).await;
     assert_eq!(account["account_requests_per_hour"], 500);
     assert_eq!(account["max_tokens"], 2);
@@ -752,8 +807,7 @@ async fn scopes_limits_and_recent_use_are_the_accounts() {
         )
         .await;
     assert_eq!(reader["scopes"], json!(["reports:read"]));
-    let stored = app
-        .gate
+    let stored = Manager::new(&app.gate)
         .token(&reader["id"].as_str().unwrap().parse().unwrap())
         .await
         .unwrap()
@@ -794,7 +848,7 @@ async fn the_security_log_holds_the_accounts_own_events_by_its_user() {
     )
     .await;
     app.create("acct_b", "theirs").await;
-    app.gate
+    Manager::new(&app.gate)
         .create_token("acct_a", "by the app", None)
         .await
         .unwrap();

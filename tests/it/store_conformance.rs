@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
-use tokengate::{Argon2Params, ManageError, SqliteStore, TokenGate, TokenId, TokenStore};
+use tokengate::{Argon2Params, ManageError, Manager, SqliteStore, TokenGate, TokenId, TokenStore};
 use tokengate::{Change, FeedEntry};
 
 fn gate_on(store: Arc<dyn TokenStore>) -> TokenGate {
@@ -31,50 +31,63 @@ async fn conformance(store: Arc<dyn TokenStore>) {
     let latest_before = store.latest_change().await.unwrap();
 
     // Plans: seeded, upserted, listed by name.
-    let plans = gate.plans().await.unwrap();
+    let plans = Manager::new(&gate).plans().await.unwrap();
     let names: Vec<_> = plans.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["enterprise", "free", "pro"]);
     let pro = plans.iter().find(|p| p.name == "pro").unwrap();
     assert!(pro.api_access);
     assert_eq!(pro.requests_per_hour, 1000);
-    let team = gate
+    let team = Manager::new(&gate)
         .set_plan(&tokengate::Plan::new("team", true, 50))
         .await
         .unwrap();
-    assert!(gate.plans().await.unwrap().contains(&team));
+    assert!(Manager::new(&gate).plans().await.unwrap().contains(&team));
 
     // Accounts: an unknown plan is refused with a suggestion; plan changes recorded.
-    match gate.set_account_plan("acct", "Pro").await {
+    match Manager::new(&gate).set_account_plan("acct", "Pro").await {
         Err(ManageError::UnknownPlan { closest, .. }) => {
             assert_eq!(closest.as_deref(), Some("pro"))
         }
         other => panic!("{other:?}"),
     }
-    let account = gate.set_account_plan("acct", "pro").await.unwrap();
+    let account = Manager::new(&gate)
+        .set_account_plan("acct", "pro")
+        .await
+        .unwrap();
     assert_eq!(
         (account.id.as_str(), account.plan.as_str()),
         ("acct", "pro")
     );
-    gate.set_account_plan("acct", "pro").await.unwrap();
-    let moved = gate.set_account_plan("acct", "team").await.unwrap();
+    Manager::new(&gate)
+        .set_account_plan("acct", "pro")
+        .await
+        .unwrap();
+    let moved = Manager::new(&gate)
+        .set_account_plan("acct", "team")
+        .await
+        .unwrap();
     assert_eq!(moved.plan, "team");
     assert_eq!(moved.created_at, account.created_at);
 
     // Tokens: created with their hash and tag, listed oldest first.
     assert!(matches!(
-        gate.create_token("ghost", "x", None).await,
+        Manager::new(&gate).create_token("ghost", "x", None).await,
         Err(ManageError::UnknownAccount(_))
     ));
-    let first = gate.create_token("acct", "ci", None).await.unwrap().record;
-    let expiry = gate.now() + Duration::days(30);
-    let second = gate
+    let first = Manager::new(&gate)
+        .create_token("acct", "ci", None)
+        .await
+        .unwrap()
+        .record;
+    let expiry = Manager::new(&gate).now() + Duration::days(30);
+    let second = Manager::new(&gate)
         .create_token("acct", "deploy", Some(expiry))
         .await
         .unwrap()
         .record;
     assert_eq!(second.expires_at, Some(expiry));
     // Oldest first; created in the same second, they are in id order.
-    let listed = gate.tokens("acct").await.unwrap();
+    let listed = Manager::new(&gate).tokens("acct").await.unwrap();
     let mut expected = [first.id, second.id];
     if first.created_at == second.created_at {
         expected.sort_by_key(|id| id.to_string());
@@ -85,17 +98,17 @@ async fn conformance(store: Arc<dyn TokenStore>) {
     assert!(credential.secret_tag.is_some());
     assert_eq!(credential.plan.name, "team");
     assert!(matches!(
-        gate.tokens("nobody").await,
+        Manager::new(&gate).tokens("nobody").await,
         Err(ManageError::UnknownAccount(_))
     ));
 
     // Revocation is idempotent and keeps the first time.
-    let revoked = gate.revoke_token(&first.id).await.unwrap();
-    let again = gate.revoke_token(&first.id).await.unwrap();
+    let revoked = Manager::new(&gate).revoke_token(&first.id).await.unwrap();
+    let again = Manager::new(&gate).revoke_token(&first.id).await.unwrap();
     assert_eq!(again.revoked_at, revoked.revoked_at);
     assert_eq!(revoked.revoked_reason.as_deref(), Some("revoked"));
     assert!(matches!(
-        gate.revoke_token(&TokenId::random()).await,
+        Manager::new(&gate).revoke_token(&TokenId::random()).await,
         Err(ManageError::UnknownToken(_))
     ));
     let live: Vec<TokenId> = store
@@ -114,7 +127,7 @@ async fn conformance(store: Arc<dyn TokenStore>) {
         let t = OffsetDateTime::now_utc();
         t - Duration::nanoseconds(i64::from(t.nanosecond() % 1_000_000))
     };
-    let rotated = gate
+    let rotated = Manager::new(&gate)
         .rotate_token(&second.id, std::time::Duration::from_secs(3600), None)
         .await
         .unwrap();
@@ -125,7 +138,7 @@ async fn conformance(store: Arc<dyn TokenStore>) {
     assert_eq!(rotated.old.replaced_by, Some(rotated.record.id));
     assert_eq!(rotated.record.name, "deploy");
     assert_eq!(rotated.record.expires_at, Some(expiry));
-    match gate
+    match Manager::new(&gate)
         .rotate_token(&second.id, std::time::Duration::ZERO, None)
         .await
     {
@@ -134,18 +147,23 @@ async fn conformance(store: Arc<dyn TokenStore>) {
         }
         other => panic!("{other:?}"),
     }
-    let immediate = gate
+    let immediate = Manager::new(&gate)
         .rotate_token(&rotated.record.id, std::time::Duration::ZERO, None)
         .await
         .unwrap();
     assert!(immediate.old.revoked_at.is_some());
     assert_eq!(immediate.old.revoked_reason.as_deref(), Some("rotated"));
     // Rotating a token whose own predecessor is in grace ends that grace.
-    let ended = gate.token(&second.id).await.unwrap().unwrap();
+    let ended = Manager::new(&gate)
+        .token(&second.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(ended.revoked_at.is_some(), "{ended:?}");
     assert_eq!(ended.replaced_by, Some(rotated.record.id));
     assert!(matches!(
-        gate.rotate_token(&first.id, std::time::Duration::ZERO, None)
+        Manager::new(&gate)
+            .rotate_token(&first.id, std::time::Duration::ZERO, None)
             .await,
         Err(ManageError::TokenRevoked(_))
     ));
@@ -195,7 +213,11 @@ async fn conformance(store: Arc<dyn TokenStore>) {
         .record_last_used(&[(immediate.record.id, t - Duration::hours(1))])
         .await
         .unwrap();
-    let token = gate.token(&immediate.record.id).await.unwrap().unwrap();
+    let token = Manager::new(&gate)
+        .token(&immediate.record.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(token.last_used_at, Some(t));
     let tag = store
         .find_credential(&immediate.record.id)
@@ -224,30 +246,45 @@ async fn conformance(store: Arc<dyn TokenStore>) {
     let capped = tokengate::Plan::new("capped", true, 10)
         .with_account_requests_per_hour(Some(25))
         .with_max_tokens(Some(3));
-    gate.set_plan(&capped).await.unwrap();
-    assert!(gate.plans().await.unwrap().contains(&capped));
-    gate.set_account_plan("capped_acct", "capped")
+    Manager::new(&gate).set_plan(&capped).await.unwrap();
+    assert!(Manager::new(&gate).plans().await.unwrap().contains(&capped));
+    Manager::new(&gate)
+        .set_account_plan("capped_acct", "capped")
         .await
         .unwrap();
-    let soon = gate.now() + Duration::seconds(2);
-    gate.create_token("capped_acct", "a", None).await.unwrap();
-    gate.create_token("capped_acct", "b", Some(soon))
+    let soon = Manager::new(&gate).now() + Duration::seconds(2);
+    Manager::new(&gate)
+        .create_token("capped_acct", "a", None)
         .await
         .unwrap();
-    let c = gate.create_token("capped_acct", "c", None).await.unwrap();
+    Manager::new(&gate)
+        .create_token("capped_acct", "b", Some(soon))
+        .await
+        .unwrap();
+    let c = Manager::new(&gate)
+        .create_token("capped_acct", "c", None)
+        .await
+        .unwrap();
     assert!(matches!(
-        gate.create_token("capped_acct", "d", None).await,
+        Manager::new(&gate)
+            .create_token("capped_acct", "d", None)
+            .await,
         Err(ManageError::TooManyTokens { max: 3, .. })
     ));
     // The cap counts a token in its rotation grace: at the cap, a rotation
     // with grace is refused; once `b` has expired, there is room for it.
     let grace = std::time::Duration::from_secs(60);
     assert!(matches!(
-        gate.rotate_token(&c.record.id, grace, None).await,
+        Manager::new(&gate)
+            .rotate_token(&c.record.id, grace, None)
+            .await,
         Err(ManageError::GraceOverTokenCap { max: 3, .. })
     ));
     gate.step_wall_clock(Duration::seconds(3));
-    gate.rotate_token(&c.record.id, grace, None).await.unwrap();
+    Manager::new(&gate)
+        .rotate_token(&c.record.id, grace, None)
+        .await
+        .unwrap();
     let mut tx = store.begin_write().await.unwrap();
     let later = OffsetDateTime::now_utc() + Duration::seconds(3);
     assert_eq!(tx.count_live_tokens("capped_acct", later).await.unwrap(), 3);
@@ -269,7 +306,10 @@ async fn conformance(store: Arc<dyn TokenStore>) {
 /// feed row, no feed row without its token.
 async fn a_failed_transaction_leaves_nothing(store: Arc<dyn TokenStore>) {
     let gate = gate_on(Arc::clone(&store));
-    gate.set_account_plan("rollback", "pro").await.unwrap();
+    Manager::new(&gate)
+        .set_account_plan("rollback", "pro")
+        .await
+        .unwrap();
     let before = store.latest_change().await.unwrap();
     let mut tx = store.begin_write().await.unwrap();
     tx.record_change(&Change::Plan("pro".into()), OffsetDateTime::now_utc())
@@ -321,7 +361,10 @@ async fn postgres_feed_is_in_commit_order_under_concurrent_writers() {
     );
     store.migrate().await.unwrap();
     let gate = gate_on(Arc::clone(&store));
-    gate.set_account_plan("acct", "pro").await.unwrap();
+    Manager::new(&gate)
+        .set_account_plan("acct", "pro")
+        .await
+        .unwrap();
     // Writers race while a reader follows the feed with a cursor; the reader
     // must end up having seen every creation exactly once.
     let writers: Vec<_> = (0..8)
@@ -330,7 +373,7 @@ async fn postgres_feed_is_in_commit_order_under_concurrent_writers() {
             tokio::spawn(async move {
                 let mut ids = Vec::new();
                 for i in 0..25 {
-                    let created = gate
+                    let created = Manager::new(&gate)
                         .create_token("acct", &format!("w{w}-{i}"), None)
                         .await
                         .unwrap();

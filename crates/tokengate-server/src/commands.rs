@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokengate::http::AdminAuth;
 use tokengate::{
-    Actor, AuditQuery, ManageError, Management, Plan, PlanUpdate, TokenGate, TokenId, TokenRecord,
-    TokenSpec, TokenStore,
+    Actor, AuditQuery, ManageError, Management, Manager, Plan, PlanUpdate, TokenGate, TokenId,
+    TokenRecord, TokenSpec, TokenStore,
 };
 
 use crate::cli::{AccountCommand, AdminTokenCommand, Command, PlanCommand, TokenCommand};
@@ -120,7 +120,8 @@ pub(crate) async fn run_management(
     let mut out = std::io::stdout().lock();
     let describe = |e: ManageError| describe(e, database);
     // Changes are recorded in the audit log as made by `cli`.
-    let acting = gate.acting_as(Actor::new("cli"));
+    let manager = Manager::new(&gate);
+    let acting = manager.acting_as(Actor::new("cli"));
     // `-v` names the database before anything else; a change names it
     // first among its confirmations either way (a failure's one line names
     // it where it matters), so no change is made unseen in the wrong one.
@@ -153,7 +154,7 @@ pub(crate) async fn run_management(
             } else {
                 max_tokens.map(Some)
             };
-            let exists = gate
+            let exists = manager
                 .plans()
                 .await
                 .map_err(describe)?
@@ -213,7 +214,7 @@ pub(crate) async fn run_management(
                 before: None,
                 limit,
             };
-            let events = gate.audit_events(&query).await.map_err(describe)?;
+            let events = manager.audit_events(&query).await.map_err(describe)?;
             if json {
                 for event in &events {
                     let line = serde_json::to_string(event).map_err(|e| e.to_string())?;
@@ -247,7 +248,7 @@ pub(crate) async fn run_management(
             }
         }
         Command::Plan(PlanCommand::List) => {
-            let plans = gate.plans().await.map_err(describe)?;
+            let plans = manager.plans().await.map_err(describe)?;
             let _ = writeln!(
                 out,
                 "{:<16} {:<5} {:>15} {:>23} {:>10}",
@@ -275,7 +276,7 @@ pub(crate) async fn run_management(
             eprintln!("account {}: plan {}", account.id, account.plan);
         }
         Command::Account(AccountCommand::Show { account_id }) => {
-            let account = gate
+            let account = manager
                 .account(&account_id)
                 .await
                 .map_err(describe)?
@@ -310,8 +311,8 @@ pub(crate) async fn run_management(
             );
         }
         Command::Token(TokenCommand::List { account_id }) => {
-            let tokens = gate.tokens(&account_id).await.map_err(describe)?;
-            let now = gate.now();
+            let tokens = manager.tokens(&account_id).await.map_err(describe)?;
+            let now = manager.now();
             let _ = writeln!(
                 out,
                 "{:<20}  {:<24}  {:<4}  {:<20}  {:<20}  {:<20}  STATUS",
@@ -338,7 +339,7 @@ pub(crate) async fn run_management(
         }
         Command::Token(TokenCommand::Show { token_id }) => {
             let id = parse_token_id(&token_id)?;
-            let token = gate
+            let token = manager
                 .token(&id)
                 .await
                 .map_err(describe)?
@@ -351,7 +352,7 @@ pub(crate) async fn run_management(
                 token.name,
                 token.hint,
                 token.scopes.join(" "),
-                status(&token, gate.now()),
+                status(&token, manager.now()),
                 rfc3339(Some(token.created_at)),
                 rfc3339(token.last_used_at),
                 rfc3339(token.expires_at),

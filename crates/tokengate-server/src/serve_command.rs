@@ -12,8 +12,8 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use tokengate::TokenStore;
 use tokengate::http::{AdminAuth, AdminTokenOrigin};
+use tokengate::{Manager, TokenStore};
 use tokengate_server::serve::{
     RESERVED_FILES, ServeConfig, default_max_connections, raise_open_file_limit,
 };
@@ -288,12 +288,14 @@ fn log_rate_limiter(args: &ServeArgs) {
 /// `--settings-demo-user`'s account: created on the `pro` plan if missing,
 /// so the page works at once.
 async fn demo_account(gate: &tokengate::TokenGate, account: &str) -> Result<(), String> {
-    let existing = gate
+    let manager = Manager::new(gate);
+    let existing = manager
         .account(account)
         .await
         .map_err(|e| format!("--settings-demo-user: {e}"))?;
     if existing.is_none() {
-        gate.acting_as(tokengate::Actor::new("cli"))
+        manager
+            .acting_as(tokengate::Actor::new("cli"))
             .set_account_plan(account, "pro")
             .await
             .map_err(|e| format!("--settings-demo-user {account:?}: {e}"))?;

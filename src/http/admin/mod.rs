@@ -41,6 +41,7 @@ use super::openapi::{
 use super::origin::RequestOrigin;
 use crate::bearer::bearer_token;
 use crate::gate::TokenGate;
+use crate::manage::Manager;
 use crate::manage::{ManageError, PlanUpdate};
 use crate::store::{Account, Plan};
 
@@ -63,13 +64,18 @@ use tokens::{
 #[derive(Clone, Debug)]
 pub(crate) struct AdminState {
     gate: TokenGate,
+    manager: Manager,
     auth: Arc<AdminAuth>,
 }
 
 /// The admin routes (under `/admin`), guarded by `auth`, and their OpenAPI
 /// description (merge it into your document).
 pub fn admin_router(gate: TokenGate, auth: Arc<AdminAuth>) -> (Router, OpenApi) {
-    let state = AdminState { gate, auth };
+    let state = AdminState {
+        manager: Manager::new(&gate),
+        gate,
+        auth,
+    };
     let (router, document) =
         OpenApiRouter::<AdminState>::with_openapi(super::openapi::shared_components())
             .routes(or_405(routes!(list_scopes)))
@@ -211,7 +217,7 @@ async fn list_scopes(State(state): State<AdminState>) -> Response {
     )
 )]
 async fn list_plans(State(state): State<AdminState>) -> Result<Response, ApiError> {
-    let plans: Vec<Plan> = state.gate.plans().await?;
+    let plans: Vec<Plan> = state.manager.plans().await?;
     Ok(success_response(StatusCode::OK, &plans))
 }
 
@@ -245,7 +251,7 @@ async fn put_plan(
         .with_account_requests_per_hour(body.account_requests_per_hour)
         .with_max_tokens(body.max_tokens);
     let plan = state
-        .gate
+        .manager
         .acting_as(origin.actor("admin"))
         .set_plan(&plan)
         .await?;
@@ -294,7 +300,7 @@ async fn patch_plan(
         update = update.max_tokens(max_tokens);
     }
     let plan = state
-        .gate
+        .manager
         .acting_as(origin.actor("admin"))
         .update_plan(&name, &update)
         .await
@@ -333,7 +339,7 @@ async fn put_account(
     JsonBody(body): JsonBody<AccountBody>,
 ) -> Result<Response, ApiError> {
     let account: Account = state
-        .gate
+        .manager
         .acting_as(origin.actor("admin"))
         .set_account_plan(&account_id, &body.plan)
         .await?;
@@ -360,7 +366,7 @@ async fn get_account(
     PathParam(account_id): PathParam,
 ) -> Result<Response, ApiError> {
     let account = state
-        .gate
+        .manager
         .account(&account_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(account_not_found(&account_id)))?;

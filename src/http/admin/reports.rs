@@ -81,10 +81,10 @@ pub(crate) fn audit_query(
 
 /// One page of events for `query`, with the cursor of the next.
 pub(crate) async fn audit_page(
-    gate: &crate::TokenGate,
+    manager: &crate::manage::Manager,
     query: &AuditQuery,
 ) -> Result<AuditPage, ApiError> {
-    let events = gate.audit_events(query).await?;
+    let events = manager.audit_events(query).await?;
     let next = (events.len() == query.limit as usize)
         .then(|| events.last().map(|event| event.id.to_string()))
         .flatten();
@@ -124,7 +124,7 @@ pub(super) async fn audit(
     )?;
     Ok(success_response(
         StatusCode::OK,
-        &audit_page(&state.gate, &query).await?,
+        &audit_page(&state.manager, &query).await?,
     ))
 }
 
@@ -188,7 +188,7 @@ pub(super) async fn report_leaks(
             "at most {MAX_LEAKS_PER_REQUEST} tokens per report"
         )));
     }
-    let management = state.gate.acting_as(origin.actor("admin"));
+    let management = state.manager.acting_as(origin.actor("admin"));
     let mut results = Vec::with_capacity(body.tokens.len());
     for token in &body.tokens {
         let report = LeakReport {

@@ -17,6 +17,7 @@ use crate::http::openapi::{
     ServiceUnavailable, TokenCapReached,
 };
 use crate::http::origin::RequestOrigin;
+use crate::manage::Manager;
 use crate::manage::{CreatedToken, RotatedToken, TokenSpec};
 use crate::store::{TokenRecord, UsageHour};
 use crate::token::TokenId;
@@ -135,11 +136,11 @@ pub(crate) struct TokenView {
 
 /// Views of `tokens`, with one query for their recent use.
 pub(crate) async fn views(
-    gate: &TokenGate,
+    manager: &Manager,
     tokens: Vec<TokenRecord>,
 ) -> Result<Vec<TokenView>, ApiError> {
     let ids: Vec<TokenId> = tokens.iter().map(|t| t.id).collect();
-    let totals = gate.requests_24h(&ids).await?;
+    let totals = manager.requests_24h(&ids).await?;
     Ok(tokens
         .into_iter()
         .map(|record| TokenView {
@@ -181,7 +182,7 @@ pub(super) async fn create_token(
         .expires_at(body.expires_at)
         .scopes(body.scopes);
     let CreatedToken { record, token } = state
-        .gate
+        .manager
         .acting_as(origin.actor("admin"))
         .create_token_with(&account_id, spec)
         .await?;
@@ -208,10 +209,10 @@ pub(super) async fn list_tokens(
     State(state): State<AdminState>,
     PathParam(account_id): PathParam,
 ) -> Result<Response, ApiError> {
-    let tokens = state.gate.tokens(&account_id).await?;
+    let tokens = state.manager.tokens(&account_id).await?;
     Ok(success_response(
         StatusCode::OK,
-        &views(&state.gate, tokens).await?,
+        &views(&state.manager, tokens).await?,
     ))
 }
 
@@ -236,11 +237,11 @@ pub(super) async fn get_token(
 ) -> Result<Response, ApiError> {
     let id = parse_token_id(&state.gate, &token_id)?;
     let token = state
-        .gate
+        .manager
         .token(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound("Token not found".into()))?;
-    let view = views(&state.gate, vec![token]).await?.remove(0);
+    let view = views(&state.manager, vec![token]).await?.remove(0);
     Ok(success_response(StatusCode::OK, &view))
 }
 
@@ -269,7 +270,7 @@ pub(super) async fn revoke_token(
 ) -> Result<Response, ApiError> {
     let id = parse_token_id(&state.gate, &token_id)?;
     let token = state
-        .gate
+        .manager
         .acting_as(origin.actor("admin"))
         .revoke_token(&id)
         .await?;
@@ -311,7 +312,7 @@ pub(super) async fn rotate_token(
 ) -> Result<Response, ApiError> {
     let id = parse_token_id(&state.gate, &token_id)?;
     let RotatedToken { old, record, token } = state
-        .gate
+        .manager
         .acting_as(origin.actor("admin"))
         .rotate_token(
             &id,
@@ -372,11 +373,11 @@ pub(super) async fn token_usage(
     let Query(query) =
         query.map_err(|e| ApiError::BadRequest(format!("Invalid query: {}", e.body_text())))?;
     let id = parse_token_id(&state.gate, &token_id)?;
-    if state.gate.token(&id).await?.is_none() {
+    if state.manager.token(&id).await?.is_none() {
         return Err(ApiError::NotFound("Token not found".into()));
     }
     let hours = state
-        .gate
+        .manager
         .token_usage(&id, query.hours.unwrap_or(24))
         .await?;
     Ok(success_response(

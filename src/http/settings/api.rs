@@ -33,8 +33,8 @@ use crate::http::openapi::{
 };
 use crate::http::origin::RequestOrigin;
 use crate::manage::{
-    Actor, CreatedToken, ManageError, Management, RotatedToken, TokenSpec, counts_against_the_cap,
-    validate_account_id,
+    Actor, CreatedToken, ManageError, Management, Manager, RotatedToken, TokenSpec,
+    counts_against_the_cap, validate_account_id,
 };
 use crate::store::TokenRecord;
 
@@ -42,6 +42,7 @@ use crate::store::TokenRecord;
 #[derive(Clone)]
 pub(super) struct SettingsState {
     pub(super) gate: TokenGate,
+    pub(super) manager: Manager,
     pub(super) sign_in: Arc<dyn DynSignIn>,
     /// Whose `X-Forwarded-For` names the client, for the security log.
     pub(super) trusted_proxies: Arc<TrustedProxies>,
@@ -54,8 +55,8 @@ pub(super) struct SignedIn(String, Actor);
 
 impl SignedIn {
     /// Changes made by the signed-in user, named in the audit log.
-    fn manage<'g>(&self, gate: &'g TokenGate) -> Management<'g> {
-        gate.acting_as(self.1.clone())
+    fn manage<'m>(&self, manager: &'m Manager) -> Management<'m> {
+        manager.acting_as(self.1.clone())
     }
 }
 
@@ -114,8 +115,8 @@ impl FromRequestParts<SettingsState> for SignedIn {
 // ---------------------------------------------------------------- handlers
 
 /// The account's tokens; none for an account tokengate does not know.
-async fn tokens_of(gate: &TokenGate, account_id: &str) -> Result<Vec<TokenRecord>, ApiError> {
-    match gate.tokens(account_id).await {
+async fn tokens_of(manager: &Manager, account_id: &str) -> Result<Vec<TokenRecord>, ApiError> {
+    match manager.tokens(account_id).await {
         Ok(tokens) => Ok(tokens),
         Err(crate::manage::ManageError::UnknownAccount(_)) => Ok(Vec::new()),
         Err(e) => Err(e.into()),
@@ -123,9 +124,14 @@ async fn tokens_of(gate: &TokenGate, account_id: &str) -> Result<Vec<TokenRecord
 }
 
 /// The account's token `id`; another account's token is "not found", like an unknown one.
-async fn own_token(gate: &TokenGate, account_id: &str, id: &str) -> Result<TokenRecord, ApiError> {
+async fn own_token(
+    gate: &TokenGate,
+    manager: &Manager,
+    account_id: &str,
+    id: &str,
+) -> Result<TokenRecord, ApiError> {
     let id = parse_token_id(gate, id)?;
-    match gate.token(&id).await? {
+    match manager.token(&id).await? {
         Some(token) if token.account_id == account_id => Ok(token),
         _ => Err(ApiError::NotFound("Token not found".into())),
     }
@@ -146,15 +152,15 @@ pub(super) async fn get_account(
     State(state): State<SettingsState>,
     SignedIn(account_id, _): SignedIn,
 ) -> Result<Response, ApiError> {
-    let account = state.gate.account(&account_id).await?;
+    let account = state.manager.account(&account_id).await?;
     let plan = match &account {
-        Some(account) => (state.gate.plans().await?)
+        Some(account) => (state.manager.plans().await?)
             .into_iter()
             .find(|plan| plan.name == account.plan),
         None => None,
     };
-    let now = state.gate.now();
-    let live_tokens = tokens_of(&state.gate, &account_id)
+    let now = state.manager.now();
+    let live_tokens = tokens_of(&state.manager, &account_id)
         .await?
         .iter()
         .filter(|token| counts_against_the_cap(token, now))
@@ -194,9 +200,9 @@ pub(super) async fn list_tokens(
     State(state): State<SettingsState>,
     SignedIn(account_id, _): SignedIn,
 ) -> Result<Response, ApiError> {
-    let records = tokens_of(&state.gate, &account_id).await?;
+    let records = tokens_of(&state.manager, &account_id).await?;
     let ids: Vec<_> = records.iter().map(|token| token.id).collect();
-    let totals = state.gate.requests_24h(&ids).await?;
+    let totals = state.manager.requests_24h(&ids).await?;
     let tokens: Vec<SettingsToken> = records
         .into_iter()
         .map(|record| {
@@ -237,12 +243,12 @@ pub(super) async fn create_token(
     JsonBody(body): JsonBody<SettingsCreateBody>,
 ) -> Result<Response, ApiError> {
     let account_id = &signed_in.0;
-    let expires_at = body.expiry(state.gate.now())?;
+    let expires_at = body.expiry(state.manager.now())?;
     let spec = TokenSpec::new(body.name)
         .expires_at(expires_at)
         .scopes(body.scopes);
     let CreatedToken { record, token } = signed_in
-        .manage(&state.gate)
+        .manage(&state.manager)
         .create_token_with(account_id, spec)
         .await
         .map_err(|e| match e {
@@ -280,9 +286,9 @@ pub(super) async fn revoke_token(
     signed_in: SignedIn,
     PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
-    let token = own_token(&state.gate, &signed_in.0, &id).await?;
+    let token = own_token(&state.gate, &state.manager, &signed_in.0, &id).await?;
     let revoked = signed_in
-        .manage(&state.gate)
+        .manage(&state.manager)
         .revoke_token(&token.id)
         .await?;
     Ok(success_response(
@@ -321,10 +327,10 @@ pub(super) async fn rotate_token(
     JsonBody(body): JsonBody<SettingsRotateBody>,
 ) -> Result<Response, ApiError> {
     let account_id = &signed_in.0;
-    let token = own_token(&state.gate, account_id, &id).await?;
+    let token = own_token(&state.gate, &state.manager, account_id, &id).await?;
     let grace = Duration::from_secs(body.grace_seconds.unwrap_or(0));
     let RotatedToken { old, record, token } = signed_in
-        .manage(&state.gate)
+        .manage(&state.manager)
         .rotate_token(&token.id, grace, body.expires_at)
         .await?;
     let view = SettingsNewToken::new(record, &token, Some(old));
@@ -376,6 +382,6 @@ pub(super) async fn security_log(
     )?;
     Ok(success_response(
         StatusCode::OK,
-        &audit_page(&state.gate, &query).await?,
+        &audit_page(&state.manager, &query).await?,
     ))
 }

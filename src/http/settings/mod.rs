@@ -36,6 +36,7 @@ use self::api::SettingsState;
 use self::page::{Asset, Page};
 use super::envelope::{ApiError, error_response};
 use crate::gate::TokenGate;
+use crate::manage::Manager;
 
 /// Where the settings routes are mounted unless configured otherwise.
 pub(crate) const DEFAULT_SETTINGS_PREFIX: &str = "/settings/api-tokens";
@@ -283,6 +284,7 @@ pub fn settings_router<A: SignIn>(
     config: SettingsConfig,
 ) -> (Router, OpenApi) {
     let state = SettingsState {
+        manager: Manager::new(&gate),
         gate,
         sign_in: Arc::new(sign_in),
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),

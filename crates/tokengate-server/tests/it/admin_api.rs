@@ -3,6 +3,7 @@
 use crate::support::{ADMIN_TOKEN, TestApp, UNAUTHORIZED};
 use http::Method;
 use serde_json::Value;
+use tokengate::Manager;
 
 const TOKEN_FIELDS: [&str; 12] = [
     "id",
@@ -342,7 +343,10 @@ async fn account_errors() {
 #[tokio::test]
 async fn token_creation_shows_the_token_once() {
     let app = TestApp::new().await;
-    app.gate.set_account_plan("acct_1", "pro").await.unwrap();
+    Manager::new(&app.gate)
+        .set_account_plan("acct_1", "pro")
+        .await
+        .unwrap();
     let response = create(&app, "acct_1", r#"{"name": "CI"}"#).await;
     assert_eq!(response.status, 201, "{}", response.body);
     let data = response.json()["data"].clone();
@@ -384,7 +388,10 @@ async fn token_creation_shows_the_token_once() {
 #[tokio::test]
 async fn token_creation_validates_input() {
     let app = TestApp::new().await;
-    app.gate.set_account_plan("acct_1", "pro").await.unwrap();
+    Manager::new(&app.gate)
+        .set_account_plan("acct_1", "pro")
+        .await
+        .unwrap();
     create(&app, "nobody", r#"{"name": "CI"}"#)
         .await
         .assert_error(404, &account_not_found("nobody"));
@@ -567,7 +574,7 @@ async fn rotation_errors() {
     app.admin(Method::POST, &path, Some(r#"{"grace_seconds": 2592001}"#))
         .await
         .assert_error(400, "grace_seconds must be at most 2592000 (30 days)");
-    app.gate
+    Manager::new(&app.gate)
         .revoke_token(&token[4..24].parse().unwrap())
         .await
         .unwrap();
@@ -581,7 +588,10 @@ async fn rotation_errors() {
 #[tokio::test]
 async fn rotation_keeps_the_expiry_and_refuses_expired_or_rotated_tokens() {
     let app = TestApp::new().await;
-    app.gate.set_account_plan("acct_1", "pro").await.unwrap();
+    Manager::new(&app.gate)
+        .set_account_plan("acct_1", "pro")
+        .await
+        .unwrap();
     let response = create(
         &app,
         "acct_1",
@@ -645,7 +655,10 @@ async fn rotation_keeps_the_expiry_and_refuses_expired_or_rotated_tokens() {
 #[tokio::test]
 async fn oversized_bodies_and_unknown_routes_get_the_envelope() {
     let app = TestApp::new().await;
-    app.gate.set_account_plan("acct_1", "pro").await.unwrap();
+    Manager::new(&app.gate)
+        .set_account_plan("acct_1", "pro")
+        .await
+        .unwrap();
     let big = format!(r#"{{"name": "{}"}}"#, "x".repeat(2 * 1024 * 1024));
     create(&app, "acct_1", &big)
         .await
@@ -852,7 +865,9 @@ async fn plans_without_api_access_get_no_tokens_through_the_admin_api_or_the_lib
         (rotate.status.as_u16(), rotate.body.as_str()),
         (403, crate::support::FORBIDDEN)
     );
-    let refused = app.gate.create_token("acct_free", "CI", None).await;
+    let refused = Manager::new(&app.gate)
+        .create_token("acct_free", "CI", None)
+        .await;
     assert!(
         matches!(&refused, Err(tokengate::ManageError::NoApiAccess { plan }) if plan == "free"),
         "{refused:?}"
@@ -871,7 +886,10 @@ async fn plans_without_api_access_get_no_tokens_through_the_admin_api_or_the_lib
         .await;
     assert_eq!(revoke.status, 200, "{}", revoke.body);
     // Back on a plan with access, tokens are made again.
-    app.gate.set_account_plan("acct_free", "pro").await.unwrap();
+    Manager::new(&app.gate)
+        .set_account_plan("acct_free", "pro")
+        .await
+        .unwrap();
     assert_eq!(
         create(&app, "acct_free", r#"{"name": "CI"}"#).await.status,
         201

@@ -11,6 +11,7 @@ use p256::pkcs8::{EncodePublicKey, LineEnding};
 use rand_core::OsRng;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tokengate::Manager;
 use tokengate::http::{AdminAuth, GithubKeys};
 use tokengate_server::server::{AppState, app};
 
@@ -226,11 +227,13 @@ async fn without_keys_the_route_does_not_exist() {
 #[tokio::test]
 async fn a_thousand_matches_in_one_report() {
     let (app, key) = app_with_github_key().await;
-    app.gate.set_account_plan("acme", "pro").await.unwrap();
+    Manager::new(&app.gate)
+        .set_account_plan("acme", "pro")
+        .await
+        .unwrap();
     let mut live = Vec::new();
     for i in 0..200 {
-        let created = app
-            .gate
+        let created = Manager::new(&app.gate)
             .create_token("acme", &format!("t{i}"), None)
             .await
             .unwrap();

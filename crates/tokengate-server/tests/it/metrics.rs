@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus/OpenMetrics text that counts what the gate did.
 
 use std::collections::BTreeMap;
+use tokengate::Manager;
 
 use crate::support::TestApp;
 use http::Method;
@@ -100,7 +101,7 @@ async fn metrics_are_openmetrics_text_and_count_every_outcome() {
     assert_eq!(app.api(&free).await.status, 403);
 
     // rate limited: a plan of one request per hour.
-    app.gate
+    Manager::new(&app.gate)
         .set_plan(&tokengate::Plan::new("tiny", true, 1))
         .await
         .unwrap();

@@ -1,6 +1,7 @@
 //! The hourly limit through the whole server app: headers, 429, atomicity.
 
 use std::collections::HashSet;
+use tokengate::Manager;
 
 use crate::support::TestApp;
 use http::Method;
@@ -95,13 +96,12 @@ async fn enterprise_limit_is_10000_and_plan_edits_apply_to_the_next_request() {
 #[tokio::test]
 async fn tokens_of_one_account_have_separate_windows() {
     let app = TestApp::new().await;
-    app.gate
+    Manager::new(&app.gate)
         .set_plan(&tokengate::Plan::new("tiny", true, 1))
         .await
         .unwrap();
     let a = app.token_for("acct_1", "tiny").await;
-    let b = app
-        .gate
+    let b = Manager::new(&app.gate)
         .create_token("acct_1", "second", None)
         .await
         .unwrap()

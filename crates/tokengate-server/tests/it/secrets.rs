@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::support::TestApp;
 use tokengate::TokenId;
 use tokengate::http::AdminAuth;
-use tokengate::{CredentialStore, NewToken, TokenStore};
+use tokengate::{CredentialStore, Manager, NewToken, TokenStore};
 
 fn assert_redacted(shown: &str, secrets: &[&str]) {
     for secret in secrets {
@@ -18,8 +18,14 @@ fn assert_redacted(shown: &str, secrets: &[&str]) {
 #[tokio::test]
 async fn debug_output_never_contains_secrets_or_hashes() {
     let app = TestApp::new().await;
-    app.gate.set_account_plan("acct", "pro").await.unwrap();
-    let created = app.gate.create_token("acct", "CI", None).await.unwrap();
+    Manager::new(&app.gate)
+        .set_account_plan("acct", "pro")
+        .await
+        .unwrap();
+    let created = Manager::new(&app.gate)
+        .create_token("acct", "CI", None)
+        .await
+        .unwrap();
     let token = created.token.expose_secret().to_owned();
     let secret_part = token[24..68].to_owned();
     let id: TokenId = token[4..24].parse().unwrap();
@@ -33,8 +39,7 @@ async fn debug_output_never_contains_secrets_or_hashes() {
         hash_tail,
     ];
 
-    let rotated = app
-        .gate
+    let rotated = Manager::new(&app.gate)
         .rotate_token(&id, std::time::Duration::from_secs(60), None)
         .await
         .unwrap();
@@ -47,7 +52,7 @@ async fn debug_output_never_contains_secrets_or_hashes() {
         secret_hash: hash.clone(),
         secret_tag: credential.secret_tag.unwrap(),
         hint: "abcd".into(),
-        created_at: app.gate.now(),
+        created_at: Manager::new(&app.gate).now(),
         expires_at: None,
         scopes: vec!["*".into()],
         window_id: None,

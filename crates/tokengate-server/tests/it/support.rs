@@ -9,7 +9,7 @@ use http::{Method, Request};
 use serde_json::json;
 use tempfile::TempDir;
 use tokengate::http::AdminAuth;
-use tokengate::{Argon2Params, SqliteStore, TokenGate, TokenGateBuilder, TokenStore};
+use tokengate::{Argon2Params, Manager, SqliteStore, TokenGate, TokenGateBuilder, TokenStore};
 use tokengate_server::server::{AppState, app};
 pub use tokengate_testkit::{FORBIDDEN, FlakyStore, TestResponse, UNAUTHORIZED, UNAVAILABLE, send};
 
@@ -93,16 +93,21 @@ impl TestApp {
     pub async fn token_for(&self, account: &str, plan: &str) -> String {
         // Tokens are made on a plan with API access; then the account
         // moves to `plan` (it may have none: its tokens then get the 403).
-        self.gate.set_account_plan(account, "pro").await.unwrap();
-        let token = self
-            .gate
+        Manager::new(&self.gate)
+            .set_account_plan(account, "pro")
+            .await
+            .unwrap();
+        let token = Manager::new(&self.gate)
             .create_token(account, "test", None)
             .await
             .unwrap()
             .token
             .expose_secret()
             .to_owned();
-        self.gate.set_account_plan(account, plan).await.unwrap();
+        Manager::new(&self.gate)
+            .set_account_plan(account, plan)
+            .await
+            .unwrap();
         token
     }
 }

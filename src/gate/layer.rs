@@ -46,8 +46,8 @@ use http::Request;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+use super::{Quick, TokenGate};
 use crate::bearer::single_authorization;
-use crate::gate::{Quick, TokenGate};
 use crate::limit::Decision;
 use crate::metrics::Outcome;
 use crate::principal::Principal;
