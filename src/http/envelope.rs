@@ -373,4 +373,35 @@ mod tests {
             assert_eq!(e.status_code(), StatusCode::BAD_REQUEST, "{e}");
         }
     }
+
+    /// The contract's fixed bodies (`response.rs`) are what the envelope's
+    /// serializer writes for them.
+    #[test]
+    fn contract_bodies_are_envelopes_to_the_byte() {
+        for (body, message) in [
+            (
+                crate::response::UNAUTHORIZED_BODY,
+                "Invalid or missing API token",
+            ),
+            (
+                crate::response::FORBIDDEN_BODY,
+                crate::response::NO_API_ACCESS_MESSAGE,
+            ),
+            (
+                crate::response::UNAVAILABLE_BODY,
+                "Service temporarily unavailable",
+            ),
+            (
+                crate::response::rate_limited_body(7).as_str(),
+                "Rate limit exceeded. Try again in 7 seconds.",
+            ),
+        ] {
+            let envelope = ErrorEnvelope {
+                success: false,
+                error: message.to_owned(),
+            };
+            let written = to_json(&envelope).unwrap();
+            assert_eq!(std::str::from_utf8(&written).unwrap(), body);
+        }
+    }
 }

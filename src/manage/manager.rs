@@ -181,6 +181,11 @@ impl Manager {
         Ok(self.within(self.store.list_plans()).await?)
     }
 
+    /// One plan, if it exists.
+    pub async fn plan(&self, name: &str) -> Result<Option<Plan>, ManageError> {
+        Ok(self.within(self.store.get_plan(name)).await?)
+    }
+
     /// One account, if it exists.
     pub async fn account(&self, account_id: &str) -> Result<Option<Account>, ManageError> {
         Ok(self.within(self.store.get_account(account_id)).await?)

@@ -34,7 +34,7 @@ pub use leaks::{LeakOutcome, LeakReport};
 pub use manager::Manager;
 pub use operations::Management;
 #[cfg(feature = "settings")]
-pub(crate) use rules::{counts_against_the_cap, validate_account_id};
+pub(crate) use rules::{counts_against_the_cap, has_api_access, validate_account_id};
 
 /// Longest rotation grace period: 30 days.
 pub(crate) const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);

@@ -92,10 +92,16 @@ pub(crate) fn validate_plan_name(name: &str) -> Result<(), ManageError> {
     }
 }
 
-/// The one rule for who gets tokens: an account whose plan has API access.
-/// A missing plan row (deleted under the account) has none.
+/// The one rule for who gets tokens and may call the API: an account whose
+/// plan has API access. A missing plan (an unknown account, or a plan row
+/// deleted under the account) has none.
+pub(crate) fn has_api_access(plan: Option<&Plan>) -> bool {
+    plan.is_some_and(|plan| plan.api_access)
+}
+
+/// [`has_api_access`], as the error every surface words for its audience.
 pub(super) fn check_api_access(account: &Account, plan: Option<&Plan>) -> Result<(), ManageError> {
-    if plan.is_some_and(|plan| plan.api_access) {
+    if has_api_access(plan) {
         Ok(())
     } else {
         Err(ManageError::NoApiAccess {

@@ -34,7 +34,7 @@ use crate::http::openapi::{
 use crate::http::origin::RequestOrigin;
 use crate::manage::{
     Actor, CreatedToken, ManageError, Management, Manager, RotatedToken, TokenSpec,
-    counts_against_the_cap, validate_account_id,
+    counts_against_the_cap, has_api_access, validate_account_id,
 };
 use crate::store::TokenRecord;
 
@@ -154,9 +154,7 @@ pub(super) async fn get_account(
 ) -> Result<Response, ApiError> {
     let account = state.manager.account(&account_id).await?;
     let plan = match &account {
-        Some(account) => (state.manager.plans().await?)
-            .into_iter()
-            .find(|plan| plan.name == account.plan),
+        Some(account) => state.manager.plan(&account.plan).await?,
         None => None,
     };
     let now = state.manager.now();
@@ -165,7 +163,7 @@ pub(super) async fn get_account(
         .iter()
         .filter(|token| counts_against_the_cap(token, now))
         .count();
-    let api_access = plan.as_ref().is_some_and(|plan| plan.api_access);
+    let api_access = has_api_access(plan.as_ref());
     let view = SettingsAccount {
         account_id,
         plan: account.map(|account| account.plan),
