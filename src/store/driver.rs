@@ -3,7 +3,10 @@
 //! `sqlite.rs`, `postgres.rs`) binds [`Value`]s to its native types, reads
 //! rows back into them, and says how a write transaction starts.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use sqlx::{Column, ColumnIndex, Row as _, TypeInfo, ValueRef};
 use time::OffsetDateTime;
 
 use super::StoreError;
@@ -84,32 +87,43 @@ impl From<Option<OffsetDateTime>> for Value {
     }
 }
 
-/// One result row, columns in `SELECT` order.
+/// One result row: its columns' names (shared by the rows of one result)
+/// and values. Read by column name, so a statement's column list and the
+/// code that reads it cannot drift apart by position.
 #[derive(Debug)]
-pub(crate) struct Row(pub(crate) Vec<Value>);
+pub(crate) struct Row {
+    columns: Arc<[String]>,
+    values: Vec<Value>,
+}
 
 impl Row {
-    pub(super) fn get(&self, i: usize) -> Result<&Value, StoreError> {
-        self.0
-            .get(i)
-            .ok_or_else(|| StoreError::Corrupt(format!("missing column {i}")))
+    pub(crate) fn new(columns: Arc<[String]>, values: Vec<Value>) -> Self {
+        Self { columns, values }
     }
 
-    pub(super) fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
-        match self.get(i)? {
+    pub(super) fn get(&self, column: &str) -> Result<&Value, StoreError> {
+        self.columns
+            .iter()
+            .position(|name| name == column)
+            .and_then(|i| self.values.get(i))
+            .ok_or_else(|| StoreError::Corrupt(format!("no column {column:?} in the row")))
+    }
+
+    pub(super) fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        match self.get(column)? {
             Value::Null => Ok(None),
             Value::Text(text) => Ok(Some(text.clone())),
             other => Err(StoreError::Corrupt(format!("expected text, got {other:?}"))),
         }
     }
 
-    pub(super) fn text(&self, i: usize) -> Result<String, StoreError> {
-        self.opt_text(i)?
-            .ok_or_else(|| StoreError::Corrupt(format!("column {i} is null")))
+    pub(super) fn text(&self, column: &str) -> Result<String, StoreError> {
+        self.opt_text(column)?
+            .ok_or_else(|| StoreError::Corrupt(format!("column {column:?} is null")))
     }
 
-    pub(super) fn int(&self, i: usize) -> Result<i64, StoreError> {
-        match self.get(i)? {
+    pub(super) fn int(&self, column: &str) -> Result<i64, StoreError> {
+        match self.get(column)? {
             Value::Int(n) => Ok(*n),
             other => Err(StoreError::Corrupt(format!(
                 "expected an integer, got {other:?}"
@@ -117,13 +131,13 @@ impl Row {
         }
     }
 
-    pub(super) fn u32(&self, i: usize) -> Result<u32, StoreError> {
-        let n = self.int(i)?;
+    pub(super) fn u32(&self, column: &str) -> Result<u32, StoreError> {
+        let n = self.int(column)?;
         u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("{n} is out of range")))
     }
 
-    pub(super) fn bool(&self, i: usize) -> Result<bool, StoreError> {
-        match self.get(i)? {
+    pub(super) fn bool(&self, column: &str) -> Result<bool, StoreError> {
+        match self.get(column)? {
             Value::Bool(b) => Ok(*b),
             Value::Int(n) => Ok(*n != 0),
             other => Err(StoreError::Corrupt(format!(
@@ -132,8 +146,8 @@ impl Row {
         }
     }
 
-    pub(super) fn opt_time(&self, i: usize) -> Result<Option<OffsetDateTime>, StoreError> {
-        match self.get(i)? {
+    pub(super) fn opt_time(&self, column: &str) -> Result<Option<OffsetDateTime>, StoreError> {
+        match self.get(column)? {
             Value::Null | Value::NullTime => Ok(None),
             Value::Time(t) => Ok(Some(*t)),
             Value::Text(text) => {
@@ -147,20 +161,20 @@ impl Row {
         }
     }
 
-    pub(super) fn time(&self, i: usize) -> Result<OffsetDateTime, StoreError> {
-        self.opt_time(i)?
-            .ok_or_else(|| StoreError::Corrupt(format!("column {i} is null")))
+    pub(super) fn time(&self, column: &str) -> Result<OffsetDateTime, StoreError> {
+        self.opt_time(column)?
+            .ok_or_else(|| StoreError::Corrupt(format!("column {column:?} is null")))
     }
 
-    pub(super) fn opt_u32(&self, i: usize) -> Result<Option<u32>, StoreError> {
-        match self.get(i)? {
+    pub(super) fn opt_u32(&self, column: &str) -> Result<Option<u32>, StoreError> {
+        match self.get(column)? {
             Value::Null | Value::NullInt => Ok(None),
-            _ => self.u32(i).map(Some),
+            _ => self.u32(column).map(Some),
         }
     }
 
-    pub(super) fn token_id(&self, i: usize) -> Result<TokenId, StoreError> {
-        let text = self.text(i)?;
+    pub(super) fn token_id(&self, column: &str) -> Result<TokenId, StoreError> {
+        let text = self.text(column)?;
         text.parse()
             .map_err(|_| StoreError::Corrupt(format!("bad token id {text:?}")))
     }
@@ -188,4 +202,81 @@ pub(crate) trait Driver: Send + Sync + 'static {
     fn check_database(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// How one sqlx database binds [`Value`]s and reads a column back; the
+/// rest of the glue (`fetch_with`, `execute_with`) is shared.
+pub(crate) trait Dialect: sqlx::Database {
+    /// `args` as this database's arguments.
+    fn bind<'q>(args: Vec<Value>) -> Result<Self::Arguments<'q>, StoreError>;
+    /// Column `i` of `row`, not null, whose type is named `type_name`.
+    fn read(row: &Self::Row, i: usize, type_name: &str) -> Result<Value, StoreError>;
+    /// How many rows a statement changed.
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+}
+
+/// One row in the store's [`Value`]s, its columns named by `columns`.
+fn decode<DB: Dialect>(row: &DB::Row, columns: &Arc<[String]>) -> Result<Row, StoreError>
+where
+    usize: ColumnIndex<DB::Row>,
+{
+    let mut values = Vec::with_capacity(columns.len());
+    for i in 0..row.len() {
+        let raw = row.try_get_raw(i).map_err(StoreError::unavailable)?;
+        let value = if raw.is_null() {
+            Value::Null
+        } else {
+            let type_name = raw.type_info().name().to_owned();
+            DB::read(row, i, &type_name)?
+        };
+        values.push(value);
+    }
+    Ok(Row::new(Arc::clone(columns), values))
+}
+
+/// Runs `sql` with `args` on `executor` (a pool or a transaction) and
+/// returns its rows.
+pub(crate) async fn fetch_with<'e, 'q: 'e, DB, E>(
+    executor: E,
+    sql: &'q str,
+    args: Vec<Value>,
+) -> Result<Vec<Row>, StoreError>
+where
+    DB: Dialect,
+    DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    E: 'e + sqlx::Executor<'e, Database = DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let rows = sqlx::query_with(sql, DB::bind(args)?)
+        .fetch_all(executor)
+        .await
+        .map_err(StoreError::unavailable)?;
+    let columns: Arc<[String]> = rows
+        .first()
+        .map(|row| {
+            row.columns()
+                .iter()
+                .map(|column| column.name().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    rows.iter().map(|row| decode::<DB>(row, &columns)).collect()
+}
+
+/// Runs `sql` with `args` on `executor` and returns the rows it changed.
+pub(crate) async fn execute_with<'e, 'q: 'e, DB, E>(
+    executor: E,
+    sql: &'q str,
+    args: Vec<Value>,
+) -> Result<u64, StoreError>
+where
+    DB: Dialect,
+    DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    E: 'e + sqlx::Executor<'e, Database = DB>,
+{
+    sqlx::query_with(sql, DB::bind(args)?)
+        .execute(executor)
+        .await
+        .map(|done| DB::rows_affected(&done))
+        .map_err(StoreError::unavailable)
 }

@@ -12,11 +12,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Arguments, Column, Postgres, Row as _, Transaction, TypeInfo, ValueRef};
+use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgQueryResult, PgRow};
+use sqlx::{Arguments, Postgres, Row as _, Transaction};
 use time::OffsetDateTime;
 
-use super::driver::{Conn, Driver, Row, Value};
+use super::driver::{Conn, Dialect, Driver, Row, Value, execute_with, fetch_with};
 use super::sql::SqlStore;
 use super::{StoreError, TokenStore};
 
@@ -88,67 +88,40 @@ impl TokenStore for PostgresStore {
     }
 }
 
-fn bind(args: Vec<Value>) -> Result<PgArguments, StoreError> {
-    let mut bound = PgArguments::default();
-    for value in args {
-        let added = match value {
-            Value::Null => bound.add(None::<String>),
-            Value::NullTime => bound.add(None::<OffsetDateTime>),
-            Value::NullInt => bound.add(None::<i64>),
-            Value::Bool(b) => bound.add(b),
-            Value::Int(n) => bound.add(n),
-            Value::Text(text) => bound.add(text),
-            Value::Time(t) => bound.add(t),
-        };
-        added.map_err(|e| StoreError::Corrupt(format!("cannot bind a value: {e}")))?;
+impl Dialect for Postgres {
+    fn bind<'q>(args: Vec<Value>) -> Result<Self::Arguments<'q>, StoreError> {
+        let mut bound = PgArguments::default();
+        for value in args {
+            let added = match value {
+                Value::Null => bound.add(None::<String>),
+                Value::NullTime => bound.add(None::<OffsetDateTime>),
+                Value::NullInt => bound.add(None::<i64>),
+                Value::Bool(b) => bound.add(b),
+                Value::Int(n) => bound.add(n),
+                Value::Text(text) => bound.add(text),
+                Value::Time(t) => bound.add(t),
+            };
+            added.map_err(|e| StoreError::Corrupt(format!("cannot bind a value: {e}")))?;
+        }
+        Ok(bound)
     }
-    Ok(bound)
-}
 
-fn decode(row: &PgRow) -> Result<Row, StoreError> {
-    let mut values = Vec::with_capacity(row.columns().len());
-    for column in row.columns() {
-        let i = column.ordinal();
-        let raw = row.try_get_raw(i).map_err(StoreError::unavailable)?;
-        let value = if raw.is_null() {
-            Value::Null
-        } else {
-            let get = |e| StoreError::unavailable(e);
-            match raw.type_info().name() {
-                "BOOL" => Value::Bool(row.try_get(i).map_err(get)?),
-                "INT8" => Value::Int(row.try_get(i).map_err(get)?),
-                "INT4" => Value::Int(i64::from(row.try_get::<i32, _>(i).map_err(get)?)),
-                "TIMESTAMPTZ" => Value::Time(row.try_get::<OffsetDateTime, _>(i).map_err(get)?),
-                _ => Value::Text(row.try_get(i).map_err(get)?),
-            }
-        };
-        values.push(value);
+    /// Timestamps are `TIMESTAMPTZ`; integers `INT8`, or `INT4` from
+    /// some aggregates.
+    fn read(row: &PgRow, i: usize, type_name: &str) -> Result<Value, StoreError> {
+        let get = |e| StoreError::unavailable(e);
+        Ok(match type_name {
+            "BOOL" => Value::Bool(row.try_get(i).map_err(get)?),
+            "INT8" => Value::Int(row.try_get(i).map_err(get)?),
+            "INT4" => Value::Int(i64::from(row.try_get::<i32, _>(i).map_err(get)?)),
+            "TIMESTAMPTZ" => Value::Time(row.try_get::<OffsetDateTime, _>(i).map_err(get)?),
+            _ => Value::Text(row.try_get(i).map_err(get)?),
+        })
     }
-    Ok(Row(values))
-}
 
-async fn fetch_with<'e>(
-    executor: impl sqlx::Executor<'e, Database = Postgres>,
-    sql: &'e str,
-    args: Vec<Value>,
-) -> Result<Vec<Row>, StoreError> {
-    let rows = sqlx::query_with(sql, bind(args)?)
-        .fetch_all(executor)
-        .await
-        .map_err(StoreError::unavailable)?;
-    rows.iter().map(decode).collect()
-}
-
-async fn execute_with<'e>(
-    executor: impl sqlx::Executor<'e, Database = Postgres>,
-    sql: &'e str,
-    args: Vec<Value>,
-) -> Result<u64, StoreError> {
-    sqlx::query_with(sql, bind(args)?)
-        .execute(executor)
-        .await
-        .map(|done| done.rows_affected())
-        .map_err(StoreError::unavailable)
+    fn rows_affected(done: &PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
 }
 
 #[async_trait]

@@ -16,14 +16,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteQueryResult, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Arguments, Column, Row as _, Sqlite, Transaction, TypeInfo, ValueRef};
+use sqlx::{Arguments, Row as _, Sqlite, Transaction};
 use time::OffsetDateTime;
 use time::format_description::FormatItem;
 use time::macros::format_description;
 
-use super::driver::{Conn, Driver, Row, Value};
+use super::driver::{Conn, Dialect, Driver, Row, Value, execute_with, fetch_with};
 use super::sql::SqlStore;
 use super::{StoreError, TokenStore};
 
@@ -222,69 +222,40 @@ fn check_file(file: Option<&Arc<DatabaseFile>>) -> Result<(), StoreError> {
     file.map_or(Ok(()), |file| file.check())
 }
 
-fn bind(args: Vec<Value>) -> Result<SqliteArguments<'static>, StoreError> {
-    let mut bound = SqliteArguments::default();
-    for value in args {
-        let added = match value {
-            Value::Null | Value::NullTime | Value::NullInt => bound.add(None::<String>),
-            Value::Bool(b) => bound.add(b),
-            Value::Int(n) => bound.add(n),
-            Value::Text(text) => bound.add(text),
-            Value::Time(t) => bound.add(encode_time(t)?),
-        };
-        added.map_err(|e| StoreError::Corrupt(format!("cannot bind a value: {e}")))?;
-    }
-    Ok(bound)
-}
-
 fn encode_time(t: OffsetDateTime) -> Result<String, StoreError> {
     t.to_offset(time::UtcOffset::UTC)
         .format(TIMESTAMP)
         .map_err(|e| StoreError::Corrupt(format!("cannot store the time {t}: {e}")))
 }
 
-fn decode(row: &SqliteRow) -> Result<Row, StoreError> {
-    let mut values = Vec::with_capacity(row.columns().len());
-    for column in row.columns() {
-        let i = column.ordinal();
-        let raw = row.try_get_raw(i).map_err(StoreError::unavailable)?;
-        let value = if raw.is_null() {
-            Value::Null
-        } else {
-            match raw.type_info().name() {
-                "INTEGER" | "BOOLEAN" => {
-                    Value::Int(row.try_get(i).map_err(StoreError::unavailable)?)
-                }
-                _ => Value::Text(row.try_get(i).map_err(StoreError::unavailable)?),
-            }
-        };
-        values.push(value);
+impl Dialect for Sqlite {
+    fn bind<'q>(args: Vec<Value>) -> Result<SqliteArguments<'q>, StoreError> {
+        let mut bound = SqliteArguments::default();
+        for value in args {
+            let added = match value {
+                Value::Null | Value::NullTime | Value::NullInt => bound.add(None::<String>),
+                Value::Bool(b) => bound.add(b),
+                Value::Int(n) => bound.add(n),
+                Value::Text(text) => bound.add(text),
+                Value::Time(t) => bound.add(encode_time(t)?),
+            };
+            added.map_err(|e| StoreError::Corrupt(format!("cannot bind a value: {e}")))?;
+        }
+        Ok(bound)
     }
-    Ok(Row(values))
-}
 
-async fn fetch_with<'e>(
-    executor: impl sqlx::Executor<'e, Database = Sqlite>,
-    sql: &'e str,
-    args: Vec<Value>,
-) -> Result<Vec<Row>, StoreError> {
-    let rows = sqlx::query_with(sql, bind(args)?)
-        .fetch_all(executor)
-        .await
-        .map_err(StoreError::unavailable)?;
-    rows.iter().map(decode).collect()
-}
+    /// Timestamps are fixed-width RFC 3339 text (see `encode_time`); the
+    /// row reader parses them.
+    fn read(row: &SqliteRow, i: usize, type_name: &str) -> Result<Value, StoreError> {
+        Ok(match type_name {
+            "INTEGER" | "BOOLEAN" => Value::Int(row.try_get(i).map_err(StoreError::unavailable)?),
+            _ => Value::Text(row.try_get(i).map_err(StoreError::unavailable)?),
+        })
+    }
 
-async fn execute_with<'e>(
-    executor: impl sqlx::Executor<'e, Database = Sqlite>,
-    sql: &'e str,
-    args: Vec<Value>,
-) -> Result<u64, StoreError> {
-    sqlx::query_with(sql, bind(args)?)
-        .execute(executor)
-        .await
-        .map(|done| done.rows_affected())
-        .map_err(StoreError::unavailable)
+    fn rows_affected(done: &SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
 }
 
 #[async_trait]

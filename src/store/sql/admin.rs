@@ -29,16 +29,15 @@ impl<D: Driver> AdminStore for SqlStore<D> {
 
     async fn list_plans(&self) -> Result<Vec<Plan>, StoreError> {
         let sql = format!("SELECT {PLAN_COLUMNS} FROM plans ORDER BY name");
-        all(self.driver.fetch(&sql, vec![]).await?, |row| {
-            plan_from_row(row, 0)
-        })
+        all(self.driver.fetch(&sql, vec![]).await?, plan_from_row)
     }
 
     async fn get_plan(&self, name: &str) -> Result<Option<Plan>, StoreError> {
         let sql = format!("SELECT {PLAN_COLUMNS} FROM plans WHERE name = $1");
-        first(self.driver.fetch(&sql, vec![name.into()]).await?, |row| {
-            plan_from_row(row, 0)
-        })
+        first(
+            self.driver.fetch(&sql, vec![name.into()]).await?,
+            plan_from_row,
+        )
     }
 
     async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
@@ -130,9 +129,9 @@ impl<D: Driver> AdminStore for SqlStore<D> {
             .await?;
         all(rows, |row| {
             Ok(UsageHour {
-                hour: row.time(0)?,
-                admitted: row.int(1)?.max(0) as u64,
-                limited: row.int(2)?.max(0) as u64,
+                hour: row.time("hour")?,
+                admitted: row.int("admitted")?.max(0) as u64,
+                limited: row.int("limited")?.max(0) as u64,
             })
         })
     }
@@ -145,7 +144,7 @@ impl<D: Driver> AdminStore for SqlStore<D> {
         let mut totals = Vec::new();
         for batch in token_ids.chunks(USAGE_BATCH) {
             let sql = format!(
-                "SELECT token_id, SUM(admitted) FROM token_usage \
+                "SELECT token_id, SUM(admitted) AS admitted FROM token_usage \
                  WHERE hour >= $1 AND token_id IN ({}) GROUP BY token_id",
                 placeholders(2, batch.len())
             );
@@ -153,7 +152,10 @@ impl<D: Driver> AdminStore for SqlStore<D> {
             args.extend(batch.iter().map(Value::from));
             let rows = self.driver.fetch(&sql, args).await?;
             totals.extend(all(rows, |row| {
-                Ok((row.token_id(0)?, row.int(1)?.max(0) as u64))
+                Ok((
+                    row.token_id("token_id")?,
+                    row.int("admitted")?.max(0) as u64,
+                ))
             })?);
         }
         Ok(totals)
@@ -177,7 +179,7 @@ impl<D: Driver> AdminStore for SqlStore<D> {
                 vec![key.into()],
             )
             .await?;
-        first(rows, |row| row.text(0))
+        first(rows, |row| row.text("value"))
     }
 
     async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {

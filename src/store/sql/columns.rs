@@ -1,6 +1,6 @@
 //! The shared SQL's column lists, and how a row reads back into a value:
-//! a token, a plan, an account, an audit event; scopes as one column;
-//! `$n` placeholders.
+//! a token, a plan, an account, an audit event, each read by column name;
+//! scopes as one column; `$n` placeholders.
 //!
 //! This module owns the mapping between rows and the store's values, so
 //! each statement in `credential.rs`, `admin.rs` and `write.rs` names its
@@ -19,22 +19,22 @@ pub(super) const AUDIT_COLUMNS: &str =
     "id, at, action, actor, account_id, token_id, source_ip, request_id, details";
 
 pub(super) fn audit_from_row(row: &Row) -> Result<AuditEvent, StoreError> {
-    let details = row.text(8)?;
+    let details = row.text("details")?;
     Ok(AuditEvent {
-        id: row.int(0)?,
-        at: row.time(1)?,
-        action: row.text(2)?,
-        actor: row.text(3)?,
-        account_id: row.opt_text(4)?,
+        id: row.int("id")?,
+        at: row.time("at")?,
+        action: row.text("action")?,
+        actor: row.text("actor")?,
+        account_id: row.opt_text("account_id")?,
         token_id: row
-            .opt_text(5)?
+            .opt_text("token_id")?
             .map(|id| {
                 id.parse()
                     .map_err(|_| StoreError::Corrupt(format!("bad token id {id:?}")))
             })
             .transpose()?,
-        source_ip: row.opt_text(6)?,
-        request_id: row.opt_text(7)?,
+        source_ip: row.opt_text("source_ip")?,
+        request_id: row.opt_text("request_id")?,
         details: serde_json::from_str(&details)
             .map_err(|_| StoreError::Corrupt("audit details are not JSON".into()))?,
     })
@@ -50,23 +50,23 @@ pub(super) fn placeholders(first: usize, count: usize) -> String {
 
 pub(super) fn token_from_row(row: &Row) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
-        id: row.token_id(0)?,
-        account_id: row.text(1)?,
-        name: row.text(2)?,
-        hint: row.text(3)?,
-        created_at: row.time(4)?,
-        last_used_at: row.opt_time(5)?,
-        expires_at: row.opt_time(6)?,
-        revoked_at: row.opt_time(7)?,
-        revoked_reason: row.opt_text(8)?,
+        id: row.token_id("id")?,
+        account_id: row.text("account_id")?,
+        name: row.text("name")?,
+        hint: row.text("hint")?,
+        created_at: row.time("created_at")?,
+        last_used_at: row.opt_time("last_used_at")?,
+        expires_at: row.opt_time("expires_at")?,
+        revoked_at: row.opt_time("revoked_at")?,
+        revoked_reason: row.opt_text("revoked_reason")?,
         replaced_by: row
-            .opt_text(9)?
+            .opt_text("replaced_by")?
             .map(|id| {
                 id.parse()
                     .map_err(|_| StoreError::Corrupt(format!("bad token id {id:?}")))
             })
             .transpose()?,
-        scopes: scopes_from_column(&row.text(10)?),
+        scopes: scopes_from_column(&row.text("scopes")?),
     })
 }
 
@@ -82,23 +82,23 @@ pub(super) fn scopes_from_column(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Reads a plan from columns `at..at + 5`.
-pub(super) fn plan_from_row(row: &Row, at: usize) -> Result<Plan, StoreError> {
+/// Reads a plan from the columns of [`PLAN_COLUMNS`].
+pub(super) fn plan_from_row(row: &Row) -> Result<Plan, StoreError> {
     Ok(Plan {
-        name: row.text(at)?,
-        api_access: row.bool(at + 1)?,
-        requests_per_hour: row.u32(at + 2)?,
-        account_requests_per_hour: row.opt_u32(at + 3)?,
-        max_tokens: row.opt_u32(at + 4)?,
+        name: row.text("name")?,
+        api_access: row.bool("api_access")?,
+        requests_per_hour: row.u32("requests_per_hour")?,
+        account_requests_per_hour: row.opt_u32("account_requests_per_hour")?,
+        max_tokens: row.opt_u32("max_tokens")?,
     })
 }
 
 pub(super) fn account_from_row(row: &Row) -> Result<Account, StoreError> {
     Ok(Account {
-        id: row.text(0)?,
-        plan: row.text(1)?,
-        created_at: row.time(2)?,
-        updated_at: row.time(3)?,
+        id: row.text("id")?,
+        plan: row.text("plan")?,
+        created_at: row.time("created_at")?,
+        updated_at: row.time("updated_at")?,
     })
 }
 

@@ -35,15 +35,15 @@ impl<D: Driver> CredentialStore for SqlStore<D> {
         first(rows, |row| {
             Ok(Credential {
                 token_id: *id,
-                account_id: row.text(0)?,
-                secret_hash: row.text(1)?,
-                secret_tag: row.opt_u32(2)?,
-                expires_at: row.opt_time(3)?,
-                revoked_at: row.opt_time(4)?,
-                scopes: scopes_from_column(&row.text(5)?),
-                plan: plan_from_row(row, 6)?,
+                account_id: row.text("account_id")?,
+                secret_hash: row.text("secret_hash")?,
+                secret_tag: row.opt_u32("secret_tag")?,
+                expires_at: row.opt_time("expires_at")?,
+                revoked_at: row.opt_time("revoked_at")?,
+                scopes: scopes_from_column(&row.text("scopes")?),
+                plan: plan_from_row(row)?,
                 window_id: row
-                    .opt_text(11)?
+                    .opt_text("window_id")?
                     .map(|id| {
                         id.parse()
                             .map_err(|_| StoreError::Corrupt(format!("bad window id {id:?}")))
@@ -64,7 +64,7 @@ impl<D: Driver> CredentialStore for SqlStore<D> {
         // An unreadable id cannot authenticate anyway.
         Ok(rows
             .iter()
-            .filter_map(|row| Some((row.token_id(0).ok()?, row.opt_u32(1).ok()?)))
+            .filter_map(|row| Some((row.token_id("id").ok()?, row.opt_u32("secret_tag").ok()?)))
             .collect())
     }
 
@@ -80,9 +80,9 @@ impl<D: Driver> CredentialStore for SqlStore<D> {
             .await?;
         all(rows, |row| {
             Ok(FeedEntry {
-                seq: row.int(0)?,
-                change: Change::from_row(&row.text(1)?, row.text(2)?),
-                secret_tag: row.opt_u32(3)?,
+                seq: row.int("seq")?,
+                change: Change::from_row(&row.text("kind")?, row.text("subject")?),
+                secret_tag: row.opt_u32("secret_tag")?,
             })
         })
     }
@@ -100,9 +100,12 @@ impl<D: Driver> CredentialStore for SqlStore<D> {
     async fn latest_change(&self) -> Result<i64, StoreError> {
         let rows = self
             .driver
-            .fetch("SELECT COALESCE(MAX(seq), 0) FROM changes", vec![])
+            .fetch(
+                "SELECT COALESCE(MAX(seq), 0) AS latest FROM changes",
+                vec![],
+            )
             .await?;
-        first(rows, |row| row.int(0)).map(Option::unwrap_or_default)
+        first(rows, |row| row.int("latest")).map(Option::unwrap_or_default)
     }
 
     async fn record_last_used(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {

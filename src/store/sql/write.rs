@@ -26,9 +26,7 @@ pub(super) struct SqlTx(pub(super) Box<dyn Conn>);
 impl WriteTx for SqlTx {
     async fn plan(&mut self, name: &str) -> Result<Option<Plan>, StoreError> {
         let sql = format!("SELECT {PLAN_COLUMNS} FROM plans WHERE name = $1");
-        first(self.0.fetch(&sql, vec![name.into()]).await?, |row| {
-            plan_from_row(row, 0)
-        })
+        first(self.0.fetch(&sql, vec![name.into()]).await?, plan_from_row)
     }
 
     async fn upsert_plan(&mut self, plan: &Plan) -> Result<(), StoreError> {
@@ -97,11 +95,11 @@ impl WriteTx for SqlTx {
         let rows = self
             .0
             .fetch(
-                "SELECT COALESCE(window_id, id) FROM api_tokens WHERE id = $1",
+                "SELECT COALESCE(window_id, id) AS window_id FROM api_tokens WHERE id = $1",
                 vec![id.into()],
             )
             .await?;
-        first(rows, |row| row.token_id(0))
+        first(rows, |row| row.token_id("window_id"))
     }
 
     async fn live_predecessors(
@@ -150,12 +148,12 @@ impl WriteTx for SqlTx {
         let rows = self
             .0
             .fetch(
-                "SELECT COUNT(*) FROM api_tokens WHERE account_id = $1 AND revoked_at IS NULL \
+                "SELECT COUNT(*) AS live FROM api_tokens WHERE account_id = $1 AND revoked_at IS NULL \
                  AND (expires_at IS NULL OR expires_at > $2)",
                 vec![account_id.into(), now.into()],
             )
             .await?;
-        first(rows, |row| row.u32(0)).map(Option::unwrap_or_default)
+        first(rows, |row| row.u32("live")).map(Option::unwrap_or_default)
     }
 
     async fn update_token(
