@@ -113,7 +113,7 @@ fn readme_installs_locked_and_its_library_snippet_is_a_program() {
         "#[tokio::main]",
         "async fn main()",
         "println!(\"listening on http://{}\", listener.local_addr()?);",
-        "if Manager::new(&gate).account(\"acct_42\").await?.is_none() {",
+        "if manager.account(\"acct_42\").await?.is_none() {",
     ] {
         assert!(embed.contains(needed), "{needed} is not in:\n{embed}");
     }
