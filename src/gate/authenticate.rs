@@ -301,7 +301,7 @@ impl TokenGate {
     /// A token made before secret tags existed was just verified: remember
     /// its tag here at once, and in the store in the background, so wrong
     /// secrets for it stop reaching argon2.
-    fn backfill_secret_tag(&self, id: crate::TokenId, tag: u32) {
+    fn backfill_secret_tag(&self, id: crate::token::TokenId, tag: u32) {
         self.inner.feed.learn(id, Some(tag));
         let gate = self.clone();
         tokio::spawn(async move {

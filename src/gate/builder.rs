@@ -139,7 +139,7 @@ impl TokenGateBuilder {
     /// this process's own in-memory limiter.
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub fn with_redis_limiter(mut self, limiter: crate::RedisRateLimiter) -> Self {
+    pub fn with_redis_limiter(mut self, limiter: crate::limit::RedisRateLimiter) -> Self {
         self.shared_limiter = Some(Arc::new(limiter));
         self
     }

@@ -365,7 +365,7 @@ impl TokenGate {
     }
 
     /// Writes pending last-use times now, as the background flush would.
-    pub async fn flush_last_use(&self) -> Result<usize, crate::StoreError> {
+    pub async fn flush_last_use(&self) -> Result<usize, StoreError> {
         maintenance::flush_last_used(self).await
     }
 

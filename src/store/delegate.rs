@@ -74,13 +74,13 @@ macro_rules! delegate_store {
         impl $crate::store::CredentialStore for $store {
             async fn find_credential(
                 &self,
-                id: &$crate::TokenId,
+                id: &$crate::token::TokenId,
             ) -> Result<Option<$crate::store::Credential>, $crate::store::StoreError> {
                 self.sql.find_credential(id).await
             }
             async fn live_tokens(
                 &self,
-            ) -> Result<Vec<($crate::TokenId, Option<u32>)>, $crate::store::StoreError> {
+            ) -> Result<Vec<($crate::token::TokenId, Option<u32>)>, $crate::store::StoreError> {
                 self.sql.live_tokens().await
             }
             async fn changes_after(
@@ -92,7 +92,7 @@ macro_rules! delegate_store {
             }
             async fn backfill_secret_tag(
                 &self,
-                id: &$crate::TokenId,
+                id: &$crate::token::TokenId,
                 tag: u32,
             ) -> Result<(), $crate::store::StoreError> {
                 self.sql.backfill_secret_tag(id, tag).await
@@ -102,7 +102,7 @@ macro_rules! delegate_store {
             }
             async fn record_last_used(
                 &self,
-                uses: &[($crate::TokenId, time::OffsetDateTime)],
+                uses: &[($crate::token::TokenId, time::OffsetDateTime)],
             ) -> Result<(), $crate::store::StoreError> {
                 self.sql.record_last_used(uses).await
             }
@@ -149,7 +149,7 @@ macro_rules! delegate_store {
             }
             async fn get_token(
                 &self,
-                id: &$crate::TokenId,
+                id: &$crate::token::TokenId,
             ) -> Result<Option<$crate::store::TokenRecord>, $crate::store::StoreError> {
                 self.sql.get_token(id).await
             }
@@ -174,16 +174,16 @@ macro_rules! delegate_store {
             }
             async fn usage_series(
                 &self,
-                token_id: &$crate::TokenId,
+                token_id: &$crate::token::TokenId,
                 since: time::OffsetDateTime,
             ) -> Result<Vec<$crate::store::UsageHour>, $crate::store::StoreError> {
                 self.sql.usage_series(token_id, since).await
             }
             async fn usage_totals(
                 &self,
-                token_ids: &[$crate::TokenId],
+                token_ids: &[$crate::token::TokenId],
                 since: time::OffsetDateTime,
-            ) -> Result<Vec<($crate::TokenId, u64)>, $crate::store::StoreError> {
+            ) -> Result<Vec<($crate::token::TokenId, u64)>, $crate::store::StoreError> {
                 self.sql.usage_totals(token_ids, since).await
             }
             async fn prune_usage(

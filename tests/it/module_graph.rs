@@ -235,3 +235,87 @@ fn find_cycle(graph: &Graph) -> Option<Vec<String>> {
         .keys()
         .find_map(|node| visit(graph, node, &mut Vec::new(), &mut done))
 }
+
+/// No type's inherent `impl` blocks are spread over more than two files,
+/// and no type has more than 20 public methods (test hooks included): a
+/// type that does more is several owners in one.
+#[test]
+fn types_have_one_home_and_a_small_surface() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files_of: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut public_methods: BTreeMap<String, usize> = BTreeMap::new();
+    for file in rust_files(&src) {
+        let relative = file.strip_prefix(&src).unwrap().display().to_string();
+        let text = non_test_code(&std::fs::read_to_string(&file).unwrap());
+        for (name, methods) in inherent_impls(&text) {
+            files_of
+                .entry(name.clone())
+                .or_default()
+                .insert(relative.clone());
+            *public_methods.entry(name).or_default() += methods;
+        }
+    }
+    assert!(
+        files_of.contains_key("TokenGate") && files_of.contains_key("Manager"),
+        "the impls were not found: {files_of:?}"
+    );
+    let spread: Vec<_> = files_of.iter().filter(|(_, f)| f.len() > 2).collect();
+    assert!(
+        spread.is_empty(),
+        "impl blocks spread over more than two files: {spread:?}"
+    );
+    let large: Vec<_> = public_methods.iter().filter(|(_, n)| **n > 20).collect();
+    assert!(
+        large.is_empty(),
+        "types with more than 20 public methods: {large:?}"
+    );
+}
+
+/// Each top-level inherent `impl Type {` (not `impl Trait for Type`) in
+/// `text`: the type's name and how many `pub fn`s the block holds.
+fn inherent_impls(text: &str) -> Vec<(String, usize)> {
+    let mut found = Vec::new();
+    let mut current: Option<(String, usize)> = None;
+    for line in text.lines() {
+        if let Some((_, methods)) = current.as_mut() {
+            if line == "}" {
+                found.extend(current.take());
+            } else if ["    pub fn ", "    pub async fn ", "    pub const fn "]
+                .iter()
+                .any(|start| line.starts_with(start))
+            {
+                *methods += 1;
+            }
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("impl") else {
+            continue;
+        };
+        if !line.ends_with('{') || line.contains(" for ") {
+            continue;
+        }
+        let rest = match rest.strip_prefix('<') {
+            Some(generic) => generic.split_once("> ").map_or("", |(_, name)| name),
+            None => rest.trim_start(),
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            current = Some((name, 0));
+        }
+    }
+    found
+}
+
+#[test]
+fn inherent_impls_are_found_with_their_public_methods() {
+    let text = "impl Gate {\n    pub fn a() {}\n    pub(crate) fn b() {}\n    pub async fn c() {}\n}\n\
+                impl<'m> Management<'m> {\n    pub const fn d() {}\n}\n\
+                impl std::fmt::Debug for Gate {\n    pub fn e() {}\n}\n";
+    assert_eq!(
+        inherent_impls(text),
+        vec![("Gate".to_owned(), 2), ("Management".to_owned(), 1)]
+    );
+}
