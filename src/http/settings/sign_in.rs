@@ -20,7 +20,7 @@ use super::proxies::TrustedProxies;
 ///
 /// `account_id` gets the request's parts (headers, extensions: whatever the
 /// host's session layer put there) and answers the signed-in user's account
-/// id, the one the host uses with [`TokenGate::set_account_plan`](crate::TokenGate::set_account_plan),
+/// id, the one the host uses with [`Manager::set_account_plan`](crate::Manager::set_account_plan),
 /// or `None` when nobody is signed in (the API then answers 401 in the
 /// error envelope, and the page says "Your session has expired. Sign in
 /// again."). Implement it with an `async fn`:
