@@ -335,6 +335,7 @@ impl ChangeHook for Inner {
 
 /// What a gate gives the management component (see
 /// [`TokenGate::management_parts`]).
+#[derive(Clone)]
 pub(crate) struct ManagementParts {
     pub(crate) store: Arc<dyn TokenStore>,
     pub(crate) hasher: SecretHasher,

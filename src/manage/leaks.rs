@@ -59,11 +59,13 @@ impl Management<'_> {
     /// was found. Reports of strings that are not our tokens change nothing.
     pub async fn revoke_leaked(&self, report: LeakReport<'_>) -> Result<LeakOutcome, ManageError> {
         let manager = self.manager();
-        let Ok(parsed) = manager.format.parse(report.token) else {
+        let Ok(parsed) = manager.parts.format.parse(report.token) else {
             return Ok(LeakOutcome::NotOurs);
         };
         let id = parsed.id();
-        let credential = manager.within(manager.store.find_credential(&id)).await?;
+        let credential = manager
+            .within(manager.parts.store.find_credential(&id))
+            .await?;
         let Some(credential) = credential else {
             return Ok(LeakOutcome::NotOurs);
         };
@@ -74,6 +76,7 @@ impl Management<'_> {
             .is_some_and(|stored| stored != parsed.secret_tag());
         let matches = !tag_differs
             && manager
+                .parts
                 .hasher
                 .verify(parsed.secret().clone(), credential.secret_hash.clone())
                 .await

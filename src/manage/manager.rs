@@ -1,7 +1,6 @@
 //! [`Manager`]: the management component, and its reads.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -10,15 +9,13 @@ use super::{
     Actor, CreatedToken, MAX_AUDIT_PAGE, MAX_USAGE_HOURS, ManageError, Management, PlanUpdate,
     RotatedToken, TokenSpec, rules,
 };
-use crate::clock::{WallClock, hour_of};
-use crate::gate::{ChangeHook, ManagementParts, TokenGate};
-use crate::hash::SecretHasher;
-use crate::metrics::Metrics;
+use crate::clock::hour_of;
+use crate::gate::{ManagementParts, TokenGate};
 use crate::store::{
-    Account, AuditEvent, AuditQuery, Plan, StoreError, TokenRecord, TokenStore, UsageHour,
-    truncate_to_second, within,
+    Account, AuditEvent, AuditQuery, Plan, StoreError, TokenRecord, UsageHour, truncate_to_second,
+    within,
 };
-use crate::token::{TokenFormat, TokenId};
+use crate::token::TokenId;
 
 /// Creates, rotates and revokes tokens, and sets accounts' plans and the
 /// plans themselves, each change with its audit event. Made from a
@@ -53,21 +50,15 @@ use crate::token::{TokenFormat, TokenId};
 /// ```
 #[derive(Clone)]
 pub struct Manager {
-    pub(super) store: Arc<dyn TokenStore>,
-    pub(super) hasher: SecretHasher,
-    pub(super) clock: WallClock,
-    pub(super) format: TokenFormat,
-    pub(super) scopes: Arc<[String]>,
-    pub(super) metrics: Arc<Metrics>,
-    store_timeout: Duration,
-    pub(super) hook: Arc<dyn ChangeHook>,
+    /// What the gate gave it (see [`TokenGate`]'s `management_parts`).
+    pub(super) parts: ManagementParts,
 }
 
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Manager")
-            .field("format", &self.format)
-            .field("scopes", &self.scopes)
+            .field("format", &self.parts.format)
+            .field("scopes", &self.parts.scopes)
             .finish_non_exhaustive()
     }
 }
@@ -76,25 +67,8 @@ impl Manager {
     /// The management component of `gate`: the same store, clock and token
     /// format, and the gate's cache learns of each change as it commits.
     pub fn new(gate: &TokenGate) -> Self {
-        let ManagementParts {
-            store,
-            hasher,
-            clock,
-            format,
-            scopes,
-            metrics,
-            store_timeout,
-            hook,
-        } = gate.management_parts();
         Self {
-            store,
-            hasher,
-            clock,
-            format,
-            scopes,
-            metrics,
-            store_timeout,
-            hook,
+            parts: gate.management_parts(),
         }
     }
 
@@ -103,12 +77,12 @@ impl Manager {
         &self,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        within(self.store_timeout, call).await
+        within(self.parts.store_timeout, call).await
     }
 
     /// The current time, UTC, whole seconds (the gate's wall clock).
     pub fn now(&self) -> OffsetDateTime {
-        truncate_to_second(self.clock.now()).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        truncate_to_second(self.parts.clock.now()).unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 
     /// Changes on behalf of `actor`, who is named in the audit log.
@@ -178,17 +152,19 @@ impl Manager {
 
     /// Every plan, by name.
     pub async fn plans(&self) -> Result<Vec<Plan>, ManageError> {
-        Ok(self.within(self.store.list_plans()).await?)
+        Ok(self.within(self.parts.store.list_plans()).await?)
     }
 
     /// One plan, if it exists.
     pub async fn plan(&self, name: &str) -> Result<Option<Plan>, ManageError> {
-        Ok(self.within(self.store.get_plan(name)).await?)
+        Ok(self.within(self.parts.store.get_plan(name)).await?)
     }
 
     /// One account, if it exists.
     pub async fn account(&self, account_id: &str) -> Result<Option<Account>, ManageError> {
-        Ok(self.within(self.store.get_account(account_id)).await?)
+        Ok(self
+            .within(self.parts.store.get_account(account_id))
+            .await?)
     }
 
     /// An account's tokens, oldest first, revoked and expired ones included.
@@ -196,12 +172,14 @@ impl Manager {
         if self.account(account_id).await?.is_none() {
             return Err(ManageError::UnknownAccount(account_id.to_owned()));
         }
-        Ok(self.within(self.store.list_tokens(account_id)).await?)
+        Ok(self
+            .within(self.parts.store.list_tokens(account_id))
+            .await?)
     }
 
     /// One token, if it exists (never its secret).
     pub async fn token(&self, id: &TokenId) -> Result<Option<TokenRecord>, ManageError> {
-        Ok(self.within(self.store.get_token(id)).await?)
+        Ok(self.within(self.parts.store.get_token(id)).await?)
     }
 
     /// Audit events matching `query`, newest first (at most 500 at a time;
@@ -212,7 +190,7 @@ impl Manager {
                 "limit must be 1 to {MAX_AUDIT_PAGE}"
             )));
         }
-        Ok(self.within(self.store.audit_events(query)).await?)
+        Ok(self.within(self.parts.store.audit_events(query)).await?)
     }
 
     /// A token's requests per hour over the last `hours` hours (1 to 2160),
@@ -228,9 +206,11 @@ impl Manager {
                 "hours must be 1 to {MAX_USAGE_HOURS}"
             )));
         }
-        let current = hour_of(self.clock.now());
+        let current = hour_of(self.parts.clock.now());
         let first = current - time::Duration::hours(i64::from(hours) - 1);
-        let rows = self.within(self.store.usage_series(id, first)).await?;
+        let rows = self
+            .within(self.parts.store.usage_series(id, first))
+            .await?;
         Ok((0..i64::from(hours))
             .map(|i| {
                 let hour = first + time::Duration::hours(i);
@@ -251,8 +231,10 @@ impl Manager {
         &self,
         ids: &[TokenId],
     ) -> Result<HashMap<TokenId, u64>, ManageError> {
-        let since = hour_of(self.clock.now()) - time::Duration::hours(23);
-        let totals = self.within(self.store.usage_totals(ids, since)).await?;
+        let since = hour_of(self.parts.clock.now()) - time::Duration::hours(23);
+        let totals = self
+            .within(self.parts.store.usage_totals(ids, since))
+            .await?;
         Ok(totals.into_iter().collect())
     }
 }

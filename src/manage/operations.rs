@@ -38,13 +38,13 @@ impl<'m> Management<'m> {
     /// Starts a write transaction (rolled back if dropped uncommitted).
     async fn begin(&self) -> Result<Box<dyn WriteTx>, ManageError> {
         let manager = self.manager;
-        Ok(manager.within(manager.store.begin_write()).await?)
+        Ok(manager.within(manager.parts.store.begin_write()).await?)
     }
 
     /// Commits `tx`, then applies `changes` to this process's caches.
     async fn commit(&self, tx: Box<dyn WriteTx>, changes: &[Change]) -> Result<(), ManageError> {
         self.manager.within(tx.commit()).await?;
-        self.manager.hook.invalidate(changes);
+        self.manager.parts.hook.invalidate(changes);
         Ok(())
     }
 
@@ -92,13 +92,14 @@ impl<'m> Management<'m> {
         validate_token_name(&name)?;
         let now = manager.now();
         let expires_at = validate_expiry(expires_at, now)?;
-        let scopes = Scopes::requested(scopes.as_deref(), &manager.scopes)
+        let scopes = Scopes::requested(scopes.as_deref(), &manager.parts.scopes)
             .map_err(|e| ManageError::Scope(e.to_string()))?;
         // Fail fast, before spending argon2, on an account that does not
         // exist or may not have tokens; the transaction checks again.
         self.check_may_have_tokens(account_id).await?;
-        let minted = manager.format.generate();
+        let minted = manager.parts.format.generate();
         let secret_hash = manager
+            .parts
             .hasher
             .hash(minted.secret.clone())
             .await
@@ -123,7 +124,7 @@ impl<'m> Management<'m> {
         check_api_access(&account, plan.as_ref())?;
         if let Some(max) = plan.as_ref().and_then(|plan| plan.max_tokens)
             && tx
-                .count_live_tokens(account_id, manager.clock.now())
+                .count_live_tokens(account_id, manager.parts.clock.now())
                 .await?
                 >= max
         {
@@ -149,8 +150,8 @@ impl<'m> Management<'m> {
         tx.record_audit(&event).await?;
         let record = inserted(tx.token(&token.id).await?)?;
         self.commit(tx, &[]).await?;
-        manager.hook.learn_token(record.id, token.secret_tag);
-        manager.metrics.record_admin("create_token");
+        manager.parts.hook.learn_token(record.id, token.secret_tag);
+        manager.parts.metrics.record_admin("create_token");
         tracing::info!(token_id = %record.id, account_id, actor = %self.actor.name, "token created");
         Ok(CreatedToken {
             record,
@@ -165,7 +166,7 @@ impl<'m> Management<'m> {
             return Err(ManageError::UnknownAccount(account_id.to_owned()));
         };
         let plan = manager
-            .within(manager.store.get_plan(&account.plan))
+            .within(manager.parts.store.get_plan(&account.plan))
             .await?;
         check_api_access(&account, plan.as_ref())
     }
@@ -200,7 +201,7 @@ impl<'m> Management<'m> {
         action: &str,
         details: serde_json::Value,
     ) -> Result<TokenRecord, ManageError> {
-        let now = self.manager.clock.now();
+        let now = self.manager.parts.clock.now();
         let mut tx = self.begin().await?;
         let token = tx.token(id).await?.ok_or(ManageError::UnknownToken(*id))?;
         if token.revoked_at.is_some() {
@@ -219,7 +220,7 @@ impl<'m> Management<'m> {
         tx.record_audit(&event).await?;
         let record = tx.token(id).await?.ok_or(ManageError::UnknownToken(*id))?;
         self.commit(tx, &[change]).await?;
-        self.manager.metrics.record_admin("revoke_token");
+        self.manager.parts.metrics.record_admin("revoke_token");
         Ok(record)
     }
 
@@ -241,11 +242,12 @@ impl<'m> Management<'m> {
         let grace = time::Duration::try_from(grace).map_err(|_| too_long())?;
         // The grace period ends when it says, to the millisecond; the new
         // token's creation time is shown in whole seconds.
-        let precise_now = manager.clock.now();
+        let precise_now = manager.parts.clock.now();
         let now = manager.now();
         let new_expires_at = validate_expiry(new_expires_at, now)?;
-        let minted = manager.format.generate();
+        let minted = manager.parts.format.generate();
         let new_secret_hash = manager
+            .parts
             .hasher
             .hash(minted.secret.clone())
             .await
@@ -322,8 +324,8 @@ impl<'m> Management<'m> {
         tx.record_audit(&event).await?;
         let new = inserted(tx.token(&new.id).await?)?;
         self.commit(tx, &changes).await?;
-        manager.hook.learn_token(new.id, secret_tag);
-        manager.metrics.record_admin("rotate_token");
+        manager.parts.hook.learn_token(new.id, secret_tag);
+        manager.parts.metrics.record_admin("rotate_token");
         tracing::info!(old_token_id = %id, new_token_id = %new.id, grace_secs = grace.whole_seconds(), actor = %self.actor.name, "token rotated");
         Ok(RotatedToken {
             old,
@@ -391,7 +393,7 @@ impl<'m> Management<'m> {
             .await?
             .ok_or_else(|| StoreError::Corrupt("an upserted account vanished".into()))?;
         self.commit(tx, &changes).await?;
-        manager.metrics.record_admin("set_account_plan");
+        manager.parts.metrics.record_admin("set_account_plan");
         tracing::info!(account_id, plan, actor = %self.actor.name, "account plan set");
         Ok(account)
     }
@@ -447,7 +449,7 @@ impl<'m> Management<'m> {
         tx.record_audit(&self.event(now, action, None, None, details))
             .await?;
         self.commit(tx, &[change]).await?;
-        self.manager.metrics.record_admin("set_plan");
+        self.manager.parts.metrics.record_admin("set_plan");
         tracing::info!(
             plan = name,
             api_access = plan.api_access,
