@@ -25,6 +25,11 @@ struct Faults {
     hanging: AtomicBool,
     credential_lookups: AtomicU64,
     credential_delay_ms: AtomicU64,
+    /// Whether the next credential lookup waits after reading its row.
+    hold_next_credential: AtomicBool,
+    /// Signalled when a lookup is held; signals a held lookup to answer.
+    credential_held: tokio::sync::Notify,
+    credential_released: tokio::sync::Notify,
     /// Reads of settings still to hold at the barrier.
     setting_reads: Mutex<Option<(Arc<tokio::sync::Barrier>, usize)>>,
 }
@@ -79,6 +84,27 @@ impl FlakyStore {
             .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
+    /// Makes the next credential lookup wait, once it has read the row,
+    /// until [`release_credential_answer`](Self::release_credential_answer):
+    /// a lookup in flight, stopped at a known point, so a test can change
+    /// the token meanwhile without ordering anything by sleeping.
+    pub fn hold_next_credential_answer(&self) {
+        self.state
+            .hold_next_credential
+            .store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until the lookup [`hold_next_credential_answer`](Self::hold_next_credential_answer)
+    /// asked for has read its row and is held.
+    pub async fn credential_answer_held(&self) {
+        self.state.credential_held.notified().await;
+    }
+
+    /// Lets the held credential lookup answer (with the row it read).
+    pub fn release_credential_answer(&self) {
+        self.state.credential_released.notify_one();
+    }
+
     /// Makes the next `parties` reads of a setting wait for each other, so
     /// that all of them see the database as it was before any of them wrote
     /// (several instances starting at the same moment).
@@ -104,6 +130,14 @@ impl CredentialStore for FlakyStore {
         self.state.credential_lookups.fetch_add(1, Ordering::SeqCst);
         self.state.check().await?;
         let credential = self.inner.find_credential(id).await;
+        if self
+            .state
+            .hold_next_credential
+            .swap(false, Ordering::SeqCst)
+        {
+            self.state.credential_held.notify_one();
+            self.state.credential_released.notified().await;
+        }
         let delay = self.state.credential_delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
