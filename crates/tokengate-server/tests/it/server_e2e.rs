@@ -381,6 +381,11 @@ fn configuration_errors_exit_nonzero_with_one_line() {
 
 /// The argon2 verifications the server has run, from `/metrics`.
 async fn argon2_verifications(server: &Server) -> u64 {
+    metric(server, "tokengate_argon2_verify_seconds_count").await
+}
+
+/// The value of the counter `name` on the server's `/metrics`.
+async fn metric(server: &Server, name: &str) -> u64 {
     let text = client()
         .get(server.url("/metrics"))
         .send()
@@ -390,8 +395,8 @@ async fn argon2_verifications(server: &Server) -> u64 {
         .await
         .unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix("tokengate_argon2_verify_seconds_count "))
-        .unwrap_or_else(|| panic!("no argon2 count in:\n{text}"))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
         .parse()
         .unwrap()
 }
@@ -540,6 +545,8 @@ async fn a_rotation_grace_is_exact_by_the_api_and_by_the_cli() {
     let created = create_token(&server, "acct_1").await;
     let old = created["token"].as_str().unwrap();
     assert_eq!(api(&server, old).await.status(), 200);
+    const INVALIDATIONS: &str = "tokengate_cache_invalidations_total";
+    let invalidations = metric(&server, INVALIDATIONS).await;
     let before = Instant::now();
     let rotated = cli(
         dir.path(),
@@ -554,6 +561,15 @@ async fn a_rotation_grace_is_exact_by_the_api_and_by_the_cli() {
     );
     let after = Instant::now();
     assert!(rotated.status.success(), "{rotated:?}");
+    // The server hears of the CLI's change through the change feed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&server, INVALIDATIONS).await == invalidations {
+        assert!(
+            Instant::now() < deadline,
+            "the server never read the rotation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_two_second_grace(&server, &clock, old, before, after).await;
 }
 
