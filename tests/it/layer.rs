@@ -873,8 +873,11 @@ async fn maintenance_shutdown_ends_when_the_store_hangs() {
     let maintenance = app.gate.spawn_maintenance();
     assert_eq!(app.bearer(&token).await.status, 200);
     app.store.hang(true);
-    // Let the background jobs get stuck in the store too.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The background jobs (feed poll, last-use flush) get stuck in the store too.
+    eventually("two background jobs stuck in the store", async || {
+        app.store.hung_calls() >= 2
+    })
+    .await;
     let started = std::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(5), maintenance.shutdown())
         .await

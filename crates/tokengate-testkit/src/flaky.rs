@@ -13,16 +13,18 @@ use tokengate::{
 use tokengate::{SqliteStore, TokenId, TokenStore};
 
 /// Delegates to SQLite, unless `fail(true)`: then every call is `Unavailable`.
+#[derive(Debug)]
 pub struct FlakyStore {
     inner: SqliteStore,
     state: Arc<Faults>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Faults {
     failing: AtomicBool,
     failing_audit: AtomicBool,
     hanging: AtomicBool,
+    hung_calls: AtomicU64,
     credential_lookups: AtomicU64,
     credential_delay_ms: AtomicU64,
     /// Whether the next credential lookup waits after reading its row.
@@ -37,6 +39,7 @@ struct Faults {
 impl Faults {
     async fn check(&self) -> Result<(), StoreError> {
         if self.hanging.load(Ordering::SeqCst) {
+            self.hung_calls.fetch_add(1, Ordering::SeqCst);
             // A partition, not a refusal: never answers.
             std::future::pending::<()>().await;
         }
@@ -76,12 +79,19 @@ impl FlakyStore {
         self.state.hanging.store(hanging, Ordering::SeqCst);
     }
 
+    /// How many calls have hung (see [`hang`](Self::hang)), so a test can
+    /// wait until background work is stuck instead of sleeping.
+    pub fn hung_calls(&self) -> u64 {
+        self.state.hung_calls.load(Ordering::SeqCst)
+    }
+
     /// Makes each credential lookup answer this long after it read the row
     /// (a slow network), so a change can commit while a lookup is in flight.
     pub fn delay_credential_answers(&self, delay: Duration) {
-        self.state
-            .credential_delay_ms
-            .store(delay.as_millis() as u64, Ordering::SeqCst);
+        self.state.credential_delay_ms.store(
+            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
     }
 
     /// Makes the next credential lookup wait, once it has read the row,

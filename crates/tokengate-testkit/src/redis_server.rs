@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running (or killed) `redis-server` child process.
+#[derive(Debug)]
 pub struct RedisServer {
     binary: String,
     port: u16,

@@ -131,8 +131,8 @@ impl<D: Driver> AdminStore for SqlStore<D> {
         all(rows, |row| {
             Ok(UsageHour {
                 hour: row.time(0)?,
-                admitted: row.int(1)?.max(0) as u64,
-                limited: row.int(2)?.max(0) as u64,
+                admitted: u64::try_from(row.int(1)?).unwrap_or(0),
+                limited: u64::try_from(row.int(2)?).unwrap_or(0),
             })
         })
     }
@@ -153,7 +153,7 @@ impl<D: Driver> AdminStore for SqlStore<D> {
             args.extend(batch.iter().map(Value::from));
             let rows = self.driver.fetch(&sql, args).await?;
             totals.extend(all(rows, |row| {
-                Ok((row.token_id(0)?, row.int(1)?.max(0) as u64))
+                Ok((row.token_id(0)?, u64::try_from(row.int(1)?).unwrap_or(0)))
             })?);
         }
         Ok(totals)
