@@ -3,6 +3,8 @@
 //! `cargo bench --bench argon2`
 
 #![allow(missing_docs)] // criterion_group! generates undocumented functions
+// A benchmark: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tokengate::Argon2Params;

@@ -3,6 +3,8 @@
 //! `cargo bench --bench gate`
 
 #![allow(missing_docs)] // criterion_group! generates undocumented functions
+// A benchmark: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::sync::Arc;

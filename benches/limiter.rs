@@ -6,6 +6,8 @@
 //! that updates state: the common case on the request path.
 
 #![allow(missing_docs)] // criterion_group! generates undocumented functions
+// A benchmark: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::num::NonZeroU32;

@@ -7,6 +7,10 @@
 //! also includes allocator overhead and hash-table slack.
 
 #![allow(missing_docs)]
+// A benchmark: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::cast_precision_loss)]
+// megabytes, for display
 // criterion_group! generates undocumented functions
 
 // A counting allocator is the one place this crate needs `unsafe`.

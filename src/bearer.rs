@@ -74,6 +74,7 @@ const TOKEN68_BODY: [bool; 256] = {
     let mut table = [false; 256];
     let mut i = 0;
     while i < 256 {
+        #[expect(clippy::cast_possible_truncation, reason = "i < 256")]
         let b = i as u8;
         table[i] =
             b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');

@@ -4,7 +4,10 @@
 //!   timestamps, `last_used_at`. It reads `SystemTime::now()` on every call
 //!   (about 20 ns), so when the host's clock is stepped (a VM that booted
 //!   before NTP), expiry decisions move with it and every instance agrees
-//!   with the database. Tests can shift it (`test-util`).
+//!   with the database. Tests can shift it (`test-util`): in process with
+//!   `TokenGate::step_wall_clock`, and in a server process and its CLI
+//!   through the file named by `TOKENGATE_TEST_CLOCK_FILE` (milliseconds to
+//!   add, read at every call). Neither exists without `test-util`.
 //! * [`monotonic_unix_ms`] measures rate-limit windows: Unix milliseconds
 //!   anchored once per process and advanced by `Instant`, so a clock step
 //!   never frees or steals window capacity.
@@ -30,6 +33,8 @@ impl WallClock {
         let real = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        #[cfg(feature = "test-util")]
+        let real = real.saturating_add(file_offset_ms());
         real.saturating_add(self.offset_ms.load(Ordering::Relaxed))
     }
 
@@ -45,6 +50,19 @@ impl WallClock {
     pub(crate) fn step(&self, delta_ms: i64) {
         self.offset_ms.fetch_add(delta_ms, Ordering::Relaxed);
     }
+}
+
+/// The offset in the file named by `TOKENGATE_TEST_CLOCK_FILE` (0 when it is
+/// unset, missing or not a number): how tests step the wall clock of another
+/// process (a server binary built for `cargo test`, and its CLI).
+#[cfg(feature = "test-util")]
+fn file_offset_ms() -> i64 {
+    static PATH: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    PATH.get_or_init(|| std::env::var_os("TOKENGATE_TEST_CLOCK_FILE").map(Into::into))
+        .as_ref()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Monotonic Unix milliseconds for rate-limit windows: the wall clock read
@@ -76,7 +94,7 @@ mod tests {
     fn monotonic_time_follows_real_time() {
         let wall = WallClock::default();
         let first = monotonic_unix_ms();
-        assert!(first.abs_diff(wall.now_unix_ms() as u64) < 1000);
+        assert!(first.abs_diff(u64::try_from(wall.now_unix_ms()).unwrap()) < 1000);
         std::thread::sleep(Duration::from_millis(50));
         let second = monotonic_unix_ms();
         assert!(second >= first + 40, "{first} -> {second}");

@@ -229,6 +229,7 @@ pub mod __private {
     }
 
     /// A handler behind a scope check; zero-sized when the handler is.
+    #[derive(Debug)]
     pub struct Scoped<H, N> {
         handler: H,
         name: PhantomData<fn() -> N>,

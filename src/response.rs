@@ -27,6 +27,7 @@ use crate::metrics::Outcome;
 
 /// Why a request was not let through: each variant is one documented answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Rejection {
     /// 401: no bearer credentials (no `Authorization` header, or one with
     /// another scheme such as `Basic`); the challenge names no error code.

@@ -21,6 +21,14 @@ pub fn parse_bearer(value: &[u8]) -> Option<&str> {
 #[derive(Default)]
 pub struct WindowLimiter(MemoryRateLimiter);
 
+impl std::fmt::Debug for WindowLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowLimiter")
+            .field("tracked", &self.tracked())
+            .finish()
+    }
+}
+
 impl WindowLimiter {
     /// An empty limiter: one hour in 60 one-minute buckets.
     pub fn new() -> Self {
@@ -82,6 +90,12 @@ pub struct Argon2 {
     secret: crate::token::SecretBytes,
 }
 
+impl std::fmt::Debug for Argon2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Argon2").finish_non_exhaustive()
+    }
+}
+
 impl Argon2 {
     /// A hasher with `params` and one concurrent computation, and a random secret.
     pub fn new(params: crate::Argon2Params) -> Result<Self, crate::InvalidArgon2Params> {
@@ -92,6 +106,10 @@ impl Argon2 {
     }
 
     /// The secret's PHC string.
+    #[expect(
+        clippy::expect_used,
+        reason = "a benchmark hook: a failure fails the benchmark"
+    )]
     pub async fn hash(&self) -> String {
         self.hasher
             .hash(self.secret.clone())
@@ -100,6 +118,10 @@ impl Argon2 {
     }
 
     /// Verifies the secret against `phc`.
+    #[expect(
+        clippy::expect_used,
+        reason = "a benchmark hook: a failure fails the benchmark"
+    )]
     pub async fn verify(&self, phc: &str) -> bool {
         self.hasher
             .verify(self.secret.clone(), phc.to_owned())

@@ -261,6 +261,7 @@ impl fmt::Debug for ParsedToken {
 
 /// Why a string is not a well-formed token. Deliberately coarse: it never echoes input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TokenFormatError {
     /// The string does not start with the configured prefix.
     #[error("token does not start with the expected prefix")]
@@ -539,7 +540,7 @@ mod tests {
     fn token_ids_keep_their_bytes_and_hash_to_the_first_eight() {
         use std::hash::{BuildHasher, Hasher};
 
-        let bytes: [u8; ID_BYTES] = std::array::from_fn(|i| i as u8 + 1);
+        let bytes: [u8; ID_BYTES] = std::array::from_fn(|i| u8::try_from(i + 1).unwrap());
         let id = TokenId(bytes);
         assert_eq!(id.as_bytes(), &bytes);
         assert_eq!(

@@ -321,8 +321,9 @@ impl TokenGate {
             principal: Principal::of(credential),
             api_access: credential.plan.api_access,
             expires_at_ms: credential.expires_at.map(unix_ms),
-            refresh_after_ms: monotonic_unix_ms()
-                .saturating_add(self.inner.timing.cache_ttl.as_millis() as u64),
+            refresh_after_ms: monotonic_unix_ms().saturating_add(
+                u64::try_from(self.inner.timing.cache_ttl.as_millis()).unwrap_or(u64::MAX),
+            ),
             refreshing: AtomicBool::new(false),
             must_revalidate: AtomicBool::new(false),
             last_seen_sec: AtomicI64::new(0),

@@ -13,6 +13,7 @@ use crate::token::TokenFormat;
 
 /// A [`TokenGate`] that could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BuildError {
     /// argon2 refused the parameters.
     #[error(transparent)]

@@ -243,7 +243,8 @@ impl Feed {
     /// point into a gap) once the store is back.
     pub(super) fn failed(&self, error: &StoreError, now_ms: u64) -> Outage {
         let last_ok = self.last_ok_ms.load(Ordering::Acquire);
-        if now_ms.saturating_sub(last_ok) > CACHE_DISTRUST_AFTER.as_millis() as u64
+        if now_ms.saturating_sub(last_ok)
+            > u64::try_from(CACHE_DISTRUST_AFTER.as_millis()).unwrap_or(u64::MAX)
             && self.cursor.load(Ordering::Acquire) >= 0
         {
             tracing::error!(error = %error, "change feed unreachable for an hour; cache emptied");

@@ -247,6 +247,10 @@ where
                 }
                 Poll::Ready(Ok(response))
             }
+            #[expect(
+                clippy::expect_used,
+                reason = "a future polled after it returned Ready is a bug in the caller (Future's contract)"
+            )]
             StateProj::Rejected { response } => Poll::Ready(Ok(response
                 .take()
                 .expect("ResponseFuture polled after completion"))),

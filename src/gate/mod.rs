@@ -255,13 +255,16 @@ impl TokenGate {
         inner
             .metrics
             .limiter_tracked
-            .set(inner.limiter.tracked() as i64);
+            .set(i64::try_from(inner.limiter.tracked()).unwrap_or(i64::MAX));
         let resets = inner.limiter.resets_detected();
         let counted = inner.metrics.limiter_resets.get();
         if resets > counted {
             inner.metrics.limiter_resets.inc_by(resets - counted);
         }
-        inner.metrics.cache_entries.set(inner.cache.len() as i64);
+        inner
+            .metrics
+            .cache_entries
+            .set(i64::try_from(inner.cache.len()).unwrap_or(i64::MAX));
     }
 
     /// Saves the in-memory limiter's windows to the store, so that
@@ -373,6 +376,9 @@ impl TokenGate {
     /// Moves the gate's wall clock, as a stepped host clock would (expiry,
     /// stored timestamps; rate windows keep their monotonic time).
     pub fn step_wall_clock(&self, by: time::Duration) {
-        self.inner.clock.step(by.whole_milliseconds() as i64);
+        let ms = by.whole_milliseconds();
+        self.inner
+            .clock
+            .step(i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX }));
     }
 }

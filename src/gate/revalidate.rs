@@ -101,7 +101,8 @@ pub(super) fn refresh_if_stale(
     tokio::spawn(async move {
         if let Reread::Failed(e) = reread(&gate, digest, &entry).await {
             let inner = &gate.inner;
-            let stale_ms = inner.timing.stale_if_error.as_millis() as u64;
+            let stale_ms =
+                u64::try_from(inner.timing.stale_if_error.as_millis()).unwrap_or(u64::MAX);
             let deadline = entry.refresh_after_ms.saturating_add(stale_ms);
             let id = entry.principal.token_id();
             if monotonic_unix_ms() >= deadline {

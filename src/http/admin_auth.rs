@@ -35,6 +35,7 @@ impl std::fmt::Debug for AdminAuth {
 
 /// An admin token that a client could not present (never echoed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InvalidAdminToken {
     /// Fewer than 16 characters.
     #[error("the admin token is too short: use at least 16 random characters")]

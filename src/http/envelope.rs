@@ -160,6 +160,7 @@ pub fn success_response<T: Serialize>(status: StatusCode, data: &T) -> Response 
 /// An error of the admin, settings and leak-report routes. Every variant
 /// leaves as the error envelope with its status.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ApiError {
     /// 400: the request is invalid; the message says how.
     #[error("{0}")]

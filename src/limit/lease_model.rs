@@ -133,7 +133,7 @@ impl Log {
     }
 
     fn in_last_hour(&self) -> u32 {
-        self.0.len() as u32
+        u32::try_from(self.0.len()).unwrap()
     }
 }
 

@@ -335,6 +335,10 @@ impl MemoryRateLimiter {
         static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
             std::sync::OnceLock::new();
         let hash = SEED.get_or_init(Default::default).hash_one(account);
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "a hash: whichever bits remain pick the shard"
+        )]
         &self.accounts[hash as usize % SHARDS]
     }
 

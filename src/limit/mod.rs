@@ -29,6 +29,10 @@ mod reseed;
 mod reseed_model;
 #[cfg(test)]
 mod two_windows;
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "ring slots are `bucket % ring_len` and ring_len is a small usize (B + 1 buckets)"
+)]
 pub(crate) mod window;
 
 pub(crate) use memory::{MemoryRateLimiter, Tally};

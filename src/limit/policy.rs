@@ -15,6 +15,7 @@ use crate::token::{RandomIdState, TokenId};
 
 /// What to do when a shared rate-limit backend (Redis) cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum LimiterFailurePolicy {
     /// Answer 503: never admit a request the limit was not checked for. The default.
     #[default]

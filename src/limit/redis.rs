@@ -148,8 +148,8 @@ impl RedisRateLimiter {
             client,
             calls: ScriptCall::new(
                 &config.key_prefix,
-                config.lease_ttl.as_millis() as u64,
-                config.reseed_wait.as_millis() as u64,
+                u64::try_from(config.lease_ttl.as_millis()).unwrap_or(u64::MAX),
+                u64::try_from(config.reseed_wait.as_millis()).unwrap_or(u64::MAX),
                 config.timeout,
             ),
             config,
@@ -166,7 +166,7 @@ impl RedisRateLimiter {
     }
 
     fn since_start_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Lease calls answered by Redis so far (one per lease asked or given
@@ -276,7 +276,7 @@ impl RedisRateLimiter {
     /// so an outage (even a black hole that never refuses) costs requests
     /// nothing but the failure policy's answer.
     async fn ask(&self, windows: &Windows<'_>, ask: Ask) -> Result<Grant, LimitError> {
-        let retry_ms = RETRY_AFTER_FAILURE.as_millis() as u64;
+        let retry_ms = u64::try_from(RETRY_AFTER_FAILURE.as_millis()).unwrap_or(u64::MAX);
         let now_ms = self.since_start_ms();
         let down_until = self.down_until_ms.load(Ordering::Acquire);
         if down_until != 0 {
@@ -377,7 +377,7 @@ impl RedisRateLimiter {
             ask
         };
         let grant = self.ask(&windows, ask).await?;
-        let ttl_ms = self.config.lease_ttl.as_millis() as u64;
+        let ttl_ms = u64::try_from(self.config.lease_ttl.as_millis()).unwrap_or(u64::MAX);
         Ok(lock(&entry.state)
             .lease
             .granted(now, ttl_ms, grant, windows.limits()))
@@ -532,7 +532,7 @@ mod tests {
                 1..=3 => below(5_000),
                 _ => below(50),
             };
-            let token = below(2) as usize;
+            let token = usize::try_from(below(2)).unwrap();
             let with_account = below(2) == 0;
             let limit = 40;
             // Give back part of an earlier grant of the same keys, sometimes.
@@ -542,12 +542,15 @@ mod tests {
             {
                 Some(i) if below(10) < 3 => {
                     let (_, _, bucket, permits) = grants.swap_remove(i);
-                    Some((bucket, 1 + below(u64::from(permits)) as u32))
+                    Some((
+                        bucket,
+                        1 + u32::try_from(below(u64::from(permits))).unwrap(),
+                    ))
                 }
                 _ => None,
             };
             let ask = Ask {
-                permits: below(12) as u32,
+                permits: u32::try_from(below(12)).unwrap(),
                 give_back,
             };
             let windows = Windows {

@@ -134,7 +134,12 @@ impl Reseeder {
         match &answer {
             Answer::Done { generation, value } => {
                 state.known.get_or_insert_with(|| generation.clone());
-                state.offset_ms = Some(value.now_ms as i64 - monotonic_unix_ms() as i64);
+                #[expect(
+                    clippy::cast_possible_wrap,
+                    reason = "Unix milliseconds stay below 2^63"
+                )]
+                let offset_ms = value.now_ms as i64 - monotonic_unix_ms() as i64;
+                state.offset_ms = Some(offset_ms);
                 for key in keys(windows) {
                     if let Some((bucket, n)) = ask.give_back {
                         state.record.remove(&key, bucket, n);
@@ -291,7 +296,12 @@ impl Reseeder {
                 {
                     let mut state = lock(&self.state);
                     state.known.get_or_insert(generation);
-                    state.offset_ms = Some(value as i64 - monotonic_unix_ms() as i64);
+                    #[expect(
+                        clippy::cast_possible_wrap,
+                        reason = "Unix milliseconds stay below 2^63"
+                    )]
+                    let offset_ms = value as i64 - monotonic_unix_ms() as i64;
+                    state.offset_ms = Some(offset_ms);
                 }
                 self.deliver_pending(connection, calls).await
             }

@@ -281,7 +281,7 @@ mod tests {
                     record.add(&key, bucket, 3);
                 }
             }
-            let bytes = record.heap_bytes() / tokens as usize;
+            let bytes = record.heap_bytes() / usize::try_from(tokens).unwrap();
             eprintln!("{per_token} buckets per token: {bytes} bytes per active token");
             assert!(
                 bytes <= most,

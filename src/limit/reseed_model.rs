@@ -310,7 +310,9 @@ impl World {
             .iter()
             .filter(|a| a.at + HOUR_MS > now && !a.forgotten)
             .filter(|a| token.is_none_or(|t| a.token == t))
-            .count() as u32
+            .count()
+            .try_into()
+            .unwrap()
     }
 }
 

@@ -38,6 +38,7 @@ impl std::fmt::Debug for LeakReport<'_> {
 
 /// What a leak report found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LeakOutcome {
     /// One of ours, live until now: revoked.
     Revoked(TokenId),

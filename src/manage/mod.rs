@@ -82,6 +82,7 @@ impl Actor {
 }
 
 /// A newly created token. `token` is the plaintext: show it once, then drop it.
+#[non_exhaustive]
 pub struct CreatedToken {
     /// The stored token (no secret).
     pub record: TokenRecord,
@@ -99,6 +100,7 @@ impl std::fmt::Debug for CreatedToken {
 }
 
 /// A rotation's outcome: the old token (now expiring or revoked) and the new one.
+#[non_exhaustive]
 pub struct RotatedToken {
     /// The old token, with its new `expires_at` or `revoked_at`.
     pub old: TokenRecord,
@@ -205,6 +207,7 @@ impl PlanUpdate {
 /// needs to say what to do; every boundary (admin API, settings page, CLI)
 /// words it for its audience.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ManageError {
     /// The input is invalid; the message says how.
     #[error("{0}")]

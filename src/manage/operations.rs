@@ -350,11 +350,11 @@ impl<'m> Management<'m> {
                 closest: closest(plan, plans.iter().map(|p| p.name.as_str())),
             }
         };
-        if plan.chars().count() > 64 {
-            // Not worth a suggestion, nor an echo.
-            return Err(validate_plan_name(plan).unwrap_err());
-        }
-        if validate_plan_name(plan).is_err() {
+        if let Err(invalid) = validate_plan_name(plan) {
+            if plan.chars().count() > 64 {
+                // Not worth a suggestion, nor an echo.
+                return Err(invalid);
+            }
             return Err(unknown_plan().await);
         }
         let mut tx = self.begin().await?;

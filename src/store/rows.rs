@@ -16,6 +16,7 @@ use crate::token::TokenId;
 /// A subscription plan: whether it may call the API, how often, and how
 /// much an account may use together.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[non_exhaustive]
 pub struct Plan {
     /// Plan name, e.g. `pro`.
     pub name: String,
@@ -57,6 +58,7 @@ impl Plan {
 
 /// An account of the host application, and its plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[non_exhaustive]
 pub struct Account {
     /// The host application's account id.
     pub id: String,
@@ -74,6 +76,7 @@ pub struct Account {
 
 /// A stored token as the admin API shows it: never the secret, never its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[non_exhaustive]
 pub struct TokenRecord {
     /// The public token id.
     #[schema(value_type = String, example = "q3J0bUxCbC1hQk1fZk0y")]
@@ -248,6 +251,7 @@ impl Change {
 /// One recorded change: who did what to which account or token, when, and
 /// from where. Never a secret, never a hash.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[non_exhaustive]
 pub struct AuditEvent {
     /// Its number, increasing; the paging cursor.
     pub id: i64,
@@ -280,6 +284,7 @@ pub struct AuditEvent {
 /// Which audit events to read: newest first, at most `limit`, before the
 /// cursor `before` (an event id) when paging.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuditQuery {
     /// Only this account's events.
     pub account_id: Option<String>,
@@ -293,8 +298,43 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
+impl AuditQuery {
+    /// The newest `limit` events (1 to 500), of every account.
+    pub fn newest(limit: u32) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+
+    /// Only this account's events (`None`: every account's).
+    pub fn for_account(mut self, account_id: Option<String>) -> Self {
+        self.account_id = account_id;
+        self
+    }
+
+    /// Only this token's events (`None`: every token's).
+    pub fn for_token(mut self, token_id: Option<TokenId>) -> Self {
+        self.token_id = token_id;
+        self
+    }
+
+    /// Only this action, such as `token.revoked` (`None`: every action).
+    pub fn with_action(mut self, action: Option<String>) -> Self {
+        self.action = action;
+        self
+    }
+
+    /// Only events older than the event with this id (`None`: from the newest).
+    pub fn before_event(mut self, id: Option<i64>) -> Self {
+        self.before = id;
+        self
+    }
+}
+
 /// A token's requests in one hour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[non_exhaustive]
 pub struct UsageHour {
     /// The hour's start (RFC 3339, UTC).
     #[serde(with = "time::serde::rfc3339")]

@@ -19,6 +19,7 @@ use crate::token::TokenId;
 /// A store failure: the database could not answer, or holds something
 /// tokengate did not write. ("Not found" is `Ok(None)`, not an error.)
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The database could not be reached or failed (answered with 503).
     #[error("database unavailable: {0}")]

@@ -33,10 +33,7 @@ async fn sqlite() -> (SqliteStore, tempfile::TempDir) {
 
 async fn all_events(gate: &TokenGate) -> Vec<AuditEvent> {
     Manager::new(gate)
-        .audit_events(&AuditQuery {
-            limit: 500,
-            ..AuditQuery::default()
-        })
+        .audit_events(&AuditQuery::newest(500))
         .await
         .unwrap()
 }
@@ -148,22 +145,17 @@ async fn every_change_is_one_event(store: Arc<dyn TokenStore>) {
 
     // Filters: by token, by account, by action.
     let by_token = Manager::new(&gate)
-        .audit_events(&AuditQuery {
-            token_id: Some(id),
-            limit: 10,
-            ..AuditQuery::default()
-        })
+        .audit_events(&AuditQuery::newest(10).for_token(Some(id)))
         .await
         .unwrap();
     let actions: Vec<_> = by_token.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, ["token.rotated", "token.created"]);
     let revocations = Manager::new(&gate)
-        .audit_events(&AuditQuery {
-            account_id: Some("acme".into()),
-            action: Some("token.revoked".into()),
-            limit: 10,
-            ..AuditQuery::default()
-        })
+        .audit_events(
+            &AuditQuery::newest(10)
+                .for_account(Some("acme".into()))
+                .with_action(Some("token.revoked".into())),
+        )
         .await
         .unwrap();
     assert_eq!(revocations.len(), 1);
@@ -290,11 +282,7 @@ async fn paging_is_stable_while_events_are_added() {
     let mut before = None;
     loop {
         let page = Manager::new(&gate)
-            .audit_events(&AuditQuery {
-                before,
-                limit: 7,
-                ..AuditQuery::default()
-            })
+            .audit_events(&AuditQuery::newest(7).before_event(before))
             .await
             .unwrap();
         let Some(last) = page.last() else { break };
@@ -489,11 +477,7 @@ async fn only_a_real_leaked_token_is_revoked() {
         LeakOutcome::AlreadyRevoked(id)
     );
     let leaked = Manager::new(&gate)
-        .audit_events(&AuditQuery {
-            action: Some("token.leaked".into()),
-            limit: 10,
-            ..AuditQuery::default()
-        })
+        .audit_events(&AuditQuery::newest(10).with_action(Some("token.leaked".into())))
         .await
         .unwrap();
     assert_eq!(leaked.len(), 1, "one event, for the one revocation");

@@ -353,17 +353,18 @@ async fn the_next_request_sees_revocation_and_plan_changes() {
 
 /// A verification that read the token before its revocation must not answer a
 /// request that arrives after the revocation returned (it used to: the new
-/// request joined the flight in progress and got its 200).
+/// request joined the flight in progress and got its 200). The store holds
+/// the first lookup after it read the live token, so the order is fixed:
+/// read, change, second request, then the first lookup answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_after_a_revocation_does_not_join_an_older_verification() {
     for change in ["revoke", "downgrade"] {
         let app = tiny().await;
         let token = app.token("acct_1", "pro").await;
-        app.store
-            .delay_credential_answers(Duration::from_millis(300));
+        app.store.hold_next_credential_answer();
         // Starts a verification, which reads the live token and then waits.
         let early = app.spawn_bearer(&token);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        app.store.credential_answer_held().await;
         match change {
             "revoke" => {
                 Manager::new(&app.gate)
@@ -383,9 +384,11 @@ async fn a_request_after_a_revocation_does_not_join_an_older_verification() {
             "revoke" => assert_unauthorized(&late, "after the revocation returned"),
             _ => assert_eq!(late.body, FORBIDDEN, "after the downgrade returned"),
         }
-        // The request that came first may be answered either way, but answered.
-        assert!([200, 401, 403].contains(&early.await.unwrap().status.as_u16()));
-        app.store.delay_credential_answers(Duration::ZERO);
+        // The request that came first read the token before the change, and
+        // is answered as of then.
+        app.store.release_credential_answer();
+        let early = early.await.unwrap();
+        assert_eq!(early.status, 200, "{change}: {}", early.body);
         let again = app.bearer(&token).await;
         assert!(
             [401, 403].contains(&again.status.as_u16()),
@@ -460,7 +463,9 @@ async fn expired_tokens_stop_working_even_when_cached() {
     let token = created.token.expose_secret();
     assert_eq!(app.bearer(token).await.status, 200);
     assert_eq!(app.gate.cached_tokens(), 1);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    app.gate.step_wall_clock(time::Duration::seconds(1));
+    assert_eq!(app.bearer(token).await.status, 200, "not expired yet");
+    app.gate.step_wall_clock(time::Duration::milliseconds(1100));
     assert_unauthorized(&app.bearer(token).await, "expired");
 }
 
@@ -816,7 +821,7 @@ async fn last_use_is_batched_in_memory_and_flushed() {
     assert!((Manager::new(&app.gate).now() - used).whole_seconds().abs() <= 2);
     // A failed flush keeps the batch for the next one.
     assert_eq!(app.bearer(&token).await.status, 200);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.gate.step_wall_clock(time::Duration::milliseconds(1100));
     assert_eq!(app.bearer(&token).await.status, 200);
     app.store.fail(true);
     assert!(app.gate.flush_last_use().await.is_err());
@@ -887,8 +892,11 @@ async fn maintenance_shutdown_ends_when_the_store_hangs() {
     let maintenance = app.gate.spawn_maintenance();
     assert_eq!(app.bearer(&token).await.status, 200);
     app.store.hang(true);
-    // Let the background jobs get stuck in the store too.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The background jobs (feed poll, last-use flush) get stuck in the store too.
+    eventually("two background jobs stuck in the store", async || {
+        app.store.hung_calls() >= 2
+    })
+    .await;
     let started = std::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(5), maintenance.shutdown())
         .await

@@ -2,6 +2,8 @@
 //! stores against every backend, the Redis limiter, the settings router,
 //! and the fuzz properties.
 #![allow(unreachable_pub)] // helpers are `pub` for their sibling modules
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin_token;
 mod audit_and_usage;

@@ -42,7 +42,7 @@ async fn admits_exactly_the_limit_with_consistent_numbers() {
             "reset {} now {} (+{} ms)",
             d.reset_at_ms,
             d.now_ms,
-            d.reset_at_ms as i64 - d.now_ms as i64
+            i64::try_from(d.reset_at_ms).unwrap() - i64::try_from(d.now_ms).unwrap()
         );
         resets.push(d.reset_at_ms);
     }

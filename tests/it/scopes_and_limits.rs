@@ -253,7 +253,9 @@ async fn the_headers_describe_the_window_with_fewer_requests_left() {
         refused.header_u64("retry-after"),
         refused
             .header_u64("x-ratelimit-reset")
-            .saturating_sub(time::OffsetDateTime::now_utc().unix_timestamp() as u64)
+            .saturating_sub(
+                u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap()
+            )
             .clamp(1, 3660)
     );
     // The plan drops the ceiling: the token's own window is the one shown.

@@ -68,7 +68,9 @@ impl BodyDeadlines {
         if self.min_bytes_per_second == 0 {
             return total;
         }
-        let earned = Duration::from_secs_f64(received as f64 / self.min_bytes_per_second as f64);
+        let earned = Duration::from_nanos(
+            received.saturating_mul(1_000_000_000) / self.min_bytes_per_second,
+        );
         total.min(started + self.grace + earned)
     }
 }

@@ -207,13 +207,10 @@ pub(crate) async fn run_management(
             json,
         } => {
             let token_id = token.as_deref().map(parse_token_id).transpose()?;
-            let query = AuditQuery {
-                account_id: account,
-                token_id,
-                action,
-                before: None,
-                limit,
-            };
+            let query = AuditQuery::newest(limit)
+                .for_account(account)
+                .for_token(token_id)
+                .with_action(action);
             let events = manager.audit_events(&query).await.map_err(describe)?;
             if json {
                 for event in &events {

@@ -182,7 +182,7 @@ fn limit_body(
                 TOO_LARGE_MESSAGE,
             ));
         }
-        Some(length) => length as usize,
+        Some(length) => usize::try_from(length).unwrap_or(usize::MAX),
         None => MAX_BODY_BYTES,
     };
     if !request.body().is_end_stream() {
@@ -259,6 +259,10 @@ where
         let this = self.project();
         let _entered = this.trace.as_ref().map(|(span, _)| span.enter());
         let response = match this.state.project() {
+            #[expect(
+                clippy::expect_used,
+                reason = "a future polled after it returned Ready is a bug in the caller (Future's contract)"
+            )]
             StateProj::Answered { response } => response
                 .take()
                 .expect("StackFuture polled after completion"),
@@ -295,7 +299,7 @@ where
             tracing::debug!(
                 target: "tokengate::request",
                 status = response.status().as_u16(),
-                latency_us = started.elapsed().as_micros() as u64,
+                latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                 "finished processing request"
             );
         }

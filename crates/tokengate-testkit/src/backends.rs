@@ -27,12 +27,15 @@ pub fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// The Redis the backend tests use (`TOKENGATE_TEST_REDIS_URL`, default the standard loopback port).
 pub fn redis_url() -> String {
     std::env::var("TOKENGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 /// A fresh, empty database, dropped when the guard goes.
+#[derive(Debug)]
 pub struct TestDatabase {
+    /// Its connection URL.
     pub url: String,
     name: String,
 }

@@ -13,18 +13,25 @@ use tokengate::{
 use tokengate::{SqliteStore, TokenId, TokenStore};
 
 /// Delegates to SQLite, unless `fail(true)`: then every call is `Unavailable`.
+#[derive(Debug)]
 pub struct FlakyStore {
     inner: SqliteStore,
     state: Arc<Faults>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Faults {
     failing: AtomicBool,
     failing_audit: AtomicBool,
     hanging: AtomicBool,
+    hung_calls: AtomicU64,
     credential_lookups: AtomicU64,
     credential_delay_ms: AtomicU64,
+    /// Whether the next credential lookup waits after reading its row.
+    hold_next_credential: AtomicBool,
+    /// Signalled when a lookup is held; signals a held lookup to answer.
+    credential_held: tokio::sync::Notify,
+    credential_released: tokio::sync::Notify,
     /// Reads of settings still to hold at the barrier.
     setting_reads: Mutex<Option<(Arc<tokio::sync::Barrier>, usize)>>,
 }
@@ -32,6 +39,7 @@ struct Faults {
 impl Faults {
     async fn check(&self) -> Result<(), StoreError> {
         if self.hanging.load(Ordering::SeqCst) {
+            self.hung_calls.fetch_add(1, Ordering::SeqCst);
             // A partition, not a refusal: never answers.
             std::future::pending::<()>().await;
         }
@@ -71,12 +79,40 @@ impl FlakyStore {
         self.state.hanging.store(hanging, Ordering::SeqCst);
     }
 
+    /// How many calls have hung (see [`hang`](Self::hang)), so a test can
+    /// wait until background work is stuck instead of sleeping.
+    pub fn hung_calls(&self) -> u64 {
+        self.state.hung_calls.load(Ordering::SeqCst)
+    }
+
     /// Makes each credential lookup answer this long after it read the row
     /// (a slow network), so a change can commit while a lookup is in flight.
     pub fn delay_credential_answers(&self, delay: Duration) {
+        self.state.credential_delay_ms.store(
+            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
+    }
+
+    /// Makes the next credential lookup wait, once it has read the row,
+    /// until [`release_credential_answer`](Self::release_credential_answer):
+    /// a lookup in flight, stopped at a known point, so a test can change
+    /// the token meanwhile without ordering anything by sleeping.
+    pub fn hold_next_credential_answer(&self) {
         self.state
-            .credential_delay_ms
-            .store(delay.as_millis() as u64, Ordering::SeqCst);
+            .hold_next_credential
+            .store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until the lookup [`hold_next_credential_answer`](Self::hold_next_credential_answer)
+    /// asked for has read its row and is held.
+    pub async fn credential_answer_held(&self) {
+        self.state.credential_held.notified().await;
+    }
+
+    /// Lets the held credential lookup answer (with the row it read).
+    pub fn release_credential_answer(&self) {
+        self.state.credential_released.notify_one();
     }
 
     /// Makes the next `parties` reads of a setting wait for each other, so
@@ -104,6 +140,14 @@ impl CredentialStore for FlakyStore {
         self.state.credential_lookups.fetch_add(1, Ordering::SeqCst);
         self.state.check().await?;
         let credential = self.inner.find_credential(id).await;
+        if self
+            .state
+            .hold_next_credential
+            .swap(false, Ordering::SeqCst)
+        {
+            self.state.credential_held.notify_one();
+            self.state.credential_released.notified().await;
+        }
         let delay = self.state.credential_delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;

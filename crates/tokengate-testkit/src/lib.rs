@@ -3,6 +3,10 @@
 //! the scale-out tests, a TCP proxy that can be cut, and a `redis-server`
 //! of a test's own that can be killed and restarted empty.
 
+#![forbid(unsafe_code)]
+// Test helpers: a panic is how a helper fails the test that called it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod backends;
 pub mod flaky;
 pub mod http;

@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+/// A TCP proxy in front of a backend, which a test can cut and restore.
+#[derive(Debug)]
 pub struct Proxy {
+    /// Where clients connect.
     pub addr: SocketAddr,
     target: Arc<Mutex<SocketAddr>>,
     cut: Arc<AtomicBool>,

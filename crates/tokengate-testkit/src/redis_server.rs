@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running (or killed) `redis-server` child process.
+#[derive(Debug)]
 pub struct RedisServer {
     binary: String,
     port: u16,
@@ -94,7 +95,10 @@ impl RedisServer {
             command
                 .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--daemonize", "no", "--dir"])
-                .arg(&self.dir);
+                .arg(&self.dir)
+                // A replica's first sync starts at once, not after the
+                // default 5 s wait for more replicas (diskless sync).
+                .args(["--repl-diskless-sync-delay", "0"]);
             if self.aof {
                 command.args(["--appendonly", "yes", "--appendfsync", "always"]);
             } else {

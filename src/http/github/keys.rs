@@ -47,6 +47,7 @@ struct GithubKey {
 
 /// Why a key file was rejected. Each variant about one key names its `key_identifier`.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyFileError {
     /// The file is empty or only whitespace.
     #[error("the GitHub secret scanning key file is empty")]

@@ -130,8 +130,8 @@ impl<D: Driver> AdminStore for SqlStore<D> {
         all(rows, |row| {
             Ok(UsageHour {
                 hour: row.time("hour")?,
-                admitted: row.int("admitted")?.max(0) as u64,
-                limited: row.int("limited")?.max(0) as u64,
+                admitted: u64::try_from(row.int("admitted")?).unwrap_or(0),
+                limited: u64::try_from(row.int("limited")?).unwrap_or(0),
             })
         })
     }
@@ -154,7 +154,7 @@ impl<D: Driver> AdminStore for SqlStore<D> {
             totals.extend(all(rows, |row| {
                 Ok((
                     row.token_id("token_id")?,
-                    row.int("admitted")?.max(0) as u64,
+                    u64::try_from(row.int("admitted")?).unwrap_or(0),
                 ))
             })?);
         }

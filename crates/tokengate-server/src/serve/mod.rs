@@ -225,6 +225,7 @@ where
                     biased;
                     () = &mut shutdown => break 'accept,
                     slot = Arc::clone(&slots).acquire_owned() => {
+                        #[expect(clippy::expect_used, reason = "this function owns the semaphore and never closes it")]
                         break slot.expect("the semaphore is never closed");
                     }
                     () = tokio::time::sleep(EVICTION_RETRY) => {}

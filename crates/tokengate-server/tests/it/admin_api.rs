@@ -528,7 +528,10 @@ async fn rotation_with_grace_keeps_the_old_token_until_then() {
     let new = data["token"].as_str().unwrap().to_owned();
     assert_eq!(app.api(&old).await.status, 200);
     assert_eq!(app.api(&new).await.status, 200);
-    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    // Just inside the grace, on the gate's test clock, then past it.
+    app.gate.step_wall_clock(time::Duration::seconds(1));
+    assert_eq!(app.api(&old).await.status, 200);
+    app.gate.step_wall_clock(time::Duration::milliseconds(1100));
     assert_eq!(app.api(&old).await.body, UNAUTHORIZED);
     assert_eq!(app.api(&new).await.status, 200);
 }
@@ -626,7 +629,7 @@ async fn rotation_keeps_the_expiry_and_refuses_expired_or_rotated_tokens() {
     let expiring = create(&app, "acct_1", r#"{"name": "short"}"#).await;
     let expiring_id = expiring.json()["data"]["id"].as_str().unwrap().to_owned();
     // Two seconds: time enough to create it on a loaded machine.
-    let soon = (time::OffsetDateTime::now_utc() + time::Duration::seconds(2))
+    let soon = (app.gate.now() + time::Duration::seconds(2))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
     let short = create(
@@ -637,7 +640,7 @@ async fn rotation_keeps_the_expiry_and_refuses_expired_or_rotated_tokens() {
     .await;
     assert_eq!(short.status, 201, "{}", short.body);
     let short_id = short.json()["data"]["id"].as_str().unwrap().to_owned();
-    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    app.gate.step_wall_clock(time::Duration::milliseconds(3100));
     rotate(short_id, None)
         .await
         .assert_error(409, "Token has expired and cannot be rotated");

@@ -312,8 +312,8 @@ impl Page<'_> {
             .js("return [window.innerWidth, window.innerHeight]")
             .await?;
         let (iw, ih) = (
-            inner[0].as_u64().unwrap_or(0) as u32,
-            inner[1].as_u64().unwrap_or(0) as u32,
+            u32::try_from(inner[0].as_u64().unwrap_or(0)).unwrap_or(0),
+            u32::try_from(inner[1].as_u64().unwrap_or(0)).unwrap_or(0),
         );
         if (iw, ih) != (width, height) {
             let w = (2 * width).saturating_sub(iw).max(width);
@@ -464,7 +464,8 @@ impl Page<'_> {
             .js("return Math.ceil(document.documentElement.scrollHeight)")
             .await?
             .as_u64()
-            .unwrap_or(u64::from(height)) as u32;
+            .and_then(|tall| u32::try_from(tall).ok())
+            .unwrap_or(height);
         self.resize(width, tall.max(height)).await?;
         let shot = self.screenshot(path).await;
         self.resize(width, height).await?;

@@ -42,7 +42,7 @@ fn overwrite(path: &Path, len: u64, seed: u64) {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            state as u8
+            state.to_le_bytes()[0]
         })
         .collect();
     file.seek(SeekFrom::Start(0)).unwrap();

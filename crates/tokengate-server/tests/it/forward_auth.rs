@@ -501,7 +501,7 @@ fn relayed(data: &Value) -> RawResponse {
         .map(|(n, v)| (n.clone(), v.as_str().unwrap().to_owned()))
         .collect();
     RawResponse {
-        status: data["status"].as_u64().unwrap() as u16,
+        status: u16::try_from(data["status"].as_u64().unwrap()).unwrap(),
         headers,
         body: data["body"].as_str().unwrap_or_default().to_owned(),
     }

@@ -6,6 +6,8 @@
 //! Tokens page in headless Chromium, and forward auth behind real nginx and
 //! Caddy.
 #![allow(unreachable_pub)] // helpers are `pub` for their sibling modules
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth_proxy;
 mod browser;

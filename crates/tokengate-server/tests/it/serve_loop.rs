@@ -1,7 +1,8 @@
 //! The accept loop (`tokengate_server::serve`) over real loopback sockets:
 //! header-read and idle timeouts, the connection cap, the bounded shutdown.
-//! Timeouts are short (hundreds of ms); assertions on elapsed time use
-//! generous bounds.
+//! Timeouts are short (hundreds of ms); an upper bound on elapsed time is
+//! at least 5 times the timer it checks (or the wait it tells apart from),
+//! so a loaded CI machine does not fail them.
 //!
 //! `SERVE_BASELINE=axum cargo test -p tokengate-server --test it serve_loop`
 //! runs the same tests against `axum::serve` (the server's accept loop
@@ -194,18 +195,19 @@ async fn an_idle_keep_alive_connection_is_closed_by_the_idle_timeout_not_the_hea
     // Idle 800 ms, longer than the 300 ms header timeout (hyper's own timer
     // would close it at 300 ms).
     assert!(took >= Duration::from_millis(700), "{took:?}");
-    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert!(took < Duration::from_millis(4000), "{took:?}");
 }
 
 /// `IDLE_TIMEOUT_SECS=2` with the 10 s header timeout closed idle
 /// connections after ~10 s: the lazy timer still slept on the header
-/// deadline of the first request.
+/// deadline of the first request. (Closed within 5 idle timeouts here, far
+/// before the 20 s header timeout.)
 #[tokio::test]
-async fn an_idle_timeout_shorter_than_the_header_timeout_is_honoured_within_half_a_second() {
+async fn an_idle_timeout_shorter_than_the_header_timeout_is_honoured() {
     let idle = Duration::from_millis(200);
     let server = Server::start(
         config()
-            .with_header_read_timeout(Duration::from_secs(4))
+            .with_header_read_timeout(Duration::from_secs(20))
             .with_idle_timeout(idle),
     )
     .await;
@@ -215,23 +217,29 @@ async fn an_idle_timeout_shorter_than_the_header_timeout_is_honoured_within_half
         assert_eq!(status, "HTTP/1.1 200 OK");
         let took = closed_within(&mut stream, Duration::from_secs(3)).await;
         assert!(took >= idle - Duration::from_millis(50), "{took:?}");
-        assert!(took < idle + Duration::from_millis(500), "{took:?}");
+        assert!(took < idle * 5, "{took:?}");
     }
 }
 
 #[tokio::test]
 async fn a_keep_alive_connection_is_reused_and_its_next_head_gets_the_header_timeout() {
-    let server = Server::start(config().with_idle_timeout(Duration::from_secs(10))).await;
+    let header = Duration::from_millis(100);
+    let server = Server::start(
+        config()
+            .with_header_read_timeout(header)
+            .with_idle_timeout(Duration::from_secs(10)),
+    )
+    .await;
     let mut stream = server.connect().await;
     for _ in 0..3 {
         let (status, _) = request(&mut stream, HEALTH).await;
         assert_eq!(status, "HTTP/1.1 200 OK");
-        tokio::time::sleep(Duration::from_millis(500)).await; // > header timeout, < idle
+        tokio::time::sleep(header * 2).await; // > header timeout, < idle
     }
     stream.write_all(b"GET /hea").await.unwrap();
     let took = closed_within(&mut stream, Duration::from_secs(5)).await;
-    assert!(took >= Duration::from_millis(250), "{took:?}");
-    assert!(took < Duration::from_millis(2000), "{took:?}");
+    assert!(took >= header - Duration::from_millis(20), "{took:?}");
+    assert!(took < header * 5, "{took:?}");
 }
 
 #[tokio::test]
@@ -399,11 +407,12 @@ async fn shutdown_closes_idle_connections_at_once_and_answers_requests_in_flight
     half_sent.write_all(b"GET /health HT").await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let stopping = tokio::spawn(server.stop());
-    let took = closed_within(&mut idle, Duration::from_secs(2)).await;
-    assert!(took < Duration::from_millis(200), "idle closed in {took:?}");
-    let took = closed_within(&mut half_sent, Duration::from_secs(2)).await;
+    // At once: not at the 5 s shutdown deadline (nor the 30 s header timeout).
+    let took = closed_within(&mut idle, Duration::from_secs(4)).await;
+    assert!(took < Duration::from_secs(1), "idle closed in {took:?}");
+    let took = closed_within(&mut half_sent, Duration::from_secs(4)).await;
     assert!(
-        took < Duration::from_millis(200),
+        took < Duration::from_secs(1),
         "half-sent closed in {took:?}"
     );
     let (status, body) = read_response(&mut busy).await;
@@ -414,7 +423,8 @@ async fn shutdown_closes_idle_connections_at_once_and_answers_requests_in_flight
     closed_within(&mut busy, Duration::from_secs(1)).await;
     let (report, took) = stopping.await.unwrap();
     assert_eq!(report.unfinished_connections, 0);
-    assert!(took < Duration::from_secs(2), "{took:?}");
+    // The 400 ms handler, well before the 5 s deadline.
+    assert!(took < Duration::from_secs(4), "{took:?}");
 }
 
 #[tokio::test]
@@ -430,7 +440,7 @@ async fn shutdown_with_a_hung_handler_returns_at_the_deadline() {
     let (report, took) = server.stop().await;
     assert_eq!(report.unfinished_connections, 1);
     assert!(took >= Duration::from_millis(500), "{took:?}");
-    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert!(took < Duration::from_millis(3000), "{took:?}");
     closed_within(&mut hung, Duration::from_secs(1)).await;
     closed_within(&mut silent, Duration::from_secs(1)).await;
     // The listener is closed.
@@ -471,9 +481,10 @@ async fn hypers_header_read_timeout_also_closes_idle_keep_alive_connections() {
     );
     let mut keep_alive = TcpStream::connect(addr).await.unwrap();
     request(&mut keep_alive, HEALTH).await;
+    // Closed by the 300 ms timer (without it, never: `closed_within` panics).
     let took = closed_within(&mut keep_alive, Duration::from_secs(3)).await;
     assert!(
-        took < Duration::from_millis(700),
+        took < Duration::from_millis(1500),
         "idle closed by the header timer after {took:?}"
     );
 }

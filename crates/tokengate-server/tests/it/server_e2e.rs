@@ -381,6 +381,11 @@ fn configuration_errors_exit_nonzero_with_one_line() {
 
 /// The argon2 verifications the server has run, from `/metrics`.
 async fn argon2_verifications(server: &Server) -> u64 {
+    metric(server, "tokengate_argon2_verify_seconds_count").await
+}
+
+/// The value of the counter `name` on the server's `/metrics`.
+async fn metric(server: &Server, name: &str) -> u64 {
     let text = client()
         .get(server.url("/metrics"))
         .send()
@@ -390,8 +395,8 @@ async fn argon2_verifications(server: &Server) -> u64 {
         .await
         .unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix("tokengate_argon2_verify_seconds_count "))
-        .unwrap_or_else(|| panic!("no argon2 count in:\n{text}"))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
         .parse()
         .unwrap()
 }
@@ -444,33 +449,78 @@ async fn a_guesser_gets_401s_and_never_locks_the_owner_out() {
     server.assert_no_panic();
 }
 
-/// Waits until `at`, then asks the demo API with `token`.
-async fn api_at(server: &Server, token: &str, at: Instant) -> (u16, Instant) {
-    tokio::time::sleep_until(at.into()).await;
-    let status = api(server, token).await.status().as_u16();
-    (status, Instant::now())
+/// The wall clock of the server and of its CLI, stepped by the test: the
+/// file `TOKENGATE_TEST_CLOCK_FILE` names holds milliseconds to add (read
+/// at every call by a binary built for `cargo test`, whose library has
+/// `test-util`; the release binary has no such hook).
+struct TestClock(std::path::PathBuf);
+
+impl TestClock {
+    /// A clock file in `dir`, not stepped yet, and `env` pointing at it.
+    fn new(dir: &Path, env: &mut Vec<(String, String)>) -> Self {
+        let path = dir.join("test-clock-offset-ms");
+        std::fs::write(&path, "0").unwrap();
+        env.push((
+            "TOKENGATE_TEST_CLOCK_FILE".into(),
+            path.display().to_string(),
+        ));
+        Self(path)
+    }
+
+    /// Sets the processes' clocks to read `at` now (they then run on from
+    /// there); returns when that was.
+    fn set_to(&self, at: Instant) -> Instant {
+        let now = Instant::now();
+        let ahead = |a: Instant, b: Instant| {
+            i64::try_from(a.saturating_duration_since(b).as_millis()).unwrap()
+        };
+        std::fs::write(&self.0, (ahead(at, now) - ahead(now, at)).to_string()).unwrap();
+        now
+    }
 }
 
-/// A 2 s grace, from a rotation started at `before` and answered at `after`:
-/// the old token works until 2 s after `before` at least (probes at 1.5 s
-/// and 1.9 s; a refusal only counts once its answer came after 2 s), and
-/// no longer than 2 s after `after` (probe at 3 s).
-async fn assert_two_second_grace(server: &Server, old: &str, before: Instant, after: Instant) {
+/// Asks the demo API with `token` when the servers' clock reads `at`;
+/// returns the status and how long the answer took.
+async fn api_at(server: &Server, clock: &TestClock, token: &str, at: Instant) -> (u16, Duration) {
+    let set = clock.set_to(at);
+    let status = api(server, token).await.status().as_u16();
+    (status, set.elapsed())
+}
+
+/// A 2 s grace, from a rotation started at `before` and answered at `after`
+/// (on the real clock): on the stepped clock, the old token works until 2 s
+/// after `before` at least (probes at 1.5 s and 1.9 s; a refusal only
+/// counts once its answer came after 2 s), and no longer than 2 s after
+/// `after` (probe at 3 s). No wall time is waited.
+async fn assert_two_second_grace(
+    server: &Server,
+    clock: &TestClock,
+    old: &str,
+    before: Instant,
+    after: Instant,
+) {
     for probe in [1500, 1900] {
-        let (status, answered) = api_at(server, old, before + Duration::from_millis(probe)).await;
+        let (status, took) =
+            api_at(server, clock, old, before + Duration::from_millis(probe)).await;
         assert!(
-            status == 200 || answered >= before + Duration::from_secs(2),
+            status == 200 || Duration::from_millis(probe) + took >= Duration::from_secs(2),
             "the old token got {status} {probe} ms into a 2 s grace"
         );
     }
-    let (status, _) = api_at(server, old, after + Duration::from_secs(3)).await;
-    assert_eq!(status, 401, "the old token 3 s after a 2 s grace");
+    let (status, _) = api_at(server, clock, old, after + Duration::from_secs(3)).await;
+    assert_eq!(
+        status, 401,
+        "the old token 3 s after a 2 s grace (a 200 here: is the server binary \
+         built without tokengate's `test-util`, so it ignores TOKENGATE_TEST_CLOCK_FILE?)"
+    );
+    clock.set_to(Instant::now());
 }
 
 #[tokio::test]
 async fn a_rotation_grace_is_exact_by_the_api_and_by_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let env = base_env(dir.path());
+    let mut env = base_env(dir.path());
+    let clock = TestClock::new(dir.path(), &mut env);
     let server = Server::start(dir.path(), &env);
     put_account(&server, "acct_1", "pro").await;
 
@@ -490,11 +540,13 @@ async fn a_rotation_grace_is_exact_by_the_api_and_by_the_cli() {
         .unwrap();
     let after = Instant::now();
     assert!(response.status().is_success(), "{}", response.status());
-    assert_two_second_grace(&server, old, before, after).await;
+    assert_two_second_grace(&server, &clock, old, before, after).await;
 
     let created = create_token(&server, "acct_1").await;
     let old = created["token"].as_str().unwrap();
     assert_eq!(api(&server, old).await.status(), 200);
+    const INVALIDATIONS: &str = "tokengate_cache_invalidations_total";
+    let invalidations = metric(&server, INVALIDATIONS).await;
     let before = Instant::now();
     let rotated = cli(
         dir.path(),
@@ -509,7 +561,16 @@ async fn a_rotation_grace_is_exact_by_the_api_and_by_the_cli() {
     );
     let after = Instant::now();
     assert!(rotated.status.success(), "{rotated:?}");
-    assert_two_second_grace(&server, old, before, after).await;
+    // The server hears of the CLI's change through the change feed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&server, INVALIDATIONS).await == invalidations {
+        assert!(
+            Instant::now() < deadline,
+            "the server never read the rotation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_two_second_grace(&server, &clock, old, before, after).await;
 }
 
 /// SIGTERM while another process holds the database's write lock (a stuck
