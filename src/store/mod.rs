@@ -38,6 +38,7 @@ mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod traits;
+mod webhooks;
 
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
@@ -49,3 +50,7 @@ pub use rows::{
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use traits::{AdminStore, CredentialStore, StoreError, TokenStore, WriteTx};
+pub use webhooks::{
+    AttemptOutcome, AttemptRecord, ClaimedDelivery, DeliveryCounts, WEBHOOK_EVENT_TYPES,
+    WebhookAttempt, WebhookEndpoint, WebhookSecret, WebhookStore,
+};

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokengate::{SqliteStore, StoreError, TokenGate, TokenStore};
+use tokengate::{SqliteStore, StoreError, TokenGate, TokenStore, WebhookStore};
 use tokengate_server::forward::RouteRules;
 use tracing_subscriber::EnvFilter;
 
@@ -147,7 +147,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                      `tokengate migrate` with the same DATABASE_URL; else point DATABASE_URL at it"
                 ));
             }
-            let gate = build_gate(&common, Arc::clone(&store), None)?;
+            let gate = build_gate(&common, Arc::clone(&store) as Arc<dyn TokenStore>, None)?;
             commands::run_management(other, gate, store.as_ref(), &shown, common.verbose).await
         }
     }
@@ -167,7 +167,11 @@ enum Create {
     No,
 }
 
-async fn connect(url: &str, create: Create) -> Result<Arc<dyn TokenStore>, String> {
+/// A store for tokens and webhooks (both built-in backends are).
+pub(crate) trait Backend: TokenStore + WebhookStore {}
+impl<T: TokenStore + WebhookStore> Backend for T {}
+
+async fn connect(url: &str, create: Create) -> Result<Arc<dyn Backend>, String> {
     let shown = redact_url(url);
     if url.starts_with("sqlite:") {
         config::check_sqlite_url(url)?;
