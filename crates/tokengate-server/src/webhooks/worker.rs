@@ -121,8 +121,10 @@ impl Worker {
     /// Claims and sends one batch; returns how many were claimed.
     async fn deliver_due(self: &Arc<Self>) -> Result<usize, tokengate::StoreError> {
         let now = OffsetDateTime::now_utc();
-        // The lease outlives an attempt: a live instance never loses its claim.
-        let lease = self.settings.timeout + Duration::from_secs(30);
+        // The lease outlives an attempt (at most the timeout, then the
+        // record): a live instance never loses its claim, and a killed
+        // one's claims are free again soon after.
+        let lease = self.settings.timeout * 2 + Duration::from_secs(5);
         let claimed = self
             .store
             .claim_webhook_deliveries(now, now + lease, BATCH)
