@@ -76,9 +76,9 @@ fn unavailable(e: StoreError) -> Response {
     ApiError::Unavailable.into_response()
 }
 
-fn path_id(id: Result<Path<String>, PathRejection>) -> Result<String, Response> {
+fn path_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     id.map(|Path(id)| id)
-        .map_err(|e| ApiError::BadRequest(format!("Invalid webhook id: {e}")).into_response())
+        .map_err(|e| ApiError::BadRequest(format!("Invalid webhook id: {e}")))
 }
 
 /// `POST /admin/webhooks` body.
@@ -266,7 +266,7 @@ async fn delete_webhook(
 ) -> Response {
     let id = match path_id(id) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(e) => return e.into_response(),
     };
     match state.webhooks.store.delete_webhook_endpoint(&id).await {
         Ok(true) => {
@@ -300,7 +300,7 @@ async fn rotate_webhook_secret(
 ) -> Response {
     let id = match path_id(id) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(e) => return e.into_response(),
     };
     let store = &state.webhooks.store;
     let secret = WebhookSecret::generate();
@@ -358,7 +358,7 @@ async fn webhook_deliveries(
 ) -> Response {
     let id = match path_id(id) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(e) => return e.into_response(),
     };
     let limit = match query {
         Ok(Query(DeliveriesQuery { limit: None })) => 100,
