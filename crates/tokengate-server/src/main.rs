@@ -10,6 +10,7 @@ mod cli;
 mod commands;
 mod config;
 mod serve_command;
+mod webhook_commands;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -148,7 +149,16 @@ async fn run(cli: Cli) -> Result<(), String> {
                 ));
             }
             let gate = build_gate(&common, Arc::clone(&store) as Arc<dyn TokenStore>, None)?;
-            commands::run_management(other, gate, store.as_ref(), &shown, common.verbose).await
+            let webhooks = common.webhooks.settings();
+            commands::run_management(
+                other,
+                gate,
+                store.as_ref(),
+                &webhooks,
+                &shown,
+                common.verbose,
+            )
+            .await
         }
     }
 }

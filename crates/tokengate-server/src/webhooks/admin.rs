@@ -16,13 +16,10 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokengate::http::{AdminAuth, ApiError, SuccessEnvelope, error_response, success_response};
-use tokengate::{StoreError, WEBHOOK_EVENT_TYPES, WebhookAttempt, WebhookEndpoint, WebhookSecret};
+use tokengate::{StoreError, WebhookAttempt, WebhookEndpoint};
 
 use super::Webhooks;
-use super::target::check_target;
-
-/// How long the previous secret keeps signing after a rotation.
-const ROTATION_OVERLAP: time::Duration = time::Duration::hours(24);
+use super::endpoints::{EndpointError, register, rotate_secret};
 
 #[derive(Clone)]
 struct WebhookState {
@@ -166,56 +163,27 @@ async fn create_webhook(State(state): State<WebhookState>, body: Bytes) -> Respo
             return ApiError::BadRequest(format!("Invalid request body: {e}")).into_response();
         }
     };
-    let events = match body.events.map(check_events).transpose() {
-        Ok(events) => events,
-        Err(message) => return ApiError::BadRequest(message).into_response(),
-    };
-    let settings = &state.webhooks.settings;
-    if let Err(message) = check_target(&body.url, settings.allow_private).await {
-        return ApiError::BadRequest(format!("Invalid request body: {message}")).into_response();
-    }
-    let endpoint = WebhookEndpoint::new(new_id(), body.url, events, OffsetDateTime::now_utc());
-    if let Err(e) = state
-        .webhooks
-        .store
-        .insert_webhook_endpoint(&endpoint)
-        .await
+    let webhooks = &state.webhooks;
+    match register(
+        webhooks.store.as_ref(),
+        &webhooks.settings,
+        body.url,
+        body.events,
+    )
+    .await
     {
-        return unavailable(e);
-    }
-    tracing::info!(webhook_id = %endpoint.id, "webhook endpoint registered");
-    let view = WebhookWithSecret {
-        endpoint: WebhookView::of(&endpoint),
-        secret: endpoint.secret.expose().to_owned(),
-    };
-    success_response(StatusCode::CREATED, &view)
-}
-
-fn check_events(events: Vec<String>) -> Result<Vec<String>, String> {
-    if events.is_empty() {
-        return Err(
-            "Invalid request body: events is empty; leave it out to send every type".into(),
-        );
-    }
-    let mut checked: Vec<String> = Vec::new();
-    for event in events {
-        if !WEBHOOK_EVENT_TYPES.contains(&event.as_str()) {
-            return Err(format!(
-                "Invalid request body: unknown event type {event:?}; the types are {}",
-                WEBHOOK_EVENT_TYPES.join(", ")
-            ));
+        Ok(endpoint) => {
+            let view = WebhookWithSecret {
+                endpoint: WebhookView::of(&endpoint),
+                secret: endpoint.secret.expose().to_owned(),
+            };
+            success_response(StatusCode::CREATED, &view)
         }
-        if !checked.contains(&event) {
-            checked.push(event);
+        Err(EndpointError::Invalid(message)) => {
+            ApiError::BadRequest(format!("Invalid request body: {message}")).into_response()
         }
+        Err(EndpointError::Store(e)) => unavailable(e),
     }
-    Ok(checked)
-}
-
-/// `whe_` and 64 random bits in hex.
-fn new_id() -> String {
-    use rand::RngCore;
-    format!("whe_{:016x}", rand::rngs::OsRng.next_u64())
 }
 
 /// List webhook endpoints (never a secret).
@@ -302,19 +270,8 @@ async fn rotate_webhook_secret(
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
-    let store = &state.webhooks.store;
-    let secret = WebhookSecret::generate();
-    let until = OffsetDateTime::now_utc() + ROTATION_OVERLAP;
-    match store.rotate_webhook_secret(&id, &secret, until).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return ApiError::NotFound("Webhook endpoint not found".into()).into_response();
-        }
-        Err(e) => return unavailable(e),
-    }
-    match store.webhook_endpoint(&id).await {
-        Ok(Some(endpoint)) => {
-            tracing::info!(webhook_id = %id, "webhook secret rotated");
+    match rotate_secret(state.webhooks.store.as_ref(), &id).await {
+        Ok(Some((endpoint, secret))) => {
             let view = WebhookWithSecret {
                 endpoint: WebhookView::of(&endpoint),
                 secret: secret.expose().to_owned(),

@@ -6,9 +6,11 @@
 //! `admin.rs` the `/admin/webhooks` routes, `worker.rs` the delivery worker
 //! and the expiry sweep, `sign.rs` the signatures, `target.rs` which URLs
 //! and addresses may be called (no SSRF), `settings.rs` the `WEBHOOK_*`
-//! settings.
+//! settings, `endpoints.rs` the rules of registering and rotating (shared
+//! with the CLI).
 
 mod admin;
+pub mod endpoints;
 pub mod settings;
 mod sign;
 mod target;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::process::{Server, admin_header, base_env, client};
+use crate::process::{Server, admin_header, base_env, cli, client};
 use crate::support::ADMIN_TOKEN;
 
 const REQUIRE_ENV: &str = "TOKENGATE_REQUIRE_CLIENTS";
@@ -717,4 +717,78 @@ async fn private_urls_are_refused_without_the_setting() {
     )
     .await;
     assert_eq!(status, 200);
+}
+
+#[test]
+fn the_cli_manages_endpoints_and_shows_a_secret_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = base_env(dir.path());
+    assert!(cli(dir.path(), &env, &["migrate"]).status.success());
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+
+    let refused = cli(
+        dir.path(),
+        &env,
+        &["webhooks", "add", "https://127.0.0.1/hook"],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("WEBHOOK_ALLOW_PRIVATE_URLS"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(refused.stdout.is_empty());
+
+    env.push(("WEBHOOK_ALLOW_PRIVATE_URLS".into(), "true".into()));
+    let args = [
+        "webhooks",
+        "add",
+        "http://127.0.0.1:9/hook",
+        "--event",
+        "token.revoked",
+    ];
+    let added = cli(dir.path(), &env, &args);
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let secret = text(&added.stdout).trim().to_owned();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let stderr = text(&added.stderr);
+    assert!(stderr.contains("only time"), "{stderr}");
+    let id = stderr
+        .split_whitespace()
+        .find(|word| word.starts_with("whe_"))
+        .unwrap()
+        .to_owned();
+
+    let listed = text(&cli(dir.path(), &env, &["webhooks", "list"]).stdout);
+    assert!(
+        listed.contains(&id) && listed.contains("token.revoked"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&secret[6..]), "{listed}");
+
+    let rotated = cli(dir.path(), &env, &["webhooks", "rotate-secret", &id]);
+    assert!(rotated.status.success(), "{}", text(&rotated.stderr));
+    let new_secret = text(&rotated.stdout).trim().to_owned();
+    assert!(new_secret.starts_with("whsec_") && new_secret != secret);
+
+    let deliveries = cli(dir.path(), &env, &["webhooks", "deliveries", &id]);
+    assert!(deliveries.status.success(), "{}", text(&deliveries.stderr));
+    assert!(
+        text(&deliveries.stdout).starts_with("AT "),
+        "{}",
+        text(&deliveries.stdout)
+    );
+
+    assert!(
+        cli(dir.path(), &env, &["webhooks", "remove", &id])
+            .status
+            .success()
+    );
+    let again = cli(dir.path(), &env, &["webhooks", "remove", &id]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("no webhook"),
+        "{}",
+        text(&again.stderr)
+    );
 }
