@@ -278,4 +278,7 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// events that are due at `now` and not yet written, each once per token
     /// and threshold; returns how many.
     async fn sweep_token_expiry(&self, now: OffsetDateTime) -> Result<u32, StoreError>;
+    /// Deletes attempts, finished deliveries, their events and expiry
+    /// notices older than `before`, a batch of each; returns how many rows.
+    async fn prune_webhooks(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
 }

@@ -259,6 +259,31 @@ async fn expiry_sweep_conforms(store: Arc<dyn Backend>) {
     ]
     .map(|(t, k)| (t.to_owned(), k.to_owned()));
     assert_eq!(thresholds, expected);
+
+    // Pruning keeps what is recent or pending, and takes what is finished and old.
+    let counts = store.webhook_delivery_counts().await.unwrap();
+    assert_eq!(
+        store.prune_webhooks(now - Duration::days(1)).await.unwrap(),
+        0
+    );
+    let pruned = store
+        .prune_webhooks(expired + Duration::days(1))
+        .await
+        .unwrap();
+    assert!(
+        pruned >= 3 * 3,
+        "attempts, deliveries, events of 3 reminders: {pruned}"
+    );
+    let after = store.webhook_delivery_counts().await.unwrap();
+    assert_eq!(after.pending, counts.pending);
+    assert_eq!(after.delivered, 0);
+    assert!(
+        store
+            .webhook_attempts("whe_expiry", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]

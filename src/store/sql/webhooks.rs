@@ -78,6 +78,8 @@ const THRESHOLDS: [Threshold; 3] = [
 
 /// Tokens swept per threshold per call (the next sweep takes the rest).
 const SWEEP_BATCH: i64 = 500;
+/// Rows of each table pruned per call.
+const PRUNE_BATCH: i64 = 1000;
 
 #[async_trait]
 impl<D: Driver> WebhookStore for SqlStore<D> {
@@ -298,6 +300,29 @@ impl<D: Driver> WebhookStore for SqlStore<D> {
         tx.commit().await?;
         Ok(sent)
     }
+
+    async fn prune_webhooks(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        // Pending deliveries are never pruned, nor an event one still needs.
+        let statements = [
+            "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts \
+             WHERE at < $1 ORDER BY id LIMIT $2)",
+            "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries \
+             WHERE status <> 'pending' AND next_attempt_at < $1 ORDER BY id LIMIT $2)",
+            "DELETE FROM webhook_events WHERE seq IN (SELECT e.seq FROM webhook_events e \
+             WHERE e.created_at < $1 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
+             WHERE d.event_seq = e.seq) ORDER BY e.seq LIMIT $2)",
+            "DELETE FROM webhook_expiry_notices WHERE token_id IN (SELECT token_id \
+             FROM webhook_expiry_notices WHERE at < $1 ORDER BY token_id LIMIT $2) AND at < $1",
+        ];
+        let mut pruned = 0;
+        for sql in statements {
+            pruned += self
+                .driver
+                .execute(sql, vec![before.into(), PRUNE_BATCH.into()])
+                .await?;
+        }
+        Ok(pruned)
+    }
 }
 
 async fn sweep_threshold(
@@ -426,6 +451,12 @@ macro_rules! delegate_webhooks {
                 now: time::OffsetDateTime,
             ) -> Result<u32, $crate::store::StoreError> {
                 self.sql.sweep_token_expiry(now).await
+            }
+            async fn prune_webhooks(
+                &self,
+                before: time::OffsetDateTime,
+            ) -> Result<u64, $crate::store::StoreError> {
+                self.sql.prune_webhooks(before).await
             }
         }
     };

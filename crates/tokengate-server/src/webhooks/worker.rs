@@ -20,6 +20,8 @@ use super::target::{PublicOnlyResolver, literal_host_allowed};
 const BATCH: u32 = 16;
 /// Bytes of a receiver's answer read (for the error message); the rest is dropped.
 const MAX_RESPONSE_BYTES: usize = 1024;
+/// How long attempts, finished deliveries and their events are kept.
+const RETENTION: time::Duration = time::Duration::days(30);
 /// Characters of a receiver's answer kept in an attempt's error.
 const MAX_ERROR_BODY_CHARS: usize = 200;
 
@@ -102,17 +104,18 @@ impl Worker {
         }
     }
 
-    /// Sweeps for expiring tokens until the task is aborted.
+    /// Sweeps for expiring tokens, and prunes what is older than
+    /// [`RETENTION`], until the task is aborted.
     pub(crate) async fn run_expiry_sweep(self: Arc<Self>) {
         loop {
-            match self
-                .store
-                .sweep_token_expiry(OffsetDateTime::now_utc())
-                .await
-            {
+            let now = OffsetDateTime::now_utc();
+            match self.store.sweep_token_expiry(now).await {
                 Ok(0) => {}
                 Ok(events) => tracing::info!(events, "webhooks: expiry reminders written"),
                 Err(e) => tracing::warn!(error = %e, "webhooks: expiry sweep failed; trying again"),
+            }
+            if let Err(e) = self.store.prune_webhooks(now - RETENTION).await {
+                tracing::warn!(error = %e, "webhooks: pruning old deliveries failed; trying again");
             }
             tokio::time::sleep(self.settings.sweep).await;
         }
