@@ -58,9 +58,10 @@ CREATE TABLE webhook_attempts (
 
 CREATE INDEX webhook_attempts_by_endpoint ON webhook_attempts (endpoint_id, id);
 
--- Expiry reminders sent (`7d`, `1d`, `expired`): the key makes each one
--- happen once per token across restarts and instances.
-CREATE TABLE webhook_expiry_notices (
+-- Notices sent once per token and key: the expiry reminders (`7d`, `1d`,
+-- `expired`) and the first refused request of an hour (`limit:<hour>`); the
+-- key makes each one happen once across restarts and instances.
+CREATE TABLE webhook_notices (
     token_id  TEXT NOT NULL,
     threshold TEXT NOT NULL,
     at        TEXT NOT NULL,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
 use tokengate::{
-    Argon2Params, AttemptOutcome, AttemptRecord, SqliteStore, TokenGate, TokenStore,
+    Argon2Params, AttemptOutcome, AttemptRecord, SqliteStore, TokenGate, TokenStore, UsageDelta,
     WebhookEndpoint, WebhookStore,
 };
 
@@ -286,6 +286,59 @@ async fn expiry_sweep_conforms(store: Arc<dyn Backend>) {
     );
 }
 
+async fn limit_reached_conforms(store: Arc<dyn Backend>) {
+    let gate = gate_on(Arc::clone(&store));
+    gate.set_account_plan("busy", "pro").await.unwrap();
+    let token = gate.create_token("busy", "hot", None).await.unwrap().record;
+    let hour = OffsetDateTime::now_utc().replace_minute(0).unwrap();
+    let hour = hour
+        .replace_second(0)
+        .unwrap()
+        .replace_nanosecond(0)
+        .unwrap();
+    let delta = |limited| UsageDelta {
+        token_id: token.id,
+        hour,
+        admitted: 5,
+        limited,
+    };
+    let only = ["account.limit_reached"];
+    store
+        .insert_webhook_endpoint(&endpoint("whe_limits", Some(&only)))
+        .await
+        .unwrap();
+    let pending = || async { store.webhook_delivery_counts().await.unwrap().pending };
+    let before = pending().await;
+    store.record_usage(&[delta(0)]).await.unwrap();
+    assert_eq!(pending().await, before, "no refusal, no event");
+    store.record_usage(&[delta(3)]).await.unwrap();
+    assert_eq!(pending().await, before + 1, "the first refusal of the hour");
+    store.record_usage(&[delta(7)]).await.unwrap();
+    assert_eq!(pending().await, before + 1, "once per token and hour");
+    let next_hour = UsageDelta {
+        hour: hour + Duration::hours(1),
+        ..delta(1)
+    };
+    store.record_usage(&[next_hour]).await.unwrap();
+    assert_eq!(pending().await, before + 2, "and again the next hour");
+    let usage = store.usage_series(&token.id, hour).await;
+    let limited: u64 = usage.unwrap().iter().map(|h| h.limited).sum();
+    assert_eq!(limited, 11, "the counts are saved as before");
+
+    let at = OffsetDateTime::now_utc() + Duration::days(40);
+    let claimed = store.claim_webhook_deliveries(at, at + Duration::seconds(30), 100);
+    let event = claimed
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.event_type == "account.limit_reached")
+        .unwrap();
+    let payload: serde_json::Value = serde_json::from_str(&event.payload).unwrap();
+    assert_eq!(payload["data"]["token"]["id"], token.id.to_string());
+    assert_eq!(payload["data"]["account_id"], "busy");
+    assert!(payload["data"]["hour"].is_string(), "{payload}");
+}
+
 #[tokio::test]
 async fn sqlite_outbox_conforms() {
     let dir = tempfile::tempdir().unwrap();
@@ -293,7 +346,8 @@ async fn sqlite_outbox_conforms() {
     let store = SqliteStore::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
     outbox_conforms(Arc::new(store.clone())).await;
-    expiry_sweep_conforms(Arc::new(store)).await;
+    expiry_sweep_conforms(Arc::new(store.clone())).await;
+    limit_reached_conforms(Arc::new(store)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,5 +360,6 @@ async fn postgres_outbox_conforms() {
         .unwrap();
     store.migrate().await.unwrap();
     outbox_conforms(Arc::new(store.clone())).await;
-    expiry_sweep_conforms(Arc::new(store)).await;
+    expiry_sweep_conforms(Arc::new(store.clone())).await;
+    limit_reached_conforms(Arc::new(store)).await;
 }

@@ -3,7 +3,8 @@
 //!
 //! [`enqueue_audited`] turns an audit event that the host application wants
 //! to hear about into a webhook event (`token.leaked` becomes `token.revoked`
-//! with the reason `leaked`); the expiry sweep calls [`enqueue`] directly.
+//! with the reason `leaked`); the expiry sweep calls [`enqueue`] directly,
+//! and the usage flush [`enqueue_limit_reached`].
 //! With no subscribed endpoint nothing is written: one indexed read.
 //! The payload is built from public views only (the token's id, account,
 //! name, hint, scopes and times; the actor; the audit event's plain facts),
@@ -15,8 +16,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::columns::{TOKEN_COLUMNS, first, token_from_row};
-use crate::store::driver::Conn;
-use crate::store::{AuditEvent, StoreError, TokenRecord};
+use crate::store::driver::{Conn, Driver};
+use crate::store::{AuditEvent, StoreError, TokenRecord, UsageDelta};
 use crate::token::TokenId;
 
 /// The `LIKE` pattern that matches an endpoint subscribed to `event_type`
@@ -146,6 +147,56 @@ pub(super) async fn enqueue(
     )
     .await
     .map(drop)
+}
+
+/// `account.limit_reached`: a token's first request refused by the rate
+/// limit (its own or its account's) in an hour, from the usage counts that
+/// the gate flushes in the background, never on the request path. Once per
+/// token and hour across instances: the notice's key commits with the event.
+pub(super) async fn enqueue_limit_reached<D: Driver>(
+    driver: &D,
+    deltas: &[UsageDelta],
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    if deltas.iter().all(|delta| delta.limited == 0) {
+        return Ok(());
+    }
+    let mut tx = driver.begin_write().await?;
+    if !has_subscribers(tx.as_mut(), "account.limit_reached").await? {
+        return Ok(());
+    }
+    for delta in deltas.iter().filter(|delta| delta.limited > 0) {
+        let hour = delta
+            .hour
+            .format(&Rfc3339)
+            .map_err(|e| StoreError::Corrupt(format!("unformattable time: {e}")))?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO webhook_notices (token_id, threshold, at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (token_id, threshold) DO NOTHING",
+                vec![
+                    (&delta.token_id).into(),
+                    format!("limit:{hour}").into(),
+                    now.into(),
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            continue;
+        }
+        let Some(token) = token_view(tx.as_mut(), &delta.token_id).await? else {
+            continue;
+        };
+        let data = json!({
+            "token": token,
+            "account_id": token.account_id,
+            "actor": "system",
+            "hour": hour,
+        });
+        let key = order_key(Some(&delta.token_id), Some(&token.account_id));
+        enqueue(tx.as_mut(), "account.limit_reached", &key, data, now).await?;
+    }
+    tx.commit().await
 }
 
 /// A new event id: `msg_` and 128 random bits in hex.

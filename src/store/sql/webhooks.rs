@@ -43,7 +43,7 @@ fn endpoint_from_row(row: &Row, at: usize) -> Result<WebhookEndpoint, StoreError
     })
 }
 
-/// An expiry reminder: its key in `webhook_expiry_notices`, its event type,
+/// An expiry reminder: its key in `webhook_notices`, its event type,
 /// and the range of `expires_at` (relative to now) it covers.
 struct Threshold {
     key: &'static str,
@@ -311,8 +311,8 @@ impl<D: Driver> WebhookStore for SqlStore<D> {
             "DELETE FROM webhook_events WHERE seq IN (SELECT e.seq FROM webhook_events e \
              WHERE e.created_at < $1 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
              WHERE d.event_seq = e.seq) ORDER BY e.seq LIMIT $2)",
-            "DELETE FROM webhook_expiry_notices WHERE token_id IN (SELECT token_id \
-             FROM webhook_expiry_notices WHERE at < $1 ORDER BY token_id LIMIT $2) AND at < $1",
+            "DELETE FROM webhook_notices WHERE token_id IN (SELECT token_id \
+             FROM webhook_notices WHERE at < $1 ORDER BY token_id LIMIT $2) AND at < $1",
         ];
         let mut pruned = 0;
         for sql in statements {
@@ -337,7 +337,7 @@ async fn sweep_threshold(
             "SELECT t.id FROM api_tokens t WHERE t.revoked_at IS NULL \
              AND t.expires_at > $1 AND t.expires_at <= $2 \
              AND (t.revoked_reason IS NULL OR t.revoked_reason <> 'rotated') \
-             AND NOT EXISTS (SELECT 1 FROM webhook_expiry_notices n \
+             AND NOT EXISTS (SELECT 1 FROM webhook_notices n \
              WHERE n.token_id = t.id AND n.threshold = $3) \
              ORDER BY t.expires_at LIMIT $4",
             vec![
@@ -353,7 +353,7 @@ async fn sweep_threshold(
     for id in ids {
         let inserted = tx
             .execute(
-                "INSERT INTO webhook_expiry_notices (token_id, threshold, at) VALUES ($1, $2, $3) \
+                "INSERT INTO webhook_notices (token_id, threshold, at) VALUES ($1, $2, $3) \
                  ON CONFLICT (token_id, threshold) DO NOTHING",
                 vec![(&id).into(), threshold.key.into(), now.into()],
             )

@@ -792,3 +792,44 @@ fn the_cli_manages_endpoints_and_shows_a_secret_once() {
         text(&again.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_refusal_of_an_hour_sends_one_limit_reached() {
+    if !receiver_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path(), 0, 204);
+    let mut server = Server::start(dir.path(), &env(dir.path(), PATIENT, &[]));
+    let tiny = json!({"api_access": true, "requests_per_hour": 1});
+    ok(&server, Method::PUT, "/admin/plans/tiny", Some(tiny)).await;
+    let account = json!({"plan": "tiny"});
+    ok(&server, Method::PUT, "/admin/accounts/busy", Some(account)).await;
+    register(&server, &receiver, Some(json!(["account.limit_reached"]))).await;
+    let created = create_token(&server, "busy", json!({"name": "hot"})).await;
+    let bearer = format!("Bearer {}", created["token"].as_str().unwrap());
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let response = client()
+            .get(server.url("/api/v1/external_tests"))
+            .header("authorization", &bearer)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 429, 429]);
+    // The refusals reach the database with the usage counts (every 10 s, and
+    // at shutdown): a restart writes them now, then delivers the event.
+    server.signal("TERM");
+    drop(server);
+    let _server = Server::start(dir.path(), &env(dir.path(), PATIENT, &[]));
+    let events = receiver
+        .wait_for("account.limit_reached", |e| !e.is_empty())
+        .await;
+    assert_eq!(types(&events), ["account.limit_reached"]);
+    let data = &events[0]["event"]["data"];
+    assert_eq!(data["token"]["id"], created["id"]);
+    assert_eq!(data["account_id"], "busy");
+    assert!(data["hour"].is_string(), "{data}");
+}
