@@ -35,17 +35,31 @@ pub(super) async fn enqueue_audited(
     conn: &mut dyn Conn,
     event: &AuditEvent,
 ) -> Result<(), StoreError> {
-    let (event_type, reason) = match event.action.as_str() {
-        "token.created" => ("token.created", None),
-        "token.rotated" => ("token.rotated", None),
-        "token.revoked" => ("token.revoked", Some("revoked")),
-        "token.leaked" => ("token.revoked", Some("leaked")),
-        "account.plan_changed" => ("account.plan_changed", None),
+    // A rotation also ends the old token (at once, or after its grace
+    // period: `old_token_stops_at`): `token.revoked` with the reason
+    // `rotated` tells those who listen only for a token's end.
+    let events: &[(&str, Option<&str>)] = match event.action.as_str() {
+        "token.created" => &[("token.created", None)],
+        "token.rotated" => &[("token.rotated", None), ("token.revoked", Some("rotated"))],
+        "token.revoked" => &[("token.revoked", Some("revoked"))],
+        "token.leaked" => &[("token.revoked", Some("leaked"))],
+        "account.plan_changed" => &[("account.plan_changed", None)],
         _ => return Ok(()),
     };
-    if !has_subscribers(conn, event_type).await? {
-        return Ok(());
+    for &(event_type, reason) in events {
+        if has_subscribers(conn, event_type).await? {
+            enqueue_one(conn, event, event_type, reason).await?;
+        }
     }
+    Ok(())
+}
+
+async fn enqueue_one(
+    conn: &mut dyn Conn,
+    event: &AuditEvent,
+    event_type: &str,
+    reason: Option<&str>,
+) -> Result<(), StoreError> {
     let token = match &event.token_id {
         Some(id) => token_view(conn, id).await?,
         None => None,
@@ -62,7 +76,10 @@ pub(super) async fn enqueue_audited(
     if let Some(reason) = reason {
         data.insert("reason".into(), json!(reason));
     }
-    if let Json::Object(details) = &event.details {
+    if event.action == "token.leaked" {
+        // The report's own `type` must not read as the event's.
+        data.insert("leak".into(), event.details.clone());
+    } else if let Json::Object(details) = &event.details {
         for (key, value) in details {
             // The token's own view already says these.
             if token.is_some() && matches!(key.as_str(), "name" | "scopes" | "expires_at") {

@@ -204,6 +204,44 @@ mod tests {
         assert!(check_url("not a url", false).is_err());
     }
 
+    /// The delivery client's resolver drops what the check would refuse, so
+    /// a name that resolves (or re-resolves) to loopback is never connected to.
+    #[tokio::test]
+    async fn the_resolver_hands_over_public_addresses_only() {
+        let name: Name = "localhost".parse().unwrap();
+        let refused = PublicOnlyResolver {
+            allow_private: false,
+        }
+        .resolve(name)
+        .await;
+        let error = refused
+            .err()
+            .expect("localhost resolved for delivery")
+            .to_string();
+        assert!(error.contains("no public address"), "{error}");
+        let name: Name = "localhost".parse().unwrap();
+        let allowed = PublicOnlyResolver {
+            allow_private: true,
+        }
+        .resolve(name)
+        .await;
+        let addresses: Vec<SocketAddr> = allowed.unwrap().collect();
+        assert!(
+            addresses.iter().any(|a| a.ip().is_loopback()),
+            "{addresses:?}"
+        );
+    }
+
+    #[test]
+    fn literal_addresses_are_checked_before_sending() {
+        let url = |text: &str| Url::parse(text).unwrap();
+        assert!(!literal_host_allowed(&url("https://127.0.0.1/"), false));
+        assert!(!literal_host_allowed(&url("https://[::1]/"), false));
+        assert!(literal_host_allowed(&url("https://127.0.0.1/"), true));
+        assert!(literal_host_allowed(&url("https://8.8.8.8/"), false));
+        assert!(literal_host_allowed(&url("https://example.com/"), false));
+    }
+
     #[tokio::test]
     async fn loopback_targets_are_refused_without_the_setting() {
         let refused = check_target("https://127.0.0.1/hook", false)

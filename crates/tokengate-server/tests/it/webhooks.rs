@@ -286,7 +286,7 @@ async fn lifecycle_events_arrive_signed_verify_and_carry_no_secret() {
     .await;
 
     let events = receiver
-        .wait_for("six lifecycle events", |events| events.len() >= 6)
+        .wait_for("seven lifecycle events", |events| events.len() >= 7)
         .await;
     // Events of different tokens may arrive in any order (a batch is sent
     // concurrently); each is found by what it is about.
@@ -298,6 +298,7 @@ async fn lifecycle_events_arrive_signed_verify_and_carry_no_secret() {
             "account.plan_changed",
             "token.created",
             "token.created",
+            "token.revoked",
             "token.revoked",
             "token.revoked",
             "token.rotated",
@@ -319,10 +320,14 @@ async fn lifecycle_events_arrive_signed_verify_and_carry_no_secret() {
     assert_eq!(data["account_id"], "acct");
     assert_eq!(data["actor"], "admin");
     assert_eq!(find("token.rotated", &first)["new_token_id"], second);
+    let data = find("token.revoked", &first);
+    assert_eq!(data["reason"], "rotated");
+    assert!(data["old_token_stops_at"].is_string(), "{data}");
     assert_eq!(find("token.revoked", &second)["reason"], "revoked");
     let data = find("token.revoked", &leaked["id"]);
     assert_eq!(data["reason"], "leaked");
-    assert_eq!(data["url"], "https://example.com/paste/1");
+    assert_eq!(data["leak"]["url"], "https://example.com/paste/1");
+    assert_eq!(data["leak"]["source"], "support");
     let data = find("account.plan_changed", &Value::Null);
     assert_eq!(
         (data["from"].clone(), data["to"].clone()),
@@ -355,9 +360,9 @@ async fn lifecycle_events_arrive_signed_verify_and_carry_no_secret() {
     )
     .await;
     let events = receiver
-        .wait_for("an event after the rotation", |e| e.len() >= 7)
+        .wait_for("an event after the rotation", |e| e.len() >= 8)
         .await;
-    let signatures = events[6]["signature"].as_str().unwrap();
+    let signatures = events[7]["signature"].as_str().unwrap();
     assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
     receiver.set_secret(&new_secret);
     ok(
@@ -368,7 +373,7 @@ async fn lifecycle_events_arrive_signed_verify_and_carry_no_secret() {
     )
     .await;
     let events = receiver
-        .wait_for("an event verified with the new secret", |e| e.len() >= 8)
+        .wait_for("an event verified with the new secret", |e| e.len() >= 9)
         .await;
 
     // The listing never shows a secret; the attempts are listed.
@@ -382,7 +387,7 @@ async fn lifecycle_events_arrive_signed_verify_and_carry_no_secret() {
     let path = format!("/admin/webhooks/{webhook_id}/deliveries");
     let attempts = ok(&server, Method::GET, &path, None).await;
     let attempts = attempts.as_array().unwrap();
-    assert_eq!(attempts.len(), 8, "{attempts:?}");
+    assert_eq!(attempts.len(), 9, "{attempts:?}");
     assert!(
         attempts
             .iter()
