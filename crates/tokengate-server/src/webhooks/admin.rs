@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
 use http::StatusCode;
+use http::request::Parts;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokengate::http::{AdminAuth, ApiError, SuccessEnvelope, error_response, success_response};
@@ -73,9 +73,18 @@ fn unavailable(e: StoreError) -> Response {
     ApiError::Unavailable.into_response()
 }
 
-fn path_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    id.map(|Path(id)| id)
-        .map_err(|e| ApiError::BadRequest(format!("Invalid webhook id: {e}")))
+/// The `{webhook_id}` of a route; a malformed one is a 400 in the envelope.
+struct WebhookId(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for WebhookId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| WebhookId(id))
+            .map_err(|e| ApiError::BadRequest(format!("Invalid webhook id: {e}")))
+    }
 }
 
 /// `POST /admin/webhooks` body.
@@ -228,14 +237,7 @@ pub(crate) struct DeletedWebhook {
         (status = 200, description = "Removed", body = SuccessEnvelope<DeletedWebhook>),
     ),
 )]
-async fn delete_webhook(
-    State(state): State<WebhookState>,
-    id: Result<Path<String>, PathRejection>,
-) -> Response {
-    let id = match path_id(id) {
-        Ok(id) => id,
-        Err(e) => return e.into_response(),
-    };
+async fn delete_webhook(State(state): State<WebhookState>, WebhookId(id): WebhookId) -> Response {
     match state.webhooks.store.delete_webhook_endpoint(&id).await {
         Ok(true) => {
             tracing::info!(webhook_id = %id, "webhook endpoint removed");
@@ -264,12 +266,8 @@ async fn delete_webhook(
 )]
 async fn rotate_webhook_secret(
     State(state): State<WebhookState>,
-    id: Result<Path<String>, PathRejection>,
+    WebhookId(id): WebhookId,
 ) -> Response {
-    let id = match path_id(id) {
-        Ok(id) => id,
-        Err(e) => return e.into_response(),
-    };
     match rotate_secret(state.webhooks.store.as_ref(), &id).await {
         Ok(Some((endpoint, secret))) => {
             let view = WebhookWithSecret {
@@ -310,13 +308,9 @@ pub(crate) struct DeliveriesQuery {
 )]
 async fn webhook_deliveries(
     State(state): State<WebhookState>,
-    id: Result<Path<String>, PathRejection>,
+    WebhookId(id): WebhookId,
     query: Result<Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let id = match path_id(id) {
-        Ok(id) => id,
-        Err(e) => return e.into_response(),
-    };
     let limit = match query {
         Ok(Query(DeliveriesQuery { limit: None })) => 100,
         Ok(Query(DeliveriesQuery { limit: Some(n) })) if (1..=1000).contains(&n) => n,
