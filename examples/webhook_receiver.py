@@ -68,7 +68,12 @@ def main():
         def log_message(self, *_):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    class Server(ThreadingHTTPServer):
+        # tokengate sends up to 16 deliveries at once; the default backlog
+        # of 5 would drop connections (and the sender retries a second later).
+        request_queue_size = 64
+
+    server = Server(("127.0.0.1", args.port), Handler)
     print(f"listening on {server.server_address[1]}", flush=True)
     try:
         server.serve_forever()

@@ -260,12 +260,21 @@ pub trait WebhookStore: Send + Sync + 'static {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
-    /// Records an attempt at a claimed delivery and releases the claim.
+    /// Records attempts at claimed deliveries and releases their claims, in
+    /// one transaction.
+    async fn record_webhook_attempts(
+        &self,
+        attempts: &[(ClaimedDelivery, AttemptRecord)],
+    ) -> Result<(), StoreError>;
+    /// Records one attempt (see [`WebhookStore::record_webhook_attempts`]).
     async fn record_webhook_attempt(
         &self,
         delivery: &ClaimedDelivery,
         attempt: &AttemptRecord,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.record_webhook_attempts(&[(delivery.clone(), attempt.clone())])
+            .await
+    }
     /// An endpoint's attempts, newest first, at most `limit`.
     async fn webhook_attempts(
         &self,

@@ -202,13 +202,14 @@ impl<D: Driver> WebhookStore for SqlStore<D> {
         })
     }
 
-    async fn record_webhook_attempt(
+    async fn record_webhook_attempts(
         &self,
-        delivery: &ClaimedDelivery,
-        attempt: &AttemptRecord,
+        attempts: &[(ClaimedDelivery, AttemptRecord)],
     ) -> Result<(), StoreError> {
-        self.driver
-            .execute(
+        // One transaction for the batch: one commit (one fsync on SQLite).
+        let mut tx = self.driver.begin_write().await?;
+        for (delivery, attempt) in attempts {
+            tx.execute(
                 "INSERT INTO webhook_attempts (delivery_id, endpoint_id, event_id, event_type, \
                  attempt, at, status_code, error, outcome) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -225,8 +226,7 @@ impl<D: Driver> WebhookStore for SqlStore<D> {
                 ],
             )
             .await?;
-        self.driver
-            .execute(
+            tx.execute(
                 "UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1, \
                  next_attempt_at = $2, claimed_until = NULL WHERE id = $3",
                 vec![
@@ -235,8 +235,9 @@ impl<D: Driver> WebhookStore for SqlStore<D> {
                     delivery.delivery_id.into(),
                 ],
             )
-            .await
-            .map(drop)
+            .await?;
+        }
+        tx.commit().await
     }
 
     async fn webhook_attempts(
@@ -427,12 +428,11 @@ macro_rules! delegate_webhooks {
                     .claim_webhook_deliveries(now, lease_until, limit)
                     .await
             }
-            async fn record_webhook_attempt(
+            async fn record_webhook_attempts(
                 &self,
-                delivery: &$crate::store::ClaimedDelivery,
-                attempt: &$crate::store::AttemptRecord,
+                attempts: &[($crate::store::ClaimedDelivery, $crate::store::AttemptRecord)],
             ) -> Result<(), $crate::store::StoreError> {
-                self.sql.record_webhook_attempt(delivery, attempt).await
+                self.sql.record_webhook_attempts(attempts).await
             }
             async fn webhook_attempts(
                 &self,

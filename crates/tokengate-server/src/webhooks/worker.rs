@@ -138,15 +138,20 @@ impl Worker {
             let worker = Arc::clone(self);
             attempts.spawn(async move { worker.attempt(delivery).await });
         }
+        // Sent concurrently, recorded together: one transaction, where
+        // writers racing for SQLite's one lock would wait on each other.
+        let mut records = Vec::with_capacity(count);
         while let Some(result) = attempts.join_next().await {
-            if let Ok(Err(e)) = result {
-                tracing::warn!(error = %e, "webhooks: cannot record an attempt; it will be retried");
-            }
+            records.extend(result.ok());
+        }
+        if let Err(e) = self.store.record_webhook_attempts(&records).await {
+            tracing::warn!(error = %e, "webhooks: cannot record attempts; they will be retried");
         }
         Ok(count)
     }
 
-    async fn attempt(&self, delivery: ClaimedDelivery) -> Result<(), tokengate::StoreError> {
+    /// Sends one delivery; answers what to record.
+    async fn attempt(&self, delivery: ClaimedDelivery) -> (ClaimedDelivery, AttemptRecord) {
         let at = OffsetDateTime::now_utc();
         let (status, error) = match self.send(&delivery, at).await {
             Ok(status) if (200..300).contains(&status) => (Some(status), None),
@@ -171,7 +176,7 @@ impl Worker {
                 attempts = delivery.attempts + 1, "webhooks: delivery failed after the last retry");
         }
         let record = AttemptRecord::new(at, status, error, outcome, next);
-        self.store.record_webhook_attempt(&delivery, &record).await
+        (delivery, record)
     }
 
     /// One POST; answers the status, or why there was none.
