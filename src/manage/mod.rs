@@ -41,6 +41,11 @@ pub(crate) const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Most audit events one read returns.
 pub(crate) const MAX_AUDIT_PAGE: u32 = 500;
 /// Longest usage series one read returns: the whole retention (90 days).
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "the retention is a positive constant of 2,160 hours"
+)]
 pub(crate) const MAX_USAGE_HOURS: u32 = USAGE_RETENTION.whole_hours() as u32;
 
 /// Who makes a change, for the audit log: a name (`admin`, `cli`,
