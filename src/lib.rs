@@ -196,4 +196,10 @@ pub use store::{
     AdminStore, Change, Credential, CredentialStore, FeedEntry, NewToken, TokenUpdate, UsageDelta,
     WriteTx,
 };
+// Webhooks (Standard Webhooks): the outbox's storage, for the server's
+// delivery worker and admin routes.
+pub use store::{
+    AttemptOutcome, AttemptRecord, ClaimedDelivery, DeliveryCounts, WEBHOOK_EVENT_TYPES,
+    WebhookAttempt, WebhookEndpoint, WebhookSecret, WebhookStore,
+};
 pub use token::{InvalidPrefix, PlaintextToken, TokenFormat, TokenFormatError, TokenId};

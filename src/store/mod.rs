@@ -38,6 +38,7 @@ mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod traits;
+mod webhooks;
 
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
@@ -49,6 +50,10 @@ pub use rows::{
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use traits::{AdminStore, CredentialStore, StoreError, TokenStore, WriteTx};
+pub use webhooks::{
+    AttemptOutcome, AttemptRecord, ClaimedDelivery, DeliveryCounts, WEBHOOK_EVENT_TYPES,
+    WebhookAttempt, WebhookEndpoint, WebhookSecret, WebhookStore,
+};
 
 /// Runs one store call with a deadline: a database that hangs (a partition,
 /// not a refusal) is an error, never a call "in progress" forever.

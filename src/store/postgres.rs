@@ -66,6 +66,7 @@ impl PostgresStore {
 }
 
 crate::store::delegate::delegate_store!(PostgresStore);
+crate::store::sql::delegate_webhooks!(PostgresStore);
 
 #[async_trait]
 impl TokenStore for PostgresStore {

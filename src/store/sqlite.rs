@@ -128,6 +128,7 @@ impl SqliteStore {
 }
 
 crate::store::delegate::delegate_store!(SqliteStore);
+crate::store::sql::delegate_webhooks!(SqliteStore);
 
 #[async_trait]
 impl TokenStore for SqliteStore {

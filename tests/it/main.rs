@@ -15,3 +15,4 @@ mod redis_limiter;
 mod scopes_and_limits;
 mod settings;
 mod store_conformance;
+mod webhook_store;

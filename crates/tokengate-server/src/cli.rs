@@ -97,9 +97,48 @@ pub(crate) enum Command {
     /// The stored admin credential.
     #[command(subcommand)]
     AdminToken(AdminTokenCommand),
+    /// Signed webhooks to the host application (Standard Webhooks): endpoints,
+    /// secrets and delivery attempts. A running server delivers.
+    #[command(subcommand)]
+    Webhooks(WebhookCommand),
     /// Same as `admin-token reset` (the older spelling).
     #[command(hide = true)]
     AdminTokenReset,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum WebhookCommand {
+    /// Register an endpoint. Prints its signing secret alone on stdout (shown
+    /// once), the rest on stderr: `SECRET=$(tokengate webhooks add https://...)`
+    Add {
+        /// Where to POST events: https:// and public addresses only, unless
+        /// WEBHOOK_ALLOW_PRIVATE_URLS=true.
+        url: String,
+        /// An event type to send (repeatable; default: every type), e.g. token.revoked.
+        #[arg(long = "event", value_name = "TYPE")]
+        events: Vec<String>,
+    },
+    /// List endpoints (never a secret).
+    List,
+    /// Remove an endpoint and its pending deliveries.
+    Remove {
+        /// The endpoint id (whe_...).
+        webhook_id: String,
+    },
+    /// Give an endpoint a new signing secret, printed alone on stdout; the old
+    /// one signs too for 24 hours.
+    RotateSecret {
+        /// The endpoint id (whe_...).
+        webhook_id: String,
+    },
+    /// An endpoint's delivery attempts, newest first.
+    Deliveries {
+        /// The endpoint id (whe_...).
+        webhook_id: String,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand)]

@@ -15,7 +15,7 @@ use time::format_description::well_known::Rfc3339;
 use tokengate::http::AdminAuth;
 use tokengate::{
     Actor, AuditQuery, ManageError, Management, Manager, Plan, PlanUpdate, TokenGate, TokenId,
-    TokenRecord, TokenSpec, TokenStore,
+    TokenRecord, TokenSpec,
 };
 
 use crate::cli::{AccountCommand, AdminTokenCommand, Command, PlanCommand, TokenCommand};
@@ -113,7 +113,8 @@ fn describe(e: ManageError, database: &str) -> String {
 pub(crate) async fn run_management(
     command: Command,
     gate: TokenGate,
-    store: &dyn TokenStore,
+    store: &dyn crate::Backend,
+    settings: &tokengate_server::webhooks::settings::WebhookSettings,
     database: &str,
     verbose: bool,
 ) -> Result<(), String> {
@@ -389,6 +390,9 @@ pub(crate) async fn run_management(
                 rotated.record.id,
                 rfc3339(old_stops)
             );
+        }
+        Command::Webhooks(command) => {
+            crate::webhook_commands::run(command, store, settings, database).await?;
         }
         Command::AdminToken(AdminTokenCommand::Reset) | Command::AdminTokenReset => {
             let (_, token) = AdminAuth::reset(store)

@@ -81,6 +81,10 @@ pub(crate) struct Common {
     /// Log format on stderr (any case).
     #[arg(long, env = "LOG_FORMAT", value_enum, ignore_case = true, default_value_t = LogFormat::Text, global = true, hide = true)]
     pub(crate) log_format: LogFormat,
+
+    /// `WEBHOOK_*`: the webhooks' delivery and targets.
+    #[command(flatten)]
+    pub(crate) webhooks: tokengate_server::webhooks::settings::WebhookArgs,
 }
 
 /// How logs are written.

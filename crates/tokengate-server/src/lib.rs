@@ -16,5 +16,6 @@ mod request_id;
 mod settings_sign_in;
 mod stack;
 mod state;
+pub mod webhooks;
 
 pub use settings_sign_in::SettingsSignIn;

@@ -10,13 +10,14 @@ mod cli;
 mod commands;
 mod config;
 mod serve_command;
+mod webhook_commands;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokengate::{SqliteStore, StoreError, TokenGate, TokenStore};
+use tokengate::{SqliteStore, StoreError, TokenGate, TokenStore, WebhookStore};
 use tokengate_server::forward::RouteRules;
 use tracing_subscriber::EnvFilter;
 
@@ -147,8 +148,17 @@ async fn run(cli: Cli) -> Result<(), String> {
                      `tokengate migrate` with the same DATABASE_URL; else point DATABASE_URL at it"
                 ));
             }
-            let gate = build_gate(&common, Arc::clone(&store), None)?;
-            commands::run_management(other, gate, store.as_ref(), &shown, common.verbose).await
+            let gate = build_gate(&common, Arc::clone(&store) as Arc<dyn TokenStore>, None)?;
+            let webhooks = common.webhooks.settings();
+            commands::run_management(
+                other,
+                gate,
+                store.as_ref(),
+                &webhooks,
+                &shown,
+                common.verbose,
+            )
+            .await
         }
     }
 }
@@ -167,7 +177,11 @@ enum Create {
     No,
 }
 
-async fn connect(url: &str, create: Create) -> Result<Arc<dyn TokenStore>, String> {
+/// A store for tokens and webhooks (both built-in backends are).
+pub(crate) trait Backend: TokenStore + WebhookStore {}
+impl<T: TokenStore + WebhookStore> Backend for T {}
+
+async fn connect(url: &str, create: Create) -> Result<Arc<dyn Backend>, String> {
     let shown = redact_url(url);
     if url.starts_with("sqlite:") {
         config::check_sqlite_url(url)?;

@@ -105,7 +105,13 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
 )]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     state.gate.refresh_gauges();
-    let mut response = state.gate.metrics().render().into_response();
+    let mut text = state.gate.metrics().render();
+    if let Some(webhooks) = &state.webhooks {
+        // Before the closing `# EOF`.
+        let at = text.rfind("# EOF").unwrap_or(text.len());
+        text.insert_str(at, &webhooks.render_metrics());
+    }
+    let mut response = text.into_response();
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

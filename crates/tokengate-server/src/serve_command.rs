@@ -13,12 +13,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use tokengate::http::{AdminAuth, AdminTokenOrigin};
-use tokengate::{Manager, TokenStore};
+use tokengate::{Manager, TokenStore, WebhookStore};
 use tokengate_server::serve::{
     RESERVED_FILES, ServeConfig, default_max_connections, raise_open_file_limit,
 };
 use tokengate_server::serve_lock::{self, ServeLock};
 use tokengate_server::server::{AppState, app};
+use tokengate_server::webhooks::Webhooks;
 use tokio::time::Instant;
 
 use tokengate_server::SettingsSignIn;
@@ -32,10 +33,14 @@ pub(crate) async fn serve(
     common: Common,
     args: ServeArgs,
     listener: tokio::net::TcpListener,
-    store: Arc<dyn TokenStore>,
+    store: Arc<dyn crate::Backend>,
     mut lock: Option<ServeLock>,
 ) -> Result<(), String> {
-    let gate = build_gate(&common, Arc::clone(&store), Some(&args))?;
+    let gate = build_gate(
+        &common,
+        Arc::clone(&store) as Arc<dyn TokenStore>,
+        Some(&args),
+    )?;
     // The listener is bound before anything else: if the port is taken,
     // the server fails before an admin token is generated and shown (to a
     // log nobody reads) and before a database file is created.
@@ -76,6 +81,12 @@ pub(crate) async fn serve(
         );
     }
     state = state.with_forward_auth(args.forward_auth(rules)?);
+    let webhooks = Webhooks::with_settings(
+        Arc::clone(&store) as Arc<dyn WebhookStore>,
+        common.webhooks.settings(),
+    );
+    let webhook_tasks = webhooks.spawn()?;
+    state = state.with_webhooks(webhooks);
     let router = app(state);
     let local = listener
         .local_addr()
@@ -127,6 +138,11 @@ pub(crate) async fn serve(
         );
     }
     let deadline_at = signalled.get().copied().unwrap_or_else(Instant::now) + deadline;
+    // An event being delivered now is delivered again after a restart
+    // (its claim expires): at least once.
+    for task in webhook_tasks {
+        task.abort();
+    }
     let final_writes = async {
         maintenance.shutdown().await;
         store.close().await;

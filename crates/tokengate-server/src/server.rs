@@ -40,6 +40,10 @@ pub fn app(state: AppState) -> Router {
         documents.push(document);
         router
     });
+    let webhooks_api = state.webhooks.clone().map(|webhooks| {
+        documents.push(<crate::webhooks::WebhooksDoc as utoipa::OpenApi>::openapi());
+        crate::webhooks::router(webhooks, Arc::clone(&state.admin))
+    });
     let mut settings_page = Router::new();
     if let Some(sign_in) = &state.settings {
         // The auth proxy is the reverse proxy whose X-Forwarded-Host/-Proto count.
@@ -74,6 +78,7 @@ pub fn app(state: AppState) -> Router {
         .merge(demo_api)
         .merge(forward_auth)
         .merge(leaks_api.unwrap_or_default())
+        .merge(webhooks_api.unwrap_or_default())
         .merge(settings_page)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "Not found") })
         .method_not_allowed_fallback(|| async {

@@ -9,6 +9,7 @@ use tokengate::http::{AdminAuth, GithubKeys};
 use crate::SettingsSignIn;
 use crate::forward::ForwardAuth;
 use crate::stack::BodyDeadlines;
+use crate::webhooks::Webhooks;
 
 /// What the server's routes need.
 #[derive(Clone, Debug)]
@@ -28,6 +29,8 @@ pub struct AppState {
     /// `/forward-auth` and `/v1/verify`: route scopes, trusted proxies,
     /// `VERIFY_TOKEN`.
     pub forward_auth: ForwardAuth,
+    /// `/admin/webhooks` and the webhook counters in `/metrics`; `None`: not served.
+    pub webhooks: Option<Webhooks>,
 }
 
 impl AppState {
@@ -40,6 +43,7 @@ impl AppState {
             settings: None,
             body_deadlines: BodyDeadlines::default(),
             forward_auth: ForwardAuth::default(),
+            webhooks: None,
         }
     }
 
@@ -58,6 +62,13 @@ impl AppState {
     /// With this forward auth and verify configuration.
     pub fn with_forward_auth(mut self, forward_auth: ForwardAuth) -> Self {
         self.forward_auth = forward_auth;
+        self
+    }
+
+    /// With `/admin/webhooks` (the delivery worker is started separately,
+    /// with [`Webhooks::spawn`]).
+    pub fn with_webhooks(mut self, webhooks: Webhooks) -> Self {
+        self.webhooks = Some(webhooks);
         self
     }
 

@@ -156,6 +156,14 @@ impl<D: Driver> CredentialStore for SqlStore<D> {
                 .collect();
             self.driver.execute(&sql, args).await?;
         }
+        // The first refused request of an hour, for webhooks. The counts are
+        // saved whatever happens here (a failed flush would be retried and
+        // count twice); a notice not written is written by the hour's next
+        // flush with a refusal.
+        let now = time::OffsetDateTime::now_utc();
+        if let Err(e) = super::outbox::enqueue_limit_reached(&self.driver, deltas, now).await {
+            tracing::warn!(error = %e, "webhooks: cannot write account.limit_reached");
+        }
         Ok(())
     }
 

@@ -22,7 +22,11 @@
 mod admin;
 mod columns;
 mod credential;
+mod outbox;
+mod webhooks;
 mod write;
+
+pub(crate) use webhooks::delegate_webhooks;
 
 /// The store traits, implemented once over any [`Driver`](super::driver::Driver).
 #[derive(Debug, Clone)]

@@ -208,8 +208,9 @@ impl WriteTx for SqlTx {
                     event.details.to_string().into(),
                 ],
             )
-            .await
-            .map(drop)
+            .await?;
+        // The webhook event, if any endpoint wants it, commits with the change.
+        super::outbox::enqueue_audited(self.0.as_mut(), event).await
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {

@@ -37,3 +37,4 @@ mod serve_loop;
 mod server_e2e;
 mod settings_page;
 mod slow_bodies;
+mod webhooks;

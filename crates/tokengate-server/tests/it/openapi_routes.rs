@@ -19,6 +19,7 @@ use rand_core::OsRng;
 use serde_json::{Value, json};
 use tokengate::http::{AdminAuth, GithubKeys, ProxyHeaderSignIn, TrustedProxies};
 use tokengate_server::server::{AppState, app};
+use tokengate_server::webhooks::Webhooks;
 
 use crate::support::{ADMIN_TOKEN, TestApp, send};
 
@@ -54,7 +55,12 @@ async fn full_app() -> (TestApp, Router) {
         AdminAuth::from_token(ADMIN_TOKEN).unwrap(),
     )
     .with_github_keys(keys, None)
-    .with_settings(sign_in));
+    .with_settings(sign_in)
+    .with_webhooks(Webhooks::new(std::sync::Arc::new(
+        tokengate::SqliteStore::connect("sqlite::memory:")
+            .await
+            .unwrap(),
+    ))));
     (test_app, router)
 }
 
