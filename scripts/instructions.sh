@@ -18,6 +18,13 @@
 # Routes: /health (the stack alone), the demo API with a cached token (the
 # hot path: gate, limiter, scope check, handler) and with a malformed
 # token (the 401 path).
+#
+# EMBEDDED=1 also measures the embed example (examples/embed.rs) and the
+# load-test peer (crates/tokengate-peer), every request with the same
+# Authorization header: the open /health, the /floor route (the handler plus
+# five static rate-limit headers), the guarded /api/v1/ping, and the peer's
+# guarded /api/v1/ping (SHA-256 + HashMap + tower_governor): the loadtest's
+# `peer` scenario, without the noise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +34,10 @@ command -v valgrind >/dev/null || { echo "installing valgrind" >&2; apt-get inst
 if [ -z "${BIN_DIR:-}" ]; then
   BIN_DIR=target/release
   [ -x "$BIN_DIR/tokengate" ] || cargo build --release --quiet -p tokengate-server
+  if [ -n "${EMBEDDED:-}" ]; then
+    [ -x "$BIN_DIR/examples/embed" ] || cargo build --release --quiet -p tokengate --example embed
+    [ -x "$BIN_DIR/tokengate-peer" ] || cargo build --release --quiet -p tokengate-peer
+  fi
 fi
 
 tmp=$(mktemp -d)
@@ -98,10 +109,45 @@ measure() { # label bin_dir
   pid=""
 }
 
+# The embed example and the peer under callgrind (EMBEDDED=1).
+measure_embedded() { # label bin_dir
+  local label=$1 bin=$2 base="http://127.0.0.1:$PORT" token name path one two
+  BIND_ADDR="127.0.0.1:$PORT" DEMO_REQUESTS_PER_HOUR=4000000000 RUST_LOG=warn \
+    valgrind --tool=callgrind --callgrind-out-file="$tmp/callgrind.out.%p" \
+    "$bin/examples/embed" >"$tmp/$label-embed.out" 2>"$tmp/$label-embed.log" &
+  pid=$!
+  for _ in $(seq 600); do curl -fs "$base/health" >/dev/null && break; sleep 0.2; done
+  token=$(sed -n "s/.*Bearer \([^']*\)'.*/\1/p" "$tmp/$label-embed.out" | head -1)
+  send "$PORT" /api/v1/ping 1 "$token"   # verified once (argon2), then cached
+  for name in health floor guarded; do
+    case $name in health) path=/health ;; floor) path=/floor ;; guarded) path=/api/v1/ping ;; esac
+    one=$(counted "$PORT" "$path" "$N" "$token")
+    two=$(counted "$PORT" "$path" "$((2 * N))" "$token")
+    printf '%-6s %-8s %8.0f instructions/request (embed example %s)\n' "$label" "$name" \
+      "$(python3 -c "print(($two - $one) / $N)")" "$path"
+  done
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  BIND_ADDR="127.0.0.1:$PORT" PEER_TOKENS="$token" \
+    valgrind --tool=callgrind --callgrind-out-file="$tmp/callgrind.out.%p" \
+    "$bin/tokengate-peer" >/dev/null 2>"$tmp/$label-peer.log" &
+  pid=$!
+  for _ in $(seq 600); do curl -fs "$base/health" >/dev/null && break; sleep 0.2; done
+  send "$PORT" /api/v1/ping 1 "$token"
+  one=$(counted "$PORT" /api/v1/ping "$N" "$token")
+  two=$(counted "$PORT" /api/v1/ping "$((2 * N))" "$token")
+  printf '%-6s %-8s %8.0f instructions/request (tokengate-peer /api/v1/ping)\n' "$label" peer \
+    "$(python3 -c "print(($two - $one) / $N)")"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  pid=""
+}
+
 echo "server instructions per request (callgrind, N=$N and 2N on one keep-alive connection)"
 echo "  this: $BIN_DIR"
 measure this "$BIN_DIR"
+[ -n "${EMBEDDED:-}" ] && measure_embedded this "$BIN_DIR"
 if [ -n "${OTHER_BIN_DIR:-}" ]; then
   echo "  other: $OTHER_BIN_DIR"
   measure other "$OTHER_BIN_DIR"
+  [ -n "${EMBEDDED:-}" ] && measure_embedded other "$OTHER_BIN_DIR"
 fi
+true
