@@ -16,8 +16,8 @@
 # the first (argon2) verification and per-batch constants cancel out.
 #
 # Routes: /health (the stack alone), the demo API with a cached token (the
-# hot path: gate, limiter, scope check, handler) and with a malformed
-# token (the 401 path).
+# hot path: gate, limiter, scope check, handler), with a malformed
+# token (the 401 path) and with a token whose hour is spent (the 429 path).
 #
 # EMBEDDED=1 also measures the embed example (examples/embed.rs) and the
 # load-test peer (crates/tokengate-peer), every request with the same
@@ -91,12 +91,20 @@ measure() { # label bin_dir
   token=$(adm POST /admin/accounts/acct_bench/tokens '{"name": "hot"}' |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["token"])')
   send "$PORT" "$route" 1 "$token"   # verified once (argon2), then cached
+  # A token whose one request an hour is spent: every request a 429.
+  local limited
+  adm PUT /admin/plans/spent '{"api_access": true, "requests_per_hour": 1}' >/dev/null
+  adm PUT /admin/accounts/acct_spent '{"plan": "spent"}' >/dev/null
+  limited=$(adm POST /admin/accounts/acct_spent/tokens '{"name": "spent"}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["token"])')
+  send "$PORT" "$route" 1 "$limited"
   local name path one two
-  for name in health hot garbage; do
+  for name in health hot garbage limited; do
     case $name in
       health) set -- "$PORT" /health ;;
       hot) set -- "$PORT" "$route" "" "$token" ;;
       garbage) set -- "$PORT" "$route" "" iit_garbage ;;
+      limited) set -- "$PORT" "$route" "" "$limited" ;;
     esac
     path=$2
     one=$(counted "$1" "$path" "$N" ${4:+"$4"})

@@ -171,13 +171,32 @@ pub(crate) fn too_many_requests_with(decision: &Decision, policy: &PolicyHeaders
     response
 }
 
+/// Headers a 429 carries: `Content-Type`, `Retry-After`, the five rate-limit
+/// fields, and room for `Content-Length` and a server's `X-Request-Id`.
+const THROTTLED_HEADERS: usize = 10;
+
 /// 429 with `Retry-After` (and, from the caller, the rate-limit headers).
+///
+/// A flood of these is answered from memory, so each costs only what it
+/// must: the body and the changing values are cut from the per-thread
+/// buffer (no `malloc` of their own, no `fmt`), and the header map is sized
+/// once for everything it will hold (a default one would grow from 6 to 12
+/// entries on the way).
 fn throttled(retry_after_secs: u64) -> Response {
-    let mut response = Response::new(Body::from(rate_limited_body(retry_after_secs)));
+    const PREFIX: &[u8] = br#"{"success": false, "error": "Rate limit exceeded. Try again in "#;
+    const SUFFIX: &[u8] = br#" seconds."}"#;
+    let mut digits = itoa::Buffer::new();
+    let seconds = digits.format(retry_after_secs).as_bytes();
+    let body = per_request_bytes(&[PREFIX, seconds, SUFFIX]);
+    let mut response = Response::new(Body::from(body));
     *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-    let headers = response.headers_mut();
+    let mut headers = HeaderMap::with_capacity(THROTTLED_HEADERS);
     headers.insert(CONTENT_TYPE, JSON);
-    headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    headers.insert(
+        RETRY_AFTER,
+        per_request_value(seconds).unwrap_or_else(|| HeaderValue::from(retry_after_secs)),
+    );
+    *response.headers_mut() = headers;
     response
 }
 
@@ -278,16 +297,25 @@ const ARENA_BYTES: usize = 8 * 1024;
 /// no `malloc`/`free` per value; a new 8 KiB buffer every ~300 values). The
 /// values live as long as the response; a buffer is freed with its last one.
 fn per_request_value(bytes: &[u8]) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(per_request_bytes(&[bytes])).ok()
+}
+
+/// The concatenation of `parts`, cut from this thread's buffer (see
+/// [`per_request_value`]).
+fn per_request_bytes(parts: &[&[u8]]) -> Bytes {
     thread_local! {
         static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
     }
+    let len = parts.iter().map(|part| part.len()).sum();
     ARENA.with(|arena| {
         let mut arena = arena.borrow_mut();
-        if arena.capacity() < bytes.len() {
-            *arena = BytesMut::with_capacity(ARENA_BYTES.max(bytes.len()));
+        if arena.capacity() < len {
+            *arena = BytesMut::with_capacity(ARENA_BYTES.max(len));
         }
-        arena.extend_from_slice(bytes);
-        HeaderValue::from_maybe_shared(arena.split().freeze()).ok()
+        for part in parts {
+            arena.extend_from_slice(part);
+        }
+        arena.split().freeze()
     })
 }
 
@@ -436,6 +464,19 @@ mod tests {
             body(r).await,
             r#"{"success": false, "error": "Rate limit exceeded. Try again in 43 seconds."}"#
         );
+    }
+
+    /// The 429 written without `fmt` is the envelope's, byte for byte, for
+    /// any wait, and its `Retry-After` is the same number.
+    #[tokio::test]
+    async fn the_429_body_is_the_envelope_for_every_wait() {
+        for secs in [1, 9, 10, 99, 3599, 3600, 86_400, u64::MAX] {
+            let r = throttled(secs);
+            assert_eq!(r.status(), 429);
+            assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+            assert_eq!(r.headers()[RETRY_AFTER], secs.to_string().as_str());
+            assert_eq!(body(r).await, rate_limited_body(secs));
+        }
     }
 
     /// Prebuilt values serve only their own plan: a decision for another limit
