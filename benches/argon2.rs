@@ -48,7 +48,10 @@ fn bench_cold_verify_queue(c: &mut Criterion) {
         gate.set_account_plan("acct", "pro").await.unwrap();
         let mut tokens = Vec::new();
         for i in 0..4 * cores {
-            let created = gate.create_token("acct", &format!("cold {i}"), None).await.unwrap();
+            let created = gate
+                .create_token("acct", &format!("cold {i}"), None)
+                .await
+                .unwrap();
             tokens.push(created.token.expose_secret().to_owned());
         }
         (store, tokens)
@@ -71,12 +74,20 @@ fn bench_cold_verify_queue(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("cold_verify_queue");
     group.sample_size(10);
-    group.bench_function(format!("first_uses_of_{}_tokens_every_core", tokens.len()), |b| {
-        b.iter_batched(|| fresh_gate(cores), first_uses, BatchSize::PerIteration)
-    });
-    group.bench_function(format!("first_uses_of_{}_tokens_half_the_cores", tokens.len()), |b| {
-        b.iter_batched(|| fresh_gate((cores / 2).max(1)), first_uses, BatchSize::PerIteration)
-    });
+    group.bench_function(
+        format!("first_uses_of_{}_tokens_every_core", tokens.len()),
+        |b| b.iter_batched(|| fresh_gate(cores), first_uses, BatchSize::PerIteration),
+    );
+    group.bench_function(
+        format!("first_uses_of_{}_tokens_half_the_cores", tokens.len()),
+        |b| {
+            b.iter_batched(
+                || fresh_gate((cores / 2).max(1)),
+                first_uses,
+                BatchSize::PerIteration,
+            )
+        },
+    );
     group.finish();
 }
 

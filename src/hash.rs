@@ -359,7 +359,10 @@ mod tests {
         let hasher =
             SecretHasher::with_metrics(Argon2Params::insecure_fast_for_tests(), 2, None).unwrap();
         let caller = current_thread_nice();
-        let worker = hasher.run_bounded(|| Ok(current_thread_nice())).await.unwrap();
+        let worker = hasher
+            .run_bounded(|| Ok(current_thread_nice()))
+            .await
+            .unwrap();
         assert_eq!(worker, (caller + ARGON2_NICE).min(19));
         assert!(worker > caller || caller == 19, "{worker} vs {caller}");
     }
@@ -376,14 +379,19 @@ mod tests {
             move || {
                 to.send(()).unwrap();
                 // Generous: the other job starts at once unless it is queued behind this one.
-                Ok(from.recv_timeout(std::time::Duration::from_secs(10)).is_ok())
+                Ok(from
+                    .recv_timeout(std::time::Duration::from_secs(10))
+                    .is_ok())
             }
         };
         let (a, b) = tokio::join!(
             hasher.run_bounded(meet(to_b, from_b)),
             hasher.run_bounded(meet(to_a, from_a)),
         );
-        assert!(a.unwrap() && b.unwrap(), "the two jobs did not run at the same time");
+        assert!(
+            a.unwrap() && b.unwrap(),
+            "the two jobs did not run at the same time"
+        );
     }
 
     /// A panicking job is an error for its caller, and the slot and the
@@ -392,7 +400,9 @@ mod tests {
     async fn a_panicking_job_is_an_error_not_a_lost_slot() {
         let hasher =
             SecretHasher::with_metrics(Argon2Params::insecure_fast_for_tests(), 1, None).unwrap();
-        let failed = hasher.run_bounded::<(), _>(|| panic!("argon2 exploded")).await;
+        let failed = hasher
+            .run_bounded::<(), _>(|| panic!("argon2 exploded"))
+            .await;
         assert!(matches!(failed, Err(HashError::TaskFailed)));
         assert_eq!(hasher.run_bounded(|| Ok(7)).await.unwrap(), 7);
     }

@@ -326,7 +326,8 @@ fn count_value(n: u32) -> HeaderValue {
     static TABLE: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
     if n > SMALL {
         let mut digits = itoa::Buffer::new();
-        return per_request_value(digits.format(n).as_bytes()).unwrap_or_else(|| HeaderValue::from(n));
+        return per_request_value(digits.format(n).as_bytes())
+            .unwrap_or_else(|| HeaderValue::from(n));
     }
     let table = TABLE.get_or_init(|| {
         let text: String = (0..=SMALL).map(|i| i.to_string()).collect();

@@ -101,7 +101,13 @@ fn filler(count: usize) -> impl Iterator<Item = String> {
 async fn main() -> std::io::Result<()> {
     let mut tokens = HashMap::new();
     let given = std::env::var("PEER_TOKENS").unwrap_or_default();
-    for (i, token) in given.split(',').filter(|t| !t.is_empty()).map(str::to_owned).chain(filler(1000)).enumerate() {
+    for (i, token) in given
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .chain(filler(1000))
+        .enumerate()
+    {
         let caller = Caller {
             account_id: format!("acct_{i}").into(),
         };
