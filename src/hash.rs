@@ -11,7 +11,9 @@
 //! threads run at a lower scheduling priority (nice 10 on Linux), so the
 //! kernel gives a core to an async worker first whenever one has work: cached
 //! tokens, `/health` and the admin API keep their latency during a storm, and
-//! argon2 gets whatever CPU they leave.
+//! argon2 gets whatever CPU they leave. (Whatever *every* process on the
+//! host leaves: on a machine shared with other CPU-bound work a storm is
+//! slower; the README's *Deploys and restarts* says so.)
 //!
 //! The argon2 pool is shared by the whole gate; wrong secrets rarely reach
 //! it at all (see the secret tag in `token.rs`).
