@@ -629,7 +629,7 @@ async fn rotation_keeps_the_expiry_and_refuses_expired_or_rotated_tokens() {
     let expiring = create(&app, "acct_1", r#"{"name": "short"}"#).await;
     let expiring_id = expiring.json()["data"]["id"].as_str().unwrap().to_owned();
     // Two seconds: time enough to create it on a loaded machine.
-    let soon = (app.gate.now() + time::Duration::seconds(2))
+    let soon = (Manager::new(&app.gate).now() + time::Duration::seconds(2))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
     let short = create(
