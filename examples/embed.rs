@@ -16,7 +16,9 @@
 //! measure what the gate costs; `/api/v1/ping/scoped` also requires the
 //! `hello:read` scope (scenario `scope`: what the scope check costs). For
 //! that it sets `DEMO_REQUESTS_PER_HOUR`, the demo account's limit
-//! (default: the `pro` plan's 1,000 per hour).
+//! (default: the `pro` plan's 1,000 per hour). `/floor` is the contract's
+//! floor (scenario `peer`): the same `ok` plus the five rate-limit headers
+//! as static values, no gate at all.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +26,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::response::Response;
 use axum::routing::get;
-use http::StatusCode;
+use http::{HeaderName, HeaderValue, StatusCode};
 use serde_json::json;
 use tokengate::http::success_response;
 use tokengate::{
@@ -57,6 +59,44 @@ async fn usage(principal: Principal) -> Response {
 /// `GET /health` (open) and `GET /api/v1/ping` (guarded): the same answer.
 async fn ok() -> &'static str {
     "ok\n"
+}
+
+/// `GET /floor`: what any route under the contract answers at least, `ok`
+/// and the five rate-limit headers, here static values as long as the
+/// guarded route's at the load test's limit (4,000,000,000 an hour).
+async fn floor() -> Response {
+    const HEADERS: [(HeaderName, HeaderValue); 5] = [
+        (
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from_static("4000000000"),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from_static("3999999999"),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderValue::from_static("1767225600"),
+        ),
+        (
+            HeaderName::from_static("ratelimit-policy"),
+            HeaderValue::from_static("\"hourly\";q=4000000000;w=3600"),
+        ),
+        (
+            HeaderName::from_static("ratelimit"),
+            HeaderValue::from_static("\"hourly\";r=3999999999;t=3600"),
+        ),
+    ];
+    let mut response = Response::new("ok\n".into());
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    for (name, value) in HEADERS {
+        headers.insert(name, value);
+    }
+    response
 }
 
 #[tokio::main]
@@ -109,7 +149,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/api/v1/ping", get(ok))
         .route("/api/v1/ping/scoped", get(require_scope!("hello:read", ok)))
         .layer(gate.layer())
-        .route("/health", get(ok));
+        .route("/health", get(ok))
+        .route("/floor", get(floor));
 
     let addr = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;

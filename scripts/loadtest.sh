@@ -45,6 +45,26 @@
 #
 #   SCENARIOS=proxy scripts/loadtest.sh
 #
+# Scenarios of issue 29 (not in the default set; quote them with
+# WRK_THREADS=2 CONNECTIONS=64):
+#   peer     the embed example's guarded /api/v1/ping against (1) what an
+#            axum user would assemble instead (crates/tokengate-peer: a
+#            from_fn SHA-256 + HashMap lookup in front of tower_governor,
+#            same handler)                                          >= 1.10
+#            and (2) the same app's /floor: the handler plus the five
+#            rate-limit headers as static values, no gate           >= 0.97
+#            (all three with the same Authorization header)
+#   limited  a 429 flood (a token whose hour is spent) vs the 200 hot path
+#                                                                   >= 1.00
+#   storm    restart storm: STORM_TOKENS known tokens (default 1,000), the
+#            server restarted, then each token's first request, 64 at a
+#            time; the time it takes against 1.2 x tokens x one argon2
+#            verify / cores, and the p99 of /health and of a cached token
+#            probed meanwhile                                    <= 10 ms
+#
+#   SCENARIOS="peer limited" WRK_THREADS=2 CONNECTIONS=64 PAIRS=5 scripts/loadtest.sh
+#   SCENARIOS=storm scripts/loadtest.sh
+#
 #   SCENARIOS="embedded stack" WRK_THREADS=2 CONNECTIONS=64 scripts/loadtest.sh
 #   BIN_DIR=/tmp/old scripts/loadtest.sh   # binaries built elsewhere (tokengate,
 #                                          # examples/embed, examples/bare); no build
@@ -56,6 +76,7 @@ PAIRS=${PAIRS:-3}
 CONNECTIONS=${CONNECTIONS:-32}
 WRK_THREADS=${WRK_THREADS:-1}
 COLD_TOKENS=${COLD_TOKENS:-300}
+STORM_TOKENS=${STORM_TOKENS:-1000}
 PORT=${PORT:-18080}
 export RUST_LOG=${RUST_LOG:-info}
 BASE="http://127.0.0.1:$PORT"
@@ -73,7 +94,8 @@ need python3 || { echo "python3 is required" >&2; exit 1; }
 if [ -z "${BIN_DIR:-}" ]; then
   BIN_DIR=target/release
   cargo build --release --quiet
-  if want embedded || want stack || want scope || want proxy; then cargo build --release --examples -p tokengate --quiet; fi
+  if want embedded || want stack || want scope || want proxy || want peer; then cargo build --release --examples -p tokengate --quiet; fi
+  if want peer; then cargo build --release -p tokengate-peer --quiet; fi
 fi
 tmp=$(mktemp -d)
 server_pid=""
@@ -85,10 +107,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-DATABASE_URL="sqlite://$tmp/loadtest.db" BIND_ADDR="127.0.0.1:$PORT" ADMIN_TOKEN="$ADMIN" \
-  "$BIN_DIR/tokengate" serve 2>"$tmp/server.log" &
-server_pid=$!
-for _ in $(seq 100); do curl -fs "$BASE/health" >/dev/null && break; sleep 0.1; done
+start_server() { # (again, on the same database: a restart)
+  DATABASE_URL="sqlite://$tmp/loadtest.db" BIND_ADDR="127.0.0.1:$PORT" ADMIN_TOKEN="$ADMIN" \
+    "$BIN_DIR/tokengate" serve 2>>"$tmp/server.log" &
+  server_pid=$!
+  for _ in $(seq 100); do curl -fs "$BASE/health" >/dev/null && break; sleep 0.1; done
+}
+start_server
 
 admin() { curl -fsS -X "$1" "$BASE$2" -H "Authorization: Bearer $ADMIN" ${3:+-d "$3"}; }
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
@@ -214,6 +239,92 @@ echo "latency  at $half req/s (half of peak $peak):"
 echo "         /health             $(lat "$BASE/health")"
 echo "         hot path            $(lat -H "Authorization: Bearer $HOT" "$API")"
 fi
+if want limited; then
+  # One request an hour, spent: every request of the flood is a 429 (with
+  # its five headers, Retry-After and the formatted body).
+  admin PUT /admin/plans/limited '{"api_access": true, "requests_per_hour": 1}' >/dev/null
+  admin PUT /admin/accounts/acct_limited '{"plan": "limited"}' >/dev/null
+  LIMITED=$(admin POST /admin/accounts/acct_limited/tokens '{"name": "limited"}' | json '["data"]["token"]')
+  curl -fs "$API" -H "Authorization: Bearer $LIMITED" >/dev/null   # the hour's one request
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$API" -H "Authorization: Bearer $LIMITED")" = 429 ] ||
+    { echo "the limited token is not refused" >&2; exit 1; }
+  limited0=$(curl -fs "$BASE/metrics" | awk '$1 == "tokengate_requests_total{outcome=\"rate_limited\"}" { print $2 }')
+  compare limited 1.00 "rps -H 'Authorization: Bearer $HOT' $API" "rps -H 'Authorization: Bearer $LIMITED' $API"
+  limited1=$(curl -fs "$BASE/metrics" | awk '$1 == "tokengate_requests_total{outcome=\"rate_limited\"}" { print $2 }')
+  echo "         429s answered during the flood runs: $(( ${limited1%.*} - ${limited0%.*} ))"
+fi
+
+if want storm; then
+  # Known tokens, a restart (an empty cache), then every token's first request.
+  python3 - "$BASE" "$ADMIN" "$((STORM_TOKENS + 20))" "$tmp/storm-tokens" <<'PY'
+import json, sys, urllib.request, concurrent.futures as cf
+base, admin, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+def create(i):
+    req = urllib.request.Request(base + "/admin/accounts/acct_load/tokens", method="POST",
+        data=json.dumps({"name": f"storm-{i}"}).encode(), headers={"Authorization": f"Bearer {admin}"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.load(r)["data"]["token"]
+with cf.ThreadPoolExecutor(8) as pool:
+    open(out, "w").write("\n".join(pool.map(create, range(n))))
+PY
+  kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+  start_server
+  python3 - "$BASE" "$API" "$HOT" "$tmp/storm-tokens" "$(nproc)" <<'PY'
+import statistics, sys, time, urllib.request, concurrent.futures as cf, multiprocessing as mp
+base, api, hot, path, cores = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+tokens = open(path).read().split()
+sequential, storm = tokens[:20], tokens[20:]
+def call(url, token=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    started = time.perf_counter()
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=120) as r:
+        r.read()
+        return r.status, time.perf_counter() - started
+def verifies():
+    text = urllib.request.urlopen(base + "/metrics").read().decode()
+    value = lambda name: float(next(l.split()[1] for l in text.splitlines() if l.split()[:1] == [name]))
+    return value("tokengate_argon2_verify_seconds_count"), value("tokengate_argon2_verify_seconds_sum")
+def pct(xs, p):
+    xs = sorted(xs); return xs[min(len(xs) - 1, int(p * len(xs)))]
+def probe(stop, results):
+    # Its own process (no GIL shared with the 64 clients): /health and a
+    # cached token in turn, every 5 ms.
+    health, cached = [], []
+    while not stop.is_set():
+        health.append(call(base + "/health")[1]); cached.append(call(api, hot)[1]); time.sleep(0.005)
+    results.put((health, cached))
+call(api, hot)  # the probe's token, verified once after the restart
+# One argon2 verify on this machine: first requests one at a time.
+(c0, s0) = verifies()
+for t in sequential:
+    assert call(api, t)[0] == 200
+(c1, s1) = verifies()
+one = (s1 - s0) / (c1 - c0)
+ctx = mp.get_context("fork")  # the probe function lives in this stdin script
+stop, results = ctx.Event(), ctx.Queue()
+prober = ctx.Process(target=probe, args=(stop, results)); prober.start()
+time.sleep(0.5)
+started = time.perf_counter()
+with cf.ThreadPoolExecutor(64) as pool:
+    answers = list(pool.map(lambda t: call(api, t), storm))
+elapsed = time.perf_counter() - started
+time.sleep(0.2); stop.set()
+health, cached = results.get(); prober.join()
+(c2, _) = verifies()
+n = len(storm)
+target = 1.2 * n * one / cores
+firsts = [a[1] for a in answers]
+print(f"storm    {n} known tokens after a restart, 64 at a time: {elapsed:.2f} s, target <= {target:.2f} s "
+      f"(1.2 x {n} x {one * 1000:.1f} ms / {cores} cores): ratio {elapsed / target:.3f} (target <= 1); "
+      f"{int(c2 - c1)} argon2 verifications, {sum(1 for a in answers if a[0] == 200)}/{n} 200")
+print(f"         first requests: p50 {statistics.median(firsts) * 1000:.0f} ms, p99 {pct(firsts, 0.99) * 1000:.0f} ms; "
+      f"one verify = mean of {int(c1 - c0)} sequential verifies")
+for name, xs in (("/health", health), ("cached token", cached)):
+    print(f"         {name:<13} during the storm: p50 {statistics.median(xs) * 1000:.2f} ms, "
+          f"p99 {pct(xs, 0.99) * 1000:.2f} ms, max {max(xs) * 1000:.1f} ms over {len(xs)} probes (target p99 <= 10 ms)")
+PY
+fi
+
 if want redis; then
   if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && psql -h 127.0.0.1 -U postgres -c 'select 1' >/dev/null 2>&1; then
     # Three more instances on one PostgreSQL database (a SQLite file is one
@@ -272,17 +383,20 @@ start_example() {
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
 }
 
-if want embedded || want scope; then
+if want embedded || want scope || want peer; then
   # The embed example, once for both scenarios; a limit that is never reached.
   EPORT=$((PORT + 2)); EBASE="http://127.0.0.1:$EPORT"
   start_example embed "$EPORT" DEMO_REQUESTS_PER_HOUR=4000000000 RUST_LOG=info
   embed_pid=$example_pid
 fi
 
-if want embedded; then
-  # /health (open) and /api/v1/ping (guarded) answer the same body.
+if want embedded || want peer; then
   ETOKEN=$(sed -n "s/.*Bearer \([^']*\)'.*/\1/p" "$tmp/embed.out" | head -1)
   curl -fs "$EBASE/api/v1/ping" -H "Authorization: Bearer $ETOKEN" >/dev/null   # cache it
+fi
+
+if want embedded; then
+  # /health (open) and /api/v1/ping (guarded) answer the same body.
   compare embedded 0.95 "CPU_PID=$embed_pid rps $EBASE/health" \
     "CPU_PID=$embed_pid rps -H 'Authorization: Bearer $ETOKEN' $EBASE/api/v1/ping"
   peak=$(CPU_PID=$embed_pid rps -H "Authorization: Bearer $ETOKEN" "$EBASE/api/v1/ping")
@@ -292,6 +406,22 @@ if want embedded; then
     echo "         open    /health       $(lat "$EBASE/health")"
     echo "         guarded /api/v1/ping  $(lat -H "Authorization: Bearer $ETOKEN" "$EBASE/api/v1/ping")"
   done
+fi
+
+if want peer; then
+  # The peer app accepts the embed example's token; every side gets the same
+  # request (the same Authorization header) and answers `ok` with the same
+  # handler. Each side's CPU is its own process's.
+  PPORT=$((PORT + 8)); PBASE="http://127.0.0.1:$PPORT"
+  env BIND_ADDR="127.0.0.1:$PPORT" PEER_TOKENS="$ETOKEN" "$BIN_DIR/tokengate-peer" >"$tmp/peer.out" 2>"$tmp/peer.log" &
+  peer_pid=$!; example_pids+=("$peer_pid")
+  for _ in $(seq 100); do curl -fs "$PBASE/health" >/dev/null && break; sleep 0.1; done
+  curl -fs "$PBASE/api/v1/ping" -H "Authorization: Bearer $ETOKEN" >/dev/null ||
+    { echo "the peer app refuses the token" >&2; exit 1; }
+  compare peer 1.10 "CPU_PID=$peer_pid rps -H 'Authorization: Bearer $ETOKEN' $PBASE/api/v1/ping" \
+    "CPU_PID=$embed_pid rps -H 'Authorization: Bearer $ETOKEN' $EBASE/api/v1/ping"
+  compare floor 0.97 "CPU_PID=$embed_pid rps -H 'Authorization: Bearer $ETOKEN' $EBASE/floor" \
+    "CPU_PID=$embed_pid rps -H 'Authorization: Bearer $ETOKEN' $EBASE/api/v1/ping"
 fi
 
 if want stack; then

@@ -1,21 +1,31 @@
-//! argon2id hashing and verification of token secrets, on the blocking pool, bounded.
+//! argon2id hashing and verification of token secrets, on the gate's own argon2 threads, bounded.
 //!
 //! At the OWASP parameters (m = 19 MiB, t = 2, p = 1) one hash or verify costs
-//! about 25–30 ms of CPU. That work never runs on an async worker: it goes to
-//! tokio's blocking pool, and a semaphore bounds how many run at once so a flood
-//! of wrong secrets cannot take every core away from cached traffic.
+//! about 17–30 ms of CPU. That work never runs on an async worker: it runs on
+//! the gate's own argon2 threads, one per core by default, and a semaphore
+//! bounds how many run at once (queued callers wait for a slot, 503 after 5 s).
+//!
+//! **All cores, lowest priority.** After a restart every active token's first
+//! request needs one verify (a restart storm), so argon2 may use every core:
+//! 1,000 tokens cost 1,000 verifies ÷ cores, not 1,000 verifies in a row. The
+//! threads run at a lower scheduling priority (nice 10 on Linux), so the
+//! kernel gives a core to an async worker first whenever one has work: cached
+//! tokens, `/health` and the admin API keep their latency during a storm, and
+//! argon2 gets whatever CPU they leave. (Whatever *every* process on the
+//! host leaves: on a machine shared with other CPU-bound work a storm is
+//! slower; the README's *Deploys and restarts* says so.)
 //!
 //! The argon2 pool is shared by the whole gate; wrong secrets rarely reach
 //! it at all (see the secret tag in `token.rs`).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::rngs::OsRng;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::metrics::Metrics;
 
@@ -85,7 +95,7 @@ pub(crate) enum HashError {
     /// argon2 failed while hashing.
     #[error("argon2 failed: {0}")]
     Argon2(String),
-    /// The blocking task panicked or was cancelled.
+    /// The argon2 job panicked, or the argon2 threads are gone.
     #[error("hashing task failed")]
     TaskFailed,
     /// Every argon2 slot stayed busy for the whole queueing timeout.
@@ -93,7 +103,7 @@ pub(crate) enum HashError {
     Saturated(std::time::Duration),
 }
 
-/// Hashes and verifies token secrets with argon2id on tokio's blocking pool.
+/// Hashes and verifies token secrets with argon2id on its own low-priority threads.
 ///
 /// Cloning is cheap and clones share the concurrency bound.
 #[derive(Clone)]
@@ -108,6 +118,59 @@ struct Inner {
     max_concurrent: usize,
     verifies: AtomicU64,
     metrics: Option<Arc<Metrics>>,
+    workers: Workers,
+}
+
+/// The scheduling priority of the argon2 threads (Linux `nice`; 0 is the
+/// default, 19 the lowest): low enough that an async worker with work gets
+/// the core first (its weight is about 10× theirs), so argon2 uses the cores
+/// the request path leaves idle.
+#[cfg(target_os = "linux")]
+const ARGON2_NICE: i32 = 10;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The argon2 threads: as many as slots, fed by one channel; they exit when
+/// the last [`SecretHasher`] clone is dropped (the channel closes).
+struct Workers {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Workers {
+    fn spawn(count: usize) -> Self {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for _ in 0..count {
+            let queue = Arc::clone(&queue);
+            let spawned = std::thread::Builder::new()
+                .name("tokengate-argon2".into())
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return, // every hasher is gone
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start an argon2 thread");
+            }
+        }
+        Self { jobs }
+    }
+}
+
+/// Lowers the calling thread's priority (on Linux `setpriority(PRIO_PROCESS,
+/// 0)` applies to the calling thread only); elsewhere argon2 runs at the
+/// normal priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, ARGON2_NICE) {
+        tracing::debug!(error = %e, "argon2 thread keeps the normal priority");
+    }
 }
 
 impl std::fmt::Debug for SecretHasher {
@@ -134,18 +197,21 @@ impl SecretHasher {
                 max_concurrent,
                 verifies: AtomicU64::new(0),
                 metrics,
+                workers: Workers::spawn(max_concurrent),
             }),
         })
     }
 
-    /// The default bound on concurrent argon2 work: half the cores, at least one.
+    /// The default bound on concurrent argon2 work: every core.
     ///
-    /// Half, not all: argon2 is pure CPU, and leaving the other half to the
-    /// async workers keeps cached traffic fast while a flood of wrong secrets
-    /// (or a cold start) is being verified.
+    /// A restart storm (every active token's first request after a deploy)
+    /// is argon2-bound, so it should finish in `verifies × one verify ÷
+    /// cores`. The request path keeps its latency because the argon2 threads
+    /// run at a lower priority (see the module docs), and wrong secrets do
+    /// not reach argon2 (the secret tag), so a flood cannot fill these slots.
     pub(crate) fn default_concurrency() -> usize {
         std::thread::available_parallelism()
-            .map(|n| n.get() / 2)
+            .map(|n| n.get())
             .unwrap_or(1)
             .max(1)
     }
@@ -208,15 +274,23 @@ impl SecretHasher {
         .map_err(|_| HashError::Saturated(QUEUE_TIMEOUT))?
         // The semaphore is never closed.
         .map_err(|_| HashError::TaskFailed)?;
-        // The permit moves into the blocking job: if the caller goes away, the
-        // slot stays taken until argon2 actually finishes.
-        tokio::task::spawn_blocking(move || {
-            let result = work();
+        // The permit moves into the job: if the caller goes away, the slot
+        // stays taken until argon2 actually finishes.
+        let (done, result) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
             drop(permit);
-            result
-        })
-        .await
-        .map_err(|_| HashError::TaskFailed)?
+            // A panic drops `done` unsent: the caller sees `TaskFailed`.
+            if let Ok(result) = result {
+                let _ = done.send(result);
+            }
+        });
+        self.inner
+            .workers
+            .jobs
+            .send(job)
+            .map_err(|_| HashError::TaskFailed)?;
+        result.await.map_err(|_| HashError::TaskFailed)?
     }
 }
 
@@ -268,6 +342,71 @@ mod tests {
         let minted = TokenFormat::default().generate();
         let result = hasher.verify(minted.secret, "not a phc".into()).await;
         assert!(matches!(result, Err(HashError::CorruptHash)));
+    }
+
+    /// The read of this thread's `nice` value (field 19 of its `stat`).
+    #[cfg(target_os = "linux")]
+    fn current_thread_nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // The command name (field 2) may hold spaces: count from its `)`.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    /// argon2 yields the cores to the request path: its threads run at a
+    /// lower priority than the caller's.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn argon2_runs_below_the_request_paths_priority() {
+        let hasher =
+            SecretHasher::with_metrics(Argon2Params::insecure_fast_for_tests(), 2, None).unwrap();
+        let caller = current_thread_nice();
+        let worker = hasher
+            .run_bounded(|| Ok(current_thread_nice()))
+            .await
+            .unwrap();
+        assert_eq!(worker, (caller + ARGON2_NICE).min(19));
+        assert!(worker > caller || caller == 19, "{worker} vs {caller}");
+    }
+
+    /// With `n` slots, `n` argon2 jobs run at the same time (a restart storm
+    /// uses every core): two jobs that each wait for the other both finish.
+    #[tokio::test]
+    async fn every_slot_runs_at_once() {
+        let hasher =
+            SecretHasher::with_metrics(Argon2Params::insecure_fast_for_tests(), 2, None).unwrap();
+        let (to_b, from_a) = std::sync::mpsc::channel();
+        let (to_a, from_b) = std::sync::mpsc::channel();
+        let meet = |to: std::sync::mpsc::Sender<()>, from: std::sync::mpsc::Receiver<()>| {
+            move || {
+                to.send(()).unwrap();
+                // Generous: the other job starts at once unless it is queued behind this one.
+                Ok(from
+                    .recv_timeout(std::time::Duration::from_secs(10))
+                    .is_ok())
+            }
+        };
+        let (a, b) = tokio::join!(
+            hasher.run_bounded(meet(to_b, from_b)),
+            hasher.run_bounded(meet(to_a, from_a)),
+        );
+        assert!(
+            a.unwrap() && b.unwrap(),
+            "the two jobs did not run at the same time"
+        );
+    }
+
+    /// A panicking job is an error for its caller, and the slot and the
+    /// thread survive it.
+    #[tokio::test]
+    async fn a_panicking_job_is_an_error_not_a_lost_slot() {
+        let hasher =
+            SecretHasher::with_metrics(Argon2Params::insecure_fast_for_tests(), 1, None).unwrap();
+        let failed = hasher
+            .run_bounded::<(), _>(|| panic!("argon2 exploded"))
+            .await;
+        assert!(matches!(failed, Err(HashError::TaskFailed)));
+        assert_eq!(hasher.run_bounded(|| Ok(7)).await.unwrap(), 7);
     }
 
     #[test]

@@ -13,12 +13,13 @@
 //! bytes, so a flood of bad tokens costs no formatting and no allocation for
 //! the body.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
@@ -171,13 +172,32 @@ pub(crate) fn too_many_requests_with(decision: &Decision, policy: &PolicyHeaders
     response
 }
 
+/// Headers a 429 carries: `Content-Type`, `Retry-After`, the five rate-limit
+/// fields, and room for `Content-Length` and a server's `X-Request-Id`.
+const THROTTLED_HEADERS: usize = 10;
+
 /// 429 with `Retry-After` (and, from the caller, the rate-limit headers).
+///
+/// A flood of these is answered from memory, so each costs only what it
+/// must: the body and the changing values are cut from the per-thread
+/// buffer (no `malloc` of their own, no `fmt`), and the header map is sized
+/// once for everything it will hold (a default one would grow from 6 to 12
+/// entries on the way).
 fn throttled(retry_after_secs: u64) -> Response {
-    let mut response = Response::new(Body::from(rate_limited_body(retry_after_secs)));
+    const PREFIX: &[u8] = br#"{"success": false, "error": "Rate limit exceeded. Try again in "#;
+    const SUFFIX: &[u8] = br#" seconds."}"#;
+    let mut digits = itoa::Buffer::new();
+    let seconds = digits.format(retry_after_secs).as_bytes();
+    let body = per_request_bytes(&[PREFIX, seconds, SUFFIX]);
+    let mut response = Response::new(Body::from(body));
     *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-    let headers = response.headers_mut();
+    let mut headers = HeaderMap::with_capacity(THROTTLED_HEADERS);
     headers.insert(CONTENT_TYPE, JSON);
-    headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    headers.insert(
+        RETRY_AFTER,
+        per_request_value(seconds).unwrap_or_else(|| HeaderValue::from(retry_after_secs)),
+    );
+    *response.headers_mut() = headers;
     response
 }
 
@@ -269,13 +289,46 @@ fn policy_text(limit: u32, window_secs: u64) -> String {
     )
 }
 
+/// Bytes of per-request header values cut from one thread's buffer.
+const ARENA_BYTES: usize = 8 * 1024;
+
+/// A header value that changes per request (`X-RateLimit-Reset`, `RateLimit`,
+/// a `Remaining` above 10,000), cut from a per-thread buffer instead of
+/// allocated: the value shares the buffer's allocation (one reference count,
+/// no `malloc`/`free` per value; a new 8 KiB buffer every ~300 values). The
+/// values live as long as the response; a buffer is freed with its last one.
+fn per_request_value(bytes: &[u8]) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(per_request_bytes(&[bytes])).ok()
+}
+
+/// The concatenation of `parts`, cut from this thread's buffer (see
+/// [`per_request_value`]).
+fn per_request_bytes(parts: &[&[u8]]) -> Bytes {
+    thread_local! {
+        static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    }
+    let len = parts.iter().map(|part| part.len()).sum();
+    ARENA.with(|arena| {
+        let mut arena = arena.borrow_mut();
+        if arena.capacity() < len {
+            *arena = BytesMut::with_capacity(ARENA_BYTES.max(len));
+        }
+        for part in parts {
+            arena.extend_from_slice(part);
+        }
+        arena.split().freeze()
+    })
+}
+
 /// `HeaderValue`s for 0..=10,000 (every Pro and Enterprise `Remaining`),
 /// built once from one leaked string, so the common case allocates nothing.
 fn count_value(n: u32) -> HeaderValue {
     const SMALL: u32 = 10_000;
     static TABLE: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
     if n > SMALL {
-        return HeaderValue::from(n);
+        let mut digits = itoa::Buffer::new();
+        return per_request_value(digits.format(n).as_bytes())
+            .unwrap_or_else(|| HeaderValue::from(n));
     }
     let table = TABLE.get_or_init(|| {
         let text: String = (0..=SMALL).map(|i| i.to_string()).collect();
@@ -322,9 +375,12 @@ pub(crate) fn write_rate_limit_headers_with(
         X_RATELIMIT_REMAINING.clone(),
         count_value(decision.remaining),
     );
+    let reset = decision.reset_unix_secs();
+    let mut digits = itoa::Buffer::new();
     headers.insert(
         X_RATELIMIT_RESET.clone(),
-        HeaderValue::from(decision.reset_unix_secs()),
+        per_request_value(digits.format(reset).as_bytes())
+            .unwrap_or_else(|| HeaderValue::from(reset)),
     );
     headers.insert(RATELIMIT_POLICY.clone(), policy.policy_value.clone());
     // `"hourly";r=<remaining>;t=<seconds>`, assembled without `fmt`.
@@ -341,7 +397,7 @@ pub(crate) fn write_rate_limit_headers_with(
     push(digits.format(decision.remaining).as_bytes());
     push(b";t=");
     push(digits.format(decision.reset_in_secs()).as_bytes());
-    if let Ok(value) = HeaderValue::from_bytes(&buf[..len]) {
+    if let Some(value) = per_request_value(&buf[..len]) {
         headers.insert(RATELIMIT.clone(), value);
     }
 }
@@ -410,6 +466,19 @@ mod tests {
             body(r).await,
             r#"{"success": false, "error": "Rate limit exceeded. Try again in 43 seconds."}"#
         );
+    }
+
+    /// The 429 written without `fmt` is the envelope's, byte for byte, for
+    /// any wait, and its `Retry-After` is the same number.
+    #[tokio::test]
+    async fn the_429_body_is_the_envelope_for_every_wait() {
+        for secs in [1, 9, 10, 99, 3599, 3600, 86_400, u64::MAX] {
+            let r = throttled(secs);
+            assert_eq!(r.status(), 429);
+            assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+            assert_eq!(r.headers()[RETRY_AFTER], secs.to_string().as_str());
+            assert_eq!(body(r).await, rate_limited_body(secs));
+        }
     }
 
     /// Prebuilt values serve only their own plan: a decision for another limit
@@ -500,6 +569,25 @@ mod tests {
             );
             assert_eq!(prebuilt, headers);
         }
+    }
+
+    /// Values cut from the per-thread buffer are each their own bytes, also
+    /// across a buffer change, and invalid bytes are refused as before.
+    #[test]
+    fn per_request_values_keep_their_own_bytes() {
+        let values: Vec<(String, HeaderValue)> = (0..2 * ARENA_BYTES / 10)
+            .map(|i| {
+                let text = format!("{}", 1_800_000_000u64 + u64::try_from(i).unwrap());
+                let value = per_request_value(text.as_bytes()).unwrap();
+                (text, value)
+            })
+            .collect();
+        for (text, value) in &values {
+            assert_eq!(value, text.as_str());
+        }
+        assert!(per_request_value(b"bad\nvalue").is_none());
+        let long = "7".repeat(ARENA_BYTES + 1);
+        assert_eq!(per_request_value(long.as_bytes()).unwrap(), long.as_str());
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub fn token_id_bytes(id: &crate::TokenId) -> Vec<u8> {
     id.as_bytes().to_vec()
 }
 
-/// argon2id on the gate's bounded blocking pool, for the benchmark of its cost.
+/// argon2id on the gate's bounded argon2 threads, for the benchmark of its cost.
 pub struct Argon2 {
     hasher: crate::hash::SecretHasher,
     secret: crate::token::SecretBytes,

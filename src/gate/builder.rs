@@ -89,8 +89,10 @@ impl TokenGateBuilder {
         self
     }
 
-    /// At most this many argon2 computations at once. Default: half the cores
-    /// (at least one), so a burst of first uses leaves CPU for cached traffic.
+    /// At most this many argon2 computations at once. Default: every core, so
+    /// a restart storm (each active token's first request) takes `tokens ×
+    /// one verify ÷ cores`; the argon2 threads run at a lower priority, so
+    /// cached traffic keeps its cores (see `hash.rs`).
     pub fn with_max_concurrent_verifies(mut self, n: usize) -> Self {
         self.max_concurrent_verifies = n.max(1);
         self

@@ -44,9 +44,13 @@ pub(crate) const MAX_AUDIT_PAGE: u32 = 500;
 #[expect(
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
-    reason = "the retention is a positive constant of 2,160 hours"
+    reason = "USAGE_RETENTION is 90 days, 2,160 hours: in range (asserted below)"
 )]
 pub(crate) const MAX_USAGE_HOURS: u32 = USAGE_RETENTION.whole_hours() as u32;
+const _: () = assert!(
+    USAGE_RETENTION.whole_hours() >= 0 && USAGE_RETENTION.whole_hours() <= 4_294_967_295,
+    "the usage retention fits a u32 of hours"
+);
 
 /// Who makes a change, for the audit log: a name (`admin`, `cli`,
 /// `settings:<account>`, `leak-report:github`, ...) and, when the change
