@@ -17,7 +17,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, Request};
 use sha2::{Digest, Sha256};
-use tokengate::{Argon2Params, Manager, SqliteStore, TokenGate, TokenStore, require_scope};
+use tokengate::{
+    Argon2Params, Manager, RequireScopeLayer, SqliteStore, TokenGate, TokenStore, require_scope,
+};
 use tower::ServiceExt;
 
 /// A token whose one request per hour is spent: every request is a 429.
@@ -178,7 +180,7 @@ fn bench_checks(c: &mut Criterion) {
     let scoped: Router = Router::new()
         .route(
             "/api",
-            get(|| async { "ok" }).route_layer(require_scope("reports:read")),
+            get(|| async { "ok" }).route_layer(RequireScopeLayer::new("reports:read")),
         )
         .layer(gate.layer())
         .with_state(());
@@ -192,7 +194,7 @@ fn bench_checks(c: &mut Criterion) {
     let scoped_handler_layer: Router = Router::new()
         .route(
             "/api",
-            get((|| async { "ok" }).layer(require_scope("reports:read"))),
+            get((|| async { "ok" }).layer(RequireScopeLayer::new("reports:read"))),
         )
         .layer(gate.layer())
         .with_state(());

@@ -28,7 +28,7 @@ use axum::response::Response;
 use axum::routing::get;
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde_json::json;
-use tokengate::http::success_response;
+use tokengate::http::SuccessEnvelope;
 use tokengate::{
     Manager, Plan, Principal, SqliteStore, TokenGate, TokenSpec, TokenStore, require_scope,
 };
@@ -53,7 +53,7 @@ async fn usage(principal: Principal) -> Response {
         "plan": principal.plan(),
         "requests_per_hour": principal.requests_per_hour(),
     });
-    success_response(StatusCode::OK, &data)
+    SuccessEnvelope::response(StatusCode::OK, &data)
 }
 
 /// `GET /health` (open) and `GET /api/v1/ping` (guarded): the same answer.

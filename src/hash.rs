@@ -31,6 +31,7 @@ use crate::metrics::Metrics;
 
 /// How long a hash or verify waits for an argon2 slot before giving up (503).
 const QUEUE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+use crate::config_error::ConfigError;
 use crate::token::SecretBytes;
 
 /// argon2id cost parameters.
@@ -70,21 +71,16 @@ impl Argon2Params {
     }
 
     /// Checks that argon2 accepts these parameters.
-    pub fn validate(&self) -> Result<(), InvalidArgon2Params> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         self.to_argon2().map(|_| ())
     }
 
-    fn to_argon2(self) -> Result<Argon2<'static>, InvalidArgon2Params> {
+    fn to_argon2(self) -> Result<Argon2<'static>, ConfigError> {
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, None)
-            .map_err(|e| InvalidArgon2Params(e.to_string()))?;
+            .map_err(|e| ConfigError::Argon2(e.to_string()))?;
         Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
     }
 }
-
-/// Argon2 parameters that argon2 refuses (e.g. memory below 8 × parallelism KiB).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid argon2 parameters: {0}")]
-pub struct InvalidArgon2Params(String);
 
 /// A failure of the hashing machinery itself (not a wrong secret).
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +183,7 @@ impl SecretHasher {
         params: Argon2Params,
         max_concurrent: usize,
         metrics: Option<Arc<Metrics>>,
-    ) -> Result<Self, InvalidArgon2Params> {
+    ) -> Result<Self, ConfigError> {
         let max_concurrent = max_concurrent.max(1);
         Ok(Self {
             inner: Arc::new(Inner {

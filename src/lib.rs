@@ -141,6 +141,7 @@
 
 mod bearer;
 mod clock;
+mod config_error;
 mod gate;
 mod hash;
 pub mod http;
@@ -160,10 +161,9 @@ mod store;
 pub mod test_util;
 mod token;
 
-pub use gate::{
-    BuildError, Maintenance, TokenGate, TokenGateBuilder, TokenGateLayer, TokenGateService,
-};
-pub use hash::{Argon2Params, InvalidArgon2Params};
+pub use config_error::ConfigError;
+pub use gate::{Maintenance, TokenGate, TokenGateBuilder, TokenGateLayer, TokenGateService};
+pub use hash::Argon2Params;
 pub use limit::{Decision, LimitError, LimiterFailurePolicy};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -176,7 +176,7 @@ pub use metrics::Metrics;
 pub use principal::{MissingTokenGateLayer, Principal};
 #[doc(hidden)]
 pub use require_scope::__private;
-pub use require_scope::{RequireScopeLayer, require_scope};
+pub use require_scope::RequireScopeLayer;
 pub use response::Rejection;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -199,7 +199,7 @@ pub use store::{
 // Webhooks (Standard Webhooks): the outbox's storage, for the server's
 // delivery worker and admin routes.
 pub use store::{
-    AttemptOutcome, AttemptRecord, ClaimedDelivery, DeliveryCounts, WEBHOOK_EVENT_TYPES,
-    WebhookAttempt, WebhookEndpoint, WebhookSecret, WebhookStore,
+    AttemptOutcome, AttemptRecord, ClaimedDelivery, DeliveryCounts, WebhookAttempt,
+    WebhookEndpoint, WebhookSecret, WebhookStore,
 };
-pub use token::{InvalidPrefix, PlaintextToken, TokenFormat, TokenFormatError, TokenId};
+pub use token::{PlaintextToken, TokenFormat, TokenFormatError, TokenId};

@@ -1,5 +1,5 @@
 //! Requiring a scope: on a handler ([`require_scope!`](crate::require_scope!))
-//! or on a route ([`require_scope`](crate::require_scope())).
+//! or on a route ([`RequireScopeLayer`]).
 //!
 //! A token carries a set of scopes chosen at creation (names of
 //! `[a-z0-9_.:-]`, 1–64 characters, at most 32 per token), or every scope
@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use axum::{Router, routing::get};
-//! use tokengate::require_scope;
+//! use tokengate::{RequireScopeLayer, require_scope};
 //!
 //! # fn gate_layer() -> tower::layer::util::Identity { tower::layer::util::Identity::new() }
 //! async fn reports() -> &'static str { "reports" }
@@ -19,7 +19,7 @@
 //!     .route("/api/v1/reports", get(require_scope!("reports:read", reports)))
 //!     // On every method of a route, with a scope known only at run time
 //!     // (axum then boxes the route a second time):
-//!     .route("/api/v1/exports", get(reports).post(reports).route_layer(require_scope("exports:write")))
+//!     .route("/api/v1/exports", get(reports).post(reports).route_layer(RequireScopeLayer::new("exports:write")))
 //!     // The gate runs first (outermost), then the scope check.
 //!     .layer(gate_layer());
 //! # let _ = app;
@@ -59,31 +59,33 @@ use crate::scope::is_valid_name;
 /// For a single handler prefer [`require_scope!`](crate::require_scope!),
 /// which checks the name when the program compiles and adds nothing per
 /// request; this layer is for a route's every method
-/// (`.route_layer(require_scope("x"))`) and for scopes known only at run
+/// (`.route_layer(RequireScopeLayer::new("x"))`) and for scopes known only at run
 /// time. Put it behind [`TokenGateLayer`](crate::TokenGateLayer): the gate
 /// must run first, so `layer(gate.layer())` goes outside. Without a
 /// principal in the request (no gate in front) the answer is a 500 that
 /// names the missing layer.
-///
-/// # Panics
-///
-/// If `scope` is not a valid scope name: a typo in a route is a bug to see
-/// at start-up, not a silent 403 in production.
-pub fn require_scope(scope: &str) -> RequireScopeLayer {
-    assert!(
-        is_valid_name(scope),
-        "require_scope({scope:?}): scope names are 1 to 64 characters of a-z, 0-9, '_', '.', ':' and '-'"
-    );
-    let body = missing_scope_body(scope);
-    RequireScopeLayer(Arc::new(Required {
-        scope: scope.into(),
-        body: Bytes::from(body),
-    }))
-}
-
-/// The layer made by [`require_scope`].
 #[derive(Clone, Debug)]
 pub struct RequireScopeLayer(Arc<Required>);
+
+impl RequireScopeLayer {
+    /// The layer for `scope`.
+    ///
+    /// # Panics
+    ///
+    /// If `scope` is not a valid scope name: a typo in a route is a bug to see
+    /// at start-up, not a silent 403 in production.
+    pub fn new(scope: &str) -> Self {
+        assert!(
+            is_valid_name(scope),
+            "RequireScopeLayer::new({scope:?}): scope names are 1 to 64 characters of a-z, 0-9, '_', '.', ':' and '-'"
+        );
+        let body = missing_scope_body(scope);
+        Self(Arc::new(Required {
+            scope: scope.into(),
+            body: Bytes::from(body),
+        }))
+    }
+}
 
 #[derive(Debug)]
 struct Required {
@@ -275,7 +277,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "scope names are")]
     fn a_malformed_required_scope_is_a_bug_seen_at_start_up() {
-        let _ = require_scope("Reports Read");
+        let _ = RequireScopeLayer::new("Reports Read");
     }
 
     #[test]
@@ -284,7 +286,7 @@ mod tests {
         let scoped = crate::require_scope!("reports:read", handler);
         assert_eq!(std::mem::size_of_val(&scoped), 0);
         assert_eq!(
-            std::mem::size_of_val(&require_scope("reports:read")),
+            std::mem::size_of_val(&RequireScopeLayer::new("reports:read")),
             std::mem::size_of::<usize>()
         );
     }

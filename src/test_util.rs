@@ -98,7 +98,7 @@ impl std::fmt::Debug for Argon2 {
 
 impl Argon2 {
     /// A hasher with `params` and one concurrent computation, and a random secret.
-    pub fn new(params: crate::Argon2Params) -> Result<Self, crate::InvalidArgon2Params> {
+    pub fn new(params: crate::Argon2Params) -> Result<Self, crate::config_error::ConfigError> {
         Ok(Self {
             hasher: crate::hash::SecretHasher::with_metrics(params, 1, None)?,
             secret: crate::TokenFormat::default().generate().secret,

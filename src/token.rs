@@ -27,6 +27,8 @@ use rand::RngCore;
 use rand::rngs::OsRng;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::config_error::ConfigError;
+
 const ID_BYTES: usize = 15;
 const ID_CHARS: usize = 20;
 const SECRET_BYTES: usize = 33;
@@ -277,13 +279,6 @@ pub enum TokenFormatError {
     Checksum,
 }
 
-/// An invalid token prefix in configuration.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid token prefix {0:?}: use 2 to 16 characters of a-z, 0-9 and '_', starting with a letter and ending with '_' (e.g. \"iit_\")"
-)]
-pub struct InvalidPrefix(pub String);
-
 /// The token format, parameterised by its prefix: offline validation needs
 /// no database and no secret.
 ///
@@ -322,7 +317,7 @@ impl TokenFormat {
     /// The prefix is 2–16 characters of `a-z`, `0-9` and `_`, starts with a letter
     /// and ends with `_`, so it is recognisable to people and secret scanners.
     /// It is covered by the checksum: changing it invalidates existing tokens.
-    pub fn new(prefix: impl Into<String>) -> Result<Self, InvalidPrefix> {
+    pub fn new(prefix: impl Into<String>) -> Result<Self, ConfigError> {
         let prefix = prefix.into();
         let bytes = prefix.as_bytes();
         let valid = (2..=MAX_PREFIX_CHARS).contains(&bytes.len())
@@ -334,7 +329,7 @@ impl TokenFormat {
         if valid {
             Ok(Self { prefix })
         } else {
-            Err(InvalidPrefix(prefix))
+            Err(ConfigError::TokenPrefix(prefix))
         }
     }
 

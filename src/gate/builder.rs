@@ -5,25 +5,12 @@ use std::time::Duration;
 
 use super::{Inner, Timing, TokenGate};
 use crate::clock::{WallClock, monotonic_unix_ms};
-use crate::hash::{Argon2Params, InvalidArgon2Params, SecretHasher};
+use crate::config_error::ConfigError;
+use crate::hash::{Argon2Params, SecretHasher};
 use crate::limit::{LimiterFailurePolicy, LimiterPolicy, RateLimitStore, WindowConfig};
 use crate::metrics::Metrics;
 use crate::store::TokenStore;
 use crate::token::TokenFormat;
-
-/// A [`TokenGate`] that could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// argon2 refused the parameters.
-    #[error(transparent)]
-    Argon2(#[from] InvalidArgon2Params),
-    /// A declared scope is not a valid name.
-    #[error(
-        "scope {0:?} is not a valid name: use 1 to 64 characters of a-z, 0-9, '_', '.', ':' and '-'"
-    )]
-    InvalidScope(String),
-}
 
 /// Configures a [`TokenGate`]. Every knob has a production default.
 #[must_use]
@@ -190,9 +177,9 @@ impl TokenGateBuilder {
     /// Builds the gate. Starts no task and no thread: see
     /// [`TokenGate::spawn_maintenance`]; tokens are created with a
     /// [`Manager`](crate::Manager) made from the gate.
-    pub fn build(mut self) -> Result<TokenGate, BuildError> {
+    pub fn build(mut self) -> Result<TokenGate, ConfigError> {
         if let Some(bad) = self.scopes.iter().find(|s| !crate::scope::is_valid_name(s)) {
-            return Err(BuildError::InvalidScope(bad.clone()));
+            return Err(ConfigError::InvalidScope(bad.clone()));
         }
         self.scopes.sort();
         self.scopes.dedup();

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{WallClock, monotonic_unix_ms};
+use crate::config_error::ConfigError;
 use crate::hash::SecretHasher;
 use crate::limit::LimiterPolicy;
 use crate::metrics::Metrics;
@@ -43,7 +44,7 @@ mod revalidate;
 mod usage;
 mod verify;
 
-pub use builder::{BuildError, TokenGateBuilder};
+pub use builder::TokenGateBuilder;
 pub use layer::{TokenGateLayer, TokenGateService};
 pub(crate) use layer::{rate_limited, reject};
 pub use maintenance::Maintenance;
@@ -129,7 +130,7 @@ impl std::fmt::Debug for TokenGate {
 
 impl TokenGate {
     /// A gate on `store` with every default.
-    pub fn new(store: Arc<dyn TokenStore>) -> Result<Self, BuildError> {
+    pub fn new(store: Arc<dyn TokenStore>) -> Result<Self, ConfigError> {
         Self::builder(store).build()
     }
 

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::bearer::{bearer_token, parse_bearer};
+use crate::config_error::ConfigError;
 use crate::store::{StoreError, TokenStore};
 use crate::token::PlaintextToken;
 
@@ -33,20 +34,6 @@ impl std::fmt::Debug for AdminAuth {
     }
 }
 
-/// An admin token that a client could not present (never echoed).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum InvalidAdminToken {
-    /// Fewer than 16 characters.
-    #[error("the admin token is too short: use at least 16 random characters")]
-    TooShort,
-    /// A character a Bearer header cannot carry.
-    #[error(
-        "the admin token can hold only A-Z a-z 0-9 - . _ ~ + / and a trailing =, the characters of a Bearer token (e.g. `openssl rand -base64 32`)"
-    )]
-    Alphabet,
-}
-
 /// Where the admin credential in use came from (for the start-up log line).
 #[derive(Debug)]
 pub enum AdminTokenOrigin {
@@ -62,14 +49,14 @@ pub enum AdminTokenOrigin {
 
 impl AdminAuth {
     /// Accepts exactly `token`, once it is known that a client can present it.
-    pub fn from_token(token: &str) -> Result<Self, InvalidAdminToken> {
+    pub fn from_token(token: &str) -> Result<Self, ConfigError> {
         if token.len() < 16 {
-            return Err(InvalidAdminToken::TooShort);
+            return Err(ConfigError::AdminTokenTooShort);
         }
         // It is read from `Authorization: Bearer`, which carries only a
         // token68: anything else could be configured but never presented.
         if parse_bearer(format!("Bearer {token}").as_bytes()) != Some(token) {
-            return Err(InvalidAdminToken::Alphabet);
+            return Err(ConfigError::AdminTokenAlphabet);
         }
         Ok(Self::of(token))
     }
@@ -174,14 +161,14 @@ mod tests {
         assert!(!auth.accepts("tgadmin_secret_0124"));
         assert!(!auth.accepts(""));
         assert_eq!(format!("{auth:?}"), "AdminAuth(<redacted>)");
-        assert_eq!(
-            AdminAuth::from_token("short").unwrap_err(),
-            InvalidAdminToken::TooShort
-        );
-        assert_eq!(
-            AdminAuth::from_token("0123456789abcdef gh").unwrap_err(),
-            InvalidAdminToken::Alphabet
-        );
+        assert!(matches!(
+            AdminAuth::from_token("short"),
+            Err(ConfigError::AdminTokenTooShort)
+        ));
+        assert!(matches!(
+            AdminAuth::from_token("0123456789abcdef gh"),
+            Err(ConfigError::AdminTokenAlphabet)
+        ));
     }
 
     #[test]

@@ -14,14 +14,14 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! use tokengate::http::check_token;
+//! use tokengate::http::GateAnswer;
 //! use tokengate::{SqliteStore, TokenGate, TokenStore};
 //!
 //! let store = SqliteStore::connect("sqlite::memory:").await?;
 //! store.migrate().await?;
 //! let gate = TokenGate::new(Arc::new(store))?;
 //!
-//! let answer = check_token(&gate, "not-a-token", &["reports:read"]).await;
+//! let answer = GateAnswer::for_token(&gate, "not-a-token", &["reports:read"]).await;
 //! assert_eq!(answer.response.status(), 401);
 //! assert!(answer.principal.is_none());
 //! # Ok(())
@@ -75,45 +75,47 @@ impl GateAnswer {
     }
 }
 
-/// Checks a request by its `Authorization` header (one `Bearer` token);
-/// the token must have every scope in `scopes`. Takes the layer's path: a
-/// cached token and a local limiter are answered from memory.
-pub async fn check_request<S: AsRef<str> + Sync>(
-    gate: &TokenGate,
-    headers: &HeaderMap,
-    scopes: &[S],
-) -> GateAnswer {
-    let authorization = single_authorization(headers);
-    let principal = match gate.check_now(authorization) {
-        Quick::Admitted(principal, decision) => {
-            return admitted(gate, principal, &decision, scopes);
-        }
-        Quick::Limited(principal, decision) => {
-            return GateAnswer::rate_limited(gate, &principal, &decision);
-        }
-        Quick::Rejected(rejection) => return GateAnswer::refused(gate, rejection),
-        Quick::NeedsLimiter(principal) => principal,
-        Quick::NeedsStore => match gate.authenticate_bearer(authorization.cloned()).await {
-            Ok(principal) => principal,
-            Err(rejection) => return GateAnswer::refused(gate, rejection),
-        },
-    };
-    admit(gate, principal, scopes).await
-}
-
-/// Checks a bare token (an empty one is a missing token); it must have
-/// every scope in `scopes`.
-pub async fn check_token<S: AsRef<str> + Sync>(
-    gate: &TokenGate,
-    token: &str,
-    scopes: &[S],
-) -> GateAnswer {
-    if token.is_empty() {
-        return GateAnswer::refused(gate, Rejection::MissingToken);
+impl GateAnswer {
+    /// Checks a request by its `Authorization` header (one `Bearer` token);
+    /// the token must have every scope in `scopes`. Takes the layer's path: a
+    /// cached token and a local limiter are answered from memory.
+    pub async fn for_request<S: AsRef<str> + Sync>(
+        gate: &TokenGate,
+        headers: &HeaderMap,
+        scopes: &[S],
+    ) -> Self {
+        let authorization = single_authorization(headers);
+        let principal = match gate.check_now(authorization) {
+            Quick::Admitted(principal, decision) => {
+                return admitted(gate, principal, &decision, scopes);
+            }
+            Quick::Limited(principal, decision) => {
+                return Self::rate_limited(gate, &principal, &decision);
+            }
+            Quick::Rejected(rejection) => return Self::refused(gate, rejection),
+            Quick::NeedsLimiter(principal) => principal,
+            Quick::NeedsStore => match gate.authenticate_bearer(authorization.cloned()).await {
+                Ok(principal) => principal,
+                Err(rejection) => return Self::refused(gate, rejection),
+            },
+        };
+        admit(gate, principal, scopes).await
     }
-    match gate.authenticate_token(token).await {
-        Ok(principal) => admit(gate, principal, scopes).await,
-        Err(rejection) => GateAnswer::refused(gate, rejection),
+
+    /// Checks a bare token (an empty one is a missing token); it must have
+    /// every scope in `scopes`.
+    pub async fn for_token<S: AsRef<str> + Sync>(
+        gate: &TokenGate,
+        token: &str,
+        scopes: &[S],
+    ) -> Self {
+        if token.is_empty() {
+            return Self::refused(gate, Rejection::MissingToken);
+        }
+        match gate.authenticate_token(token).await {
+            Ok(principal) => admit(gate, principal, scopes).await,
+            Err(rejection) => Self::refused(gate, rejection),
+        }
     }
 }
 

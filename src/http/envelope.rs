@@ -47,6 +47,38 @@ pub struct SuccessEnvelope<T> {
     pub data: T,
 }
 
+impl<T: Serialize> SuccessEnvelope<T> {
+    /// `data` in the envelope, `{"success": true, "data": <data>}`, written
+    /// byte for byte like tokengate's own answers (so your routes behind the
+    /// gate answer in the same style as its 401/403/429).
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use serde_json::json;
+    /// use tokengate::http::SuccessEnvelope;
+    ///
+    /// let response = SuccessEnvelope::response(StatusCode::OK, &json!({"plan": "pro"}));
+    /// assert_eq!(response.headers()["content-type"], "application/json");
+    /// ```
+    pub fn response(status: StatusCode, data: &T) -> Response {
+        #[derive(Serialize)]
+        struct Borrowed<'a, T> {
+            success: bool,
+            data: &'a T,
+        }
+        match to_json(&Borrowed {
+            success: true,
+            data,
+        }) {
+            Ok(body) => json_response(status, body),
+            Err(e) => {
+                tracing::error!(error = %e, "failed to serialize a response");
+                ApiError::Internal.into_response()
+            }
+        }
+    }
+}
+
 fn always_false() -> utoipa::openapi::Schema {
     constant_bool(false)
 }
@@ -118,45 +150,6 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     response
 }
 
-/// An error in the envelope: `{"success": false, "error": "<message>"}`.
-pub fn error_response(status: StatusCode, message: &str) -> Response {
-    let envelope = ErrorEnvelope {
-        success: false,
-        error: message.to_owned(),
-    };
-    // A struct of a bool and a string always serializes.
-    json_response(status, to_json(&envelope).unwrap_or_default())
-}
-
-/// A success in the envelope: `{"success": true, "data": <data>}`, written
-/// byte for byte like tokengate's own answers (so your routes behind the gate
-/// answer in the same style as its 401/403/429).
-///
-/// ```
-/// use http::StatusCode;
-/// use serde_json::json;
-///
-/// let response = tokengate::http::success_response(StatusCode::OK, &json!({"plan": "pro"}));
-/// assert_eq!(response.headers()["content-type"], "application/json");
-/// ```
-pub fn success_response<T: Serialize>(status: StatusCode, data: &T) -> Response {
-    #[derive(Serialize)]
-    struct Borrowed<'a, T> {
-        success: bool,
-        data: &'a T,
-    }
-    match to_json(&Borrowed {
-        success: true,
-        data,
-    }) {
-        Ok(body) => json_response(status, body),
-        Err(e) => {
-            tracing::error!(error = %e, "failed to serialize a response");
-            ApiError::Internal.into_response()
-        }
-    }
-}
-
 /// An error of the admin, settings and leak-report routes. Every variant
 /// leaves as the error envelope with its status.
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +188,17 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// An error envelope, `{"success": false, "error": "<message>"}`, with
+    /// any status: for answers no variant covers (a fallback's 404, a 405).
+    pub fn response(status: StatusCode, message: &str) -> Response {
+        let envelope = ErrorEnvelope {
+            success: false,
+            error: message.to_owned(),
+        };
+        // A struct of a bool and a string always serializes.
+        json_response(status, to_json(&envelope).unwrap_or_default())
+    }
+
     /// The HTTP status of this error.
     pub fn status_code(&self) -> StatusCode {
         match self {
@@ -213,7 +217,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = error_response(self.status_code(), &self.to_string());
+        let mut response = Self::response(self.status_code(), &self.to_string());
         match self {
             ApiError::Unauthorized => {
                 response.headers_mut().insert(
@@ -346,13 +350,14 @@ mod tests {
 
     #[tokio::test]
     async fn envelopes_escape_messages_and_use_the_documented_separators() {
-        let r = error_response(StatusCode::BAD_REQUEST, "bad \"name\"\n");
+        let r = ApiError::response(StatusCode::BAD_REQUEST, "bad \"name\"\n");
         assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
         assert_eq!(
             body(r).await,
             r#"{"success": false, "error": "bad \"name\"\n"}"#
         );
-        let r = success_response(StatusCode::OK, &serde_json::json!({"a": [1, 2], "b": {}}));
+        let r =
+            SuccessEnvelope::response(StatusCode::OK, &serde_json::json!({"a": [1, 2], "b": {}}));
         assert_eq!(
             body(r).await,
             r#"{"success": true, "data": {"a": [1, 2], "b": {}}}"#

@@ -26,7 +26,7 @@ use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::envelope::{ApiError, error_response, to_json};
+use super::envelope::{ApiError, to_json};
 use super::github::{
     GithubKeys, KEY_IDENTIFIER_HEADER, Label, MAX_REPORT_BYTES, MAX_REPORT_ENTRIES, ReportError,
     SIGNATURE_HEADER, VerifyError, parse_report,
@@ -184,7 +184,7 @@ async fn github_report(
     let reported = match parse_report(&body) {
         Ok(reported) => reported,
         Err(e @ ReportError::TooManyEntries { .. }) => {
-            return Ok(error_response(
+            return Ok(ApiError::response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &e.to_string(),
             ));
@@ -225,7 +225,7 @@ fn not_signed_by_github(error: VerifyError) -> ApiError {
 
 /// The 413 of a report over [`MAX_REPORT_BYTES`], naming the limits.
 fn report_too_large() -> Response {
-    error_response(
+    ApiError::response(
         StatusCode::PAYLOAD_TOO_LARGE,
         &ReportError::TooManyEntries {
             max: MAX_REPORT_ENTRIES,

@@ -23,22 +23,19 @@ mod settings;
 
 pub use crate::redact::redact_token_shaped;
 pub use admin::admin_router;
-pub use admin_auth::{AdminAuth, AdminTokenOrigin, InvalidAdminToken};
-pub use check::{GateAnswer, check_request, check_token};
-pub use envelope::{ApiError, SuccessEnvelope, error_response, success_response};
+pub use admin_auth::{AdminAuth, AdminTokenOrigin};
+pub use check::GateAnswer;
+pub use envelope::{ApiError, SuccessEnvelope};
 #[cfg(feature = "github-leaks")]
 #[cfg_attr(docsrs, doc(cfg(feature = "github-leaks")))]
-pub use github::{GithubKeys, KeyFileError};
+pub use github::GithubKeys;
 #[cfg(feature = "github-leaks")]
 #[cfg_attr(docsrs, doc(cfg(feature = "github-leaks")))]
 pub use leaks::github_leak_router;
 pub use openapi::document_gated_routes;
 #[cfg(feature = "settings")]
 #[cfg_attr(docsrs, doc(cfg(feature = "settings")))]
-pub use settings::{
-    InvalidSettingsConfig, ProxyHeaderSignIn, SettingsConfig, SignIn, TrustedProxies,
-    settings_router,
-};
+pub use settings::{ProxyHeaderSignIn, SettingsConfig, SignIn, TrustedProxies, settings_router};
 
 use crate::manage::ManageError;
 

@@ -34,6 +34,7 @@ use super::redis_reseed::Reseeder;
 use super::redis_script::{Answer, ScriptCall, Windows};
 use super::window::Decision;
 use super::{LimitError, RateLimitStore};
+use crate::config_error::ConfigError;
 use crate::token::{RandomIdState, TokenId};
 
 /// After a failed check, how long other requests fail at once while one
@@ -142,8 +143,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl RedisRateLimiter {
     /// A limiter on the Redis at `url` (`redis://host:port/db`). Connects lazily,
     /// so it can start while Redis is down; only a malformed URL is an error.
-    pub fn new(url: &str, config: RedisLimiterConfig) -> Result<Self, LimitError> {
-        let client = redis::Client::open(url).map_err(|e| LimitError(Box::new(e)))?;
+    pub fn new(url: &str, config: RedisLimiterConfig) -> Result<Self, ConfigError> {
+        let client = redis::Client::open(url).map_err(|e| ConfigError::RedisUrl(Box::new(e)))?;
         Ok(Self {
             client,
             calls: ScriptCall::new(

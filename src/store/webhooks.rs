@@ -18,17 +18,6 @@ use zeroize::Zeroizing;
 
 use super::StoreError;
 
-/// The event types an endpoint can subscribe to.
-pub const WEBHOOK_EVENT_TYPES: [&str; 7] = [
-    "token.created",
-    "token.rotated",
-    "token.revoked",
-    "token.expiring",
-    "token.expired",
-    "account.plan_changed",
-    "account.limit_reached",
-];
-
 /// A webhook endpoint's signing secret, `whsec_<base64>`. Its `Debug`
 /// redacts it and its memory is zeroed when dropped.
 #[derive(Clone, PartialEq, Eq)]
@@ -81,6 +70,17 @@ pub struct WebhookEndpoint {
 }
 
 impl WebhookEndpoint {
+    /// The event types an endpoint can subscribe to.
+    pub const EVENT_TYPES: [&str; 7] = [
+        "token.created",
+        "token.rotated",
+        "token.revoked",
+        "token.expiring",
+        "token.expired",
+        "account.plan_changed",
+        "account.limit_reached",
+    ];
+
     /// A new endpoint with a fresh secret.
     pub fn new(id: String, url: String, events: Option<Vec<String>>, now: OffsetDateTime) -> Self {
         Self {

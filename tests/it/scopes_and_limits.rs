@@ -9,8 +9,8 @@ use axum::body::Body;
 use axum::routing::get;
 use http::Request;
 use tokengate::{
-    Argon2Params, BuildError, ManageError, Manager, Plan, Principal, SqliteStore, TokenGate,
-    TokenGateBuilder, TokenSpec, TokenStore, require_scope,
+    Argon2Params, ConfigError, ManageError, Manager, Plan, Principal, RequireScopeLayer,
+    SqliteStore, TokenGate, TokenGateBuilder, TokenSpec, TokenStore, require_scope,
 };
 use tokengate_testkit::{TestResponse, send};
 
@@ -55,7 +55,7 @@ fn router(gate: &TokenGate) -> Router {
         .route("/reports/new", get(require_scope!("reports:write", whoami)))
         .route(
             "/reports/new/routed",
-            get(whoami).route_layer(require_scope("reports:write")),
+            get(whoami).route_layer(RequireScopeLayer::new("reports:write")),
         )
         .route("/open", get(whoami))
         .layer(gate.layer())
@@ -171,7 +171,7 @@ async fn unknown_or_malformed_scopes_are_refused_by_name() {
     ))
     .with_scopes(["Bad Scope"])
     .build();
-    assert!(matches!(built, Err(BuildError::InvalidScope(s)) if s == "Bad Scope"));
+    assert!(matches!(built, Err(ConfigError::InvalidScope(s)) if s == "Bad Scope"));
 }
 
 /// Issue 13's scenario: token limit 10, account ceiling 15, two tokens,
@@ -576,13 +576,13 @@ async fn local_fallback_admissions_count_in_the_shared_window_once_redis_is_back
     );
 }
 
-/// `check_request` and `check_token` (forward auth, verify) answer what the
+/// `GateAnswer::for_request` and `GateAnswer::for_token` (forward auth, verify) answer what the
 /// layer answers, to the byte, and count once per call.
 #[tokio::test]
 async fn a_relayed_check_answers_what_the_layer_answers() {
     use http::HeaderMap;
     use http_body_util::BodyExt;
-    use tokengate::http::{GateAnswer, check_request, check_token};
+    use tokengate::http::GateAnswer;
 
     async fn parts(answer: GateAnswer) -> (u16, HeaderMap, String) {
         let (parts, body) = answer.response.into_parts();
@@ -604,7 +604,7 @@ async fn a_relayed_check_answers_what_the_layer_answers() {
 
     let layer = get_with(&app.router, "/reports/new", &reader).await;
     let (status, relayed, body) =
-        parts(check_request(&app.gate, &headers, &["reports:write"]).await).await;
+        parts(GateAnswer::for_request(&app.gate, &headers, &["reports:write"]).await).await;
     assert_eq!(
         (status, body.as_str()),
         (layer.status.as_u16(), layer.body.as_str())
@@ -624,7 +624,7 @@ async fn a_relayed_check_answers_what_the_layer_answers() {
     );
 
     // Allowed: 200, empty, the five headers, the principal.
-    let answer = check_token(&app.gate, &reader, &["reports:read"]).await;
+    let answer = GateAnswer::for_token(&app.gate, &reader, &["reports:read"]).await;
     assert!(answer.is_allowed());
     assert_eq!(answer.principal.as_ref().unwrap().account_id(), "acct");
     let (status, allowed, body) = parts(answer).await;
@@ -633,7 +633,7 @@ async fn a_relayed_check_answers_what_the_layer_answers() {
     assert!(allowed.contains_key("ratelimit"));
 
     // Refused before the limiter: no principal, nothing counted.
-    let missing = check_token(&app.gate, "", &[] as &[&str]).await;
+    let missing = GateAnswer::for_token(&app.gate, "", &[] as &[&str]).await;
     assert!(missing.principal.is_none());
     let (status, challenge, body) = parts(missing).await;
     assert_eq!(
@@ -644,7 +644,8 @@ async fn a_relayed_check_answers_what_the_layer_answers() {
         )
     );
     assert_eq!(challenge["www-authenticate"], r#"Bearer realm="api""#);
-    let (status, ..) = parts(check_token(&app.gate, "iit_nope", &[] as &[&str]).await).await;
+    let (status, ..) =
+        parts(GateAnswer::for_token(&app.gate, "iit_nope", &[] as &[&str]).await).await;
     assert_eq!(status, 401);
     let next = get_with(&app.router, "/open", &reader).await;
     assert_eq!(next.header("x-ratelimit-remaining"), "996");

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
-use tokengate::http::{SuccessEnvelope, error_response};
+use tokengate::http::{ApiError, SuccessEnvelope};
 use tokengate::{TokenGate, require_scope};
 use utoipa::OpenApi;
 
@@ -39,7 +39,7 @@ pub(crate) fn router(gate: &TokenGate) -> Router {
         )
         .route(
             "/api/v1/{*rest}",
-            any(|| async { error_response(StatusCode::NOT_FOUND, "Not found") }),
+            any(|| async { ApiError::response(StatusCode::NOT_FOUND, "Not found") }),
         )
         .layer(gate.layer())
 }
@@ -51,7 +51,7 @@ pub(crate) struct DemoDoc;
 
 /// 405 for the demo API's read-only routes.
 async fn method_not_allowed() -> Response {
-    let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+    let mut response = ApiError::response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
     response
         .headers_mut()
         .insert(ALLOW, HeaderValue::from_static("GET,HEAD"));

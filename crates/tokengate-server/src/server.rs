@@ -19,7 +19,7 @@ use axum::routing::get;
 use http::StatusCode;
 
 use tokengate::http::{
-    SettingsConfig, admin_router, error_response, github_leak_router, settings_router,
+    ApiError, SettingsConfig, admin_router, github_leak_router, settings_router,
 };
 
 pub use crate::stack::{BodyDeadlines, MAX_BODY_BYTES};
@@ -80,9 +80,9 @@ pub fn app(state: AppState) -> Router {
         .merge(leaks_api.unwrap_or_default())
         .merge(webhooks_api.unwrap_or_default())
         .merge(settings_page)
-        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "Not found") })
+        .fallback(|| async { ApiError::response(StatusCode::NOT_FOUND, "Not found") })
         .method_not_allowed_fallback(|| async {
-            error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+            ApiError::response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
         })
         .layer(StackLayer::new(body_deadlines))
         // Turns every handler into its route once, now. A `Router` called

@@ -46,7 +46,7 @@ use axum::response::Response;
 use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use pin_project_lite::pin_project;
-use tokengate::http::{error_response, redact_token_shaped};
+use tokengate::http::{ApiError, redact_token_shaped};
 use tokio::time::{Instant, Sleep};
 use tracing::Span;
 
@@ -177,7 +177,7 @@ fn limit_body(
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
     let limit = match declared {
         Some(length) if length > MAX_BODY_BYTES as u64 => {
-            return Some(error_response(
+            return Some(ApiError::response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 TOO_LARGE_MESSAGE,
             ));
@@ -198,13 +198,13 @@ fn limit_body(
 const TOO_LARGE_MESSAGE: &str = "Request body too large (limit 1 MB)";
 
 fn panicked() -> Response {
-    error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
+    ApiError::response(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
 }
 
 /// 408 for a body past its deadlines; the connection is closed after it
 /// (the rest of the body is never read).
 fn body_timed_out() -> Response {
-    let mut response = error_response(
+    let mut response = ApiError::response(
         StatusCode::REQUEST_TIMEOUT,
         "Request body timed out: send the whole body within BODY_TIMEOUT_SECS, at BODY_MIN_RATE bytes per second or faster",
     );
@@ -215,7 +215,7 @@ fn body_timed_out() -> Response {
 }
 
 fn timed_out() -> Response {
-    error_response(
+    ApiError::response(
         StatusCode::SERVICE_UNAVAILABLE,
         "Service temporarily unavailable",
     )
@@ -332,7 +332,7 @@ fn into_envelope(response: Response) -> Response {
     };
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(CONTENT_LENGTH);
-    let mut envelope = error_response(status, message);
+    let mut envelope = ApiError::response(status, message);
     for (name, value) in parts.headers.iter() {
         if name != CONTENT_TYPE {
             envelope.headers_mut().append(name.clone(), value.clone());

@@ -32,9 +32,7 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
 use super::admin_auth::AdminAuth;
-use super::envelope::{
-    ApiError, JsonBody, PathParam, SuccessEnvelope, error_response, success_response,
-};
+use super::envelope::{ApiError, JsonBody, PathParam, SuccessEnvelope};
 use super::openapi::{
     AdminUnauthorized, BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable,
 };
@@ -112,7 +110,7 @@ pub fn admin_router(gate: TokenGate, auth: Arc<AdminAuth>) -> (Router, OpenApi) 
 fn or_405(routes: UtoipaMethodRouter<AdminState>) -> UtoipaMethodRouter<AdminState> {
     let (schemas, paths, method_router) = routes;
     let not_allowed =
-        || async { error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed") };
+        || async { ApiError::response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed") };
     (schemas, paths, method_router.fallback(not_allowed))
 }
 
@@ -201,7 +199,7 @@ pub(crate) struct AccountBody {
     )
 )]
 async fn list_scopes(State(state): State<AdminState>) -> Response {
-    success_response(StatusCode::OK, &state.gate.scopes())
+    SuccessEnvelope::response(StatusCode::OK, &state.gate.scopes())
 }
 
 /// List plans.
@@ -218,7 +216,7 @@ async fn list_scopes(State(state): State<AdminState>) -> Response {
 )]
 async fn list_plans(State(state): State<AdminState>) -> Result<Response, ApiError> {
     let plans: Vec<Plan> = state.manager.plans().await?;
-    Ok(success_response(StatusCode::OK, &plans))
+    Ok(SuccessEnvelope::response(StatusCode::OK, &plans))
 }
 
 /// Create or replace a plan.
@@ -255,7 +253,7 @@ async fn put_plan(
         .acting_as(origin.actor("admin"))
         .set_plan(&plan)
         .await?;
-    Ok(success_response(StatusCode::OK, &plan))
+    Ok(SuccessEnvelope::response(StatusCode::OK, &plan))
 }
 
 /// Change some settings of a plan.
@@ -311,7 +309,7 @@ async fn patch_plan(
             )),
             other => other.into(),
         })?;
-    Ok(success_response(StatusCode::OK, &plan))
+    Ok(SuccessEnvelope::response(StatusCode::OK, &plan))
 }
 
 /// Create an account or move it to another plan.
@@ -343,7 +341,7 @@ async fn put_account(
         .acting_as(origin.actor("admin"))
         .set_account_plan(&account_id, &body.plan)
         .await?;
-    Ok(success_response(StatusCode::OK, &account))
+    Ok(SuccessEnvelope::response(StatusCode::OK, &account))
 }
 
 /// Read an account.
@@ -370,7 +368,7 @@ async fn get_account(
         .account(&account_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(account_not_found(&account_id)))?;
-    Ok(success_response(StatusCode::OK, &account))
+    Ok(SuccessEnvelope::response(StatusCode::OK, &account))
 }
 
 /// "Account not found", with how to create it.

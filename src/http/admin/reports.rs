@@ -7,7 +7,7 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::AdminState;
-use crate::http::envelope::{ApiError, JsonBody, SuccessEnvelope, success_response};
+use crate::http::envelope::{ApiError, JsonBody, SuccessEnvelope};
 use crate::http::openapi::{AdminUnauthorized, BadRequest, PayloadTooLarge, ServiceUnavailable};
 use crate::http::origin::RequestOrigin;
 use crate::manage::{LeakOutcome, LeakReport};
@@ -122,7 +122,7 @@ pub(super) async fn audit(
         params.limit,
         params.before.as_deref(),
     )?;
-    Ok(success_response(
+    Ok(SuccessEnvelope::response(
         StatusCode::OK,
         &audit_page(&state.manager, &query).await?,
     ))
@@ -209,5 +209,5 @@ pub(super) async fn report_leaks(
             token_id,
         });
     }
-    Ok(success_response(StatusCode::OK, &results))
+    Ok(SuccessEnvelope::response(StatusCode::OK, &results))
 }

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::AdminState;
 use crate::gate::TokenGate;
-use crate::http::envelope::{ApiError, JsonBody, PathParam, SuccessEnvelope, success_response};
+use crate::http::envelope::{ApiError, JsonBody, PathParam, SuccessEnvelope};
 use crate::http::openapi::{
     AdminUnauthorized, BadRequest, Conflict, NotFound, PayloadTooLarge, PlanWithoutApiAccess,
     ServiceUnavailable, TokenCapReached,
@@ -187,7 +187,7 @@ pub(super) async fn create_token(
         .create_token_with(&account_id, spec)
         .await?;
     let view = CreatedTokenView::new(record, &token, None);
-    Ok(success_response(StatusCode::CREATED, &view))
+    Ok(SuccessEnvelope::response(StatusCode::CREATED, &view))
 }
 
 /// List an account's tokens, revoked and expired ones included; never a secret.
@@ -210,7 +210,7 @@ pub(super) async fn list_tokens(
     PathParam(account_id): PathParam,
 ) -> Result<Response, ApiError> {
     let tokens = state.manager.tokens(&account_id).await?;
-    Ok(success_response(
+    Ok(SuccessEnvelope::response(
         StatusCode::OK,
         &views(&state.manager, tokens).await?,
     ))
@@ -242,7 +242,7 @@ pub(super) async fn get_token(
         .await?
         .ok_or_else(|| ApiError::NotFound("Token not found".into()))?;
     let view = views(&state.manager, vec![token]).await?.remove(0);
-    Ok(success_response(StatusCode::OK, &view))
+    Ok(SuccessEnvelope::response(StatusCode::OK, &view))
 }
 
 /// Revoke a token.
@@ -274,7 +274,7 @@ pub(super) async fn revoke_token(
         .acting_as(origin.actor("admin"))
         .revoke_token(&id)
         .await?;
-    Ok(success_response(StatusCode::OK, &token))
+    Ok(SuccessEnvelope::response(StatusCode::OK, &token))
 }
 
 /// Replace a token with a new one, for the same account and name.
@@ -321,7 +321,7 @@ pub(super) async fn rotate_token(
         )
         .await?;
     let view = CreatedTokenView::new(record, &token, Some(old));
-    Ok(success_response(StatusCode::CREATED, &view))
+    Ok(SuccessEnvelope::response(StatusCode::CREATED, &view))
 }
 
 /// `GET /admin/tokens/{token_id}/usage` query.
@@ -380,7 +380,7 @@ pub(super) async fn token_usage(
         .manager
         .token_usage(&id, query.hours.unwrap_or(24))
         .await?;
-    Ok(success_response(
+    Ok(SuccessEnvelope::response(
         StatusCode::OK,
         &UsageView {
             token_id: id,

@@ -17,6 +17,8 @@ use p256::pkcs8::spki::SubjectPublicKeyInfoRef;
 use p256::pkcs8::{AssociatedOid, ObjectIdentifier};
 use serde::Deserialize;
 
+use crate::config_error::ConfigError;
+
 /// Where GitHub publishes its secret scanning keys (the key file's format).
 pub(crate) const GITHUB_KEYS_URL: &str = "https://api.github.com/meta/public_keys/secret_scanning";
 
@@ -48,7 +50,7 @@ struct GithubKey {
 /// Why a key file was rejected. Each variant about one key names its `key_identifier`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum KeyFileError {
+pub(crate) enum KeyFileError {
     /// The file is empty or only whitespace.
     #[error("the GitHub secret scanning key file is empty")]
     Empty,
@@ -135,7 +137,12 @@ impl GithubKeys {
     /// `meta/public_keys/secret_scanning` answer. Every key must be an ECDSA
     /// P-256 SubjectPublicKeyInfo in PEM; any other key fails the whole file,
     /// naming its `key_identifier`. Unknown fields are ignored.
-    pub fn from_json(json: &str) -> Result<Self, KeyFileError> {
+    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
+        Self::parse(json).map_err(|e| ConfigError::GithubKeys(Box::new(e)))
+    }
+
+    /// [`GithubKeys::from_json`], with the reason a file was rejected.
+    pub(crate) fn parse(json: &str) -> Result<Self, KeyFileError> {
         if json.trim().is_empty() {
             return Err(KeyFileError::Empty);
         }

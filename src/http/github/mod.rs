@@ -40,8 +40,8 @@
 mod keys;
 mod report;
 
+pub use keys::GithubKeys;
 pub(crate) use keys::VerifyError;
-pub use keys::{GithubKeys, KeyFileError};
 pub(crate) use report::{Label, MAX_REPORT_BYTES, MAX_REPORT_ENTRIES, ReportError, parse_report};
 
 /// The request header naming the signing key (`key_identifier` in the key file).

@@ -7,7 +7,7 @@ use p256::pkcs8::{EncodePublicKey, LineEnding};
 use proptest::prelude::*;
 use rand_core::OsRng;
 
-use super::keys::GITHUB_KEYS_URL;
+use super::keys::{GITHUB_KEYS_URL, KeyFileError};
 use super::report::{Feedback, MAX_REPORT_BYTES, MAX_REPORT_ENTRIES, ReportError};
 use super::*;
 use crate::manage::token_hash;
@@ -60,7 +60,7 @@ fn two_keys() -> (SigningKey, SigningKey, GithubKeys) {
     let k1 = SigningKey::random(&mut OsRng);
     let k2 = SigningKey::random(&mut OsRng);
     let file = key_file(&[("k1", &pem_of(&k1), true), ("k2", &pem_of(&k2), false)]);
-    let keys = GithubKeys::from_json(&file).expect("valid key file");
+    let keys = GithubKeys::parse(&file).expect("valid key file");
     (k1, k2, keys)
 }
 
@@ -82,7 +82,7 @@ fn report_body(n: usize) -> Vec<u8> {
 
 #[test]
 fn githubs_documented_sample_request_verifies() {
-    let keys = GithubKeys::from_json(GITHUB_KEY_FILE).unwrap();
+    let keys = GithubKeys::parse(GITHUB_KEY_FILE).unwrap();
     assert_eq!(
         keys.key_identifiers().collect::<Vec<_>>(),
         [(GITHUB_OLD_KEY_ID, false), (GITHUB_KEY_ID, true)]
@@ -278,7 +278,7 @@ fn non_p256_keys_are_rejected_naming_the_key() {
         (RSA_PEM, "an RSA key (algorithm 1.2.840.113549.1.1.1)"),
     ] {
         let file = key_file(&[("good", &good, false), ("odd-one", pem, true)]);
-        let err = GithubKeys::from_json(&file).unwrap_err();
+        let err = GithubKeys::parse(&file).unwrap_err();
         match &err {
             KeyFileError::NotP256 {
                 key_identifier,
@@ -299,7 +299,7 @@ fn non_p256_keys_are_rejected_naming_the_key() {
 
 #[test]
 fn a_compressed_p256_key_is_accepted() {
-    let keys = GithubKeys::from_json(&key_file(&[("c", P256_COMPRESSED_PEM, true)])).unwrap();
+    let keys = GithubKeys::parse(&key_file(&[("c", P256_COMPRESSED_PEM, true)])).unwrap();
     assert_eq!(keys.key_identifiers().count(), 1);
 }
 
@@ -320,7 +320,7 @@ fn pem_line_breaks_do_not_matter() {
         .collect::<String>();
     let body = b"[]";
     for variant in [crlf, one_line, format!("\n  {pem}  \n")] {
-        let keys = GithubKeys::from_json(&key_file(&[("k", &variant, true)])).unwrap();
+        let keys = GithubKeys::parse(&key_file(&[("k", &variant, true)])).unwrap();
         assert_eq!(keys.verify("k", &sign(&key, body), body), Ok(()));
     }
 }
@@ -332,7 +332,7 @@ fn malformed_keys_are_rejected_naming_the_key() {
     let truncated = good.replace("-----END PUBLIC KEY-----", "");
     for bad in ["", "not a key", &truncated, &private_label, &good[27..]] {
         let file = key_file(&[("bad-key", bad, true)]);
-        match GithubKeys::from_json(&file) {
+        match GithubKeys::parse(&file) {
             Err(KeyFileError::Pem { key_identifier }) => assert_eq!(key_identifier, "bad-key"),
             other => panic!("{bad:?}: {other:?}"),
         }
@@ -351,7 +351,7 @@ fn malformed_keys_are_rejected_naming_the_key() {
         "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
         base64::engine::general_purpose::STANDARD.encode(&der)
     );
-    match GithubKeys::from_json(&key_file(&[("off-curve", &off_curve, true)])) {
+    match GithubKeys::parse(&key_file(&[("off-curve", &off_curve, true)])) {
         Err(KeyFileError::InvalidPoint { key_identifier }) => {
             assert_eq!(key_identifier, "off-curve")
         }
@@ -361,12 +361,9 @@ fn malformed_keys_are_rejected_naming_the_key() {
 
 #[test]
 fn empty_invalid_and_odd_key_files_are_rejected() {
+    assert!(matches!(GithubKeys::parse(""), Err(KeyFileError::Empty)));
     assert!(matches!(
-        GithubKeys::from_json(""),
-        Err(KeyFileError::Empty)
-    ));
-    assert!(matches!(
-        GithubKeys::from_json(" \n\t"),
+        GithubKeys::parse(" \n\t"),
         Err(KeyFileError::Empty)
     ));
     for invalid in [
@@ -378,7 +375,7 @@ fn empty_invalid_and_odd_key_files_are_rejected() {
         "<html>",
         r#"{"public_keys":[{"key":"x"}]}"#,
     ] {
-        match GithubKeys::from_json(invalid) {
+        match GithubKeys::parse(invalid) {
             Err(e @ KeyFileError::Json(_)) => {
                 assert!(e.to_string().contains(GITHUB_KEYS_URL), "{e}")
             }
@@ -386,15 +383,15 @@ fn empty_invalid_and_odd_key_files_are_rejected() {
         }
     }
     assert!(matches!(
-        GithubKeys::from_json(r#"{"public_keys": []}"#),
+        GithubKeys::parse(r#"{"public_keys": []}"#),
         Err(KeyFileError::NoKeys)
     ));
     let pem = pem_of(&SigningKey::random(&mut OsRng));
     assert!(matches!(
-        GithubKeys::from_json(&key_file(&[("", &pem, true)])),
+        GithubKeys::parse(&key_file(&[("", &pem, true)])),
         Err(KeyFileError::EmptyIdentifier)
     ));
-    match GithubKeys::from_json(&key_file(&[("same", &pem, true), ("same", &pem, false)])) {
+    match GithubKeys::parse(&key_file(&[("same", &pem, true), ("same", &pem, false)])) {
         Err(KeyFileError::DuplicateKey { key_identifier }) => assert_eq!(key_identifier, "same"),
         other => panic!("{other:?}"),
     }
@@ -403,7 +400,7 @@ fn empty_invalid_and_odd_key_files_are_rejected() {
         r#"{{"public_keys":[{{"key_identifier":"x","key":{},"extra":1}}],"more":true}}"#,
         serde_json::to_string(&pem).unwrap()
     );
-    let keys = GithubKeys::from_json(&lenient).unwrap();
+    let keys = GithubKeys::parse(&lenient).unwrap();
     assert_eq!(keys.key_identifiers().collect::<Vec<_>>(), [("x", false)]);
 }
 
@@ -583,14 +580,14 @@ proptest! {
 
     #[test]
     fn verify_never_panics(id in ".{0,80}", sig in ".{0,200}", body in proptest::collection::vec(any::<u8>(), 0..256)) {
-        let keys = GithubKeys::from_json(GITHUB_KEY_FILE).unwrap();
+        let keys = GithubKeys::parse(GITHUB_KEY_FILE).unwrap();
         let _ = keys.verify(&id, &sig, &body);
         let _ = keys.verify(GITHUB_KEY_ID, &sig, &body);
     }
 
     #[test]
     fn verify_never_panics_on_base64_of_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
-        let keys = GithubKeys::from_json(GITHUB_KEY_FILE).unwrap();
+        let keys = GithubKeys::parse(GITHUB_KEY_FILE).unwrap();
         let sig = base64::engine::general_purpose::STANDARD.encode(&bytes);
         prop_assert!(keys.verify(GITHUB_KEY_ID, &sig, GITHUB_BODY).is_err());
     }
@@ -599,6 +596,6 @@ proptest! {
     fn parse_report_and_key_files_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), text in ".{0,300}") {
         let _ = parse_report(&bytes);
         let _ = parse_report(text.as_bytes());
-        let _ = GithubKeys::from_json(&text);
+        let _ = GithubKeys::parse(&text);
     }
 }

@@ -27,7 +27,7 @@ use super::views::{
 };
 use crate::gate::TokenGate;
 use crate::http::admin::{AuditPage, audit_page, audit_query, parse_token_id};
-use crate::http::envelope::{ApiError, JsonBody, PathParam, SuccessEnvelope, success_response};
+use crate::http::envelope::{ApiError, JsonBody, PathParam, SuccessEnvelope};
 use crate::http::openapi::{
     BadRequest, Conflict, PayloadTooLarge, ServiceUnavailable, TokenCapReached,
 };
@@ -180,7 +180,7 @@ pub(super) async fn get_account(
         live_tokens,
         scopes: state.gate.scopes().to_vec(),
     };
-    Ok(success_response(StatusCode::OK, &view))
+    Ok(SuccessEnvelope::response(StatusCode::OK, &view))
 }
 
 /// The signed-in account's tokens, revoked and expired ones included; never a secret.
@@ -211,7 +211,7 @@ pub(super) async fn list_tokens(
             }
         })
         .collect();
-    Ok(success_response(StatusCode::OK, &tokens))
+    Ok(SuccessEnvelope::response(StatusCode::OK, &tokens))
 }
 
 /// Generate a new token for the signed-in account.
@@ -257,7 +257,7 @@ pub(super) async fn create_token(
             other => other.into(),
         })?;
     let view = SettingsNewToken::new(record, &token, None);
-    Ok(success_response(StatusCode::CREATED, &view))
+    Ok(SuccessEnvelope::response(StatusCode::CREATED, &view))
 }
 
 /// Revoke one of the signed-in account's tokens.
@@ -289,7 +289,7 @@ pub(super) async fn revoke_token(
         .manage(&state.manager)
         .revoke_token(&token.id)
         .await?;
-    Ok(success_response(
+    Ok(SuccessEnvelope::response(
         StatusCode::OK,
         &SettingsToken::from(revoked),
     ))
@@ -332,7 +332,7 @@ pub(super) async fn rotate_token(
         .rotate_token(&token.id, grace, body.expires_at)
         .await?;
     let view = SettingsNewToken::new(record, &token, Some(old));
-    Ok(success_response(StatusCode::CREATED, &view))
+    Ok(SuccessEnvelope::response(StatusCode::CREATED, &view))
 }
 
 /// `GET {prefix}/audit` query.
@@ -378,7 +378,7 @@ pub(super) async fn security_log(
         params.limit,
         params.before.as_deref(),
     )?;
-    Ok(success_response(
+    Ok(SuccessEnvelope::response(
         StatusCode::OK,
         &audit_page(&state.manager, &query).await?,
     ))

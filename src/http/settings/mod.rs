@@ -34,7 +34,8 @@ pub use sign_in::{ProxyHeaderSignIn, SignIn};
 
 use self::api::SettingsState;
 use self::page::{Asset, Page};
-use super::envelope::{ApiError, error_response};
+use super::envelope::ApiError;
+use crate::config_error::ConfigError;
 use crate::gate::TokenGate;
 use crate::manage::Manager;
 
@@ -61,48 +62,16 @@ impl Default for SettingsConfig {
     }
 }
 
-/// A settings value that cannot be used: a prefix the routes cannot be
-/// mounted at ([`SettingsConfig::with_prefix`]) or a trusted-proxy list
-/// that is not CIDR blocks ([`TrustedProxies`]'s `FromStr`). The message
-/// names the value and what to use instead.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(transparent)]
-pub struct InvalidSettingsConfig(Invalid);
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-enum Invalid {
-    #[error("invalid settings prefix {prefix:?}: {reason}")]
-    Prefix {
-        prefix: String,
-        reason: &'static str,
-    },
-    #[error(
-        "invalid trusted proxy {entry:?}: {reason} (use CIDR blocks such as 127.0.0.0/8,::1/128)"
-    )]
-    TrustedProxy { entry: String, reason: &'static str },
-}
-
-impl InvalidSettingsConfig {
-    fn prefix(prefix: String, reason: &'static str) -> Self {
-        Self(Invalid::Prefix { prefix, reason })
-    }
-
-    pub(crate) fn trusted_proxy(entry: &str, reason: &'static str) -> Self {
-        Self(Invalid::TrustedProxy {
-            entry: entry.to_owned(),
-            reason,
-        })
-    }
-}
-
 impl SettingsConfig {
     /// Mounts the page and its API under `prefix` instead of
     /// `/settings/api-tokens`: a path such as `/account/tokens`, starting
     /// with `/`, without a trailing `/`, of letters, digits and `-._~/`.
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Result<Self, InvalidSettingsConfig> {
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Result<Self, ConfigError> {
         let prefix = prefix.into();
-        validate_prefix(&prefix)
-            .map_err(|reason| InvalidSettingsConfig::prefix(prefix.clone(), reason))?;
+        validate_prefix(&prefix).map_err(|reason| ConfigError::SettingsPrefix {
+            prefix: prefix.clone(),
+            reason,
+        })?;
         self.prefix = prefix;
         Ok(self)
     }
@@ -358,7 +327,7 @@ fn at(
 }
 
 async fn method_not_allowed() -> axum::response::Response {
-    error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+    ApiError::response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
 }
 
 #[cfg(test)]

@@ -7,7 +7,14 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use super::InvalidSettingsConfig;
+use crate::config_error::ConfigError;
+
+fn trusted_proxy(entry: &str, reason: &'static str) -> ConfigError {
+    ConfigError::TrustedProxy {
+        entry: entry.to_owned(),
+        reason,
+    }
+}
 
 /// The peers (reverse proxies) whose forwarded headers are believed: the
 /// sign-in header of [`ProxyHeaderSignIn`](super::ProxyHeaderSignIn), and
@@ -135,7 +142,7 @@ impl FromStr for Block {
 }
 
 impl FromStr for TrustedProxies {
-    type Err = InvalidSettingsConfig;
+    type Err = ConfigError;
 
     /// Comma-separated CIDR blocks; spaces around entries are ignored, and an
     /// empty string trusts no proxy.
@@ -146,11 +153,11 @@ impl FromStr for TrustedProxies {
                 if text.trim().is_empty() {
                     continue;
                 }
-                return Err(InvalidSettingsConfig::trusted_proxy(entry, "empty entry"));
+                return Err(trusted_proxy(entry, "empty entry"));
             }
             let block = entry
                 .parse()
-                .map_err(|reason| InvalidSettingsConfig::trusted_proxy(entry, reason))?;
+                .map_err(|reason| trusted_proxy(entry, reason))?;
             blocks.push(block);
         }
         Ok(Self { blocks })
@@ -207,7 +214,10 @@ mod tests {
         assert!(!loopback.contains(ip("::2")));
         assert!(!loopback.contains(ip("128.0.0.1")));
         assert_eq!(loopback.to_string(), "127.0.0.0/8,::1/128");
-        assert_eq!(loopback.to_string().parse::<TrustedProxies>(), Ok(loopback));
+        assert_eq!(
+            loopback.to_string().parse::<TrustedProxies>().unwrap(),
+            loopback
+        );
         assert!(TrustedProxies::none().is_empty());
         assert!(!TrustedProxies::none().contains(ip("127.0.0.1")));
     }
@@ -230,7 +240,10 @@ mod tests {
 
     #[test]
     fn malformed_lists_are_refused_with_the_entry() {
-        assert_eq!("".parse::<TrustedProxies>(), Ok(TrustedProxies::none()));
+        assert_eq!(
+            "".parse::<TrustedProxies>().unwrap(),
+            TrustedProxies::none()
+        );
         for (bad, says) in [
             ("10.0.0.0/33", "0 to 32"),
             ("::1/129", "0 to 128"),

@@ -19,7 +19,7 @@ use axum::response::Response;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use tokengate::Principal;
-use tokengate::http::{check_request, error_response};
+use tokengate::http::{ApiError, GateAnswer};
 
 use super::ForwardState;
 use super::path::normalize;
@@ -42,7 +42,7 @@ pub(crate) async fn forward_auth(State(state): State<ForwardState>, request: Req
     let headers = request.headers();
     if !trusted {
         // As for any route that does not exist.
-        return error_response(StatusCode::NOT_FOUND, "Not found");
+        return ApiError::response(StatusCode::NOT_FOUND, "Not found");
     }
     let for_nginx = headers
         .get(PROXY)
@@ -53,7 +53,7 @@ pub(crate) async fn forward_auth(State(state): State<ForwardState>, request: Req
         None
     };
     let response = match original_request(headers) {
-        _ if forged.is_some() => error_response(
+        _ if forged.is_some() => ApiError::response(
             StatusCode::BAD_REQUEST,
             &format!(
                 "Request headers starting with X-Tokengate- are tokengate's own: remove {}",
@@ -62,7 +62,7 @@ pub(crate) async fn forward_auth(State(state): State<ForwardState>, request: Req
         ),
         Ok((method, path)) => {
             let scopes = state.config.rules.required_scopes(method, &path);
-            let answer = check_request(&state.gate, headers, scopes).await;
+            let answer = GateAnswer::for_request(&state.gate, headers, scopes).await;
             let mut response = answer.response;
             if response.status().is_success()
                 && let Some(principal) = &answer.principal
@@ -71,7 +71,7 @@ pub(crate) async fn forward_auth(State(state): State<ForwardState>, request: Req
             }
             response
         }
-        Err(message) => error_response(StatusCode::BAD_REQUEST, &message),
+        Err(message) => ApiError::response(StatusCode::BAD_REQUEST, &message),
     };
     if for_nginx && !response.status().is_success() {
         return with_denial_in_headers(response).await;

@@ -1,7 +1,7 @@
 //! Guarding any stack: `/forward-auth` answers a reverse proxy's auth
 //! subrequest (nginx `auth_request`, Caddy and Traefik forward auth), and
 //! `POST /v1/verify` answers an application that has no proxy. Both give the
-//! gate's answer to the byte, as [`tokengate::http::check_request`] builds
+//! gate's answer to the byte, as [`tokengate::http::GateAnswer::for_request`] builds
 //! it, and count a request once.
 //!
 //! `path.rs` normalizes a requested path (or refuses an ambiguous one),

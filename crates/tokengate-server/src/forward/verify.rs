@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
-use tokengate::http::{ApiError, SuccessEnvelope, check_token, error_response};
+use tokengate::http::{ApiError, GateAnswer, SuccessEnvelope};
 
 use super::ForwardState;
 use super::path::normalize;
@@ -113,7 +113,7 @@ pub(crate) async fn verify(
                 state.config.rules.required_scopes(method, &path).to_vec()
             }
             Err(e) => {
-                let denial = error_response(
+                let denial = ApiError::response(
                     StatusCode::BAD_REQUEST,
                     &format!("Ambiguous request path refused: {e}"),
                 );
@@ -121,7 +121,7 @@ pub(crate) async fn verify(
             }
         },
     };
-    let answer = check_token(&state.gate, &request.token, &scopes).await;
+    let answer = GateAnswer::for_token(&state.gate, &request.token, &scopes).await;
     let principal = answer.principal.clone();
     respond(verdict(answer.response, principal.as_ref()).await)
 }

@@ -15,7 +15,7 @@ use http::StatusCode;
 use http::request::Parts;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tokengate::http::{AdminAuth, ApiError, SuccessEnvelope, error_response, success_response};
+use tokengate::http::{AdminAuth, ApiError, SuccessEnvelope};
 use tokengate::{StoreError, WebhookAttempt, WebhookEndpoint};
 
 use super::Webhooks;
@@ -32,7 +32,7 @@ pub(crate) fn router(webhooks: Webhooks, admin: Arc<AdminAuth>) -> Router {
     let state = WebhookState { webhooks, admin };
     let or_405 = |router: MethodRouter<WebhookState>| {
         router.fallback(|| async {
-            error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+            ApiError::response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
         })
     };
     Router::new()
@@ -186,7 +186,7 @@ async fn create_webhook(State(state): State<WebhookState>, body: Bytes) -> Respo
                 endpoint: WebhookView::of(&endpoint),
                 secret: endpoint.secret.expose().to_owned(),
             };
-            success_response(StatusCode::CREATED, &view)
+            SuccessEnvelope::response(StatusCode::CREATED, &view)
         }
         Err(EndpointError::Invalid(message)) => {
             ApiError::BadRequest(format!("Invalid request body: {message}")).into_response()
@@ -210,7 +210,7 @@ async fn list_webhooks(State(state): State<WebhookState>) -> Response {
     match state.webhooks.store.webhook_endpoints().await {
         Ok(endpoints) => {
             let views: Vec<WebhookView> = endpoints.iter().map(WebhookView::of).collect();
-            success_response(StatusCode::OK, &views)
+            SuccessEnvelope::response(StatusCode::OK, &views)
         }
         Err(e) => unavailable(e),
     }
@@ -241,7 +241,7 @@ async fn delete_webhook(State(state): State<WebhookState>, WebhookId(id): Webhoo
     match state.webhooks.store.delete_webhook_endpoint(&id).await {
         Ok(true) => {
             tracing::info!(webhook_id = %id, "webhook endpoint removed");
-            success_response(StatusCode::OK, &DeletedWebhook { id, deleted: true })
+            SuccessEnvelope::response(StatusCode::OK, &DeletedWebhook { id, deleted: true })
         }
         Ok(false) => ApiError::NotFound("Webhook endpoint not found".into()).into_response(),
         Err(e) => unavailable(e),
@@ -274,7 +274,7 @@ async fn rotate_webhook_secret(
                 endpoint: WebhookView::of(&endpoint),
                 secret: secret.expose().to_owned(),
             };
-            success_response(StatusCode::CREATED, &view)
+            SuccessEnvelope::response(StatusCode::CREATED, &view)
         }
         Ok(None) => ApiError::NotFound("Webhook endpoint not found".into()).into_response(),
         Err(e) => unavailable(e),
@@ -326,7 +326,7 @@ async fn webhook_deliveries(
         Err(e) => return unavailable(e),
     }
     match store.webhook_attempts(&id, limit).await {
-        Ok(attempts) => success_response(StatusCode::OK, &attempts),
+        Ok(attempts) => SuccessEnvelope::response(StatusCode::OK, &attempts),
         Err(e) => unavailable(e),
     }
 }

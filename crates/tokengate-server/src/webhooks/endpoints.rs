@@ -3,7 +3,7 @@
 //! event types, the previous secret signing on for 24 hours).
 
 use time::OffsetDateTime;
-use tokengate::{StoreError, WEBHOOK_EVENT_TYPES, WebhookEndpoint, WebhookSecret, WebhookStore};
+use tokengate::{StoreError, WebhookEndpoint, WebhookSecret, WebhookStore};
 
 use super::settings::WebhookSettings;
 use super::target::check_target;
@@ -63,10 +63,10 @@ fn check_events(events: Vec<String>) -> Result<Vec<String>, String> {
     }
     let mut checked: Vec<String> = Vec::new();
     for event in events {
-        if !WEBHOOK_EVENT_TYPES.contains(&event.as_str()) {
+        if !WebhookEndpoint::EVENT_TYPES.contains(&event.as_str()) {
             return Err(format!(
                 "unknown event type {event:?}; the types are {}",
-                WEBHOOK_EVENT_TYPES.join(", ")
+                WebhookEndpoint::EVENT_TYPES.join(", ")
             ));
         }
         if !checked.contains(&event) {
