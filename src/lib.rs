@@ -164,16 +164,21 @@ mod token;
 pub use config_error::ConfigError;
 pub use gate::{Maintenance, TokenGate, TokenGateBuilder, TokenGateLayer, TokenGateService};
 pub use hash::Argon2Params;
-pub use limit::{Decision, LimitError, LimiterFailurePolicy};
+pub use limit::{Decision, LimiterFailurePolicy};
+// The limiter's own error, for tests that call `RedisRateLimiter::check`
+// directly; the gate turns it into a 503 (or admits, by policy).
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub use limit::LimitError;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use limit::{RedisLimiterConfig, RedisRateLimiter};
 pub use manage::{
     Actor, CreatedToken, LeakOutcome, LeakReport, ManageError, Management, Manager, PlanUpdate,
-    RotatedToken, TokenSpec,
+    TokenSpec,
 };
 pub use metrics::Metrics;
-pub use principal::{MissingTokenGateLayer, Principal};
+pub use principal::Principal;
 #[doc(hidden)]
 pub use require_scope::__private;
 pub use require_scope::RequireScopeLayer;
@@ -199,7 +204,7 @@ pub use store::{
 // Webhooks (Standard Webhooks): the outbox's storage, for the server's
 // delivery worker and admin routes.
 pub use store::{
-    AttemptOutcome, AttemptRecord, ClaimedDelivery, DeliveryCounts, WebhookAttempt,
-    WebhookEndpoint, WebhookSecret, WebhookStore,
+    AttemptOutcome, ClaimedDelivery, DeliveryCounts, WebhookAttempt, WebhookEndpoint,
+    WebhookSecret, WebhookStore,
 };
 pub use token::{PlaintextToken, TokenFormat, TokenFormatError, TokenId};

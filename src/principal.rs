@@ -21,7 +21,7 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::StatusCode;
 use http::request::Parts;
 
@@ -146,31 +146,29 @@ impl std::fmt::Debug for Principal {
     }
 }
 
-/// The [`Principal`] extractor was used on a route that `TokenGateLayer` does not guard.
-#[derive(Debug, Clone, Copy)]
-pub struct MissingTokenGateLayer;
-
-impl IntoResponse for MissingTokenGateLayer {
-    fn into_response(self) -> Response {
-        tracing::error!(
-            "the Principal extractor was used on a route without TokenGateLayer; add .layer(gate.layer()) to it"
-        );
-        fixed(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            r#"{"success": false, "error": "Internal error: route is missing TokenGateLayer"}"#,
-        )
-    }
+/// The extractor's answer on a route that `TokenGateLayer` does not guard
+/// (a bug in the app, logged): a 500 that names the missing layer.
+fn missing_token_gate_layer() -> Response {
+    tracing::error!(
+        "the Principal extractor was used on a route without TokenGateLayer; add .layer(gate.layer()) to it"
+    );
+    fixed(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        r#"{"success": false, "error": "Internal error: route is missing TokenGateLayer"}"#,
+    )
 }
 
+/// The principal the gate admitted. On a route that `TokenGateLayer` does
+/// not guard, the rejection is a 500 that names the missing layer.
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
-    type Rejection = MissingTokenGateLayer;
+    type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         parts
             .extensions
             .get::<Principal>()
             .cloned()
-            .ok_or(MissingTokenGateLayer)
+            .ok_or_else(missing_token_gate_layer)
     }
 }
 

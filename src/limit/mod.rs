@@ -46,6 +46,7 @@ pub(crate) use window::WindowConfig;
 /// The shared rate-limit backend could not answer.
 #[derive(Debug, thiserror::Error)]
 #[error("rate-limit backend unavailable: {0}")]
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub struct LimitError(#[source] pub(crate) Box<dyn std::error::Error + Send + Sync>);
 
 /// Where sliding windows live. Implementations must make one check atomic:

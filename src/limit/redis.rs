@@ -343,8 +343,24 @@ impl RedisRateLimiter {
     /// `limit` per window and, with `Some((account, ceiling))`, against the
     /// account's shared window (both or neither count): from this instance's
     /// lease when it can, otherwise with one round trip that asks for the
-    /// next lease.
+    /// next lease. A test hook: in an app the gate is the limiter's caller.
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
     pub async fn check(
+        &self,
+        token: &TokenId,
+        limit: u32,
+        account: Option<(&str, u32)>,
+    ) -> Result<Decision, LimitError> {
+        self.check_windows(token, limit, account).await
+    }
+
+    /// Checks (and, if admitted, counts) one request for `token` against
+    /// `limit` per window and, with `Some((account, ceiling))`, against the
+    /// account's shared window (both or neither count): from this instance's
+    /// lease when it can, otherwise with one round trip that asks for the
+    /// next lease.
+    async fn check_windows(
         &self,
         token: &TokenId,
         limit: u32,
@@ -447,7 +463,7 @@ impl RateLimitStore for RedisRateLimiter {
         limit: u32,
         account: Option<(&str, u32)>,
     ) -> Result<Decision, LimitError> {
-        RedisRateLimiter::check(self, token, limit, account).await
+        self.check_windows(token, limit, account).await
     }
 
     fn check_now(

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::{
     Actor, CreatedToken, MAX_AUDIT_PAGE, MAX_USAGE_HOURS, ManageError, Management, PlanUpdate,
-    RotatedToken, TokenSpec, rules,
+    TokenSpec, rules,
 };
 use crate::clock::hour_of;
 use crate::gate::{ManagementParts, TokenGate};
@@ -127,7 +127,7 @@ impl Manager {
         id: &TokenId,
         grace: Duration,
         new_expires_at: Option<OffsetDateTime>,
-    ) -> Result<RotatedToken, ManageError> {
+    ) -> Result<(TokenRecord, CreatedToken), ManageError> {
         self.as_app().rotate_token(id, grace, new_expires_at).await
     }
 

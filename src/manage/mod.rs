@@ -108,27 +108,6 @@ impl std::fmt::Debug for CreatedToken {
     }
 }
 
-/// A rotation's outcome: the old token (now expiring or revoked) and the new one.
-#[non_exhaustive]
-pub struct RotatedToken {
-    /// The old token, with its new `expires_at` or `revoked_at`.
-    pub old: TokenRecord,
-    /// The new token (no secret).
-    pub record: TokenRecord,
-    /// The new plaintext token.
-    pub token: PlaintextToken,
-}
-
-impl std::fmt::Debug for RotatedToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RotatedToken")
-            .field("old", &self.old)
-            .field("record", &self.record)
-            .field("token", &self.token)
-            .finish()
-    }
-}
-
 /// A token to create: its label, and optionally an expiry and scopes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenSpec {

@@ -10,9 +10,7 @@ use super::rules::{
     adds_a_live_token, check_api_access, check_rotatable, closest, grace_ends, inserted, invalid,
     old_token_stops, validate_account_id, validate_expiry, validate_plan_name, validate_token_name,
 };
-use super::{
-    Actor, CreatedToken, MAX_GRACE, ManageError, Manager, PlanUpdate, RotatedToken, TokenSpec,
-};
+use super::{Actor, CreatedToken, MAX_GRACE, ManageError, Manager, PlanUpdate, TokenSpec};
 use crate::scope::Scopes;
 use crate::store::{
     Account, AuditEvent, Change, NewToken, Plan, StoreError, TokenRecord, TokenUpdate, WriteTx,
@@ -227,13 +225,15 @@ impl<'m> Management<'m> {
     /// Replaces a token with a new one (same account, name and scopes). The
     /// old one keeps working for `grace`, and stops at once when `grace` is
     /// zero. The new token keeps the old one's expiry unless
-    /// `new_expires_at` says otherwise.
+    /// `new_expires_at` says otherwise. Returns the old token (with its new
+    /// `expires_at` or `revoked_at`) and the new one, whose plaintext, as
+    /// from [`create_token`](Self::create_token), is shown once.
     pub async fn rotate_token(
         &self,
         id: &TokenId,
         grace: Duration,
         new_expires_at: Option<OffsetDateTime>,
-    ) -> Result<RotatedToken, ManageError> {
+    ) -> Result<(TokenRecord, CreatedToken), ManageError> {
         let manager = self.manager;
         let too_long = || invalid("grace_seconds must be at most 2592000 (30 days)");
         if grace > MAX_GRACE {
@@ -327,11 +327,13 @@ impl<'m> Management<'m> {
         manager.parts.hook.learn_token(new.id, secret_tag);
         manager.parts.metrics.record_admin("rotate_token");
         tracing::info!(old_token_id = %id, new_token_id = %new.id, grace_secs = grace.whole_seconds(), actor = %self.actor.name, "token rotated");
-        Ok(RotatedToken {
+        Ok((
             old,
-            record: new,
-            token: minted.token,
-        })
+            CreatedToken {
+                record: new,
+                token: minted.token,
+            },
+        ))
     }
 
     /// Creates an account or moves it to another plan; takes effect on the next request.

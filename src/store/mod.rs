@@ -51,8 +51,8 @@ pub use rows::{
 pub use sqlite::SqliteStore;
 pub use traits::{AdminStore, CredentialStore, StoreError, TokenStore, WriteTx};
 pub use webhooks::{
-    AttemptOutcome, AttemptRecord, ClaimedDelivery, DeliveryCounts, WebhookAttempt,
-    WebhookEndpoint, WebhookSecret, WebhookStore,
+    AttemptOutcome, ClaimedDelivery, DeliveryCounts, WebhookAttempt, WebhookEndpoint,
+    WebhookSecret, WebhookStore,
 };
 
 /// Runs one store call with a deadline: a database that hangs (a partition,

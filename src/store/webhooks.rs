@@ -159,7 +159,9 @@ impl AttemptOutcome {
     }
 }
 
-/// One delivery attempt, as `GET /admin/webhooks/{id}/deliveries` lists it.
+/// One delivery attempt: what a worker records after it
+/// ([`WebhookAttempt::new`]), and what `GET /admin/webhooks/{id}/deliveries`
+/// lists.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct WebhookAttempt {
@@ -176,32 +178,21 @@ pub struct WebhookAttempt {
     #[schema(value_type = String, format = DateTime)]
     pub at: OffsetDateTime,
     /// The receiver's HTTP status; null when there was no answer.
-    pub status_code: Option<u32>,
+    pub status_code: Option<u16>,
     /// Why it failed (never the response body).
     pub error: Option<String>,
     /// `delivered`, `retrying` or `failed`.
     pub outcome: AttemptOutcome,
-}
-
-/// What a worker records after an attempt.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct AttemptRecord {
-    /// When it was made.
-    pub at: OffsetDateTime,
-    /// The receiver's HTTP status, if it answered.
-    pub status_code: Option<u16>,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// How it ended.
-    pub outcome: AttemptOutcome,
-    /// For [`AttemptOutcome::Retrying`]: when to try again.
+    /// For [`AttemptOutcome::Retrying`]: when to try again. Recorded on the
+    /// delivery, not listed (`None` in [`WebhookStore::webhook_attempts`]).
+    #[serde(skip)]
     pub next_attempt_at: Option<OffsetDateTime>,
 }
 
-impl AttemptRecord {
-    /// An attempt at `at` that ended with `outcome`.
+impl WebhookAttempt {
+    /// The next attempt at `delivery`, made at `at`, that ended with `outcome`.
     pub fn new(
+        delivery: &ClaimedDelivery,
         at: OffsetDateTime,
         status_code: Option<u16>,
         error: Option<String>,
@@ -209,6 +200,9 @@ impl AttemptRecord {
         next_attempt_at: Option<OffsetDateTime>,
     ) -> Self {
         Self {
+            event_id: delivery.event_id.clone(),
+            event_type: delivery.event_type.clone(),
+            attempt: delivery.attempts + 1,
             at,
             status_code,
             error,
@@ -264,13 +258,13 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// one transaction.
     async fn record_webhook_attempts(
         &self,
-        attempts: &[(ClaimedDelivery, AttemptRecord)],
+        attempts: &[(ClaimedDelivery, WebhookAttempt)],
     ) -> Result<(), StoreError>;
     /// Records one attempt (see [`WebhookStore::record_webhook_attempts`]).
     async fn record_webhook_attempt(
         &self,
         delivery: &ClaimedDelivery,
-        attempt: &AttemptRecord,
+        attempt: &WebhookAttempt,
     ) -> Result<(), StoreError> {
         self.record_webhook_attempts(&[(delivery.clone(), attempt.clone())])
             .await

@@ -69,7 +69,7 @@ async fn every_change_is_one_event(store: Arc<dyn TokenStore>) {
     as_admin.set_account_plan("acme", "pro").await.unwrap();
     let created = as_admin.create_token("acme", "ci", None).await.unwrap();
     let id = created.record.id;
-    let rotated = as_admin
+    let (_, rotated) = as_admin
         .rotate_token(&id, Duration::from_secs(60), None)
         .await
         .unwrap();

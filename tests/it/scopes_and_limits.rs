@@ -131,7 +131,7 @@ async fn tokens_have_every_scope_by_default_and_keep_their_scopes_when_rotated()
         .await
         .unwrap();
     assert_eq!(reader.record.scopes, ["reports:read"]);
-    let rotated = Manager::new(&app.gate)
+    let (_, rotated) = Manager::new(&app.gate)
         .rotate_token(&reader.record.id, Duration::ZERO, None)
         .await
         .unwrap();
@@ -311,7 +311,7 @@ async fn the_token_cap_is_409_until_a_slot_is_freed_and_counts_tokens_in_grace()
             .await,
         Err(ManageError::GraceOverTokenCap { max: 2, .. })
     ));
-    let rotated = Manager::new(&app.gate)
+    let (_, rotated) = Manager::new(&app.gate)
         .rotate_token(&first.record.id, Duration::ZERO, None)
         .await
         .unwrap();
@@ -402,7 +402,7 @@ async fn rotate(gate: &TokenGate, token: &str, grace_secs: u64) -> Result<String
     Manager::new(gate)
         .rotate_token(&id_of(token), Duration::from_secs(grace_secs), None)
         .await
-        .map(|rotated| rotated.token.expose_secret().to_owned())
+        .map(|(_, rotated)| rotated.token.expose_secret().to_owned())
 }
 
 /// Issue 26: eight rotations with a 30-day grace used to leave ten tokens

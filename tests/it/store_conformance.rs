@@ -127,15 +127,15 @@ async fn conformance(store: Arc<dyn TokenStore>) {
         let t = OffsetDateTime::now_utc();
         t - Duration::nanoseconds(i64::from(t.nanosecond() % 1_000_000))
     };
-    let rotated = Manager::new(&gate)
+    let (old, rotated) = Manager::new(&gate)
         .rotate_token(&second.id, std::time::Duration::from_secs(3600), None)
         .await
         .unwrap();
-    let grace_end = rotated.old.expires_at.unwrap();
+    let grace_end = old.expires_at.unwrap();
     assert!(grace_end - before >= Duration::seconds(3600));
     assert!(grace_end - before < Duration::seconds(3601));
-    assert_eq!(rotated.old.revoked_at, None);
-    assert_eq!(rotated.old.replaced_by, Some(rotated.record.id));
+    assert_eq!(old.revoked_at, None);
+    assert_eq!(old.replaced_by, Some(rotated.record.id));
     assert_eq!(rotated.record.name, "deploy");
     assert_eq!(rotated.record.expires_at, Some(expiry));
     match Manager::new(&gate)
@@ -147,12 +147,12 @@ async fn conformance(store: Arc<dyn TokenStore>) {
         }
         other => panic!("{other:?}"),
     }
-    let immediate = Manager::new(&gate)
+    let (replaced, immediate) = Manager::new(&gate)
         .rotate_token(&rotated.record.id, std::time::Duration::ZERO, None)
         .await
         .unwrap();
-    assert!(immediate.old.revoked_at.is_some());
-    assert_eq!(immediate.old.revoked_reason.as_deref(), Some("rotated"));
+    assert!(replaced.revoked_at.is_some());
+    assert_eq!(replaced.revoked_reason.as_deref(), Some("rotated"));
     // Rotating a token whose own predecessor is in grace ends that grace.
     let ended = Manager::new(&gate)
         .token(&second.id)

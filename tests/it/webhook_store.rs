@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
 use tokengate::{
-    Argon2Params, AttemptOutcome, AttemptRecord, Manager, SqliteStore, TokenGate, TokenStore,
-    UsageDelta, WebhookEndpoint, WebhookStore,
+    Argon2Params, AttemptOutcome, ClaimedDelivery, Manager, SqliteStore, TokenGate, TokenStore,
+    UsageDelta, WebhookAttempt, WebhookEndpoint, WebhookStore,
 };
 
 trait Backend: TokenStore + WebhookStore {}
@@ -34,8 +34,15 @@ fn endpoint(id: &str, events: Option<&[&str]>) -> WebhookEndpoint {
     )
 }
 
-fn delivered(at: OffsetDateTime) -> AttemptRecord {
-    AttemptRecord::new(at, Some(204), None, AttemptOutcome::Delivered, None)
+fn delivered(delivery: &ClaimedDelivery, at: OffsetDateTime) -> WebhookAttempt {
+    WebhookAttempt::new(
+        delivery,
+        at,
+        Some(204),
+        None,
+        AttemptOutcome::Delivered,
+        None,
+    )
 }
 
 async fn outbox_conforms(store: Arc<dyn Backend>) {
@@ -87,7 +94,8 @@ async fn outbox_conforms(store: Arc<dyn Backend>) {
 
     // A retry waits for its time, and keeps the event id.
     let retry_at = after_lease + Duration::minutes(5);
-    let failed = AttemptRecord::new(
+    let failed = WebhookAttempt::new(
+        &reclaimed[0],
         after_lease,
         Some(500),
         Some("HTTP 500".into()),
@@ -107,7 +115,7 @@ async fn outbox_conforms(store: Arc<dyn Backend>) {
     assert_eq!(retried[0].event_id, delivery.event_id);
     assert_eq!(retried[0].attempts, 1);
     store
-        .record_webhook_attempt(&retried[0], &delivered(retry_at))
+        .record_webhook_attempt(&retried[0], &delivered(&retried[0], retry_at))
         .await
         .unwrap();
     let counts = store.webhook_delivery_counts().await.unwrap();
@@ -150,7 +158,7 @@ async fn outbox_conforms(store: Arc<dyn Backend>) {
     );
     for delivery in &first {
         store
-            .record_webhook_attempt(delivery, &delivered(at))
+            .record_webhook_attempt(delivery, &delivered(delivery, at))
             .await
             .unwrap();
     }
@@ -159,7 +167,7 @@ async fn outbox_conforms(store: Arc<dyn Backend>) {
     assert_eq!(kinds, ["token.revoked"]);
     assert_eq!(second[0].endpoint.id, "whe_all");
     store
-        .record_webhook_attempt(&second[0], &delivered(at))
+        .record_webhook_attempt(&second[0], &delivered(&second[0], at))
         .await
         .unwrap();
 
@@ -267,7 +275,7 @@ async fn expiry_sweep_conforms(store: Arc<dyn Backend>) {
             payload["data"]["threshold"].as_str().unwrap().to_owned(),
         ));
         store
-            .record_webhook_attempt(&delivery, &delivered(expired))
+            .record_webhook_attempt(&delivery, &delivered(&delivery, expired))
             .await
             .unwrap();
     }

@@ -377,16 +377,16 @@ pub(crate) async fn run_management(
                 return Err(format!("--grace must be at most {days}d"));
             }
             let id = parse_token_id(&token_id)?;
-            let rotated = acting
+            let (old, rotated) = acting
                 .rotate_token(&id, grace, expires_at)
                 .await
                 .map_err(describe)?;
             let _ = writeln!(out, "{}", rotated.token.expose_secret());
             changed_in();
-            let old_stops = rotated.old.revoked_at.or(rotated.old.expires_at);
+            let old_stops = old.revoked_at.or(old.expires_at);
             eprintln!(
                 "Rotated {} -> {}; the old token stops at {}.\nThis is the only time the new token is shown: store it now.",
-                rotated.old.id,
+                old.id,
                 rotated.record.id,
                 rfc3339(old_stops)
             );

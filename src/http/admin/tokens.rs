@@ -18,7 +18,7 @@ use crate::http::openapi::{
 };
 use crate::http::origin::RequestOrigin;
 use crate::manage::Manager;
-use crate::manage::{CreatedToken, RotatedToken, TokenSpec};
+use crate::manage::{CreatedToken, TokenSpec};
 use crate::store::{TokenRecord, UsageHour};
 use crate::token::TokenId;
 
@@ -311,7 +311,7 @@ pub(super) async fn rotate_token(
     JsonBody(body): JsonBody<RotateBody>,
 ) -> Result<Response, ApiError> {
     let id = parse_token_id(&state.gate, &token_id)?;
-    let RotatedToken { old, record, token } = state
+    let (old, CreatedToken { record, token }) = state
         .manager
         .acting_as(origin.actor("admin"))
         .rotate_token(

@@ -33,8 +33,8 @@ use crate::http::openapi::{
 };
 use crate::http::origin::RequestOrigin;
 use crate::manage::{
-    Actor, CreatedToken, ManageError, Management, Manager, RotatedToken, TokenSpec,
-    counts_against_the_cap, has_api_access, validate_account_id,
+    Actor, CreatedToken, ManageError, Management, Manager, TokenSpec, counts_against_the_cap,
+    has_api_access, validate_account_id,
 };
 use crate::store::TokenRecord;
 
@@ -327,7 +327,7 @@ pub(super) async fn rotate_token(
     let account_id = &signed_in.0;
     let token = own_token(&state.gate, &state.manager, account_id, &id).await?;
     let grace = Duration::from_secs(body.grace_seconds.unwrap_or(0));
-    let RotatedToken { old, record, token } = signed_in
+    let (old, CreatedToken { record, token }) = signed_in
         .manage(&state.manager)
         .rotate_token(&token.id, grace, body.expires_at)
         .await?;

@@ -18,8 +18,8 @@ use super::outbox::{enqueue, has_subscribers, order_key, token_view};
 use crate::store::StoreError;
 use crate::store::driver::{Conn, Driver, Row, Value};
 use crate::store::webhooks::{
-    AttemptOutcome, AttemptRecord, ClaimedDelivery, DeliveryCounts, WebhookAttempt,
-    WebhookEndpoint, WebhookSecret, WebhookStore,
+    AttemptOutcome, ClaimedDelivery, DeliveryCounts, WebhookAttempt, WebhookEndpoint,
+    WebhookSecret, WebhookStore,
 };
 use crate::token::TokenId;
 
@@ -208,7 +208,7 @@ impl<D: Driver> WebhookStore for SqlStore<D> {
 
     async fn record_webhook_attempts(
         &self,
-        attempts: &[(ClaimedDelivery, AttemptRecord)],
+        attempts: &[(ClaimedDelivery, WebhookAttempt)],
     ) -> Result<(), StoreError> {
         // One transaction for the batch: one commit (one fsync on SQLite).
         let mut tx = self.driver.begin_write().await?;
@@ -222,7 +222,7 @@ impl<D: Driver> WebhookStore for SqlStore<D> {
                     delivery.endpoint.id.as_str().into(),
                     delivery.event_id.as_str().into(),
                     delivery.event_type.as_str().into(),
-                    (i64::from(delivery.attempts) + 1).into(),
+                    i64::from(attempt.attempt).into(),
                     attempt.at.into(),
                     attempt.status_code.map(i64::from).into(),
                     attempt.error.clone().into(),
@@ -263,9 +263,12 @@ impl<D: Driver> WebhookStore for SqlStore<D> {
                 event_type: row.text("event_type")?,
                 attempt: row.u32("attempt")?,
                 at: row.time("at")?,
-                status_code: row.opt_u32("status_code")?,
+                status_code: row
+                    .opt_u32("status_code")?
+                    .and_then(|code| u16::try_from(code).ok()),
                 error: row.opt_text("error")?,
                 outcome: AttemptOutcome::parse(&row.text("outcome")?)?,
+                next_attempt_at: None,
             })
         })
     }
@@ -434,7 +437,10 @@ macro_rules! delegate_webhooks {
             }
             async fn record_webhook_attempts(
                 &self,
-                attempts: &[($crate::store::ClaimedDelivery, $crate::store::AttemptRecord)],
+                attempts: &[(
+                    $crate::store::ClaimedDelivery,
+                    $crate::store::WebhookAttempt,
+                )],
             ) -> Result<(), $crate::store::StoreError> {
                 self.sql.record_webhook_attempts(attempts).await
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use time::OffsetDateTime;
-use tokengate::{AttemptOutcome, AttemptRecord, ClaimedDelivery, WebhookStore};
+use tokengate::{AttemptOutcome, ClaimedDelivery, WebhookAttempt, WebhookStore};
 use tokio::task::JoinSet;
 
 use super::settings::WebhookSettings;
@@ -151,7 +151,7 @@ impl Worker {
     }
 
     /// Sends one delivery; answers what to record.
-    async fn attempt(&self, delivery: ClaimedDelivery) -> (ClaimedDelivery, AttemptRecord) {
+    async fn attempt(&self, delivery: ClaimedDelivery) -> (ClaimedDelivery, WebhookAttempt) {
         let at = OffsetDateTime::now_utc();
         let (status, error) = match self.send(&delivery, at).await {
             Ok(status) if (200..300).contains(&status) => (Some(status), None),
@@ -175,7 +175,7 @@ impl Worker {
             tracing::warn!(endpoint = %delivery.endpoint.id, event = %delivery.event_id,
                 attempts = delivery.attempts + 1, "webhooks: delivery failed after the last retry");
         }
-        let record = AttemptRecord::new(at, status, error, outcome, next);
+        let record = WebhookAttempt::new(&delivery, at, status, error, outcome, next);
         (delivery, record)
     }
 

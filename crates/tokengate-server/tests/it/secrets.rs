@@ -39,7 +39,7 @@ async fn debug_output_never_contains_secrets_or_hashes() {
         hash_tail,
     ];
 
-    let rotated = Manager::new(&app.gate)
+    let (_, rotated) = Manager::new(&app.gate)
         .rotate_token(&id, std::time::Duration::from_secs(60), None)
         .await
         .unwrap();
