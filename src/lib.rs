@@ -172,7 +172,7 @@ pub use limit::{Decision, LimiterFailurePolicy};
 pub use limit::LimitError;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use limit::{RedisLimiterConfig, RedisRateLimiter};
+pub use limit::RedisRateLimiter;
 pub use manage::{
     Actor, CreatedToken, LeakOutcome, LeakReport, ManageError, Management, Manager, PlanUpdate,
     TokenSpec,

@@ -39,7 +39,7 @@ pub(crate) use memory::{MemoryRateLimiter, Tally};
 pub use policy::LimiterFailurePolicy;
 pub(crate) use policy::{LimiterPolicy, Quota, Refused};
 #[cfg(feature = "redis")]
-pub use redis::{RedisLimiterConfig, RedisRateLimiter};
+pub use redis::RedisRateLimiter;
 pub use window::Decision;
 pub(crate) use window::WindowConfig;
 

@@ -44,29 +44,29 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
 /// Longest wait for one connection attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Settings of the Redis limiter.
+/// Settings of the Redis limiter (each set by a `RedisRateLimiter::with_*`).
 #[derive(Debug, Clone)]
-pub struct RedisLimiterConfig {
+pub(crate) struct RedisLimiterConfig {
     /// Prefix of every key (`<prefix>:rl:<token id>`, `<prefix>:gen`, ...).
     /// Default `tokengate`.
-    pub key_prefix: String,
+    pub(crate) key_prefix: String,
     /// Longest wait for one round trip before it counts as a failure. Default 250 ms.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Most permits one lease may hold. Default 50: steady traffic costs one
     /// round trip per 50 requests. `1`: one round trip per request and no
     /// permit ever held by an instance.
-    pub max_lease: u32,
+    pub(crate) max_lease: u32,
     /// How long a lease's permits may be used. Default 2 s. Unused permits
     /// go back to the window with the next ask or the next idle sweep (30 s).
-    pub lease_ttl: Duration,
+    pub(crate) lease_ttl: Duration,
     /// How long a new generation of the shared windows (after Redis lost
     /// them) grants nothing, so that every instance adds its counts back
     /// first. Default 1 s: ten generation checks, with room for a slow one.
-    pub reseed_wait: Duration,
+    pub(crate) reseed_wait: Duration,
     /// How often an instance with counts in the last window checks that
     /// Redis still has them, even without requests. Default 100 ms; keep
     /// it well under `reseed_wait`.
-    pub generation_check_interval: Duration,
+    pub(crate) generation_check_interval: Duration,
 }
 
 impl Default for RedisLimiterConfig {
@@ -108,7 +108,7 @@ const SHARDS: usize = 16;
 
 /// Sliding windows in Redis, shared by every instance: never more than the
 /// limit admitted by all instances together, about one round trip per 50
-/// requests in steady traffic (see [`RedisLimiterConfig::max_lease`]).
+/// requests in steady traffic (see [`RedisRateLimiter::with_max_lease`]).
 pub struct RedisRateLimiter {
     client: redis::Client,
     config: RedisLimiterConfig,
@@ -136,23 +136,31 @@ impl std::fmt::Debug for RedisRateLimiter {
     }
 }
 
+/// The scripts' calls for these settings.
+fn script_call(config: &RedisLimiterConfig) -> ScriptCall {
+    ScriptCall::new(
+        &config.key_prefix,
+        u64::try_from(config.lease_ttl.as_millis()).unwrap_or(u64::MAX),
+        u64::try_from(config.reseed_wait.as_millis()).unwrap_or(u64::MAX),
+        config.timeout,
+    )
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl RedisRateLimiter {
-    /// A limiter on the Redis at `url` (`redis://host:port/db`). Connects lazily,
-    /// so it can start while Redis is down; only a malformed URL is an error.
-    pub fn new(url: &str, config: RedisLimiterConfig) -> Result<Self, ConfigError> {
+    /// A limiter on the Redis at `url` (`redis://host:port/db`), with the
+    /// default settings (change them with the `with_*` methods). Connects
+    /// lazily, so it can start while Redis is down; only a malformed URL is
+    /// an error.
+    pub fn new(url: &str) -> Result<Self, ConfigError> {
         let client = redis::Client::open(url).map_err(|e| ConfigError::RedisUrl(Box::new(e)))?;
+        let config = RedisLimiterConfig::default();
         Ok(Self {
             client,
-            calls: ScriptCall::new(
-                &config.key_prefix,
-                u64::try_from(config.lease_ttl.as_millis()).unwrap_or(u64::MAX),
-                u64::try_from(config.reseed_wait.as_millis()).unwrap_or(u64::MAX),
-                config.timeout,
-            ),
+            calls: script_call(&config),
             config,
             connection: tokio::sync::RwLock::new(None),
             connecting: tokio::sync::Mutex::new(()),
@@ -164,6 +172,54 @@ impl RedisRateLimiter {
             reseeder: Arc::default(),
             leases: Default::default(),
         })
+    }
+
+    /// Prefix of every key (`<prefix>:rl:<token id>`, `<prefix>:gen`, ...).
+    /// Default `tokengate`.
+    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.key_prefix = prefix.into();
+        self.calls = script_call(&self.config);
+        self
+    }
+
+    /// Longest wait for one round trip before it counts as a failure. Default 250 ms.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = timeout;
+        self.calls = script_call(&self.config);
+        self
+    }
+
+    /// Most permits one lease may hold. Default 50: steady traffic costs one
+    /// round trip per 50 requests. `1`: one round trip per request and no
+    /// permit ever held by an instance.
+    pub fn with_max_lease(mut self, max_lease: u32) -> Self {
+        self.config.max_lease = max_lease;
+        self
+    }
+
+    /// How long a lease's permits may be used. Default 2 s. Unused permits
+    /// go back to the window with the next ask or the next idle sweep (30 s).
+    pub fn with_lease_ttl(mut self, lease_ttl: Duration) -> Self {
+        self.config.lease_ttl = lease_ttl;
+        self.calls = script_call(&self.config);
+        self
+    }
+
+    /// How long a new generation of the shared windows (after Redis lost
+    /// them) grants nothing, so that every instance adds its counts back
+    /// first. Default 1 s: ten generation checks, with room for a slow one.
+    pub fn with_reseed_wait(mut self, reseed_wait: Duration) -> Self {
+        self.config.reseed_wait = reseed_wait;
+        self.calls = script_call(&self.config);
+        self
+    }
+
+    /// How often an instance with counts in the last window checks that
+    /// Redis still has them, even without requests. Default 100 ms; keep
+    /// it well under the reseed wait.
+    pub fn with_generation_check_interval(mut self, interval: Duration) -> Self {
+        self.config.generation_check_interval = interval;
+        self
     }
 
     fn since_start_ms(&self) -> u64 {
@@ -508,14 +564,9 @@ mod tests {
             return;
         };
         let prefix = format!("tgtest-{}", TokenId::random());
-        let limiter = RedisRateLimiter::new(
-            &url,
-            RedisLimiterConfig {
-                key_prefix: prefix.clone(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let limiter = RedisRateLimiter::new(&url)
+            .unwrap()
+            .with_key_prefix(prefix.clone());
         let mut connection = limiter.connection().await.unwrap();
         let tokens = [TokenId::random(), TokenId::random()];
         let keys = tokens.map(|t| format!("{prefix}:rl:{t}"));

@@ -6,9 +6,9 @@
 //! `generation.lua`). When it is not the one this instance knows, the
 //! instance adds its record into the new one, at most once (a marker key per
 //! instance and generation), and only then asks again. A new generation
-//! grants nothing for [`RedisLimiterConfig::reseed_wait`](super::RedisLimiterConfig::reseed_wait),
+//! grants nothing for [`RedisRateLimiter::with_reseed_wait`](super::RedisRateLimiter::with_reseed_wait),
 //! and every instance with something recorded checks the generation every
-//! [`generation_check_interval`](super::RedisLimiterConfig::generation_check_interval),
+//! [`generation_check_interval`](super::RedisRateLimiter::with_generation_check_interval),
 //! so idle instances re-seed too before a permit is granted blind.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

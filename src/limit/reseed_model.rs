@@ -15,7 +15,7 @@ use super::lease_model::Twin;
 use super::reseed::Contributions;
 use super::window::{Decision, HOUR_MS, WindowConfig};
 
-/// How long a new generation grants nothing (`RedisLimiterConfig::reseed_wait`).
+/// How long a new generation grants nothing (`RedisRateLimiter::with_reseed_wait`).
 const SETTLE_MS: u64 = 1_000;
 /// How often an instance with a record checks the generation.
 const CHECK_MS: u64 = 100;

@@ -6,14 +6,11 @@ use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use tokengate::{RedisLimiterConfig, RedisRateLimiter, TokenId};
+use tokengate::{ConfigError, RedisRateLimiter, TokenId};
 use tokengate_testkit::redis_server::RedisServer;
 
-fn config(prefix: &str) -> RedisLimiterConfig {
-    RedisLimiterConfig {
-        key_prefix: prefix.to_owned(),
-        ..Default::default()
-    }
+fn redis_limiter(url: &str, prefix: &str) -> Result<RedisRateLimiter, ConfigError> {
+    Ok(RedisRateLimiter::new(url)?.with_key_prefix(prefix))
 }
 
 fn unique_prefix() -> String {
@@ -25,7 +22,7 @@ async fn admits_exactly_the_limit_with_consistent_numbers() {
     let Some(url) = tokengate_testkit::backends::redis().await else {
         return;
     };
-    let limiter = RedisRateLimiter::new(&url, config(&unique_prefix())).unwrap();
+    let limiter = redis_limiter(&url, &unique_prefix()).unwrap();
     let token = TokenId::random();
     let mut resets = Vec::new();
     for expected in (0..5).rev() {
@@ -82,7 +79,7 @@ async fn keys_expire_on_their_own() {
         return;
     };
     let prefix = unique_prefix();
-    let limiter = RedisRateLimiter::new(&url, config(&prefix)).unwrap();
+    let limiter = redis_limiter(&url, &prefix).unwrap();
     let token = TokenId::random();
     limiter.check(&token, 10, None).await.unwrap();
     let client = redis::Client::open(url.as_str()).unwrap();
@@ -142,8 +139,8 @@ async fn two_leasing_instances_admit_exactly_the_limit_under_concurrent_load() {
     };
     let prefix = unique_prefix();
     let instances = [
-        Arc::new(RedisRateLimiter::new(&url, config(&prefix)).unwrap()),
-        Arc::new(RedisRateLimiter::new(&url, config(&prefix)).unwrap()),
+        Arc::new(redis_limiter(&url, &prefix).unwrap()),
+        Arc::new(redis_limiter(&url, &prefix).unwrap()),
     ];
     let token = TokenId::random();
     let admitted = until_refused(&instances, token, 1000, 16).await;
@@ -165,8 +162,8 @@ async fn steady_traffic_costs_one_round_trip_per_fifty_requests() {
     };
     let prefix = unique_prefix();
     let instances = [
-        RedisRateLimiter::new(&url, config(&prefix)).unwrap(),
-        RedisRateLimiter::new(&url, config(&prefix)).unwrap(),
+        redis_limiter(&url, &prefix).unwrap(),
+        redis_limiter(&url, &prefix).unwrap(),
     ];
     let token = TokenId::random();
     let mut last_seen = [u32::MAX; 2];
@@ -203,12 +200,8 @@ async fn a_lease_of_one_is_a_round_trip_per_request() {
         return;
     };
     let prefix = unique_prefix();
-    let one = |prefix: &str| RedisLimiterConfig {
-        max_lease: 1,
-        ..config(prefix)
-    };
-    let a = RedisRateLimiter::new(&url, one(&prefix)).unwrap();
-    let b = RedisRateLimiter::new(&url, one(&prefix)).unwrap();
+    let a = redis_limiter(&url, &prefix).unwrap().with_max_lease(1);
+    let b = redis_limiter(&url, &prefix).unwrap().with_max_lease(1);
     let token = TokenId::random();
     let seen: Vec<u32> = futures_util::future::join_all((0..100).map(|i| {
         let limiter = if i % 2 == 0 { &a } else { &b };
@@ -233,9 +226,7 @@ async fn an_unreachable_redis_fails_fast_and_recovers() {
         .unwrap()
         .to_owned();
     let proxy = tokengate_testkit::proxy::Proxy::start(target.parse().unwrap()).await;
-    let limiter =
-        RedisRateLimiter::new(&format!("redis://{}", proxy.addr), config(&unique_prefix()))
-            .unwrap();
+    let limiter = redis_limiter(&format!("redis://{}", proxy.addr), &unique_prefix()).unwrap();
     let token = TokenId::random();
     assert!(limiter.check(&token, 10, None).await.unwrap().allowed);
     proxy.cut();
@@ -310,8 +301,8 @@ async fn a_redis_restarted_empty_is_reseeded_and_the_hour_stays_strict() {
     };
     let prefix = unique_prefix();
     let instances = [
-        RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap(),
-        RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap(),
+        redis_limiter(&server.url(), &prefix).unwrap(),
+        redis_limiter(&server.url(), &prefix).unwrap(),
     ];
     let token = TokenId::random();
     let mut admitted = answered(&instances, token, 100, 60).await;
@@ -353,8 +344,8 @@ async fn a_flushall_mid_load_is_reseeded_and_the_hour_stays_strict() {
     };
     let prefix = unique_prefix();
     let instances = [
-        Arc::new(RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap()),
-        Arc::new(RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap()),
+        Arc::new(redis_limiter(&server.url(), &prefix).unwrap()),
+        Arc::new(redis_limiter(&server.url(), &prefix).unwrap()),
     ];
     let token = TokenId::random();
     let admitted = Arc::new(AtomicU32::new(0));
@@ -424,8 +415,8 @@ async fn a_failover_to_a_lagging_replica_is_reseeded_and_the_hour_stays_strict()
     let url = format!("redis://{}", proxy.addr);
     let prefix = unique_prefix();
     let instances = [
-        RedisRateLimiter::new(&url, config(&prefix)).unwrap(),
-        RedisRateLimiter::new(&url, config(&prefix)).unwrap(),
+        redis_limiter(&url, &prefix).unwrap(),
+        redis_limiter(&url, &prefix).unwrap(),
     ];
     let token = TokenId::random();
     let mut admitted = answered(&instances, token, 100, 40).await;
@@ -465,12 +456,12 @@ async fn a_restart_with_aof_keeps_what_a_crashed_instance_counted() {
     };
     let prefix = unique_prefix();
     let token = TokenId::random();
-    let crashed = [RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap()];
+    let crashed = [redis_limiter(&server.url(), &prefix).unwrap()];
     let mut admitted = answered(&crashed, token, 100, 30).await;
     drop(crashed);
     let instances = [
-        RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap(),
-        RedisRateLimiter::new(&server.url(), config(&prefix)).unwrap(),
+        redis_limiter(&server.url(), &prefix).unwrap(),
+        redis_limiter(&server.url(), &prefix).unwrap(),
     ];
     admitted += answered(&instances, token, 100, 30).await;
     assert_eq!(admitted, 60);

@@ -354,13 +354,13 @@ async fn the_account_ceiling_holds_across_two_instances_with_redis() {
     store.migrate().await.unwrap();
     let prefix = format!("tgtest-{}", tokengate::TokenId::random());
     let instance = |store: SqliteStore| {
-        let config = tokengate::RedisLimiterConfig {
-            key_prefix: prefix.clone(),
-            ..Default::default()
-        };
         TokenGate::builder(Arc::new(store))
             .with_argon2_params(Argon2Params::insecure_fast_for_tests())
-            .with_redis_limiter(tokengate::RedisRateLimiter::new(&url, config).unwrap())
+            .with_redis_limiter(
+                tokengate::RedisRateLimiter::new(&url)
+                    .unwrap()
+                    .with_key_prefix(prefix.clone()),
+            )
             .build()
             .unwrap()
     };
@@ -532,13 +532,13 @@ async fn local_fallback_admissions_count_in_the_shared_window_once_redis_is_back
     let store = SqliteStore::connect(&db).await.unwrap();
     store.migrate().await.unwrap();
     let instance = |store: SqliteStore| {
-        let config = tokengate::RedisLimiterConfig {
-            key_prefix: "fallback".into(),
-            ..Default::default()
-        };
         TokenGate::builder(Arc::new(store))
             .with_argon2_params(Argon2Params::insecure_fast_for_tests())
-            .with_redis_limiter(tokengate::RedisRateLimiter::new(&server.url(), config).unwrap())
+            .with_redis_limiter(
+                tokengate::RedisRateLimiter::new(&server.url())
+                    .unwrap()
+                    .with_key_prefix("fallback"),
+            )
             .with_limiter_failure_policy(tokengate::LimiterFailurePolicy::FallBackToLocal)
             .build()
             .unwrap()

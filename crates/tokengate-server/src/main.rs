@@ -247,12 +247,9 @@ fn build_gate(
             .with_audit_retention(Duration::from_secs(args.audit_retention_days * 86_400));
         #[cfg(feature = "redis")]
         if let Some(url) = &args.redis_url {
-            let config = tokengate::RedisLimiterConfig {
-                key_prefix: args.redis_key_prefix.clone(),
-                ..Default::default()
-            };
-            let limiter = tokengate::RedisRateLimiter::new(url, config)
-                .map_err(|e| format!("invalid REDIS_URL: {e}"))?;
+            let limiter = tokengate::RedisRateLimiter::new(url)
+                .map_err(|e| format!("invalid REDIS_URL: {e}"))?
+                .with_key_prefix(args.redis_key_prefix.clone());
             builder = builder
                 .with_redis_limiter(limiter)
                 .with_limiter_failure_policy(args.rate_limit_failure_policy.into());
