@@ -422,6 +422,24 @@ mod tests {
         store.migrate().await.unwrap();
         store.ping().await.unwrap();
         store.put_setting("k", "1").await.unwrap();
+        // Two connections open before the file goes: the pending write holds
+        // one and the read below gets the other. (A connection opened after
+        // the deletion would see a new, empty file; the pending write's
+        // connection comes back only after its background rollback, so
+        // without this the read raced it under load.)
+        let (one, two) = (
+            store.pool().acquire().await.unwrap(),
+            store.pool().acquire().await.unwrap(),
+        );
+        drop((one, two));
+        // A dropped connection goes back to the pool on a task: wait for both.
+        for _ in 0..100_000 {
+            if store.pool().num_idle() >= 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(store.pool().num_idle() >= 2, "two idle connections");
         let pending = store.begin_write().await.unwrap();
 
         std::fs::remove_file(&path).unwrap();

@@ -131,7 +131,10 @@ impl<D: Driver> CredentialStore for SqlStore<D> {
     }
 
     async fn record_usage(&self, deltas: &[UsageDelta]) -> Result<(), StoreError> {
-        // Instances add their counts: the stored rows are totals.
+        // Instances add their counts: the stored rows are totals. One
+        // transaction with the webhook notice below: a failed flush is
+        // retried whole, so it neither counts twice nor loses the notice.
+        let mut tx = self.driver.begin_write().await?;
         for batch in deltas.chunks(USAGE_BATCH) {
             let rows: Vec<String> = (0..batch.len())
                 .map(|i| format!("({})", placeholders(4 * i + 1, 4)))
@@ -154,17 +157,12 @@ impl<D: Driver> CredentialStore for SqlStore<D> {
                     ]
                 })
                 .collect();
-            self.driver.execute(&sql, args).await?;
+            tx.execute(&sql, args).await?;
         }
-        // The first refused request of an hour, for webhooks. The counts are
-        // saved whatever happens here (a failed flush would be retried and
-        // count twice); a notice not written is written by the hour's next
-        // flush with a refusal.
+        // The first refused request of an hour, for webhooks.
         let now = time::OffsetDateTime::now_utc();
-        if let Err(e) = super::outbox::enqueue_limit_reached(&self.driver, deltas, now).await {
-            tracing::warn!(error = %e, "webhooks: cannot write account.limit_reached");
-        }
-        Ok(())
+        super::outbox::enqueue_limit_reached(tx.as_mut(), deltas, now).await?;
+        tx.commit().await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

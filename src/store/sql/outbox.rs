@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::columns::{TOKEN_COLUMNS, first, token_from_row};
-use crate::store::driver::{Conn, Driver};
+use crate::store::driver::Conn;
 use crate::store::{AuditEvent, StoreError, TokenRecord, UsageDelta};
 use crate::token::TokenId;
 
@@ -169,17 +169,17 @@ pub(super) async fn enqueue(
 /// `account.limit_reached`: a token's first request refused by the rate
 /// limit (its own or its account's) in an hour, from the usage counts that
 /// the gate flushes in the background, never on the request path. Once per
-/// token and hour across instances: the notice's key commits with the event.
-pub(super) async fn enqueue_limit_reached<D: Driver>(
-    driver: &D,
+/// token and hour across instances: the notice's key commits with the event,
+/// in the transaction of the counts (`record_usage`).
+pub(super) async fn enqueue_limit_reached(
+    tx: &mut dyn Conn,
     deltas: &[UsageDelta],
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
     if deltas.iter().all(|delta| delta.limited == 0) {
         return Ok(());
     }
-    let mut tx = driver.begin_write().await?;
-    if !has_subscribers(tx.as_mut(), "account.limit_reached").await? {
+    if !has_subscribers(tx, "account.limit_reached").await? {
         return Ok(());
     }
     for delta in deltas.iter().filter(|delta| delta.limited > 0) {
@@ -201,7 +201,7 @@ pub(super) async fn enqueue_limit_reached<D: Driver>(
         if inserted == 0 {
             continue;
         }
-        let Some(token) = token_view(tx.as_mut(), &delta.token_id).await? else {
+        let Some(token) = token_view(tx, &delta.token_id).await? else {
             continue;
         };
         let data = json!({
@@ -211,9 +211,9 @@ pub(super) async fn enqueue_limit_reached<D: Driver>(
             "hour": hour,
         });
         let key = order_key(Some(&delta.token_id), Some(&token.account_id));
-        enqueue(tx.as_mut(), "account.limit_reached", &key, data, now).await?;
+        enqueue(tx, "account.limit_reached", &key, data, now).await?;
     }
-    tx.commit().await
+    Ok(())
 }
 
 /// A new event id: `msg_` and 128 random bits in hex.
