@@ -21,7 +21,13 @@ pub(crate) async fn run(
 ) -> Result<(), String> {
     let unavailable = |e: tokengate::StoreError| format!("database {database} unavailable: {e}");
     let mut out = std::io::stdout().lock();
-    let time = |t: time::OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+    // Whole seconds, as the other lists print them (and as wide as the column).
+    let time = |t: time::OffsetDateTime| {
+        t.replace_nanosecond(0)
+            .unwrap_or(t)
+            .format(&Rfc3339)
+            .unwrap_or_default()
+    };
     match command {
         WebhookCommand::Add { url, events } => {
             let events = (!events.is_empty()).then_some(events);
