@@ -199,6 +199,15 @@ impl ApiError {
         json_response(status, to_json(&envelope).unwrap_or_default())
     }
 
+    /// Reads a request body the way every admin route does: a JSON object
+    /// (an empty body is `{}`), refused with a 400 whose message says what
+    /// is wrong in the words of JSON (`Invalid JSON: ...`, `Invalid request
+    /// body: ...`). For handlers that must check something before the body,
+    /// as the server's `/v1/verify` checks its caller.
+    pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+        parse_json_object(body)
+    }
+
     /// The HTTP status of this error.
     pub fn status_code(&self) -> StatusCode {
         match self {

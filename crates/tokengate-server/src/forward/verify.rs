@@ -94,11 +94,9 @@ pub(crate) async fn verify(
     if !allowed {
         return ApiError::Unauthorized.into_response();
     }
-    let request: VerifyBody = match serde_json::from_slice(&body) {
+    let request: VerifyBody = match ApiError::parse_body(&body) {
         Ok(request) => request,
-        Err(e) => {
-            return ApiError::BadRequest(format!("Invalid request body: {e}")).into_response();
-        }
+        Err(e) => return e.into_response(),
     };
     let scopes = match (request.scopes, request.path, request.method) {
         (Some(_), Some(_), _) => {

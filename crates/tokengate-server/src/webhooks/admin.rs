@@ -166,11 +166,9 @@ pub(crate) struct WebhookWithSecret {
     ),
 )]
 async fn create_webhook(State(state): State<WebhookState>, body: Bytes) -> Response {
-    let body: WebhookBody = match serde_json::from_slice(&body) {
+    let body: WebhookBody = match ApiError::parse_body(&body) {
         Ok(body) => body,
-        Err(e) => {
-            return ApiError::BadRequest(format!("Invalid request body: {e}")).into_response();
-        }
+        Err(e) => return e.into_response(),
     };
     let webhooks = &state.webhooks;
     match register(
