@@ -40,8 +40,15 @@
 # Scenario of issue 24 (not in the default set; needs nginx):
 #   proxy      nginx -> upstream (examples/bare.rs) vs nginx + tokengate
 #              forward auth (the shipped deploy/nginx/tokengate.conf, a
-#              cached token, keepalive to tokengate) -> the same upstream;
-#              then p50/p99 of both at 4 connections               >= 0.60
+#              cached token, keepalive to tokengate) -> the same upstream
+#                                                                  >= 0.60
+#              and the same config in front of a forward-auth server that
+#              does nothing (a second examples/bare, an empty 200): what
+#              nginx's auth subrequest costs by itself, the ceiling of any
+#              forward-auth server on this machine (noop vs direct), and
+#              tokengate against that ceiling (tokengate vs noop); a flood
+#              of 401s through nginx (keepalive to tokengate kept); then
+#              p50/p99 of direct and tokengate at 4 connections
 #
 #   SCENARIOS=proxy scripts/loadtest.sh
 #
@@ -156,8 +163,8 @@ compare() { # name target baseline-cmd subject-cmd
   local mb ms r cb cs
   mb=$(median "${bases[@]}"); ms=$(median "${subjects[@]}"); r=$(ratio "$ms" "$mb")
   cb=$(median "${base_cpu[@]}"); cs=$(median "${subject_cpu[@]}")
-  printf '%-8s baseline %7.0f req/s  subject %7.0f req/s  ratio %s (target >= %s)  server CPU/request %.1f -> %.1f us\n' \
-    "$name" "$mb" "$ms" "$r" "$target" "$cb" "$cs"
+  printf '%-8s baseline %7.0f req/s  subject %7.0f req/s  ratio %s (%s)  server CPU/request %.1f -> %.1f us\n' \
+    "$name" "$mb" "$ms" "$r" "$([ "$target" = - ] && echo "no target" || echo "target >= $target")" "$cb" "$cs"
   printf '         runs: %s | %s\n' "${bases[*]}" "${subjects[*]}"
   RESULT[$name]=$r
 }
@@ -447,13 +454,20 @@ if want proxy; then
   if [ -z "$NGINX" ]; then
     echo "proxy    SKIPPED: needs nginx (apt-get install nginx)"
   else
-    # One nginx (one worker), two servers: straight to the upstream, and the
-    # shipped forward-auth config with its addresses replaced.
-    UPORT=$((PORT + 5)); DPORT=$((PORT + 6)); FPORT=$((PORT + 7))
+    # One nginx (one worker), three servers: straight to the upstream, and
+    # the shipped forward-auth config with its addresses replaced, once in
+    # front of tokengate and once in front of a forward-auth server that
+    # does nothing (its own process, like tokengate; its upstreams renamed).
+    UPORT=$((PORT + 5)); DPORT=$((PORT + 6)); FPORT=$((PORT + 7)); NPORT=$((PORT + 8)); XPORT=$((PORT + 9))
     start_example bare "$UPORT"
+    start_example bare "$NPORT"
     ngx="$tmp/nginx"; mkdir -p "$ngx"
     sed -e "s/127\.0\.0\.1:8080/127.0.0.1:$PORT/" -e "s/127\.0\.0\.1:3000/127.0.0.1:$UPORT/" \
       -e "s/127\.0\.0\.1:8000/127.0.0.1:$FPORT/" deploy/nginx/tokengate.conf >"$ngx/tokengate.conf"
+    sed -e "s/127\.0\.0\.1:8080/127.0.0.1:$NPORT/" -e "s/127\.0\.0\.1:3000/127.0.0.1:$UPORT/" \
+      -e "s/127\.0\.0\.1:8000/127.0.0.1:$XPORT/" -e "s/tokengate_api/noop_api/g" \
+      -e "s#upstream tokengate {#upstream noop_auth {#" -e "s#http://tokengate/#http://noop_auth/#" \
+      deploy/nginx/tokengate.conf >"$ngx/noop.conf"
     cat >"$ngx/nginx.conf" <<NGINX
 worker_processes 1;
 events { worker_connections 4096; }
@@ -467,15 +481,27 @@ http {
     location / { proxy_http_version 1.1; proxy_set_header Connection ""; proxy_pass http://direct_api; }
   }
   include $ngx/tokengate.conf;
+  include $ngx/noop.conf;
 }
 NGINX
     "$NGINX" -p "$ngx" -c "$ngx/nginx.conf" -g "daemon off; pid $ngx/nginx.pid; error_log $ngx/error.log;" &
     example_pids+=("$!")
     for _ in $(seq 100); do curl -fs "http://127.0.0.1:$DPORT/health" >/dev/null && break; sleep 0.1; done
     DIRECT="http://127.0.0.1:$DPORT/health"; GUARDED="http://127.0.0.1:$FPORT/health"
+    NOOP="http://127.0.0.1:$XPORT/health"
     curl -fs "$GUARDED" -H "Authorization: Bearer $HOT" >/dev/null   # cache it
-    # (Server CPU/request is tokengate's: none on the direct path.)
+    curl -fs "$NOOP" >/dev/null
+    # (Server CPU/request is tokengate's: none on the direct and no-op paths.)
     compare proxy 0.60 "rps $DIRECT" "rps -H 'Authorization: Bearer $HOT' $GUARDED"
+    compare noop - "rps $DIRECT" "rps -H 'Authorization: Bearer $HOT' $NOOP"
+    compare vs-noop - "rps -H 'Authorization: Bearer $HOT' $NOOP" "rps -H 'Authorization: Bearer $HOT' $GUARDED"
+    # Denials through nginx: 401s, each an answer without a body from
+    # tokengate, so nginx keeps its connection (TIME_WAIT counts the ones it
+    # closed).
+    closed() { awk -v p="$(printf ':%04X' "$PORT")" '$3 ~ p"$" && $4 == "06"' /proc/net/tcp | wc -l; }
+    before=$(closed)
+    denied=$(rps -H 'Authorization: Bearer iit_not-a-real-token' "$GUARDED")
+    echo "         401s through nginx: $denied req/s, $(( $(closed) - before )) connections to tokengate closed by nginx"
     # Closed-loop latency at 4 connections: "p50 <us> us  p99 <us> us" from wrk --latency.
     wlat() { wrk -t1 -c4 -d"${DURATION}s" --latency "$@" | python3 -c '
 import re, sys

@@ -10,9 +10,14 @@
 //! A proxy that sends `X-Tokengate-Proxy: nginx` therefore also gets the
 //! denial's status and body in `X-Tokengate-Status` and `X-Tokengate-Body`,
 //! from which its `error_page` renders the exact response without asking
-//! again (so a denied request counts once, like any other).
+//! again (so a denied request counts once, like any other). That answer
+//! has an empty body: nginx keeps an upstream connection for the next
+//! subrequest only when the answer to a subrequest has no body, so with the
+//! body there every denial (a 429 flood, say) cost nginx a new connection to
+//! tokengate, and left a socket in TIME_WAIT.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
@@ -34,7 +39,10 @@ const PROXY: &str = "x-tokengate-proxy";
 const STATUS: HeaderName = HeaderName::from_static("x-tokengate-status");
 const BODY: HeaderName = HeaderName::from_static("x-tokengate-body");
 
-pub(crate) async fn forward_auth(State(state): State<ForwardState>, request: Request) -> Response {
+pub(crate) async fn forward_auth(
+    State(state): State<Arc<ForwardState>>,
+    request: Request,
+) -> Response {
     let trusted = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -142,7 +150,9 @@ fn add_identity(principal: &Principal, headers: &mut HeaderMap) {
     }
 }
 
-/// The denial with its status and body also in headers, for nginx.
+/// The denial with its status and body in headers, for nginx, and no body:
+/// `auth_request` never relays one, and nginx closes the connection of an
+/// answer that has one instead of keeping it for the next check.
 async fn with_denial_in_headers(response: Response) -> Response {
     let (mut parts, body) = response.into_parts();
     // Our denials are small, fixed bodies already in memory.
@@ -154,8 +164,9 @@ async fn with_denial_in_headers(response: Response) -> Response {
     parts
         .headers
         .insert(STATUS, HeaderValue::from(parts.status.as_u16()));
-    if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes) {
         parts.headers.insert(BODY, value);
     }
-    Response::from_parts(parts, axum::body::Body::from(bytes))
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::empty())
 }

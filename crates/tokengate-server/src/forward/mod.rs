@@ -46,7 +46,9 @@ impl Default for ForwardAuth {
     }
 }
 
-#[derive(Clone, Debug)]
+/// Shared by both handlers behind one `Arc`: axum clones a route's state
+/// for every request, and `ForwardAuth` holds the trusted proxies' list.
+#[derive(Debug)]
 struct ForwardState {
     gate: TokenGate,
     admin: Arc<AdminAuth>,
@@ -55,11 +57,11 @@ struct ForwardState {
 
 /// `/forward-auth` (any method) and `POST /v1/verify`.
 pub(crate) fn router(gate: TokenGate, admin: Arc<AdminAuth>, config: ForwardAuth) -> Router {
-    let state = ForwardState {
+    let state = Arc::new(ForwardState {
         gate,
         admin,
         config,
-    };
+    });
     Router::new()
         .route("/forward-auth", any(forward_auth::forward_auth))
         .route("/v1/verify", post(verify::verify))

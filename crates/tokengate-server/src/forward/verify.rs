@@ -4,6 +4,7 @@
 //! request.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -85,7 +86,7 @@ pub(crate) struct Verdict {
     ),
 )]
 pub(crate) async fn verify(
-    State(state): State<ForwardState>,
+    State(state): State<Arc<ForwardState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {

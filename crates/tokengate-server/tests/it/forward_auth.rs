@@ -360,6 +360,62 @@ async fn nginx_with_the_shipped_config_relays_the_contract() {
     stack.server.assert_no_panic();
 }
 
+/// Sockets in TIME_WAIT whose remote end is `addr` (`/proc/net/tcp`): each
+/// is a connection to it that the local side (here nginx) closed.
+fn closed_connections_to(addr: &str) -> usize {
+    let port = addr.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let remote = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"06")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_keeps_its_connection_to_tokengate_through_a_flood_of_denials() {
+    let Some(nginx) = find_or_skip(
+        "nginx",
+        "nginx_keeps_its_connection_to_tokengate_through_a_flood_of_denials",
+    ) else {
+        return;
+    };
+    let stack = start_stack(&[]).await;
+    let upstream = start_upstream().await;
+    let proxy = start_nginx(&nginx, stack.dir.path(), stack.server.addr(), upstream);
+    let tg = stack.server.addr();
+    let before = closed_connections_to(tg);
+    // 401s, the plan's 403s and the 429s of a spent hour, one after another.
+    for _ in 0..3 {
+        assert_eq!(
+            get(tg, GUARDED, Some(&stack.tokens.tiny), &[]).await.status,
+            200
+        );
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        for token in [
+            None,
+            Some(stack.tokens.free.as_str()),
+            Some(stack.tokens.tiny.as_str()),
+        ] {
+            statuses.push(get(&proxy.addr, GUARDED, token, &[]).await.status);
+        }
+    }
+    assert_eq!(statuses, [401, 403, 429].repeat(10));
+    let closed = closed_connections_to(tg).saturating_sub(before);
+    // Without keep-alive each of the 30 denials closes one.
+    assert!(
+        closed <= 2,
+        "nginx closed {closed} connections to tokengate"
+    );
+    stack.server.assert_no_panic();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn caddy_with_the_shipped_config_relays_the_contract() {
     let Some(caddy) = find_or_skip("caddy", "caddy_with_the_shipped_config_relays_the_contract")
@@ -439,6 +495,31 @@ async fn forward_auth_answers_only_trusted_proxies_with_the_original_request() {
         "counted: {scoped:?}"
     );
     assert!(scoped.one("x-tokengate-body").is_none(), "only for nginx");
+    // For nginx the denial is in headers and the body is empty: nginx keeps
+    // a connection for the next subrequest only after an answer without one.
+    let for_nginx = raw(
+        tg,
+        "GET",
+        "/forward-auth",
+        &[
+            ("Authorization", &bearer(&stack.tokens.providers_only)),
+            ("X-Original-Method", "GET"),
+            ("X-Original-URI", "/api/v1/reports/7"),
+            ("X-Tokengate-Proxy", "nginx"),
+        ],
+    )
+    .await;
+    assert_eq!(for_nginx.status, 403);
+    assert_eq!(for_nginx.one("x-tokengate-status"), Some("403"));
+    assert_eq!(
+        for_nginx.one("x-tokengate-body"),
+        Some(scoped.body.as_str())
+    );
+    assert_eq!(
+        (for_nginx.body.as_str(), for_nginx.one("content-length")),
+        ("", Some("0")),
+        "{for_nginx:?}"
+    );
     // Without the original request, or with two, nothing is guessed.
     for headers in [
         vec![("X-Forwarded-Method", "GET")],
