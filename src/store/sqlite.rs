@@ -45,8 +45,10 @@ const TIMESTAMP: &[FormatItem<'static>] =
 /// reading and writing the old file, which nobody will open again, so from
 /// then on every write (before it commits) and [`ping`](crate::TokenGate::ping)
 /// fail as unavailable, and one error line is logged. Reads, and with them
-/// authentication, go on from the old file. The check is one `stat` of the
-/// path, compared with the (device, inode) seen at connect; Unix only.
+/// authentication, go on from the old file on the connections already open;
+/// a connection the pool opens after a deletion fails rather than create a
+/// new, empty database at the path. The check is one `stat` of the path,
+/// compared with the (device, inode) seen at connect; Unix only.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     sql: SqlStore<SqliteDriver>,
@@ -99,6 +101,11 @@ impl SqliteStore {
         let file = if in_memory {
             None
         } else {
+            // Every later connection opens this file or fails: one that
+            // found the file deleted would otherwise create a new, empty
+            // database at the path, and answer from it.
+            let existing = (*pool.connect_options()).clone().create_if_missing(false);
+            pool.set_connect_options(existing);
             DatabaseFile::of(pool.connect_options().get_filename())
         };
         Ok(Self::with_file(pool, file))
@@ -424,7 +431,7 @@ mod tests {
         store.put_setting("k", "1").await.unwrap();
         // Two connections open before the file goes: the pending write holds
         // one and the read below gets the other. (A connection opened after
-        // the deletion would see a new, empty file; the pending write's
+        // the deletion fails, see the next test; the pending write's
         // connection comes back only after its background rollback, so
         // without this the read raced it under load.)
         let (one, two) = (
@@ -455,6 +462,36 @@ mod tests {
         let error = store.ping().await.unwrap_err();
         assert!(error.to_string().contains("was replaced"), "{error}");
         assert!(store.begin_write().await.unwrap().commit().await.is_err());
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_connection_opened_after_the_file_was_deleted_creates_no_empty_database() {
+        use crate::CredentialStore;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        crate::TokenStore::migrate(&store).await.unwrap();
+        store.ping().await.unwrap();
+        let open = store.pool().size();
+        std::fs::remove_file(&path).unwrap();
+        // One more connection than the pool has open: the last one is new.
+        let mut held = Vec::new();
+        let mut refused = None;
+        for _ in 0..=open {
+            match store.pool().acquire().await {
+                Ok(connection) => held.push(connection),
+                Err(error) => {
+                    refused = Some(error);
+                    break;
+                }
+            }
+        }
+        let refused = refused.expect("a connection opened after the deletion");
+        assert!(refused.to_string().contains("unable to open"), "{refused}");
+        assert!(!path.exists(), "an empty database was created at the path");
     }
 
     #[tokio::test]
