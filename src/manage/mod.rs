@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::store::{Plan, StoreError, TokenRecord, USAGE_RETENTION};
+use crate::store::{AuditEvent, Plan, StoreError, TokenRecord, USAGE_RETENTION};
 use crate::token::{PlaintextToken, TokenId};
 
 mod leaks;
@@ -87,6 +87,40 @@ impl Actor {
     /// The actor's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// An audit event of this actor for a change the management does not
+    /// make itself (the server's webhook endpoints): no account, no token.
+    /// A store records it in the transaction of the change it describes.
+    pub fn audit_event(
+        &self,
+        at: OffsetDateTime,
+        action: &str,
+        details: serde_json::Value,
+    ) -> AuditEvent {
+        self.event(at, action, None, None, details)
+    }
+
+    /// The audit event of a change this actor makes.
+    pub(crate) fn event(
+        &self,
+        at: OffsetDateTime,
+        action: &str,
+        account_id: Option<&str>,
+        token_id: Option<TokenId>,
+        details: serde_json::Value,
+    ) -> AuditEvent {
+        AuditEvent {
+            id: 0,
+            at,
+            action: action.to_owned(),
+            actor: self.name.clone(),
+            account_id: account_id.map(str::to_owned),
+            token_id,
+            source_ip: self.source_ip.map(|ip| ip.to_string()),
+            request_id: self.request_id.clone(),
+            details,
+        }
     }
 }
 

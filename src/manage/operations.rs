@@ -55,17 +55,7 @@ impl<'m> Management<'m> {
         token_id: Option<TokenId>,
         details: serde_json::Value,
     ) -> AuditEvent {
-        AuditEvent {
-            id: 0,
-            at,
-            action: action.to_owned(),
-            actor: self.actor.name.clone(),
-            account_id: account_id.map(str::to_owned),
-            token_id,
-            source_ip: self.actor.source_ip.map(|ip| ip.to_string()),
-            request_id: self.actor.request_id.clone(),
-            details,
-        }
+        self.actor.event(at, action, account_id, token_id, details)
     }
 
     pub(super) fn manager(&self) -> &Manager {

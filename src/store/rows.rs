@@ -261,7 +261,8 @@ pub struct AuditEvent {
     pub at: OffsetDateTime,
     /// What happened: `token.created`, `token.revoked`, `token.rotated`,
     /// `token.leaked`, `account.created`, `account.plan_changed`,
-    /// `plan.created`, `plan.updated`.
+    /// `plan.created`, `plan.updated`, and from the server's webhook
+    /// endpoints `webhook.created`, `webhook.deleted`, `webhook.secret_rotated`.
     #[schema(example = "token.created")]
     pub action: String,
     /// Who did it: `admin`, `cli`, `settings:<account>`, `leak-report:github`, `app`.

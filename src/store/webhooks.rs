@@ -16,7 +16,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::StoreError;
+use super::{AuditEvent, StoreError};
 
 /// A webhook endpoint's signing secret, `whsec_<base64>`. Its `Debug`
 /// redacts it and its memory is zeroed when dropped.
@@ -228,21 +228,33 @@ pub struct DeliveryCounts {
 /// the expiry sweep. Both built-in stores implement it.
 #[async_trait]
 pub trait WebhookStore: Send + Sync + 'static {
-    /// Registers an endpoint.
-    async fn insert_webhook_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), StoreError>;
+    /// Registers an endpoint, and records `audit` in the same transaction.
+    async fn insert_webhook_endpoint(
+        &self,
+        endpoint: &WebhookEndpoint,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
     /// Every endpoint, oldest first.
     async fn webhook_endpoints(&self) -> Result<Vec<WebhookEndpoint>, StoreError>;
     /// One endpoint.
     async fn webhook_endpoint(&self, id: &str) -> Result<Option<WebhookEndpoint>, StoreError>;
-    /// Removes an endpoint and its pending deliveries; `false` if there was none.
-    async fn delete_webhook_endpoint(&self, id: &str) -> Result<bool, StoreError>;
-    /// Replaces an endpoint's secret; the old one keeps signing until
-    /// `previous_until`. `false` if there is no such endpoint.
+    /// Removes an endpoint and its pending deliveries, and records `audit`
+    /// in the same transaction; `false` (and nothing recorded) if there was
+    /// none.
+    async fn delete_webhook_endpoint(
+        &self,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError>;
+    /// Replaces an endpoint's secret, and records `audit` in the same
+    /// transaction; the old one keeps signing until `previous_until`.
+    /// `false` (and nothing recorded) if there is no such endpoint.
     async fn rotate_webhook_secret(
         &self,
         id: &str,
         secret: &WebhookSecret,
         previous_until: OffsetDateTime,
+        audit: &AuditEvent,
     ) -> Result<bool, StoreError>;
     /// Claims up to `limit` due deliveries until `lease_until`: pending,
     /// due by `now`, not claimed by a live lease, and the oldest pending one

@@ -7,10 +7,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use serde_json::json;
 use time::{Duration, OffsetDateTime};
 use tokengate::{
-    Argon2Params, AttemptOutcome, ClaimedDelivery, Manager, SqliteStore, TokenGate, TokenStore,
-    UsageDelta, WebhookAttempt, WebhookEndpoint, WebhookStore,
+    Actor, Argon2Params, AttemptOutcome, AuditEvent, AuditQuery, ClaimedDelivery, Manager,
+    SqliteStore, TokenGate, TokenStore, UsageDelta, WebhookAttempt, WebhookEndpoint, WebhookSecret,
+    WebhookStore,
 };
 
 trait Backend: TokenStore + WebhookStore {}
@@ -32,6 +34,34 @@ fn endpoint(id: &str, events: Option<&[&str]>) -> WebhookEndpoint {
         events.map(|events| events.iter().map(|e| (*e).to_owned()).collect()),
         OffsetDateTime::now_utc(),
     )
+}
+
+/// The audit event a change to an endpoint is recorded with.
+fn audit(action: &str, id: &str) -> AuditEvent {
+    Actor::new("test").audit_event(
+        OffsetDateTime::now_utc(),
+        action,
+        json!({ "webhook_id": id }),
+    )
+}
+
+/// The `action` events in the audit log, oldest first, as (actor, webhook id).
+async fn audited(manager: &Manager, action: &str) -> Vec<(String, String)> {
+    let query = AuditQuery::newest(100).with_action(Some(action.to_owned()));
+    let mut events: Vec<(String, String)> = manager
+        .audit_events(&query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| {
+            (
+                event.actor,
+                event.details["webhook_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    events.reverse();
+    events
 }
 
 fn delivered(delivery: &ClaimedDelivery, at: OffsetDateTime) -> WebhookAttempt {
@@ -57,7 +87,15 @@ async fn outbox_conforms(store: Arc<dyn Backend>) {
 
     // An endpoint for revocations only.
     let revocations = endpoint("whe_revoked", Some(&["token.revoked"]));
-    store.insert_webhook_endpoint(&revocations).await.unwrap();
+    store
+        .insert_webhook_endpoint(&revocations, &audit("webhook.created", "whe_revoked"))
+        .await
+        .unwrap();
+    assert_eq!(
+        audited(&manager, "webhook.created").await,
+        [("test".to_owned(), "whe_revoked".to_owned())],
+        "the endpoint's audit event commits with it"
+    );
     let token = manager
         .create_token("acct", "ci", None)
         .await
@@ -133,7 +171,10 @@ async fn outbox_conforms(store: Arc<dyn Backend>) {
 
     // A token's events keep their order: the revocation waits for the creation.
     store
-        .insert_webhook_endpoint(&endpoint("whe_all", None))
+        .insert_webhook_endpoint(
+            &endpoint("whe_all", None),
+            &audit("webhook.created", "whe_all"),
+        )
         .await
         .unwrap();
     let ordered = manager
@@ -205,8 +246,43 @@ async fn outbox_conforms(store: Arc<dyn Backend>) {
     assert_eq!(seen.len(), 6);
 
     // Removing an endpoint removes its deliveries.
-    assert!(store.delete_webhook_endpoint("whe_all").await.unwrap());
-    assert!(!store.delete_webhook_endpoint("whe_all").await.unwrap());
+    // A secret rotation and a removal are audited with the change; one that
+    // changes nothing (no such endpoint) records nothing.
+    let secret = WebhookSecret::generate();
+    let rotated = audit("webhook.secret_rotated", "whe_all");
+    assert!(
+        store
+            .rotate_webhook_secret("whe_all", &secret, later, &rotated)
+            .await
+            .unwrap()
+    );
+    let nowhere = audit("webhook.secret_rotated", "whe_nowhere");
+    assert!(
+        !store
+            .rotate_webhook_secret("whe_nowhere", &secret, later, &nowhere)
+            .await
+            .unwrap()
+    );
+    let removed = audit("webhook.deleted", "whe_all");
+    assert!(
+        store
+            .delete_webhook_endpoint("whe_all", &removed)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_webhook_endpoint("whe_all", &removed)
+            .await
+            .unwrap()
+    );
+    for action in ["webhook.secret_rotated", "webhook.deleted"] {
+        assert_eq!(
+            audited(&manager, action).await,
+            [("test".to_owned(), "whe_all".to_owned())],
+            "{action}"
+        );
+    }
     let ids: Vec<_> = store
         .webhook_endpoints()
         .await
@@ -230,7 +306,10 @@ async fn expiry_sweep_conforms(store: Arc<dyn Backend>) {
     assert_eq!(store.sweep_token_expiry(now).await.unwrap(), 0);
     let only = ["token.expiring", "token.expired"];
     store
-        .insert_webhook_endpoint(&endpoint("whe_expiry", Some(&only)))
+        .insert_webhook_endpoint(
+            &endpoint("whe_expiry", Some(&only)),
+            &audit("webhook.created", "whe_expiry"),
+        )
         .await
         .unwrap();
     manager
@@ -335,7 +414,10 @@ async fn limit_reached_conforms(store: Arc<dyn Backend>) {
     };
     let only = ["account.limit_reached"];
     store
-        .insert_webhook_endpoint(&endpoint("whe_limits", Some(&only)))
+        .insert_webhook_endpoint(
+            &endpoint("whe_limits", Some(&only)),
+            &audit("webhook.created", "whe_limits"),
+        )
         .await
         .unwrap();
     let pending = || async { store.webhook_delivery_counts().await.unwrap().pending };

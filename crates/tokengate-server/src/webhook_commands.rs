@@ -6,8 +6,8 @@
 use std::io::Write;
 
 use time::format_description::well_known::Rfc3339;
-use tokengate::WebhookStore;
-use tokengate_server::webhooks::endpoints::{EndpointError, register, rotate_secret};
+use tokengate::{Actor, WebhookStore};
+use tokengate_server::webhooks::endpoints::{EndpointError, register, remove, rotate_secret};
 use tokengate_server::webhooks::settings::WebhookSettings;
 
 use crate::cli::WebhookCommand;
@@ -31,7 +31,7 @@ pub(crate) async fn run(
     match command {
         WebhookCommand::Add { url, events } => {
             let events = (!events.is_empty()).then_some(events);
-            let endpoint = register(store, settings, url, events)
+            let endpoint = register(store, settings, url, events, &Actor::new("cli"))
                 .await
                 .map_err(|e| match e {
                     EndpointError::Invalid(message) => message,
@@ -66,8 +66,7 @@ pub(crate) async fn run(
             }
         }
         WebhookCommand::Remove { webhook_id } => {
-            if !store
-                .delete_webhook_endpoint(&webhook_id)
+            if !remove(store, &webhook_id, &Actor::new("cli"))
                 .await
                 .map_err(unavailable)?
             {
@@ -78,7 +77,7 @@ pub(crate) async fn run(
             eprintln!("Removed webhook {webhook_id} from {database}, with its pending deliveries.");
         }
         WebhookCommand::RotateSecret { webhook_id } => {
-            let Some((endpoint, secret)) = rotate_secret(store, &webhook_id)
+            let Some((endpoint, secret)) = rotate_secret(store, &webhook_id, &Actor::new("cli"))
                 .await
                 .map_err(unavailable)?
             else {

@@ -15,12 +15,13 @@ use time::{Duration, OffsetDateTime};
 use super::SqlStore;
 use super::columns::{all, first, placeholders};
 use super::outbox::{enqueue, has_subscribers, order_key, token_view};
-use crate::store::StoreError;
+use super::write::SqlTx;
 use crate::store::driver::{Conn, Driver, Row, Value};
 use crate::store::webhooks::{
     AttemptOutcome, ClaimedDelivery, DeliveryCounts, WebhookAttempt, WebhookEndpoint,
     WebhookSecret, WebhookStore,
 };
+use crate::store::{AuditEvent, StoreError, WriteTx};
 use crate::token::TokenId;
 
 const ENDPOINT_COLUMNS: &str = "w.id AS endpoint_id, w.url, w.events, w.secret, w.previous_secret, w.previous_secret_until, \
@@ -86,25 +87,30 @@ const PRUNE_BATCH: i64 = 1000;
 
 #[async_trait]
 impl<D: Driver> WebhookStore for SqlStore<D> {
-    async fn insert_webhook_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<(), StoreError> {
-        self.driver
-            .execute(
-                "INSERT INTO webhook_endpoints (id, url, events, secret, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-                vec![
-                    endpoint.id.as_str().into(),
-                    endpoint.url.as_str().into(),
-                    endpoint
-                        .events
-                        .as_ref()
-                        .map(|events| events.join(" "))
-                        .into(),
-                    endpoint.secret.expose().into(),
-                    endpoint.created_at.into(),
-                ],
-            )
-            .await
-            .map(drop)
+    async fn insert_webhook_endpoint(
+        &self,
+        endpoint: &WebhookEndpoint,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = SqlTx(self.driver.begin_write().await?);
+        tx.0.execute(
+            "INSERT INTO webhook_endpoints (id, url, events, secret, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+            vec![
+                endpoint.id.as_str().into(),
+                endpoint.url.as_str().into(),
+                endpoint
+                    .events
+                    .as_ref()
+                    .map(|events| events.join(" "))
+                    .into(),
+                endpoint.secret.expose().into(),
+                endpoint.created_at.into(),
+            ],
+        )
+        .await?;
+        tx.record_audit(audit).await?;
+        Box::new(tx).commit().await
     }
 
     async fn webhook_endpoints(&self) -> Result<Vec<WebhookEndpoint>, StoreError> {
@@ -123,21 +129,31 @@ impl<D: Driver> WebhookStore for SqlStore<D> {
         })
     }
 
-    async fn delete_webhook_endpoint(&self, id: &str) -> Result<bool, StoreError> {
-        let deleted = self
-            .driver
-            .execute(
+    async fn delete_webhook_endpoint(
+        &self,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut tx = SqlTx(self.driver.begin_write().await?);
+        let deleted =
+            tx.0.execute(
                 "DELETE FROM webhook_endpoints WHERE id = $1",
                 vec![id.into()],
             )
             .await?;
+        if deleted == 0 {
+            // Nothing changed: nothing to record (the transaction rolls back).
+            return Ok(false);
+        }
         // Deliveries of a deleted endpoint are never claimed (the claim joins
         // the endpoint); these only tidy up.
         for table in ["webhook_deliveries", "webhook_attempts"] {
             let sql = format!("DELETE FROM {table} WHERE endpoint_id = $1");
-            self.driver.execute(&sql, vec![id.into()]).await?;
+            tx.0.execute(&sql, vec![id.into()]).await?;
         }
-        Ok(deleted > 0)
+        tx.record_audit(audit).await?;
+        Box::new(tx).commit().await?;
+        Ok(true)
     }
 
     async fn rotate_webhook_secret(
@@ -145,16 +161,22 @@ impl<D: Driver> WebhookStore for SqlStore<D> {
         id: &str,
         secret: &WebhookSecret,
         previous_until: OffsetDateTime,
+        audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        let updated = self
-            .driver
-            .execute(
+        let mut tx = SqlTx(self.driver.begin_write().await?);
+        let updated =
+            tx.0.execute(
                 "UPDATE webhook_endpoints SET previous_secret = secret, \
                  previous_secret_until = $1, secret = $2 WHERE id = $3",
                 vec![previous_until.into(), secret.expose().into(), id.into()],
             )
             .await?;
-        Ok(updated > 0)
+        if updated == 0 {
+            return Ok(false);
+        }
+        tx.record_audit(audit).await?;
+        Box::new(tx).commit().await?;
+        Ok(true)
     }
 
     async fn claim_webhook_deliveries(
@@ -395,8 +417,9 @@ macro_rules! delegate_webhooks {
             async fn insert_webhook_endpoint(
                 &self,
                 endpoint: &$crate::store::WebhookEndpoint,
+                audit: &$crate::store::AuditEvent,
             ) -> Result<(), $crate::store::StoreError> {
-                self.sql.insert_webhook_endpoint(endpoint).await
+                self.sql.insert_webhook_endpoint(endpoint, audit).await
             }
             async fn webhook_endpoints(
                 &self,
@@ -412,17 +435,19 @@ macro_rules! delegate_webhooks {
             async fn delete_webhook_endpoint(
                 &self,
                 id: &str,
+                audit: &$crate::store::AuditEvent,
             ) -> Result<bool, $crate::store::StoreError> {
-                self.sql.delete_webhook_endpoint(id).await
+                self.sql.delete_webhook_endpoint(id, audit).await
             }
             async fn rotate_webhook_secret(
                 &self,
                 id: &str,
                 secret: &$crate::store::WebhookSecret,
                 previous_until: time::OffsetDateTime,
+                audit: &$crate::store::AuditEvent,
             ) -> Result<bool, $crate::store::StoreError> {
                 self.sql
-                    .rotate_webhook_secret(id, secret, previous_until)
+                    .rotate_webhook_secret(id, secret, previous_until, audit)
                     .await
             }
             async fn claim_webhook_deliveries(

@@ -3,11 +3,12 @@
 //! the admin API's envelope. A secret is in exactly one answer: the 201 of
 //! its creation (or rotation).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
@@ -16,10 +17,10 @@ use http::request::Parts;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokengate::http::{AdminAuth, ApiError, SuccessEnvelope};
-use tokengate::{StoreError, WebhookAttempt, WebhookEndpoint};
+use tokengate::{Actor, StoreError, WebhookAttempt, WebhookEndpoint};
 
 use super::Webhooks;
-use super::endpoints::{EndpointError, register, rotate_secret};
+use super::endpoints::{EndpointError, register, remove, rotate_secret};
 
 #[derive(Clone)]
 struct WebhookState {
@@ -71,6 +72,29 @@ async fn require_admin(
 fn unavailable(e: StoreError) -> Response {
     tracing::error!(error = %e, "webhooks: the database failed");
     ApiError::Unavailable.into_response()
+}
+
+/// The admin making a change, for the audit log: the client address and the
+/// request id (the server's stack sets a well-formed one on every request).
+struct AdminActor(Actor);
+
+impl<S: Send + Sync> FromRequestParts<S> for AdminActor {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(address)| address.ip().to_canonical());
+        let request_id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        Ok(Self(
+            Actor::new("admin").from_ip(ip).with_request_id(request_id),
+        ))
+    }
 }
 
 /// The `{webhook_id}` of a route; a malformed one is a 400 in the envelope.
@@ -165,7 +189,11 @@ pub(crate) struct WebhookWithSecret {
         (status = 201, description = "The endpoint and its secret (shown once)", body = SuccessEnvelope<WebhookWithSecret>),
     ),
 )]
-async fn create_webhook(State(state): State<WebhookState>, body: Bytes) -> Response {
+async fn create_webhook(
+    State(state): State<WebhookState>,
+    AdminActor(actor): AdminActor,
+    body: Bytes,
+) -> Response {
     let body: WebhookBody = match ApiError::parse_body(&body) {
         Ok(body) => body,
         Err(e) => return e.into_response(),
@@ -176,6 +204,7 @@ async fn create_webhook(State(state): State<WebhookState>, body: Bytes) -> Respo
         &webhooks.settings,
         body.url,
         body.events,
+        &actor,
     )
     .await
     {
@@ -235,10 +264,13 @@ pub(crate) struct DeletedWebhook {
         (status = 200, description = "Removed", body = SuccessEnvelope<DeletedWebhook>),
     ),
 )]
-async fn delete_webhook(State(state): State<WebhookState>, WebhookId(id): WebhookId) -> Response {
-    match state.webhooks.store.delete_webhook_endpoint(&id).await {
+async fn delete_webhook(
+    State(state): State<WebhookState>,
+    AdminActor(actor): AdminActor,
+    WebhookId(id): WebhookId,
+) -> Response {
+    match remove(state.webhooks.store.as_ref(), &id, &actor).await {
         Ok(true) => {
-            tracing::info!(webhook_id = %id, "webhook endpoint removed");
             SuccessEnvelope::response(StatusCode::OK, &DeletedWebhook { id, deleted: true })
         }
         Ok(false) => ApiError::NotFound("Webhook endpoint not found".into()).into_response(),
@@ -264,9 +296,10 @@ async fn delete_webhook(State(state): State<WebhookState>, WebhookId(id): Webhoo
 )]
 async fn rotate_webhook_secret(
     State(state): State<WebhookState>,
+    AdminActor(actor): AdminActor,
     WebhookId(id): WebhookId,
 ) -> Response {
-    match rotate_secret(state.webhooks.store.as_ref(), &id).await {
+    match rotate_secret(state.webhooks.store.as_ref(), &id, &actor).await {
         Ok(Some((endpoint, secret))) => {
             let view = WebhookWithSecret {
                 endpoint: WebhookView::of(&endpoint),

@@ -1,9 +1,13 @@
-//! Registering an endpoint and rotating its secret: the rules the admin
-//! routes and the CLI share (a URL checked as a delivery would be, known
-//! event types, the previous secret signing on for 24 hours).
+//! Registering, removing an endpoint and rotating its secret: the rules the
+//! admin routes and the CLI share (a URL checked as a delivery would be,
+//! known event types, the previous secret signing on for 24 hours, and an
+//! audit event in the transaction of each change: `webhook.created`,
+//! `webhook.deleted`, `webhook.secret_rotated`, never with a secret).
 
+use serde_json::json;
 use time::OffsetDateTime;
-use tokengate::{StoreError, WebhookEndpoint, WebhookSecret, WebhookStore};
+use time::format_description::well_known::Rfc3339;
+use tokengate::{Actor, StoreError, WebhookEndpoint, WebhookSecret, WebhookStore};
 
 use super::settings::WebhookSettings;
 use super::target::check_target;
@@ -22,12 +26,13 @@ pub enum EndpointError {
     Store(#[from] StoreError),
 }
 
-/// Checks and stores a new endpoint; it comes back with its secret.
+/// Checks and stores a new endpoint for `actor`; it comes back with its secret.
 pub async fn register(
     store: &dyn WebhookStore,
     settings: &WebhookSettings,
     url: String,
     events: Option<Vec<String>>,
+    actor: &Actor,
 ) -> Result<WebhookEndpoint, EndpointError> {
     let events = events
         .map(check_events)
@@ -37,20 +42,50 @@ pub async fn register(
         .await
         .map_err(EndpointError::Invalid)?;
     let endpoint = WebhookEndpoint::new(new_id(), url, events, OffsetDateTime::now_utc());
-    store.insert_webhook_endpoint(&endpoint).await?;
+    let audit = actor.audit_event(
+        endpoint.created_at,
+        "webhook.created",
+        json!({ "webhook_id": endpoint.id, "url": endpoint.url, "events": endpoint.events }),
+    );
+    store.insert_webhook_endpoint(&endpoint, &audit).await?;
     tracing::info!(webhook_id = %endpoint.id, "webhook endpoint registered");
     Ok(endpoint)
 }
 
-/// Gives an endpoint a new secret; the old one signs too for
+/// Removes an endpoint and its pending deliveries for `actor`; `false`: no
+/// such endpoint.
+pub async fn remove(store: &dyn WebhookStore, id: &str, actor: &Actor) -> Result<bool, StoreError> {
+    let audit = actor.audit_event(
+        OffsetDateTime::now_utc(),
+        "webhook.deleted",
+        json!({ "webhook_id": id }),
+    );
+    let removed = store.delete_webhook_endpoint(id, &audit).await?;
+    if removed {
+        tracing::info!(webhook_id = %id, "webhook endpoint removed");
+    }
+    Ok(removed)
+}
+
+/// Gives an endpoint a new secret for `actor`; the old one signs too for
 /// [`ROTATION_OVERLAP`]. `None`: no such endpoint.
 pub async fn rotate_secret(
     store: &dyn WebhookStore,
     id: &str,
+    actor: &Actor,
 ) -> Result<Option<(WebhookEndpoint, WebhookSecret)>, StoreError> {
     let secret = WebhookSecret::generate();
-    let until = OffsetDateTime::now_utc() + ROTATION_OVERLAP;
-    if !store.rotate_webhook_secret(id, &secret, until).await? {
+    let now = OffsetDateTime::now_utc();
+    let until = now + ROTATION_OVERLAP;
+    let audit = actor.audit_event(
+        now,
+        "webhook.secret_rotated",
+        json!({ "webhook_id": id, "previous_secret_until": until.format(&Rfc3339).ok() }),
+    );
+    if !store
+        .rotate_webhook_secret(id, &secret, until, &audit)
+        .await?
+    {
         return Ok(None);
     }
     tracing::info!(webhook_id = %id, "webhook secret rotated");

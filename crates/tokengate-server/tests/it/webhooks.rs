@@ -406,6 +406,42 @@ async fn lifecycle_events_arrive_signed_verify_and_carry_no_secret() {
     assert_no_secret(&bodies, &secrets);
     let log = server.log_text();
     assert_no_secret(&[log], &secrets);
+
+    // The endpoint's changes are in the audit log: who, from where, which
+    // request, never a secret.
+    let audit = ok(&server, Method::GET, "/admin/audit?limit=100", None).await;
+    let changes: Vec<&Value> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["action"].as_str().unwrap().starts_with("webhook."))
+        .collect();
+    let actions: Vec<&str> = changes
+        .iter()
+        .map(|event| event["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["webhook.secret_rotated", "webhook.created"],
+        "{audit}"
+    );
+    for event in &changes {
+        assert_eq!(event["actor"], "admin", "{event}");
+        assert_eq!(event["source_ip"], "127.0.0.1", "{event}");
+        assert!(
+            event["request_id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty()),
+            "{event}"
+        );
+        assert_eq!(
+            event["details"]["webhook_id"],
+            webhook_id.as_str(),
+            "{event}"
+        );
+    }
+    assert_eq!(changes[1]["details"]["url"], receiver.url().as_str());
+    assert_no_secret(&[audit.to_string()], &secrets);
     server.assert_no_panic();
 }
 
@@ -795,6 +831,39 @@ fn the_cli_manages_endpoints_and_shows_a_secret_once() {
         text(&again.stderr).contains("no webhook"),
         "{}",
         text(&again.stderr)
+    );
+
+    // Each change is audited as the CLI's, once (the refused removal is not).
+    let audit = cli(dir.path(), &env, &["audit", "--json"]);
+    assert!(audit.status.success(), "{}", text(&audit.stderr));
+    let events: Vec<Value> = text(&audit.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let changes: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            let action = e["action"].as_str().unwrap();
+            let actor = e["actor"].as_str().unwrap();
+            (
+                action,
+                actor,
+                e["details"]["webhook_id"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("webhook.deleted", "cli", id.as_str()),
+            ("webhook.secret_rotated", "cli", id.as_str()),
+            ("webhook.created", "cli", id.as_str()),
+        ]
+    );
+    let audit_text = text(&audit.stdout);
+    assert!(
+        !audit_text.contains(&secret[6..]) && !audit_text.contains(&new_secret[6..]),
+        "{audit_text}"
     );
 }
 
