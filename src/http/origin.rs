@@ -42,6 +42,15 @@ impl RequestOrigin {
     }
 }
 
+impl Actor {
+    /// The actor `name`, acting through the request of `parts`: its client
+    /// address (from axum's `ConnectInfo<SocketAddr>`, when the server
+    /// provides it) and its `x-request-id`, for the audit log.
+    pub fn for_request(name: impl Into<String>, parts: &Parts) -> Self {
+        RequestOrigin::of(parts).actor(name)
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for RequestOrigin {
     type Rejection = std::convert::Infallible;
 

@@ -13,7 +13,7 @@ use super::rules::{
 use super::{Actor, CreatedToken, MAX_GRACE, ManageError, Manager, PlanUpdate, TokenSpec};
 use crate::scope::Scopes;
 use crate::store::{
-    Account, AuditEvent, Change, NewToken, Plan, StoreError, TokenRecord, TokenUpdate, WriteTx,
+    Account, Change, NewToken, Plan, StoreError, TokenRecord, TokenUpdate, WriteTx,
 };
 use crate::token::TokenId;
 
@@ -44,18 +44,6 @@ impl<'m> Management<'m> {
         self.manager.within(tx.commit()).await?;
         self.manager.parts.hook.invalidate(changes);
         Ok(())
-    }
-
-    /// An audit event by this actor, at `at`.
-    pub(super) fn event(
-        &self,
-        at: OffsetDateTime,
-        action: &str,
-        account_id: Option<&str>,
-        token_id: Option<TokenId>,
-        details: serde_json::Value,
-    ) -> AuditEvent {
-        self.actor.event(at, action, account_id, token_id, details)
     }
 
     pub(super) fn manager(&self) -> &Manager {
@@ -128,7 +116,7 @@ impl<'m> Management<'m> {
             "scopes": token.scopes,
             "expires_at": expires_at.map(rfc3339),
         });
-        let event = self.event(
+        let event = self.actor.event(
             now,
             "token.created",
             Some(account_id),
@@ -204,7 +192,9 @@ impl<'m> Management<'m> {
         tx.update_token(id, update).await?;
         let change = Change::Token(*id);
         tx.record_change(&change, now).await?;
-        let event = self.event(now, action, Some(&token.account_id), Some(*id), details);
+        let event = self
+            .actor
+            .event(now, action, Some(&token.account_id), Some(*id), details);
         tx.record_audit(&event).await?;
         let record = tx.token(id).await?.ok_or(ManageError::UnknownToken(*id))?;
         self.commit(tx, &[change]).await?;
@@ -304,7 +294,7 @@ impl<'m> Management<'m> {
             "old_token_stops_at": old.revoked_at.or(old.expires_at).map(rfc3339),
             "ended_grace_of": ended.iter().map(|t| t.id.to_string()).collect::<Vec<_>>(),
         });
-        let event = self.event(
+        let event = self.actor.event(
             now,
             "token.rotated",
             Some(&old.account_id),
@@ -364,7 +354,9 @@ impl<'m> Management<'m> {
                 };
                 tx.insert_account(&account).await?;
                 let details = json!({ "plan": plan });
-                let event = self.event(now, "account.created", Some(account_id), None, details);
+                let event =
+                    self.actor
+                        .event(now, "account.created", Some(account_id), None, details);
                 tx.record_audit(&event).await?;
                 vec![]
             }
@@ -374,7 +366,8 @@ impl<'m> Management<'m> {
                 tx.record_change(&change, now).await?;
                 let details = json!({ "from": old.plan, "to": plan });
                 let event =
-                    self.event(now, "account.plan_changed", Some(account_id), None, details);
+                    self.actor
+                        .event(now, "account.plan_changed", Some(account_id), None, details);
                 tx.record_audit(&event).await?;
                 vec![change]
             }
@@ -438,7 +431,7 @@ impl<'m> Management<'m> {
             None => ("plan.created", json!({ "plan": plan })),
             Some(previous) => ("plan.updated", json!({ "from": previous, "to": plan })),
         };
-        tx.record_audit(&self.event(now, action, None, None, details))
+        tx.record_audit(&self.actor.event(now, action, None, None, details))
             .await?;
         self.commit(tx, &[change]).await?;
         self.manager.parts.metrics.record_admin("set_plan");

@@ -3,12 +3,11 @@
 //! the admin API's envelope. A secret is in exactly one answer: the 201 of
 //! its creation (or rotation).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
@@ -75,25 +74,14 @@ fn unavailable(e: StoreError) -> Response {
 }
 
 /// The admin making a change, for the audit log: the client address and the
-/// request id (the server's stack sets a well-formed one on every request).
+/// request id (the server's stack sets one on every request).
 struct AdminActor(Actor);
 
 impl<S: Send + Sync> FromRequestParts<S> for AdminActor {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(address)| address.ip().to_canonical());
-        let request_id = parts
-            .headers
-            .get("x-request-id")
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
-        Ok(Self(
-            Actor::new("admin").from_ip(ip).with_request_id(request_id),
-        ))
+        Ok(Self(Actor::for_request("admin", parts)))
     }
 }
 
