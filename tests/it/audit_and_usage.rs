@@ -184,10 +184,7 @@ async fn postgres_records_one_event_per_change() {
     let Some(database) = tokengate_testkit::backends::postgres().await else {
         return;
     };
-    let store = tokengate::PostgresStore::connect(&database.url)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let store = database.migrated_store().await;
     every_change_is_one_event(Arc::new(store)).await;
 }
 
@@ -408,10 +405,7 @@ async fn postgres_usage_is_exact_and_additive() {
     let Some(database) = tokengate_testkit::backends::postgres().await else {
         return;
     };
-    let store = tokengate::PostgresStore::connect(&database.url)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let store = database.migrated_store().await;
     usage_is_exact_and_additive(Arc::new(store)).await;
 }
 

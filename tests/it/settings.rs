@@ -181,11 +181,14 @@ impl App {
         send(&self.api, request).await.status
     }
 
+    /// The account's tokens, revoked ones included.
+    async fn all_tokens(&self, account: &str) -> Vec<tokengate::TokenRecord> {
+        Manager::new(&self.gate).tokens(account).await.unwrap()
+    }
+
     async fn live_tokens(&self, account: &str) -> usize {
-        Manager::new(&self.gate)
-            .tokens(account)
+        self.all_tokens(account)
             .await
-            .unwrap()
             .iter()
             .filter(|t| t.revoked_at.is_none())
             .count()
@@ -355,14 +358,7 @@ async fn cross_site_state_changes_are_refused_and_change_nothing() {
         assert_eq!(response.body, CROSS_SITE);
         assert_eq!(response.header("content-security-policy"), CSP);
     }
-    assert_eq!(
-        Manager::new(&app.gate)
-            .tokens("acct_a")
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(app.all_tokens("acct_a").await.len(), 1);
     assert_eq!(app.live_tokens("acct_a").await, 1);
     assert_eq!(app.api_status(mine["token"].as_str().unwrap()).await, 200);
 
@@ -404,14 +400,7 @@ async fn state_changes_must_be_json() {
         assert_eq!(response.status, 415, "{}", response.body);
         assert_eq!(response.body, NOT_JSON);
     }
-    assert_eq!(
-        Manager::new(&app.gate)
-            .tokens("acct_a")
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(app.all_tokens("acct_a").await.len(), 1);
     assert_eq!(app.live_tokens("acct_a").await, 1);
     // With a charset parameter it is JSON.
     let charset = Call::post("/tokens", json!({"name": "ok"}))
@@ -552,13 +541,7 @@ async fn without_sign_in_the_api_is_401() {
         assert_eq!(response.status, 401, "{}", response.body);
         assert_eq!(response.body, NOT_SIGNED_IN);
     }
-    assert!(
-        Manager::new(&app.gate)
-            .tokens("acct_a")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(app.all_tokens("acct_a").await.is_empty());
     // The page itself holds no data: it loads and says to sign in again.
     assert_eq!(Call::get("").send(&app).await.status, 200);
 }
@@ -576,13 +559,7 @@ async fn a_sign_in_header_from_an_untrusted_peer_is_401() {
             assert_eq!(response.body, NOT_SIGNED_IN);
         }
     }
-    assert!(
-        Manager::new(&app.gate)
-            .tokens("acct_a")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(app.all_tokens("acct_a").await.is_empty());
     // From the proxy it works; but the header twice is ambiguous, so nobody.
     assert_eq!(
         Call::get("/account").by("acct_a").send(&app).await.status,
@@ -628,14 +605,7 @@ async fn a_plan_without_api_access_cannot_create_or_rotate() {
         (rotate.status.as_u16(), rotate.body.as_str()),
         (403, FORBIDDEN)
     );
-    assert_eq!(
-        Manager::new(&app.gate)
-            .tokens("acct_free")
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(app.all_tokens("acct_free").await.len(), 1);
     app.ok(Call::delete(&format!("/tokens/{id}")).by("acct_free"), 200)
         .await;
     assert_eq!(app.api_status(old["token"].as_str().unwrap()).await, 401);
@@ -702,14 +672,7 @@ async fn invalid_requests_are_400_and_create_nothing() {
         .await;
     assert_eq!(response.status, 400);
     assert!(!response.body.contains(token));
-    assert_eq!(
-        Manager::new(&app.gate)
-            .tokens("acct_a")
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(app.all_tokens("acct_a").await.len(), 1);
     assert_eq!(app.live_tokens("acct_a").await, 1);
 }
 

@@ -354,12 +354,7 @@ async fn postgres_feed_is_in_commit_order_under_concurrent_writers() {
     let Some(database) = tokengate_testkit::backends::postgres().await else {
         return;
     };
-    let store: Arc<dyn TokenStore> = Arc::new(
-        tokengate::PostgresStore::connect(&database.url)
-            .await
-            .unwrap(),
-    );
-    store.migrate().await.unwrap();
+    let store: Arc<dyn TokenStore> = Arc::new(database.migrated_store().await);
     let gate = gate_on(Arc::clone(&store));
     Manager::new(&gate)
         .set_account_plan("acct", "pro")

@@ -468,10 +468,7 @@ async fn postgres_outbox_conforms() {
     let Some(database) = tokengate_testkit::backends::postgres().await else {
         return;
     };
-    let store = tokengate::PostgresStore::connect(&database.url)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let store = database.migrated_store().await;
     outbox_conforms(Arc::new(store.clone())).await;
     expiry_sweep_conforms(Arc::new(store.clone())).await;
     limit_reached_conforms(Arc::new(store)).await;

@@ -40,6 +40,19 @@ pub struct TestDatabase {
     name: String,
 }
 
+impl TestDatabase {
+    /// A store on this database, every migration applied.
+    pub async fn migrated_store(&self) -> tokengate::PostgresStore {
+        let store = tokengate::PostgresStore::connect(&self.url)
+            .await
+            .expect("connect to the test database");
+        tokengate::TokenStore::migrate(&store)
+            .await
+            .expect("migrate the test database");
+        store
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let admin = postgres_admin_url();

@@ -860,11 +860,7 @@ fn the_cli_manages_endpoints_and_shows_a_secret_once() {
             ("webhook.created", "cli", id.as_str()),
         ]
     );
-    let audit_text = text(&audit.stdout);
-    assert!(
-        !audit_text.contains(&secret[6..]) && !audit_text.contains(&new_secret[6..]),
-        "{audit_text}"
-    );
+    assert_no_secret(&[text(&audit.stdout)], &[secret, new_secret]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
