@@ -7,7 +7,9 @@ use std::io::Write;
 
 use time::format_description::well_known::Rfc3339;
 use tokengate::{Actor, WebhookStore};
-use tokengate_server::webhooks::endpoints::{EndpointError, register, remove, rotate_secret};
+use tokengate_server::webhooks::endpoints::{
+    EndpointError, deliveries, register, remove, rotate_secret,
+};
 use tokengate_server::webhooks::settings::WebhookSettings;
 
 use crate::cli::WebhookCommand;
@@ -92,23 +94,16 @@ pub(crate) async fn run(
             );
         }
         WebhookCommand::Deliveries { webhook_id, limit } => {
-            if !(1..=1000).contains(&limit) {
-                return Err("--limit must be from 1 to 1000".into());
-            }
-            if store
-                .webhook_endpoint(&webhook_id)
-                .await
-                .map_err(unavailable)?
-                .is_none()
-            {
-                return Err(format!(
-                    "no webhook {webhook_id} in {database} (tokengate webhooks list)"
-                ));
-            }
-            let attempts = store
-                .webhook_attempts(&webhook_id, limit)
-                .await
-                .map_err(unavailable)?;
+            let attempts = match deliveries(store, &webhook_id, limit).await {
+                Ok(Some(attempts)) => attempts,
+                Ok(None) => {
+                    return Err(format!(
+                        "no webhook {webhook_id} in {database} (tokengate webhooks list)"
+                    ));
+                }
+                Err(EndpointError::Invalid(message)) => return Err(format!("--{message}")),
+                Err(EndpointError::Store(e)) => return Err(unavailable(e)),
+            };
             let _ = writeln!(
                 out,
                 "{:<20}  {:<36}  {:<20}  {:>7}  {:>6}  {:<9}  ERROR",

@@ -19,7 +19,7 @@ use tokengate::http::{AdminAuth, ApiError, SuccessEnvelope};
 use tokengate::{Actor, StoreError, WebhookAttempt, WebhookEndpoint};
 
 use super::Webhooks;
-use super::endpoints::{EndpointError, register, remove, rotate_secret};
+use super::endpoints::{EndpointError, deliveries, register, remove, rotate_secret};
 
 #[derive(Clone)]
 struct WebhookState {
@@ -331,22 +331,14 @@ async fn webhook_deliveries(
     query: Result<Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let limit = match query {
-        Ok(Query(DeliveriesQuery { limit: None })) => 100,
-        Ok(Query(DeliveriesQuery { limit: Some(n) })) if (1..=1000).contains(&n) => n,
-        Ok(_) => {
-            return ApiError::BadRequest("limit must be from 1 to 1000".into()).into_response();
-        }
+        Ok(Query(DeliveriesQuery { limit })) => limit.unwrap_or(100),
         Err(e) => return ApiError::BadRequest(format!("Invalid query: {e}")).into_response(),
     };
-    let store = &state.webhooks.store;
-    match store.webhook_endpoint(&id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return ApiError::NotFound("Webhook endpoint not found".into()).into_response(),
-        Err(e) => return unavailable(e),
-    }
-    match store.webhook_attempts(&id, limit).await {
-        Ok(attempts) => SuccessEnvelope::response(StatusCode::OK, &attempts),
-        Err(e) => unavailable(e),
+    match deliveries(state.webhooks.store.as_ref(), &id, limit).await {
+        Ok(Some(attempts)) => SuccessEnvelope::response(StatusCode::OK, &attempts),
+        Ok(None) => ApiError::NotFound("Webhook endpoint not found".into()).into_response(),
+        Err(EndpointError::Invalid(message)) => ApiError::BadRequest(message).into_response(),
+        Err(EndpointError::Store(e)) => unavailable(e),
     }
 }
 

@@ -2,12 +2,13 @@
 //! admin routes and the CLI share (a URL checked as a delivery would be,
 //! known event types, the previous secret signing on for 24 hours, and an
 //! audit event in the transaction of each change: `webhook.created`,
-//! `webhook.deleted`, `webhook.secret_rotated`, never with a secret).
+//! `webhook.deleted`, `webhook.secret_rotated`, never with a secret), and
+//! reading an endpoint's delivery attempts.
 
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokengate::{Actor, StoreError, WebhookEndpoint, WebhookSecret, WebhookStore};
+use tokengate::{Actor, StoreError, WebhookAttempt, WebhookEndpoint, WebhookSecret, WebhookStore};
 
 use super::settings::WebhookSettings;
 use super::target::check_target;
@@ -90,6 +91,27 @@ pub async fn rotate_secret(
     }
     tracing::info!(webhook_id = %id, "webhook secret rotated");
     Ok(store.webhook_endpoint(id).await?.map(|e| (e, secret)))
+}
+
+/// Most delivery attempts one read returns.
+pub const MAX_DELIVERIES: u32 = 1000;
+
+/// An endpoint's latest `limit` delivery attempts (1 to [`MAX_DELIVERIES`]),
+/// newest first. `None`: no such endpoint.
+pub async fn deliveries(
+    store: &dyn WebhookStore,
+    id: &str,
+    limit: u32,
+) -> Result<Option<Vec<WebhookAttempt>>, EndpointError> {
+    if !(1..=MAX_DELIVERIES).contains(&limit) {
+        return Err(EndpointError::Invalid(format!(
+            "limit must be from 1 to {MAX_DELIVERIES}"
+        )));
+    }
+    if store.webhook_endpoint(id).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(store.webhook_attempts(id, limit).await?))
 }
 
 fn check_events(events: Vec<String>) -> Result<Vec<String>, String> {

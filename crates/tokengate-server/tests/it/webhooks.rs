@@ -385,6 +385,11 @@ async fn lifecycle_events_arrive_signed_verify_and_carry_no_secret() {
         "{listed}"
     );
     let path = format!("/admin/webhooks/{webhook_id}/deliveries");
+    let (status, too_many) = call(&server, Method::GET, &format!("{path}?limit=1001"), None).await;
+    assert_eq!(
+        (status, &too_many["error"]),
+        (400, &json!("limit must be from 1 to 1000"))
+    );
     let attempts = ok(&server, Method::GET, &path, None).await;
     let attempts = attempts.as_array().unwrap();
     assert_eq!(attempts.len(), 9, "{attempts:?}");
@@ -818,6 +823,17 @@ fn the_cli_manages_endpoints_and_shows_a_secret_once() {
         text(&deliveries.stdout).starts_with("AT "),
         "{}",
         text(&deliveries.stdout)
+    );
+    let too_few = cli(
+        dir.path(),
+        &env,
+        &["webhooks", "deliveries", &id, "--limit", "0"],
+    );
+    assert_eq!(too_few.status.code(), Some(1));
+    assert!(
+        text(&too_few.stderr).contains("--limit must be from 1 to 1000"),
+        "{}",
+        text(&too_few.stderr)
     );
 
     assert!(
